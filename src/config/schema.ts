@@ -1,0 +1,358 @@
+/** @module schema: the whole config surface as a zod schema; each field's .describe() states its default. */
+import { isIP } from "node:net"
+import { z } from "zod"
+import { parseDuration, parseSize } from "../core/units.ts"
+
+/** A duration ("30s", "250ms", "1m30s"), parsed to milliseconds. */
+export function duration() {
+  return z.union([z.string(), z.number()]).transform((value, ctx) => {
+    const ms = parseDuration(value)
+    if (ms === undefined) {
+      ctx.addIssue({
+        code: "custom",
+        message: `expected a duration like "30s" or "250ms", got ${JSON.stringify(value)}`,
+      })
+      return z.NEVER
+    }
+    return ms
+  })
+}
+
+/** A size ("1MiB", "64KiB", "16384"), parsed to bytes. */
+export function size() {
+  return z.union([z.string(), z.number()]).transform((value, ctx) => {
+    const bytes = parseSize(value)
+    if (bytes === undefined) {
+      ctx.addIssue({ code: "custom", message: `expected a size like "64KiB" or "1MiB", got ${JSON.stringify(value)}` })
+      return z.NEVER
+    }
+    return bytes
+  })
+}
+
+/** HostPort is a parsed "host:port" ("[::1]:8443" for IPv6). */
+export interface HostPort {
+  host: string
+  port: number
+}
+
+/** parseHostPort splits "127.0.0.1:8443" or "[::]:8443"; undefined when the port is missing or out of range. */
+export function parseHostPort(text: string): HostPort | undefined {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s]+)):(\d{1,5})$/.exec(text.trim())
+  if (!match) return undefined
+  const host = match[1] ?? match[2]!
+  const port = Number(match[3])
+  if (port > 65535) return undefined
+  if (match[1] !== undefined && isIP(host) !== 6) return undefined
+  return { host, port }
+}
+
+function hostPort() {
+  return z.string().transform((value, ctx) => {
+    const parsed = parseHostPort(value)
+    if (!parsed) {
+      const hint = /:\d+$/.test(value) ? "" : `; add a port, e.g. "${value}:8080"`
+      ctx.addIssue({ code: "custom", message: `expected "host:port", got ${JSON.stringify(value)}${hint}` })
+      return z.NEVER
+    }
+    return parsed
+  })
+}
+
+/** A CIDR block or a single address, e.g. "10.0.0.0/8" or "127.0.0.1". */
+const cidr = z.string().refine(
+  (value) => {
+    const [addr, bits, ...rest] = value.split("/")
+    const family = isIP(addr ?? "")
+    if (family === 0 || rest.length > 0) return false
+    if (bits === undefined) return true
+    const n = Number(bits)
+    return Number.isInteger(n) && n >= 0 && n <= (family === 4 ? 32 : 128)
+  },
+  { message: 'expected an address or CIDR block like "10.0.0.0/8"' },
+)
+
+const hostname = z
+  .string()
+  .regex(/^(\*\.)?[a-zA-Z0-9_]([a-zA-Z0-9_-]{0,62})(\.[a-zA-Z0-9_]([a-zA-Z0-9_-]{0,62}))*\.?$|^\*$/, {
+    message: 'expected a host name like "example.com" or "*.example.com"',
+  })
+
+const fileCertificate = z
+  .object({
+    cert: z.string().min(1).describe("PEM file with the certificate, then its chain (required)"),
+    key: z.string().min(1).describe("PEM file with the private key (required)"),
+  })
+  .strict()
+
+const selfSignedCertificate = z
+  .object({
+    self_signed: z
+      .array(hostname)
+      .min(1)
+      .describe("names to put in a self-signed certificate made at start (development)"),
+    key_type: z.enum(["ecdsa", "rsa"]).default("ecdsa").describe("key type of the made certificate (default ecdsa)"),
+  })
+  .strict()
+
+const certificate = z.union([fileCertificate, selfSignedCertificate], {
+  error: () => "expected { cert: FILE, key: FILE } or { self_signed: [NAMES] }",
+})
+
+export const TLS_VERSIONS = ["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"] as const
+
+const clientAuth = z
+  .object({
+    mode: z.enum(["none", "request", "require"]).default("none").describe("client certificate mode (default none)"),
+    ca: z.string().optional().describe("PEM file of the CAs that sign client certificates (required unless mode none)"),
+    crl: z.string().optional().describe("PEM file of certificate revocation lists (default none)"),
+    forward_cert: z.boolean().default(false).describe("also send the URL-encoded PEM in X-Client-Cert (default false)"),
+  })
+  .strict()
+  .superRefine((value, ctx) => {
+    if (value.mode !== "none" && !value.ca) {
+      ctx.addIssue({ code: "custom", path: ["ca"], message: `client_auth mode ${value.mode} needs a ca file` })
+    }
+  })
+
+const hsts = z
+  .object({
+    max_age: duration().prefault("365d").describe("max-age (default 365d)"),
+    include_subdomains: z.boolean().default(false).describe("add includeSubDomains (default false)"),
+    preload: z.boolean().default(false).describe("add preload (default false)"),
+  })
+  .strict()
+
+const listenerTls = z
+  .object({
+    certificates: z.array(certificate).min(1).describe("one or more certificates; SNI picks among them (required)"),
+    profile: z
+      .enum(["modern", "intermediate", "old"])
+      .default("intermediate")
+      .describe("TLS policy (default intermediate)"),
+    min_version: z.enum(TLS_VERSIONS).optional().describe("lowest TLS version (default from the profile)"),
+    max_version: z.enum(TLS_VERSIONS).optional().describe("highest TLS version (default TLSv1.3)"),
+    ciphers: z.string().optional().describe("OpenSSL cipher list for TLS 1.2 and below (default from the profile)"),
+    ciphersuites: z.string().optional().describe("TLS 1.3 cipher suites (default from the profile)"),
+    groups: z.array(z.string()).optional().describe("key exchange groups (default X25519MLKEM768:X25519:P-256:P-384)"),
+    alpn: z
+      .array(z.enum(["h2", "http/1.1"]))
+      .optional()
+      .describe("ALPN protocols (default [h2, http/1.1] for http)"),
+    client_auth: clientAuth.optional().describe("mTLS from clients (default none)"),
+    handshake_timeout: duration().prefault("10s").describe("time allowed for the TLS handshake (default 10s)"),
+    hsts: hsts.optional().describe("Strict-Transport-Security on responses (default off)"),
+    session_tickets: z.boolean().default(true).describe("TLS 1.3/1.2 session resumption by tickets (default true)"),
+  })
+  .strict()
+
+const route = z
+  .object({
+    hosts: z
+      .array(hostname)
+      .optional()
+      .describe("Host names (or SNI on a tcp listener) this route takes (default any)"),
+    path_prefix: z.string().startsWith("/").optional().describe("path prefix this route takes (default any)"),
+    upstream: z.string().min(1).describe("the upstream that serves this route (required)"),
+  })
+  .strict()
+
+const listenerLimits = z
+  .object({
+    max_connections: z.number().int().positive().default(10_000).describe("open client connections (default 10000)"),
+    max_header_size: size().prefault("16KiB").describe("request line plus headers (default 16KiB)"),
+    max_headers: z.number().int().positive().default(100).describe("request header count (default 100)"),
+    header_timeout: duration().prefault("10s").describe("time to receive the request headers (default 10s)"),
+    idle_timeout: duration().prefault("60s").describe("keep-alive idle time between requests (default 60s)"),
+    request_timeout: duration().prefault("5m").describe("time to receive the whole request (default 5m)"),
+  })
+  .strict()
+
+const listener = z
+  .object({
+    name: z.string().min(1).describe("a unique name, used in logs and metrics (required)"),
+    address: hostPort().describe('"host:port" to bind (required)'),
+    engine: z.enum(["http", "tcp"]).default("http").describe("http (L7) or tcp (L4) (default http)"),
+    proxy_protocol: z.enum(["accept"]).optional().describe("read a PROXY v1/v2 header before TLS (default off)"),
+    trusted_proxies: z.array(cidr).default([]).describe("peers whose X-Forwarded-* and PROXY headers are believed"),
+    tls: listenerTls.optional().describe("TLS settings (required unless redirect_https)"),
+    routes: z.array(route).optional().describe("host/path routes, first match wins"),
+    upstream: z.string().optional().describe("the upstream for every connection (tcp engine; shorthand for one route)"),
+    send_proxy_protocol: z.enum(["v1", "v2"]).optional().describe("send a PROXY header to backends (default off)"),
+    redirect_https: z.number().int().min(1).max(65535).optional().describe("plain HTTP listener that only redirects"),
+    limits: listenerLimits.prefault({}).describe("client-side limits and timeouts"),
+  })
+  .strict()
+  .superRefine((value, ctx) => {
+    if (value.redirect_https !== undefined) {
+      for (const key of ["tls", "routes", "upstream"] as const) {
+        if (value[key] !== undefined) {
+          ctx.addIssue({ code: "custom", path: [key], message: `a redirect_https listener takes no ${key}` })
+        }
+      }
+      return
+    }
+    if (!value.tls) ctx.addIssue({ code: "custom", path: ["tls"], message: "missing tls (or set redirect_https)" })
+    if (!value.routes && !value.upstream) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["routes"],
+        message: "missing routes (or upstream): where should traffic go?",
+      })
+    }
+    if (value.routes && value.upstream) {
+      ctx.addIssue({ code: "custom", path: ["upstream"], message: "give either routes or upstream, not both" })
+    }
+  })
+
+const backend = z.preprocess(
+  (value) => (typeof value === "string" ? { address: value } : value),
+  z
+    .object({
+      address: hostPort().describe('"host:port" of the backend (required)'),
+      weight: z.number().int().min(1).max(1000).default(1).describe("relative share of requests (default 1)"),
+      backup: z.boolean().default(false).describe("only used when no primary backend is up (default false)"),
+      max_connections: z.number().int().positive().optional().describe("connection cap (default unlimited)"),
+    })
+    .strict(),
+)
+
+const health = z
+  .object({
+    type: z.enum(["http", "tcp"]).default("http").describe("http request or tcp connect (default http)"),
+    path: z.string().startsWith("/").default("/").describe("path to GET (default /)"),
+    host: z.string().optional().describe("Host header of the check (default the backend address)"),
+    expect_status: z
+      .string()
+      .regex(/^\d{3}(-\d{3})?$/)
+      .default("200-399")
+      .describe("healthy status range (default 200-399)"),
+    expect_body: z.string().optional().describe("substring the body must contain (default none)"),
+    interval: duration().prefault("5s").describe("time between checks (default 5s)"),
+    timeout: duration().prefault("2s").describe("time one check may take (default 2s)"),
+    rise: z.number().int().positive().default(2).describe("passes that bring a backend up (default 2)"),
+    fall: z.number().int().positive().default(3).describe("failures that take a backend down (default 3)"),
+  })
+  .strict()
+
+const upstreamTls = z
+  .object({
+    ca: z.string().optional().describe("PEM file of CAs to verify backends with (default the system store)"),
+    servername: z.string().optional().describe("SNI and the name checked on the backend certificate (default host)"),
+    cert: z.string().optional().describe("client certificate for mTLS to the backend (default none)"),
+    key: z.string().optional().describe("its private key"),
+    insecure_skip_verify: z.boolean().default(false).describe("do not verify backends (default false; warns)"),
+  })
+  .strict()
+  .superRefine((value, ctx) => {
+    if ((value.cert === undefined) !== (value.key === undefined)) {
+      ctx.addIssue({ code: "custom", path: [value.cert ? "key" : "cert"], message: "cert and key go together" })
+    }
+  })
+
+const upstreamTimeouts = z
+  .object({
+    connect: duration().prefault("5s").describe("backend connect (default 5s)"),
+    response: duration().prefault("60s").describe("wait for the response headers (default 60s)"),
+    idle: duration()
+      .prefault("60s")
+      .describe("body inactivity, and keep-alive idle of pooled connections (default 60s)"),
+  })
+  .strict()
+
+const upstream = z
+  .object({
+    backends: z.array(backend).min(1).describe("backends as host:port or objects (required)"),
+    balance: z.enum(["round_robin", "least_conn", "p2c", "hash"]).default("p2c").describe("balancer (default p2c)"),
+    hash_key: z
+      .string()
+      .regex(/^(client_ip|path|header:[A-Za-z0-9-]+|cookie:[A-Za-z0-9_-]+)$/)
+      .default("client_ip")
+      .describe("what the hash balancer hashes (default client_ip)"),
+    health: health.optional().describe("active health checks (default off)"),
+    timeouts: upstreamTimeouts.prefault({}).describe("backend timeouts"),
+    retries: z.number().int().min(0).max(10).default(1).describe("tries on another backend (default 1)"),
+    tls: upstreamTls.optional().describe("re-encrypt to backends (default plain)"),
+    send_proxy_protocol: z.enum(["v1", "v2"]).optional().describe("PROXY header on backend connections (default off)"),
+    keepalive: z.number().int().min(0).default(64).describe("idle pooled connections per backend (default 64)"),
+  })
+  .strict()
+
+const admin = z
+  .object({
+    address: hostPort().prefault("127.0.0.1:9901").describe('admin API address (default "127.0.0.1:9901")'),
+  })
+  .strict()
+
+const accessLog = z
+  .object({
+    enabled: z.boolean().default(true).describe("one JSON line per request (default true)"),
+  })
+  .strict()
+
+export const configSchema = z
+  .object({
+    listeners: z.array(listener).min(1).describe("where clients connect (required)"),
+    upstreams: z
+      .record(z.string().regex(/^[A-Za-z0-9_.-]+$/), upstream)
+      .default({})
+      .describe("named backend pools"),
+    admin: admin.optional().describe("admin API (default on 127.0.0.1:9901 for the embedded default only)"),
+    access_log: accessLog.prefault({}).describe("access log settings"),
+    data_dir: z.string().default(".data").describe("where generated state lives (default .data beside the config)"),
+    shutdown_grace: duration()
+      .prefault("30s")
+      .describe("time in-flight requests get on shutdown or reload (default 30s)"),
+  })
+  .strict()
+  .superRefine((config, ctx) => {
+    const names = new Set<string>()
+    const addresses = new Map<string, number>()
+    config.listeners.forEach((l, i) => {
+      if (names.has(l.name)) {
+        ctx.addIssue({ code: "custom", path: ["listeners", i, "name"], message: `duplicate listener name "${l.name}"` })
+      }
+      names.add(l.name)
+      const key = `${l.address.host}:${l.address.port}`
+      const other = addresses.get(key)
+      if (other !== undefined) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["listeners", i, "address"],
+          message: `address ${key} is already used by listeners[${other}]`,
+        })
+      } else addresses.set(key, i)
+      const check = (name: string | undefined, path: (string | number)[]) => {
+        if (name !== undefined && !(name in config.upstreams)) {
+          const known = Object.keys(config.upstreams)
+          ctx.addIssue({
+            code: "custom",
+            path: ["listeners", i, ...path],
+            message: `unknown upstream "${name}"; known: ${known.length ? known.join(", ") : "none (add an upstreams section)"}`,
+          })
+        }
+      }
+      check(l.upstream, ["upstream"])
+      l.routes?.forEach((r, j) => {
+        check(r.upstream, ["routes", j, "upstream"])
+      })
+      if (l.engine === "tcp" && l.routes?.some((r) => r.path_prefix !== undefined)) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["listeners", i, "routes"],
+          message: "a tcp listener routes by SNI only: no path_prefix",
+        })
+      }
+    })
+  })
+
+/** Config is a validated config with durations in ms, sizes in bytes and addresses parsed. */
+export type Config = z.output<typeof configSchema>
+export type ListenerConfig = Config["listeners"][number]
+export type ListenerTlsConfig = NonNullable<ListenerConfig["tls"]>
+export type CertificateConfig = ListenerTlsConfig["certificates"][number]
+export type RouteConfig = NonNullable<ListenerConfig["routes"]>[number]
+export type UpstreamConfig = Config["upstreams"][string]
+export type BackendConfig = UpstreamConfig["backends"][number]
+export type HealthConfig = NonNullable<UpstreamConfig["health"]>
+export type UpstreamTlsConfig = NonNullable<UpstreamConfig["tls"]>

@@ -1,0 +1,34 @@
+/** @module backend: one backend of an upstream, its address, weight and live state (health, load, drain). */
+import type { HostPort } from "../config/schema.ts"
+
+/** BackendState is what health checks and the admin API set; only "up" takes new requests. */
+export type BackendState = "up" | "down" | "draining"
+
+/** Backend is one address in an upstream pool; balancers read it, the pool and health checkers update it. */
+export class Backend {
+  readonly id: string
+  readonly address: HostPort
+  readonly weight: number
+  readonly backup: boolean
+  readonly maxConnections: number
+  state: BackendState = "up"
+  /** Requests (http) or connections (tcp) in progress on this backend. */
+  inFlight = 0
+  /** Until this time (ms since epoch) passive health keeps the backend out. */
+  ejectedUntil = 0
+
+  constructor(options: { address: HostPort; weight?: number; backup?: boolean; maxConnections?: number }) {
+    this.address = options.address
+    this.id = options.address.host.includes(":")
+      ? `[${options.address.host}]:${options.address.port}`
+      : `${options.address.host}:${options.address.port}`
+    this.weight = options.weight ?? 1
+    this.backup = options.backup ?? false
+    this.maxConnections = options.maxConnections ?? Number.POSITIVE_INFINITY
+  }
+
+  /** available: up, not ejected, and under its connection cap. */
+  get available(): boolean {
+    return this.state === "up" && this.inFlight < this.maxConnections && this.ejectedUntil <= Date.now()
+  }
+}
