@@ -17,6 +17,10 @@ const REDACT = [
   "headers.authorization",
   'headers["proxy-authorization"]',
   "headers.cookie",
+  // pino's request convention nests headers one level down: { req: { headers } }
+  "*.headers.authorization",
+  '*.headers["proxy-authorization"]',
+  "*.headers.cookie",
 ]
 
 /** createLogger makes the process logger; level from PORTCULLIS_LOG_LEVEL (default info), JSON lines to stdout. */

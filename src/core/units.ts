@@ -15,11 +15,11 @@ const SIZE_UNITS: Record<string, number> = {
   gib: 1024 ** 3,
 }
 
-/** parseDuration turns "30s", "1m30s", "250ms" into milliseconds; a bare number is milliseconds. Returns undefined if malformed. */
+/** parseDuration turns "30s", "1m30s", "250ms" into whole milliseconds; a bare number is milliseconds. Returns undefined if malformed. */
 export function parseDuration(input: string | number): number | undefined {
-  if (typeof input === "number") return Number.isFinite(input) && input >= 0 ? input : undefined
+  if (typeof input === "number") return Number.isFinite(input) && input >= 0 ? Math.round(input) : undefined
   const text = input.trim()
-  if (/^\d+(\.\d+)?$/.test(text)) return Number(text)
+  if (/^\d+(\.\d+)?$/.test(text)) return Math.round(Number(text))
   const re = /(\d+(?:\.\d+)?)(ms|s|m|h|d)/gy
   let total = 0
   let consumed = 0
@@ -41,6 +41,7 @@ export function parseSize(input: string | number): number | undefined {
 
 /** formatDuration renders milliseconds back as the shortest unit string, for status output. */
 export function formatDuration(ms: number): string {
+  if (ms % 86_400_000 === 0 && ms > 0) return `${ms / 86_400_000}d`
   if (ms % 3_600_000 === 0 && ms > 0) return `${ms / 3_600_000}h`
   if (ms % 60_000 === 0 && ms > 0) return `${ms / 60_000}m`
   if (ms % 1000 === 0 && ms > 0) return `${ms / 1000}s`
