@@ -16,8 +16,18 @@ export class Backend {
   inFlight = 0
   /** Until this time (ms since epoch) passive health keeps the backend out. */
   ejectedUntil = 0
+  /** When (ms since epoch) the backend last came back (health up, or end of an ejection); 0 if it never left. */
+  returnedAt = 0
+  /** Over this many ms after returnedAt its weight ramps up from 10% to full (slow start); 0 = off. */
+  readonly slowStart: number
 
-  constructor(options: { address: HostPort; weight?: number; backup?: boolean; maxConnections?: number }) {
+  constructor(options: {
+    address: HostPort
+    weight?: number
+    backup?: boolean
+    maxConnections?: number
+    slowStart?: number
+  }) {
     this.address = options.address
     this.id = options.address.host.includes(":")
       ? `[${options.address.host}]:${options.address.port}`
@@ -25,6 +35,7 @@ export class Backend {
     this.weight = options.weight ?? 1
     this.backup = options.backup ?? false
     this.maxConnections = options.maxConnections ?? Number.POSITIVE_INFINITY
+    this.slowStart = options.slowStart ?? 0
   }
 
   /** available: up, not ejected, and under its connection cap. */
