@@ -5,37 +5,46 @@ import { effectiveWeight } from "../health/slow-start.ts"
 import { inTier, tierCount } from "./tiers.ts"
 
 /**
- * LeastConn picks the eligible backend with the lowest inFlight / weight. Ties are broken round robin: the scan
- * starts just after the previous pick and only a strictly lower load replaces the best so far, so equally loaded
- * backends take turns (an idle pool is spread evenly rather than all sent to the first backend).
+ * LeastConn picks the eligible backend with the lowest inFlight / weight. Ties are broken by smooth weighted round
+ * robin among the tied backends (as nginx's least_conn does), so an idle or evenly loaded pool is spread in
+ * proportion to weight, in turns, rather than all sent to the first backend.
  */
 export class LeastConn implements Balancer {
-  #next = 0
+  #list: readonly Backend[] | undefined
+  /** Smooth round-robin scores for tie-breaks, by index in #list; reset when the list changes. */
+  #current = new Float64Array(0)
 
   pick(backends: readonly Backend[], context?: PickContext): Backend | undefined {
-    const n = backends.length
-    if (n === 0) return undefined
+    if (backends !== this.#list || this.#current.length !== backends.length) {
+      this.#list = backends
+      this.#current = new Float64Array(backends.length)
+    }
     const exclude = context?.exclude
     const tiers = tierCount(context)
     const now = Date.now()
-    const start = this.#next % n
+    const current = this.#current
     for (let tier = 0; tier < tiers; tier++) {
-      let best = -1
-      let bestLoad = Number.POSITIVE_INFINITY
-      for (let k = 0; k < n; k++) {
-        const i = (start + k) % n
-        const backend = backends[i]!
+      let least = Number.POSITIVE_INFINITY
+      for (const backend of backends) {
         if (!inTier(backend, tier, exclude)) continue
         const load = backend.inFlight / effectiveWeight(backend, now)
-        if (best === -1 || load < bestLoad) {
-          best = i
-          bestLoad = load
-        }
+        if (load < least) least = load
       }
-      if (best !== -1) {
-        this.#next = best + 1
-        return backends[best]
+      if (least === Number.POSITIVE_INFINITY) continue
+      // Division is correctly rounded, so equal loads (1/2 and 2/4) compare equal.
+      let best = -1
+      let total = 0
+      for (let i = 0; i < backends.length; i++) {
+        const backend = backends[i]!
+        if (!inTier(backend, tier, exclude)) continue
+        const weight = effectiveWeight(backend, now)
+        if (backend.inFlight / weight !== least) continue
+        current[i]! += weight
+        total += weight
+        if (best === -1 || current[i]! > current[best]!) best = i
       }
+      current[best]! -= total
+      return backends[best]
     }
     return undefined
   }
