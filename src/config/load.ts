@@ -1,7 +1,7 @@
 /** @module load: reads a YAML config file, keeps positions, validates it and reports every problem with file:line:col. */
 import { readFileSync } from "node:fs"
 import { dirname, isAbsolute, resolve } from "node:path"
-import { isMap, isScalar, LineCounter, type Node, parseDocument } from "yaml"
+import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml"
 import type { z } from "zod"
 import { ConfigError, type ConfigProblem } from "../core/errors.ts"
 import { type Config, configSchema } from "./schema.ts"
@@ -10,6 +10,13 @@ import { type Config, configSchema } from "./schema.ts"
 const NOT_YET: Record<string, string> = {
   acme: "ACME certificates are not implemented yet; use cert/key files or self_signed",
   cluster: "cluster mode is not implemented yet; Portcullis runs one process",
+}
+
+/** What the common read errors mean, in words an operator can act on. */
+const READ_ERRORS: Record<string, string> = {
+  ENOENT: "no such file; check the path given to --config",
+  EACCES: "permission denied",
+  EISDIR: "it is a folder, not a file",
 }
 
 /** LoadedConfig is a validated Config plus where it came from. */
@@ -26,9 +33,9 @@ export function loadConfigFile(file: string): LoadedConfig {
     text = readFileSync(path, "utf8")
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? "error"
-    throw new ConfigError([{ file, line: 0, column: 0, path: "", message: `reading the config file: ${code}` }], {
-      cause: err,
-    })
+    const why = READ_ERRORS[code]
+    const message = `reading the config file: ${code}${why ? ` (${why})` : ""}`
+    throw new ConfigError([{ file, line: 0, column: 0, path: "", message }], { cause: err })
   }
   return { config: parseConfig(text, file, dirname(path)), file: path }
 }
@@ -41,14 +48,37 @@ export function parseConfig(text: string, file: string, baseDir: string): Config
   const problems: ConfigProblem[] = []
   for (const err of doc.errors) {
     const pos = at(err.pos[0])
+    if (err.code === "DUPLICATE_KEY") {
+      const path = pathAt(doc.contents, err.pos[0])
+      const key = path.at(-1)
+      problems.push({
+        file,
+        line: pos.line,
+        column: pos.col,
+        path: formatPath(path),
+        message: `duplicate key${key === undefined ? "" : ` "${key}"`}; a key may appear only once in a mapping`,
+      })
+      continue
+    }
     problems.push({ file, line: pos.line, column: pos.col, path: "", message: `YAML: ${firstLine(err.message)}` })
   }
   if (problems.length > 0) throw new ConfigError(problems)
 
-  const data: unknown = doc.toJS({ maxAliasCount: 100 }) ?? {}
+  const data: unknown = doc.toJS({ maxAliasCount: 100 })
+  if (data === null || data === undefined) {
+    const message = "the config file is empty; it needs at least a listeners section (see docs/config-reference.md)"
+    throw new ConfigError([{ file, line: 1, column: 1, path: "", message }])
+  }
   if (typeof data !== "object" || Array.isArray(data)) {
+    const got = Array.isArray(data) ? "a list" : JSON.stringify(data)
     throw new ConfigError([
-      { file, line: 1, column: 1, path: "", message: "expected a mapping of sections (listeners, upstreams, ...)" },
+      {
+        file,
+        line: 1,
+        column: 1,
+        path: "",
+        message: `expected a mapping of sections (listeners, upstreams, ...), got ${got}`,
+      },
     ])
   }
   const record = data as Record<string, unknown>
@@ -60,7 +90,7 @@ export function parseConfig(text: string, file: string, baseDir: string): Config
     }
   }
 
-  const result = configSchema.safeParse(record)
+  const result = configSchema.safeParse(record, { reportInput: true })
   if (!result.success) {
     for (const issue of result.error.issues) problems.push(...describeIssue(issue, doc.contents, file, at))
   }
@@ -88,22 +118,118 @@ function describeIssue(
       (branch) => !branch.some((e) => e.code === "invalid_type" && e.path.length === 0),
     )
     if (fitting.length === 1) return fitting[0]!.flatMap((e) => describeIssue(e, root, file, at, path))
+    // Several mappings fit the type: the one that knows every key given is what the user meant.
+    const keysFit = fitting.filter(
+      (branch) => !branch.some((e) => e.code === "unrecognized_keys" && e.path.length === 0),
+    )
+    if (keysFit.length === 1) return keysFit[0]!.flatMap((e) => describeIssue(e, root, file, at, path))
   }
   if (issue.code === "unrecognized_keys") {
+    const known = knownKeysAt(path)
     return issue.keys.map((key) => ({
       file,
       ...lineColumn(position(root, [...path, key], at, true)),
       path: formatPath([...path, key]),
-      message: `unknown key "${key}"${suggest(key, knownKeysAt(root, path))}`,
+      message: `unknown key "${key}"${suggest(key, known)}`,
     }))
   }
-  let message = issue.message
-  if (issue.code === "invalid_type" && issue.input === undefined) message = `missing required key`
-  else if (issue.code === "invalid_value" && "values" in issue) {
-    message = `expected one of ${issue.values.map((v) => JSON.stringify(v)).join(", ")}, got ${JSON.stringify(issue.input)}`
-  }
   const where = position(root, path, at, false)
-  return [{ file, line: where.line, column: where.column, path: formatPath(path.slice(0, where.depth)), message }]
+  return [
+    {
+      file,
+      line: where.line,
+      column: where.column,
+      path: formatPath(path.slice(0, where.depth)),
+      message: issueMessage(issue, path),
+    },
+  ]
+}
+
+/** issueMessage says what was found and what is expected, replacing zod's generic wording. */
+function issueMessage(issue: z.core.$ZodIssue, path: readonly (string | number)[]): string {
+  const got = `got ${describeValue(issue.input)}`
+  switch (issue.code) {
+    case "invalid_type": {
+      if (issue.input === undefined) {
+        const key = path.at(-1)
+        const about = describeAt(path)
+        return `missing required key${key === undefined ? "" : ` "${key}"`}${about ? ` (${about})` : ""}`
+      }
+      return `expected ${TYPE_WORDS[issue.expected] ?? issue.expected}, ${got}`
+    }
+    case "invalid_value":
+      if (issue.values.length === 1) return `expected ${JSON.stringify(issue.values[0])}, ${got}`
+      return `expected one of ${issue.values.map((v) => JSON.stringify(v)).join(", ")}, ${got}`
+    case "invalid_union": {
+      // Every branch refused the value's type: name the types that would do.
+      const expected = issue.errors.flatMap((branch) =>
+        branch.flatMap((e) => (e.code === "invalid_type" && e.path.length === 0 ? [e.expected as string] : [])),
+      )
+      if (expected.length === issue.errors.length) {
+        const words = [...new Set(expected)].map((t) => TYPE_WORDS[t] ?? t)
+        return `expected ${words.join(" or ")}, ${got}`
+      }
+      return issue.message === "Invalid input" ? `this value does not fit here, ${got}` : issue.message
+    }
+    case "too_small":
+    case "too_big": {
+      const small = issue.code === "too_small"
+      const limit = Number(small ? issue.minimum : issue.maximum)
+      const bound = issue.inclusive
+        ? `${small ? "at least" : "at most"} ${limit}`
+        : `${small ? "more" : "less"} than ${limit}`
+      if (issue.origin === "array" || issue.origin === "set") {
+        const count = Array.isArray(issue.input) ? issue.input.length : 0
+        return `expected ${bound} item${limit === 1 ? "" : "s"}, got ${count === 0 ? "none" : count}`
+      }
+      if (issue.origin === "string") {
+        if (small && limit <= 1) return `expected a non-empty string, ${got}`
+        return `expected ${bound} characters, ${got}`
+      }
+      return `expected ${bound}, ${got}`
+    }
+    case "invalid_format": {
+      if (issue.format === "starts_with" && "prefix" in issue) {
+        return `expected a value starting with ${JSON.stringify(issue.prefix)}, ${got}`
+      }
+      if (issue.message.startsWith("Invalid string")) {
+        const pattern = "pattern" in issue && issue.pattern ? ` matching ${issue.pattern}` : ""
+        return `expected a value${pattern}, ${got}`
+      }
+      return withGot(issue.message, got)
+    }
+    case "invalid_key":
+      return `invalid name ${describeValue(issue.input)}: ${issueMessage(issue.issues[0]!, path).replace(/, got .*$/, "")}`
+    case "custom":
+      // Our own messages (superRefine, transforms) already name what was found.
+      return issue.message
+    default:
+      return withGot(issue.message, got)
+  }
+}
+
+/** withGot adds what was found to a custom message unless it already says so. */
+function withGot(message: string, got: string): string {
+  return /\bgot\b/.test(message) || got === "got undefined" ? message : `${message}, ${got}`
+}
+
+const TYPE_WORDS: Record<string, string> = {
+  string: "a string",
+  number: "a number",
+  int: "a whole number",
+  boolean: "true or false",
+  array: "a list",
+  object: "a mapping",
+  record: "a mapping",
+  null: "null",
+}
+
+/** describeValue renders a found value briefly: scalars as JSON, collections by kind. */
+function describeValue(value: unknown): string {
+  if (value === undefined) return "nothing"
+  if (Array.isArray(value)) return "a list"
+  if (value !== null && typeof value === "object") return "a mapping"
+  return JSON.stringify(value)
 }
 
 /** position finds the line and column of the deepest node along a path (or of the key itself). */
@@ -143,63 +269,106 @@ function position(root: Node | null, path: readonly (string | number)[], at: Pos
   return { ...found, depth }
 }
 
+/** pathAt finds the key path of the map key or item that starts at a source offset (for YAML errors). */
+function pathAt(root: Node | null, offset: number): (string | number)[] {
+  const path: (string | number)[] = []
+  let node: unknown = root
+  for (let depth = 0; depth < 100; depth++) {
+    if (isMap(node)) {
+      const pair = node.items.find((p) => {
+        const key = p.key as Node | null
+        const value = p.value as Node | null
+        const start = key?.range?.[0] ?? value?.range?.[0] ?? -1
+        const stop = value?.range?.[2] ?? key?.range?.[2] ?? -1
+        return start <= offset && offset < Math.max(stop, start + 1)
+      })
+      if (!pair) break
+      path.push(isScalar(pair.key) ? String(pair.key.value) : "?")
+      if ((pair.key as Node | null)?.range?.[0] === offset) break
+      node = pair.value
+    } else if (isSeq(node)) {
+      const index = node.items.findIndex((item) => {
+        const range = (item as Node | null)?.range
+        return range !== undefined && range !== null && range[0] <= offset && offset < range[2]
+      })
+      if (index < 0) break
+      path.push(index)
+      node = node.items[index]
+    } else break
+  }
+  return path
+}
+
 function lineColumn(p: { line: number; column: number }) {
   return { line: p.line, column: p.column }
 }
 
-function knownKeysAt(root: Node | null, path: readonly (string | number)[]): string[] {
-  // The schema's own keys for this spot would be better; the common sections cover most typos.
-  void root
-  const depth = path.length
-  if (depth === 0) return ["listeners", "upstreams", "admin", "access_log", "data_dir", "shutdown_grace"]
-  if (path[0] === "listeners" && depth === 2) {
-    return [
-      "name",
-      "address",
-      "engine",
-      "proxy_protocol",
-      "trusted_proxies",
-      "tls",
-      "routes",
-      "upstream",
-      "send_proxy_protocol",
-      "redirect_https",
-      "limits",
-    ]
+/** SchemaNode is the slice of zod 4's introspection the loader reads (`_zod.def`, `description`). */
+interface SchemaNode {
+  description?: string
+  _zod: { def: Record<string, unknown> & { type: string } }
+}
+
+/** unwrapSchema looks through default/optional/pipe/preprocess wrappers to the schema that holds the shape. */
+function unwrapSchema(node: SchemaNode | undefined): SchemaNode | undefined {
+  for (let i = 0; node && i < 20; i++) {
+    const def = node._zod.def
+    if ("innerType" in def) node = def["innerType"] as SchemaNode
+    else if (def.type === "pipe") {
+      const input = def["in"] as SchemaNode
+      node = input._zod.def.type === "transform" ? (def["out"] as SchemaNode) : input
+    } else return node
   }
-  if (path[0] === "listeners" && path[2] === "tls" && depth === 3) {
-    return [
-      "certificates",
-      "profile",
-      "min_version",
-      "max_version",
-      "ciphers",
-      "ciphersuites",
-      "groups",
-      "alpn",
-      "client_auth",
-      "handshake_timeout",
-      "hsts",
-      "session_tickets",
-    ]
+  return node
+}
+
+/** schemaAt finds the (wrapped) schema at a config path, or undefined where the schema has none. */
+function schemaAt(path: readonly (string | number)[]): SchemaNode | undefined {
+  let node: SchemaNode | undefined = configSchema as unknown as SchemaNode
+  for (const segment of path) {
+    const inner = unwrapSchema(node)
+    if (!inner) return undefined
+    const def = inner._zod.def
+    if (def.type === "object") node = (def["shape"] as Record<string, SchemaNode>)[String(segment)]
+    else if (def.type === "array") node = def["element"] as SchemaNode
+    else if (def.type === "record") node = def["valueType"] as SchemaNode
+    else if (def.type === "union") {
+      // A union of mappings (the certificate kinds): take the first branch that has this key.
+      const options = (def["options"] as SchemaNode[]).map(unwrapSchema)
+      node = options
+        .map((o) => (o?._zod.def.type === "object" ? (o._zod.def["shape"] as Record<string, SchemaNode>) : {}))
+        .find((shape) => String(segment) in shape)?.[String(segment)]
+    } else return undefined
   }
-  if (path[0] === "upstreams" && depth === 2) {
-    return [
-      "backends",
-      "balance",
-      "hash_key",
-      "health",
-      "timeouts",
-      "retries",
-      "tls",
-      "send_proxy_protocol",
-      "keepalive",
-    ]
+  return node
+}
+
+/** knownKeysAt lists the keys the schema allows at a path (all union branches' keys for a union). */
+function knownKeysAt(path: readonly (string | number)[]): string[] {
+  const node = unwrapSchema(schemaAt(path))
+  if (!node) return []
+  const def = node._zod.def
+  if (def.type === "object") return Object.keys(def["shape"] as object)
+  if (def.type === "union") {
+    return (def["options"] as SchemaNode[]).flatMap((o) => {
+      const inner = unwrapSchema(o)
+      return inner?._zod.def.type === "object" ? Object.keys(inner._zod.def["shape"] as object) : []
+    })
   }
   return []
 }
 
-/** suggest offers the closest known key for a typo ("upstreem" -> "upstream"). */
+/** describeAt gives the schema's description of a key, without the "(required)" note. */
+function describeAt(path: readonly (string | number)[]): string {
+  let node = schemaAt(path)
+  for (let i = 0; node && !node.description && i < 20; i++) {
+    const def = node._zod.def
+    node = ("innerType" in def ? def["innerType"] : def.type === "pipe" ? def["in"] : undefined) as SchemaNode
+  }
+  return (node?.description ?? "").replace(/\s*\(required\)$/, "")
+}
+
+/** suggest offers the closest known key for a typo ("upstreem" -> "upstream"), else lists the known keys. */
 function suggest(key: string, known: string[]): string {
   let best = ""
   let bestDistance = 3
@@ -210,7 +379,8 @@ function suggest(key: string, known: string[]): string {
       bestDistance = d
     }
   }
-  return best ? `; did you mean "${best}"?` : ""
+  if (best) return `; did you mean "${best}"?`
+  return known.length > 0 ? `; known keys: ${known.join(", ")}` : ""
 }
 
 function editDistance(a: string, b: string): number {
