@@ -149,6 +149,18 @@ describe("messages for inline configs", () => {
       "inline.yaml:1:1: the config file is empty; it needs at least a listeners section (see docs/config-reference.md)",
     ],
   ]
+  test("an unknown key with no near match lists the keys the schema allows there", () => {
+    const err = parseError(
+      `${head}${tls}    upstream: app\nupstreams: { app: { backends: [127.0.0.1:1] } }\nlogging: {}\n`,
+    )
+    assert.equal(err.problems.length, 1)
+    // The list grows as the schema does; the sections every config has are always in it.
+    assert.match(
+      err.message,
+      /^inline\.yaml:7:1 logging: unknown key "logging"; known keys: listeners, upstreams, admin, /,
+    )
+  })
+
   for (const [what, text, want] of table) {
     test(what, () => {
       const err = parseError(text)
