@@ -1,0 +1,329 @@
+/** @module active: active health checks; HTTP GETs or TCP connects (over TLS when the upstream re-encrypts). */
+import http from "node:http"
+import https from "node:https"
+import net from "node:net"
+import tls from "node:tls"
+import type { HealthConfig } from "../../config/schema.ts"
+import { errorMessage } from "../../core/errors.ts"
+import type { Logger } from "../../core/log.ts"
+import type { Backend } from "../backend.ts"
+
+/** HealthTls is how checks reach a re-encrypting upstream: the same trust and client certificate as requests. */
+export interface HealthTls {
+  ca?: string | Buffer | undefined
+  /** SNI and the name verified on the backend certificate (default the backend host when it is a name). */
+  servername?: string | undefined
+  cert?: string | Buffer | undefined
+  key?: string | Buffer | undefined
+  rejectUnauthorized: boolean
+}
+
+/** HealthRecord is one backend's active health, keyed by backend id in a HealthRegistry. */
+export interface HealthRecord {
+  /** undefined until the first check completes. */
+  healthy: boolean | undefined
+  consecutiveSuccesses: number
+  consecutiveFailures: number
+  lastError: string | undefined
+  /** ms since epoch of the last completed check; 0 before. */
+  lastCheckAt: number
+  lastDurationMs: number
+}
+
+/**
+ * HealthRegistry holds health records by backend id so they outlive a config reload: pass the same registry (one
+ * per upstream name) to the new generation's HealthChecker and known backends keep their state and counters, while
+ * new ones start in the state their first check finds. Call retain() with the new backend ids to drop the others.
+ */
+export class HealthRegistry {
+  readonly #records = new Map<string, HealthRecord>()
+
+  get(id: string): HealthRecord | undefined {
+    return this.#records.get(id)
+  }
+
+  /** record returns the backend's record, making an unknown one. */
+  record(id: string): HealthRecord {
+    let record = this.#records.get(id)
+    if (record === undefined) {
+      record = {
+        healthy: undefined,
+        consecutiveSuccesses: 0,
+        consecutiveFailures: 0,
+        lastError: undefined,
+        lastCheckAt: 0,
+        lastDurationMs: 0,
+      }
+      this.#records.set(id, record)
+    }
+    return record
+  }
+
+  /** retain forgets every backend not in ids. */
+  retain(ids: Iterable<string>): void {
+    const keep = new Set(ids)
+    for (const id of this.#records.keys()) if (!keep.has(id)) this.#records.delete(id)
+  }
+}
+
+export interface HealthCheckerOptions {
+  backends: readonly Backend[]
+  config: HealthConfig
+  tls?: HealthTls | undefined
+  log: Logger
+  /** Names the upstream in log lines (default "?"). */
+  upstream?: string
+  /** Shared records that survive a reload (default a private registry). */
+  registry?: HealthRegistry
+  /** Called after a backend's health changes (including the first check), e.g. for metrics or cluster workers. */
+  onChange?: (backend: Backend, healthy: boolean) => void
+}
+
+/** HealthStatus is one backend's active health for the admin API. */
+export interface HealthStatus extends HealthRecord {
+  id: string
+  state: Backend["state"]
+}
+
+/** Most body bytes read to look for expect_body. */
+const MAX_BODY = 64 * 1024
+
+/**
+ * HealthChecker checks every backend once per `interval`, all in parallel, each check bounded by `timeout`.
+ * A backend goes down after `fall` failures in a row and up after `rise` successes in a row; a backend with no record
+ * yet takes the state of its first check at once. start() runs the first round and resolves when it is complete, so
+ * a generation that awaits start() before taking traffic never sends a request to a backend known to be down.
+ * Until start() resolves, backends keep the state they were made with (up). Each change of health is logged once at
+ * info and sets backend.state, except that a "draining" backend stays draining (its health is still tracked and
+ * applied once the drain is lifted, at the next check). Rounds never overlap: the next is scheduled after the last ends.
+ */
+export class HealthChecker {
+  readonly #backends: readonly Backend[]
+  readonly #config: HealthConfig
+  readonly #tls: HealthTls | undefined
+  readonly #log: Logger
+  readonly #upstream: string
+  readonly #registry: HealthRegistry
+  readonly #onChange: ((backend: Backend, healthy: boolean) => void) | undefined
+  readonly #statusLow: number
+  readonly #statusHigh: number
+  readonly #inflight = new Set<net.Socket | http.ClientRequest>()
+  #timer: NodeJS.Timeout | undefined
+  #round: Promise<void> | undefined
+  #closed = false
+
+  constructor(options: HealthCheckerOptions) {
+    this.#backends = options.backends
+    this.#config = options.config
+    this.#tls = options.tls
+    this.#log = options.log
+    this.#upstream = options.upstream ?? "?"
+    this.#registry = options.registry ?? new HealthRegistry()
+    this.#onChange = options.onChange
+    const [low, high] = options.config.expect_status.split("-")
+    this.#statusLow = Number(low)
+    this.#statusHigh = Number(high ?? low)
+  }
+
+  /** start applies remembered health, runs the first round of checks and resolves when it is complete. */
+  async start(): Promise<void> {
+    if (this.#round !== undefined || this.#closed) return
+    for (const backend of this.#backends) {
+      const healthy = this.#registry.get(backend.id)?.healthy
+      if (healthy !== undefined) this.#apply(backend, healthy)
+    }
+    await this.#runRound()
+  }
+
+  /** close stops checking: no new round, checks in flight are cut short; resolves when the last round has ended. */
+  async close(): Promise<void> {
+    this.#closed = true
+    if (this.#timer !== undefined) clearTimeout(this.#timer)
+    this.#timer = undefined
+    for (const handle of this.#inflight) handle.destroy(new Error("health checker closed"))
+    await this.#round
+  }
+
+  /** status is a snapshot of every backend's health, safe to serialise. */
+  status(): HealthStatus[] {
+    return this.#backends.map((backend) => ({
+      id: backend.id,
+      state: backend.state,
+      ...this.#registry.record(backend.id),
+    }))
+  }
+
+  /** checkNow runs one round at once (for tests and an admin "check now"); resolves when it ends. */
+  async checkNow(): Promise<void> {
+    await this.#round
+    if (this.#closed) return
+    if (this.#timer !== undefined) clearTimeout(this.#timer)
+    this.#timer = undefined
+    await this.#runRound()
+  }
+
+  #runRound(): Promise<void> {
+    const round = Promise.all(this.#backends.map((backend) => this.#checkOne(backend))).then(() => {
+      if (this.#round === round) this.#round = undefined
+      this.#schedule()
+    })
+    this.#round = round
+    return round
+  }
+
+  #schedule(): void {
+    if (this.#closed || this.#timer !== undefined) return
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined
+      if (this.#closed) return
+      void this.#runRound()
+    }, this.#config.interval)
+    this.#timer.unref()
+  }
+
+  async #checkOne(backend: Backend): Promise<void> {
+    const started = Date.now()
+    let error: string | undefined
+    try {
+      await (this.#config.type === "tcp" ? this.#tcpCheck(backend) : this.#httpCheck(backend))
+    } catch (err) {
+      error = errorMessage(err)
+    }
+    if (this.#closed) return
+    this.#record(backend, error, started)
+  }
+
+  #record(backend: Backend, error: string | undefined, started: number): void {
+    const now = Date.now()
+    const record = this.#registry.record(backend.id)
+    record.lastCheckAt = now
+    record.lastDurationMs = now - started
+    record.lastError = error
+    const ok = error === undefined
+    if (ok) {
+      record.consecutiveSuccesses++
+      record.consecutiveFailures = 0
+    } else {
+      record.consecutiveFailures++
+      record.consecutiveSuccesses = 0
+    }
+    const was = record.healthy
+    let healthy = was
+    if (was === undefined) healthy = ok
+    else if (!was && ok && record.consecutiveSuccesses >= this.#config.rise) healthy = true
+    else if (was && !ok && record.consecutiveFailures >= this.#config.fall) healthy = false
+    record.healthy = healthy
+    const changed = healthy !== was
+    if (changed) {
+      const where = `backend ${backend.id} of upstream ${this.#upstream}`
+      const fields = { upstream: this.#upstream, backend: backend.id, healthy }
+      // A first check that finds the backend up changes nothing anyone saw (it was up), so it is not logged.
+      if (!healthy) this.#log.info({ ...fields, error }, `${where} is down: ${error}`)
+      else if (was === false) this.#log.info(fields, `${where} is up`)
+      // Coming back up after being down: ramp its weight (slow start, if configured).
+      if (healthy && was === false) backend.returnedAt = now
+    }
+    this.#apply(backend, healthy === true)
+    if (changed) this.#onChange?.(backend, healthy === true)
+  }
+
+  #apply(backend: Backend, healthy: boolean): void {
+    if (backend.state === "draining") return
+    backend.state = healthy ? "up" : "down"
+  }
+
+  #tlsOptions(backend: Backend): tls.ConnectionOptions {
+    const t = this.#tls!
+    const host = backend.address.host
+    const servername = t.servername ?? (net.isIP(host) === 0 ? host : undefined)
+    // An explicit "" (no SNI) for an IP without a configured name: Node would otherwise derive SNI from the Host
+    // header, which for checks may name a virtual host rather than the backend.
+    return {
+      ca: t.ca,
+      cert: t.cert,
+      key: t.key,
+      rejectUnauthorized: t.rejectUnauthorized,
+      servername: servername ?? "",
+    }
+  }
+
+  /** #tcpCheck passes when a connection (and the TLS handshake, when re-encrypting) completes within the timeout. */
+  #tcpCheck(backend: Backend): Promise<void> {
+    const { host, port } = backend.address
+    const timeout = this.#config.timeout
+    return new Promise<void>((resolve, reject) => {
+      const socket =
+        this.#tls === undefined
+          ? net.connect({ host, port })
+          : tls.connect({ host, port, ...this.#tlsOptions(backend) })
+      this.#inflight.add(socket)
+      const timer = setTimeout(() => socket.destroy(new Error(`timed out after ${timeout} ms`)), timeout)
+      let settled = false
+      const done = (err?: Error) => {
+        if (settled) return
+        settled = true
+        clearTimeout(timer)
+        this.#inflight.delete(socket)
+        socket.destroy()
+        if (err === undefined) resolve()
+        else reject(err)
+      }
+      socket.once(this.#tls === undefined ? "connect" : "secureConnect", () => done())
+      socket.on("error", done)
+      socket.once("close", () => done(new Error("connection closed before it was established")))
+    })
+  }
+
+  /** #httpCheck passes on a status in expect_status and, if set, a body containing expect_body. */
+  #httpCheck(backend: Backend): Promise<void> {
+    const { host, port } = backend.address
+    const config = this.#config
+    const timeout = config.timeout
+    const headers = { host: config.host ?? backend.id, "user-agent": "portcullis-health-check", connection: "close" }
+    return new Promise<void>((resolve, reject) => {
+      const options: https.RequestOptions = { host, port, method: "GET", path: config.path, headers, agent: false }
+      const req =
+        this.#tls === undefined
+          ? http.request(options)
+          : https.request({ ...options, ...(this.#tlsOptions(backend) as https.RequestOptions) })
+      this.#inflight.add(req)
+      let settled = false
+      const done = (err?: Error) => {
+        if (settled) return
+        settled = true
+        clearTimeout(timer)
+        this.#inflight.delete(req)
+        req.destroy()
+        if (err === undefined) resolve()
+        else reject(err)
+      }
+      const timer = setTimeout(() => req.destroy(new Error(`timed out after ${timeout} ms`)), timeout)
+      req.on("error", done)
+      req.once("close", () => done(new Error("connection closed before a response")))
+      req.once("response", (res) => {
+        res.on("error", done)
+        const status = res.statusCode ?? 0
+        if (status < this.#statusLow || status > this.#statusHigh) {
+          done(new Error(`status ${status} (expected ${config.expect_status})`))
+          return
+        }
+        const expect = config.expect_body
+        if (expect === undefined) {
+          done()
+          return
+        }
+        let body = ""
+        res.setEncoding("utf8")
+        res.on("data", (chunk: string) => {
+          body += chunk
+          if (body.includes(expect)) done()
+          else if (body.length > MAX_BODY) done(new Error(`body does not contain ${JSON.stringify(expect)}`))
+        })
+        res.once("end", () =>
+          done(body.includes(expect) ? undefined : new Error(`body does not contain ${JSON.stringify(expect)}`)),
+        )
+      })
+      req.end()
+    })
+  }
+}
