@@ -161,6 +161,12 @@ function issueMessage(issue: z.core.$ZodIssue, path: readonly (string | number)[
       if (issue.values.length === 1) return `expected ${JSON.stringify(issue.values[0])}, ${got}`
       return `expected one of ${issue.values.map((v) => JSON.stringify(v)).join(", ")}, ${got}`
     case "invalid_union": {
+      // { acme: [...] } among the certificates: say it is not built yet rather than "expected ...".
+      const input = issue.input
+      if (input !== null && typeof input === "object" && !Array.isArray(input)) {
+        const later = Object.keys(input).find((key) => key in NOT_YET)
+        if (later !== undefined) return NOT_YET[later]!
+      }
       // Every branch refused the value's type: name the types that would do.
       const expected = issue.errors.flatMap((branch) =>
         branch.flatMap((e) => (e.code === "invalid_type" && e.path.length === 0 ? [e.expected as string] : [])),

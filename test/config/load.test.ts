@@ -139,6 +139,16 @@ describe("messages for inline configs", () => {
       'inline.yaml:9:15 upstreams.app.health.intervall: unknown key "intervall"; did you mean "interval"?',
     ],
     [
+      "an acme certificate entry says ACME is not implemented yet",
+      `${head}    tls: { certificates: [{ acme: [example.com] }] }\n    upstream: app\nupstreams: { app: { backends: [127.0.0.1:1] } }\n`,
+      "inline.yaml:4:27 listeners[0].tls.certificates[0]: ACME certificates are not implemented yet; use cert/key files or self_signed",
+    ],
+    [
+      "a duplicate key in a flow mapping names its path",
+      "listeners:\n  - { name: a, name: b }\n",
+      'inline.yaml:2:16 listeners[0].name: duplicate key "name"; a key may appear only once in a mapping',
+    ],
+    [
       "a YAML scalar at the top",
       "just text\n",
       'inline.yaml:1:1: expected a mapping of sections (listeners, upstreams, ...), got "just text"',
