@@ -3,8 +3,8 @@ import assert from "node:assert/strict"
 import { duplexPair } from "node:stream"
 import { describe, test } from "node:test"
 import tls from "node:tls"
-import { encodeProxyV1, encodeProxyV2 } from "../../../src/proxy/proxy-header.ts"
 import { crc32c, V2_SIGNATURE } from "../../../src/listeners/proxy-protocol/parse.ts"
+import { encodeProxyV1, encodeProxyV2 } from "../../../src/proxy/proxy-header.ts"
 import { connect, startHeaderServer, waitFor, withDeadline } from "./harness.ts"
 import { makeOpensslPki } from "./openssl-pki.ts"
 
@@ -160,7 +160,10 @@ describe("readProxyHeader: framing", () => {
     })
   }
 
-  const endpoints = { source: { address: "203.0.113.9", port: 40000 }, destination: { address: "127.0.0.1", port: 8443 } }
+  const endpoints = {
+    source: { address: "203.0.113.9", port: 40000 },
+    destination: { address: "127.0.0.1", port: 8443 },
+  }
   const coalesced: [string, Buffer][] = [
     ["v1", encodeProxyV1(endpoints)],
     ["v2", encodeProxyV2(endpoints, { alpn: "h2", authority: "localhost" })],
@@ -238,7 +241,10 @@ describe("readProxyHeader: rejects", () => {
     ["v2 INET with a short address block", v2(0x21, 0x11, INET.slice(0, 8))],
     ["v2 INET6 with a short address block", v2(0x21, 0x21, INET6.subarray(0, 20))],
     ["v2 length over the limit", v2(0x21, 0x11, Buffer.alloc(5000))],
-    ["a TLV that overruns the header", v2(0x21, 0x11, Buffer.concat([Buffer.from(INET), Buffer.from([0x02, 0x00, 0x09, 0x61])]))],
+    [
+      "a TLV that overruns the header",
+      v2(0x21, 0x11, Buffer.concat([Buffer.from(INET), Buffer.from([0x02, 0x00, 0x09, 0x61])])),
+    ],
     ["a truncated TLV header", v2(0x21, 0x11, Buffer.concat([Buffer.from(INET), Buffer.from([0x02, 0x00])]))],
     ["an SSL TLV shorter than 5 bytes", v2(0x21, 0x11, sslShort)],
     ["a UNIQUE_ID over 128 bytes", v2(0x21, 0x11, Buffer.concat([Buffer.from(INET), tlv(0x05, Buffer.alloc(129))]))],
@@ -270,6 +276,10 @@ describe("readProxyHeader: rejects", () => {
     assert.equal(o.error?.code, "PC_PROXY_HEADER_TIMEOUT")
     assert.equal(o.error?.source, "client")
     assert.ok(Date.now() - started >= 100, "did not time out early")
-    await withDeadline(new Promise((r) => (client.destroyed ? r(null) : client.once("close", r))), 5000, "the client was closed")
+    await withDeadline(
+      new Promise((r) => (client.destroyed ? r(null) : client.once("close", r))),
+      5000,
+      "the client was closed",
+    )
   })
 })

@@ -49,7 +49,15 @@ describe("isTrustedPeer", () => {
     })
   }
 
-  for (const bad of ["10.0.0.0/33", "::/129", "10.0.0.0/08", "10.0.0/8", "example.com", "10.0.0.0/8/8", "fe80::1%eth0"]) {
+  for (const bad of [
+    "10.0.0.0/33",
+    "::/129",
+    "10.0.0.0/08",
+    "10.0.0/8",
+    "example.com",
+    "10.0.0.0/8/8",
+    "fe80::1%eth0",
+  ]) {
     test(`compileCidrs refuses ${JSON.stringify(bad)}`, () => {
       assert.throws(() => compileCidrs([bad]), { code: "PC_CONFIG_INVALID" })
     })

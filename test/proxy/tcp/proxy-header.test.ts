@@ -8,13 +8,24 @@ import { join } from "node:path"
 import { after, before, describe, test } from "node:test"
 import tls from "node:tls"
 import { parseV1 } from "../../../src/listeners/proxy-protocol/parse.ts"
-import { encodeProxyV1, encodeProxyV2, type ProxyEndpoints, tlvsFromTlsSocket } from "../../../src/proxy/proxy-header.ts"
+import {
+  encodeProxyV1,
+  encodeProxyV2,
+  type ProxyEndpoints,
+  tlvsFromTlsSocket,
+} from "../../../src/proxy/proxy-header.ts"
 import { decodeProxyV2 } from "../../helpers/proxy-v2-decoder.ts"
 import { waitFor, withDeadline } from "../../listeners/proxy-protocol/harness.ts"
 import { makeOpensslPki, type OpensslPki } from "../../listeners/proxy-protocol/openssl-pki.ts"
 
-const v4: ProxyEndpoints = { source: { address: "192.0.2.1", port: 51000 }, destination: { address: "198.51.100.7", port: 443 } }
-const v6: ProxyEndpoints = { source: { address: "2001:db8::1", port: 12345 }, destination: { address: "::1", port: 8443 } }
+const v4: ProxyEndpoints = {
+  source: { address: "192.0.2.1", port: 51000 },
+  destination: { address: "198.51.100.7", port: 443 },
+}
+const v6: ProxyEndpoints = {
+  source: { address: "2001:db8::1", port: 12345 },
+  destination: { address: "::1", port: 8443 },
+}
 
 describe("encodeProxyV1", () => {
   const cases: [string, ProxyEndpoints, string][] = [
@@ -45,7 +56,9 @@ describe("encodeProxyV1", () => {
   }
 
   test("refuses a port out of range", () => {
-    assert.throws(() => encodeProxyV1({ ...v4, source: { address: "1.2.3.4", port: 70000 } }), { code: "PC_PROXY_HEADER_ENCODE" })
+    assert.throws(() => encodeProxyV1({ ...v4, source: { address: "1.2.3.4", port: 70000 } }), {
+      code: "PC_PROXY_HEADER_ENCODE",
+    })
   })
 })
 
@@ -162,10 +175,21 @@ describe("tlvsFromTlsSocket", () => {
   }
 
   test("describes a verified client certificate: flags, verify 0, CN, version, cipher, ALPN, SNI", async (t) => {
-    const tlvs = await handshake(t, { cert: pki.clientCert, key: pki.clientKey, ALPNProtocols: ["h2"], maxVersion: "TLSv1.3" })
+    const tlvs = await handshake(t, {
+      cert: pki.clientCert,
+      key: pki.clientKey,
+      ALPNProtocols: ["h2"],
+      maxVersion: "TLSv1.3",
+    })
     assert.equal(tlvs.alpn, "h2")
     assert.equal(tlvs.authority, "localhost")
-    assert.deepEqual(tlvs.ssl, { client: 0x07, verify: 0, version: "TLSv1.3", cipher: "TLS_AES_256_GCM_SHA384", cn: "alice" })
+    assert.deepEqual(tlvs.ssl, {
+      client: 0x07,
+      verify: 0,
+      version: "TLSv1.3",
+      cipher: "TLS_AES_256_GCM_SHA384",
+      cn: "alice",
+    })
     // And it survives the wire.
     const { header } = decodeProxyV2(encodeProxyV2(v4, tlvs))
     assert.deepEqual(header.tlvs, tlvs)
@@ -256,7 +280,11 @@ http {
     ["v1 TCP6", encodeProxyV1(v6), "2001:db8::1 12345 ::1 8443"],
     [
       "v2 INET with ALPN, AUTHORITY and SSL TLVs",
-      encodeProxyV2(v4, { alpn: "h2", authority: "a.test", ssl: { client: 1, verify: 0, version: "TLSv1.3", cipher: "X" } }),
+      encodeProxyV2(v4, {
+        alpn: "h2",
+        authority: "a.test",
+        ssl: { client: 1, verify: 0, version: "TLSv1.3", cipher: "X" },
+      }),
       "192.0.2.1 51000 198.51.100.7 443",
     ],
     ["v2 INET6", encodeProxyV2(v6), "2001:db8::1 12345 ::1 8443"],
@@ -265,7 +293,10 @@ http {
   for (const [name, header, logged] of cases) {
     test(`nginx logs the client address from a ${name} header`, async () => {
       const path = `/${name.replace(/[^a-z0-9]+/gi, "-")}`
-      const response = await exchange(port, Buffer.concat([header, Buffer.from(`GET ${path} HTTP/1.0\r\nHost: x\r\n\r\n`)]))
+      const response = await exchange(
+        port,
+        Buffer.concat([header, Buffer.from(`GET ${path} HTTP/1.0\r\nHost: x\r\n\r\n`)]),
+      )
       assert.match(response, /^HTTP\/1\.1 200 /, `nginx answered: ${response}\n${stderr}`)
       const log = join(dir, "access.log")
       let line = ""
