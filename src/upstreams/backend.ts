@@ -40,6 +40,11 @@ export class Backend {
 
   /** available: up, not ejected, and under its connection cap. */
   get available(): boolean {
-    return this.state === "up" && this.inFlight < this.maxConnections && this.ejectedUntil <= Date.now()
+    return this.isAvailable(Date.now())
+  }
+
+  /** isAvailable is `available` at a given time; balancers read the clock once per pick and pass it in. */
+  isAvailable(now: number): boolean {
+    return this.state === "up" && this.inFlight < this.maxConnections && this.ejectedUntil <= now
   }
 }

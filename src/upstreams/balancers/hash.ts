@@ -41,12 +41,13 @@ export class ConsistentHash implements Balancer {
     const keyHash = fnv1a32(key)
     const exclude = context?.exclude
     const tiers = tierCount(context)
+    const now = Date.now()
     for (let tier = 0; tier < tiers; tier++) {
       let best = -1
       let bestScore = -1
       for (let i = 0; i < backends.length; i++) {
         const backend = backends[i]!
-        if (!inTier(backend, tier, exclude)) continue
+        if (!inTier(backend, tier, exclude, now)) continue
         const score = backendScore(keyHash, seeds[i]!, backend.weight)
         if (score > bestScore) {
           best = i

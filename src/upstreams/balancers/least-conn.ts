@@ -26,7 +26,7 @@ export class LeastConn implements Balancer {
     for (let tier = 0; tier < tiers; tier++) {
       let least = Number.POSITIVE_INFINITY
       for (const backend of backends) {
-        if (!inTier(backend, tier, exclude)) continue
+        if (!inTier(backend, tier, exclude, now)) continue
         const load = backend.inFlight / effectiveWeight(backend, now)
         if (load < least) least = load
       }
@@ -36,7 +36,7 @@ export class LeastConn implements Balancer {
       let total = 0
       for (let i = 0; i < backends.length; i++) {
         const backend = backends[i]!
-        if (!inTier(backend, tier, exclude)) continue
+        if (!inTier(backend, tier, exclude, now)) continue
         const weight = effectiveWeight(backend, now)
         if (backend.inFlight / weight !== least) continue
         current[i]! += weight

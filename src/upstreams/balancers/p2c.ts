@@ -28,7 +28,7 @@ export class PowerOfTwo implements Balancer {
       let total = 0
       let only: Backend | undefined
       for (const backend of backends) {
-        if (!inTier(backend, tier, exclude)) continue
+        if (!inTier(backend, tier, exclude, now)) continue
         count++
         total += effectiveWeight(backend, now)
         only = backend
@@ -58,7 +58,7 @@ export class PowerOfTwo implements Balancer {
     let target = this.#random() * total
     let last: Backend | undefined
     for (const backend of backends) {
-      if (backend === skip || !inTier(backend, tier, exclude)) continue
+      if (backend === skip || !inTier(backend, tier, exclude, now)) continue
       last = backend
       target -= effectiveWeight(backend, now)
       if (target < 0) return backend

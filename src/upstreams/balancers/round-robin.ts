@@ -29,7 +29,7 @@ export class RoundRobin implements Balancer {
       let total = 0
       for (let i = 0; i < backends.length; i++) {
         const backend = backends[i]!
-        if (!inTier(backend, tier, exclude)) continue
+        if (!inTier(backend, tier, exclude, now)) continue
         const weight = effectiveWeight(backend, now)
         current[i]! += weight
         total += weight

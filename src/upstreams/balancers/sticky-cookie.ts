@@ -65,10 +65,11 @@ export class StickyCookie implements Balancer {
   }
 
   #usable(pinned: Backend, backends: readonly Backend[], exclude: ReadonlySet<Backend> | undefined): boolean {
-    if (!pinned.available || exclude?.has(pinned)) return false
+    const now = Date.now()
+    if (!pinned.isAvailable(now) || exclude?.has(pinned)) return false
     if (!pinned.backup) return true
     // A backup pin holds only while no untried primary can serve: primaries take back their clients.
-    for (const backend of backends) if (inTier(backend, 0, exclude)) return false
+    for (const backend of backends) if (inTier(backend, 0, exclude, now)) return false
     return true
   }
 

@@ -17,10 +17,15 @@ export function tierCount(context: PickContext | undefined): number {
   return context?.exclude !== undefined && context.exclude.size > 0 ? 4 : 2
 }
 
-/** inTier says whether a backend is available and belongs to the tier (see the module doc). */
-export function inTier(backend: Backend, tier: number, exclude: ReadonlySet<Backend> | undefined): boolean {
+/** inTier says whether a backend is available at `now` (read once per pick) and belongs to the tier (see the module doc). */
+export function inTier(
+  backend: Backend,
+  tier: number,
+  exclude: ReadonlySet<Backend> | undefined,
+  now: number,
+): boolean {
   if (backend.backup !== ((tier & 1) === 1)) return false
-  if (!backend.available) return false
+  if (!backend.isAvailable(now)) return false
   if (exclude === undefined || exclude.size === 0) return true
   return exclude.has(backend) === tier >= 2
 }
