@@ -1,5 +1,27 @@
 /** @module client-limiter: per client IP limits on open connections and on request rate, in bounded memory. */
+import { isIPv6 } from "node:net"
 import { TokenBucket } from "./token-bucket.ts"
+
+/**
+ * clientKey is the key limits count a client address under: an IPv4 address as is (also when written IPv4-mapped,
+ * ::ffff:192.0.2.1), an IPv6 address by its /64 prefix, since one host usually holds a whole /64 and could otherwise
+ * step around per-address limits (and fill the table) by changing its interface id.
+ */
+export function clientKey(address: string): string {
+  if (!isIPv6(address)) return address
+  const lower = address.toLowerCase()
+  if (lower.startsWith("::ffff:") && lower.includes(".")) return lower.slice(7)
+  const zone = lower.indexOf("%")
+  const bare = zone === -1 ? lower : lower.slice(0, zone)
+  const [head = "", tail] = bare.split("::")
+  const left = head === "" ? [] : head.split(":")
+  const right = tail === undefined || tail === "" ? [] : tail.split(":")
+  const groups = tail === undefined ? left : [...left, ...Array(8 - left.length - right.length).fill("0"), ...right]
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.replace(/^0+(?=.)/, ""))
+    .join(":")}::/64`
+}
 
 /** ClientLimiterOptions is the listener's per-client slice of `limits`. */
 export interface ClientLimiterOptions {
@@ -30,7 +52,7 @@ export interface ClientLimiterStatus {
 const EVICT_SCAN = 32
 
 /**
- * ClientLimiter counts open connections and spends request tokens per client IP. Entries live in a Map kept in
+ * ClientLimiter counts open connections and spends request tokens per client key (pass clientKey(remoteAddress)). Entries live in a Map kept in
  * least-recently-seen order (each use moves the entry to the end). Memory stays bounded under a flood of distinct
  * addresses: inserting past `maxClients` evicts the oldest entries without open connections, and sweep() (run every
  * idleMs/2 once start() is called) drops idle ones. Entries holding connections are never evicted, since forgetting

@@ -1,7 +1,7 @@
 /** ClientLimiter: per-IP connection and request-rate limits in bounded memory. */
 import assert from "node:assert/strict"
 import { test } from "node:test"
-import { ClientLimiter } from "../../../src/listeners/limits/client-limiter.ts"
+import { ClientLimiter, clientKey } from "../../../src/listeners/limits/client-limiter.ts"
 
 test("refuses a client's connection past its limit, and allows it again after one closes", () => {
   const limiter = new ClientLimiter({ maxConnections: 2 })
@@ -88,4 +88,18 @@ test("start and close run and stop the sweep timer", (t) => {
   limiter.openConnection("10.0.0.1")
   limiter.close()
   assert.equal(limiter.size, 0)
+})
+
+test("clientKey keeps IPv4, unwraps IPv4-mapped IPv6 and groups IPv6 by /64", () => {
+  const table: [string, string][] = [
+    ["192.0.2.1", "192.0.2.1"],
+    ["::ffff:192.0.2.1", "192.0.2.1"],
+    ["2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"],
+    ["2001:DB8:1:2::1", "2001:db8:1:2::/64"],
+    ["2001:0db8:0001:0002:0000:0000:0000:0001", "2001:db8:1:2::/64"],
+    ["2001:db8::1", "2001:db8:0:0::/64"],
+    ["::1", "0:0:0:0::/64"],
+    ["fe80::1%eth0", "fe80:0:0:0::/64"],
+  ]
+  for (const [address, key] of table) assert.equal(clientKey(address), key, address)
 })
