@@ -39,6 +39,12 @@ type ReadingSocket = net.Socket & { [kReader]?: ReaderState }
  */
 export function readProxyHeader(socket: net.Socket, options: ReadProxyHeaderOptions): Promise<ProxyInfo | null> {
   return new Promise((resolve, reject) => {
+    if (socket.destroyed) {
+      reject(
+        new ClientError("PC_PROXY_HEADER_INVALID", "proxy protocol: connection closed before the header was complete"),
+      )
+      return
+    }
     const s = socket as ReadingSocket
     const state: ReaderState = {
       buffered: undefined,

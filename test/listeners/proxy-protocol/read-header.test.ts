@@ -112,6 +112,11 @@ describe("readProxyHeader: v2", () => {
     assert.equal(o.info, null)
   })
 
+  test("returns null for PROXY over UNSPEC and for UNIX addresses (use the socket's own)", async (t) => {
+    assert.equal((await sendAndRead(t, v2(0x21, 0x00, tlv(0x02, "x.test")))).info, null)
+    assert.equal((await sendAndRead(t, v2(0x21, 0x31, Buffer.alloc(216)))).info, null)
+  })
+
   test("accepts a header whose CRC32C checksum matches", async (t) => {
     const header = v2(0x21, 0x11, Buffer.concat([Buffer.from(INET), tlv(0x03, Buffer.alloc(4))]))
     header.writeUInt32BE(crc32c(header), header.length - 4)
@@ -208,6 +213,32 @@ describe("readProxyHeader: framing", () => {
       assert.equal((secure as tls.TLSSocket & { servername?: string }).servername, "localhost")
     })
   }
+})
+
+describe("readProxyHeader: handing over to tls.Server", () => {
+  test("a tls.Server given the socket through 'connection' completes the handshake and sees the bytes after the header", async (t) => {
+    const pki = makeOpensslPki()
+    t.after(pki.close)
+    const tlsServer = tls.createServer({ cert: pki.serverCert, key: pki.serverKey })
+    const secured = new Promise<tls.TLSSocket>((resolve) => tlsServer.once("secureConnection", resolve))
+    const server = await startHeaderServer(t)
+    const raw = await connect(t, server.port)
+    raw.write("PROXY TCP4 198.51.100.1 203.0.113.2 1111 443\r\n")
+    const o = await server.outcome()
+    assert.equal(o.info?.source.address, "198.51.100.1")
+    tlsServer.emit("connection", o.socket)
+    // The client's TLS starts only now, on the same TCP connection.
+    const client = tls.connect({ socket: raw, servername: "localhost", ca: pki.ca })
+    client.on("error", () => {})
+    t.after(() => client.destroy())
+    const socket = await withDeadline(secured, 5000, "the tls.Server completed the handshake")
+    socket.on("error", () => {})
+    t.after(() => socket.destroy())
+    socket.write("served")
+    const got: Buffer[] = []
+    client.on("data", (c: Buffer) => got.push(c))
+    await waitFor(() => Buffer.concat(got).toString() === "served", "the client read through TLS")
+  })
 })
 
 describe("readProxyHeader: rejects", () => {
