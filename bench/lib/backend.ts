@@ -1,0 +1,60 @@
+/** @module backend: the nginx backend every target forwards to: /small (100 bytes) and /1m (1 MiB, sendfile). */
+import { chmodSync, mkdirSync, writeFileSync } from "node:fs"
+import { join } from "node:path"
+import { waitForPort } from "./probe.ts"
+import { type Spawned, spawnLogged, stopProcess } from "./proc.ts"
+
+export const SMALL_SIZE = 100
+export const BULK_SIZE = 1024 * 1024
+
+/** Backend is the running nginx backend. */
+export interface Backend {
+  readonly port: number
+  readonly process: Spawned
+  close(): Promise<void>
+}
+
+/** startBackend writes the files and config under dir and starts nginx (one worker) on 127.0.0.1:port, core 0. */
+export async function startBackend(dir: string, port: number): Promise<Backend> {
+  const root = join(dir, "www")
+  mkdirSync(root, { recursive: true })
+  // nginx workers run as nobody when started by root: the files must be readable by it
+  chmodSync(dir, 0o755)
+  chmodSync(root, 0o755)
+  mkdirSync(join(dir, "tmp"), { recursive: true })
+  writeFileSync(join(root, "small"), "x".repeat(SMALL_SIZE - 1) + "\n")
+  const mib = Buffer.alloc(BULK_SIZE)
+  for (let i = 0; i < mib.length; i++) mib[i] = 97 + (i % 26)
+  writeFileSync(join(root, "1m"), mib)
+  const conf = join(dir, "nginx.conf")
+  writeFileSync(
+    conf,
+    `worker_processes 1;
+worker_rlimit_nofile 20000;
+error_log stderr warn;
+pid ${dir}/nginx.pid;
+events { worker_connections 20000; }
+http {
+  access_log off;
+  default_type application/octet-stream;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 100000000;
+  keepalive_timeout 600s;
+  client_body_temp_path ${dir}/tmp/body;
+  proxy_temp_path ${dir}/tmp/proxy;
+  fastcgi_temp_path ${dir}/tmp/fastcgi;
+  uwsgi_temp_path ${dir}/tmp/uwsgi;
+  scgi_temp_path ${dir}/tmp/scgi;
+  server {
+    listen 127.0.0.1:${port} backlog=4096;
+    root ${root};
+    location / { }
+  }
+}
+`,
+  )
+  const proc = spawnLogged("nginx", ["-c", conf, "-p", dir, "-g", "daemon off;"], join(dir, "backend.log"), { core: 0 })
+  await waitForPort(port, 5000, proc)
+  return { port, process: proc, close: () => stopProcess(proc) }
+}

@@ -1,0 +1,137 @@
+/** @module report: cell results, medians over passes, ratios to HAProxy, and the tables printed at the end. */
+
+/** WorkloadId names the workloads in table order. */
+export type WorkloadId = "W1" | "W2" | "W3" | "W4" | "W5" | "W6"
+
+/** CellRun is one measurement of one target on one workload in one pass (also one JSON line). */
+export interface CellRun {
+  type: "cell"
+  pass: number
+  target: string
+  workload: WorkloadId
+  ok: boolean
+  problems: string[]
+  /** work done in the window, in `unit` (requests, handshakes, MB, or bytes per connection for W6) */
+  work: number
+  unit: string
+  seconds: number
+  proxy_cpu_s: number
+  /** the figure that counts: work per proxy CPU-second (W6: KiB per idle connection) */
+  figure: number
+  rate_per_s: number
+  proxy_cpu_util: number
+  extra?: Record<string, unknown>
+}
+
+/** Summary is the median over passes of one target and workload, with its ratio to HAProxy. */
+export interface Summary {
+  type: "summary"
+  target: string
+  workload: WorkloadId
+  ok: boolean
+  problems: string[]
+  passes: number
+  figure: number
+  rate_per_s: number
+  ratio: number | null
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b)
+  const m = Math.floor(s.length / 2)
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2
+}
+
+/** summarise takes the median of each cell over its passes; a cell with any failed pass is failed, never a number. */
+export function summarise(runs: CellRun[], anchor: string): Summary[] {
+  const groups = new Map<string, CellRun[]>()
+  for (const r of runs) {
+    const k = `${r.target}\u0000${r.workload}`
+    groups.set(k, [...(groups.get(k) ?? []), r])
+  }
+  const out: Summary[] = []
+  for (const list of groups.values()) {
+    const first = list[0]!
+    const ok = list.every((r) => r.ok)
+    const problems = [...new Set(list.flatMap((r) => r.problems.map((p) => `pass ${r.pass}: ${p}`)))]
+    out.push({
+      type: "summary",
+      target: first.target,
+      workload: first.workload,
+      ok,
+      problems,
+      passes: list.length,
+      figure: ok ? median(list.map((r) => r.figure)) : Number.NaN,
+      rate_per_s: ok ? median(list.map((r) => r.rate_per_s)) : Number.NaN,
+      ratio: null,
+    })
+  }
+  for (const s of out) {
+    const a = out.find((x) => x.target === anchor && x.workload === s.workload)
+    if (s.ok && a?.ok && a.figure > 0) s.ratio = s.figure / a.figure
+  }
+  return out
+}
+
+const fmt = (n: number, digits = 0) =>
+  n.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits })
+
+/** FIGURE_UNITS says what each workload's figure counts. */
+export const FIGURE_UNITS: Record<WorkloadId, string> = {
+  W1: "full handshakes per proxy CPU-s",
+  W2: "keep-alive requests per proxy CPU-s",
+  W3: "HTTP/2 requests per proxy CPU-s",
+  W4: "MB (10^6 body bytes) per proxy CPU-s",
+  W5: "resumed handshakes per proxy CPU-s",
+  W6: "KiB RSS per idle TLS connection (ratio: lower is better)",
+}
+
+function cell(s: Summary | undefined, kind: "figure" | "rate", failShort: (s: Summary) => string): string {
+  if (!s) return "–"
+  if (!s.ok) return failShort(s)
+  if (kind === "rate") {
+    if (s.workload === "W6") return "–"
+    return `${fmt(s.rate_per_s)}${s.workload === "W4" ? " MB" : ""}/s`
+  }
+  const ratio = s.ratio === null ? "" : `${s.ratio.toFixed(2)}x `
+  const fig = s.workload === "W6" ? `${fmt(s.figure, 1)} KiB` : fmt(s.figure, s.workload === "W4" ? 0 : 0)
+  return `${ratio}${fig}`
+}
+
+/** renderTables returns the markdown tables: per proxy CPU-second with ratios, then raw rates; and the failure notes. */
+export function renderTables(
+  summaries: Summary[],
+  targets: string[],
+  workloads: WorkloadId[],
+  labels: Record<string, string>,
+): string {
+  const failures: string[] = []
+  const failShort = (s: Summary) => {
+    const n = failures.findIndex((f) => f.startsWith(`${s.target} ${s.workload}:`))
+    const idx = n >= 0 ? n : failures.push(`${s.target} ${s.workload}: ${s.problems.join("; ")}`) - 1
+    return `FAILED [${idx + 1}]`
+  }
+  const find = (t: string, w: WorkloadId) => summaries.find((s) => s.target === t && s.workload === w)
+  const table = (kind: "figure" | "rate") => {
+    const head = `| target | ${workloads.join(" | ")} |`
+    const sep = `|---|${workloads.map(() => "---:").join("|")}|`
+    const rows = targets.map(
+      (t) => `| ${labels[t] ?? t} | ${workloads.map((w) => cell(find(t, w), kind, failShort)).join(" | ")} |`,
+    )
+    return [head, sep, ...rows].join("\n")
+  }
+  const legend = workloads.map((w) => `${w}: ${FIGURE_UNITS[w]}`).join("; ")
+  const parts = [
+    "Per proxy CPU-second (ratio to HAProxy in the same run, then the figure; median over passes):",
+    "",
+    table("figure"),
+    "",
+    legend,
+    "",
+    "Raw rate per wall-clock second (median; load generator and backend share core 0, so this is not the figure that counts):",
+    "",
+    table("rate"),
+  ]
+  if (failures.length > 0) parts.push("", "Failed cells:", ...failures.map((f, i) => `[${i + 1}] ${f}`))
+  return parts.join("\n")
+}

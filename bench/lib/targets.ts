@@ -1,0 +1,276 @@
+/** @module targets: the proxies under test (anchors, a bare Node TLS pipe, Portcullis), each one worker on core 1. */
+import { execFileSync } from "node:child_process"
+import { mkdirSync, writeFileSync } from "node:fs"
+import { join } from "node:path"
+import type { BenchCert } from "./pki.ts"
+import { probeGet, waitForPort } from "./probe.ts"
+import { ensurePinned, type Spawned, spawnLogged, stopProcess } from "./proc.ts"
+
+/** PROXY_CORE is the core every target is pinned to; the load generator and backend use core 0. */
+export const PROXY_CORE = 1
+
+/** StartContext is what a target needs to start: its own dir and port, the shared certificate and backend. */
+export interface StartContext {
+  readonly dir: string
+  readonly port: number
+  readonly backendPort: number
+  readonly cert: BenchCert
+}
+
+/** TargetSpec describes one proxy under test. */
+export interface TargetSpec {
+  readonly name: string
+  /** layer says whether the target speaks HTTP (L7: runs W3) or forwards bytes (L4). */
+  readonly layer: "L7" | "L4"
+  readonly description: string
+  /** version returns a one-line version string, or throws when the program is missing. */
+  version(): string
+  /** launch starts the process; the harness then waits for the port, pins and probes it. */
+  launch(ctx: StartContext): Spawned
+}
+
+/** RunningTarget is a started, pinned and probed target. */
+export interface RunningTarget {
+  readonly spec: TargetSpec
+  readonly port: number
+  readonly process: Spawned
+  readonly pinNotes: string[]
+  close(): Promise<void>
+}
+
+const benchDir = join(import.meta.dirname, "..")
+const repoDir = join(benchDir, "..")
+
+const firstLine = (cmd: string, args: string[]) =>
+  execFileSync(cmd, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] })
+    .trim()
+    .split("\n")[0]!
+const nginxVersion = () => {
+  const r = execFileSync("sh", ["-c", "nginx -v 2>&1"], { encoding: "utf8" }).trim()
+  return r.replace(/^nginx version: /, "")
+}
+
+const haproxy: TargetSpec = {
+  name: "haproxy",
+  layer: "L7",
+  description: "HAProxy, nbthread 1, http-reuse always (the anchor: every ratio is to it)",
+  version: () => firstLine("haproxy", ["-v"]).replace(/ - https.*$/, ""),
+  launch(ctx) {
+    const conf = join(ctx.dir, "haproxy.cfg")
+    writeFileSync(
+      conf,
+      `global
+  nbthread 1
+  maxconn 9500
+  ssl-default-bind-options ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3
+defaults
+  mode http
+  option http-keep-alive
+  http-reuse always
+  timeout connect 5s
+  timeout client 600s
+  timeout server 600s
+  timeout http-keep-alive 600s
+  timeout http-request 60s
+frontend fe
+  bind 127.0.0.1:${ctx.port} ssl crt ${ctx.cert.combined} alpn h2,http/1.1
+  maxconn 9500
+  default_backend be
+backend be
+  server s1 127.0.0.1:${ctx.backendPort} maxconn 9500
+`,
+    )
+    return spawnLogged("haproxy", ["-f", conf, "-db"], join(ctx.dir, "haproxy.log"), { core: PROXY_CORE })
+  },
+}
+
+const nginx: TargetSpec = {
+  name: "nginx",
+  layer: "L7",
+  description: "nginx, worker_processes 1, upstream keepalive, keepalive_requests raised",
+  version: nginxVersion,
+  launch(ctx) {
+    mkdirSync(join(ctx.dir, "tmp"), { recursive: true })
+    const conf = join(ctx.dir, "nginx.conf")
+    writeFileSync(
+      conf,
+      `worker_processes 1;
+worker_rlimit_nofile 20000;
+error_log stderr warn;
+pid ${ctx.dir}/nginx.pid;
+events { worker_connections 20000; }
+http {
+  access_log off;
+  client_body_temp_path ${ctx.dir}/tmp/body;
+  proxy_temp_path ${ctx.dir}/tmp/proxy;
+  fastcgi_temp_path ${ctx.dir}/tmp/fastcgi;
+  uwsgi_temp_path ${ctx.dir}/tmp/uwsgi;
+  scgi_temp_path ${ctx.dir}/tmp/scgi;
+  keepalive_requests 100000000;
+  keepalive_timeout 600s;
+  upstream backend {
+    server 127.0.0.1:${ctx.backendPort};
+    keepalive 256;
+    keepalive_requests 100000000;
+    keepalive_timeout 600s;
+  }
+  server {
+    listen 127.0.0.1:${ctx.port} ssl http2 backlog=4096;
+    ssl_certificate ${ctx.cert.cert};
+    ssl_certificate_key ${ctx.cert.key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_max_temp_file_size 0;
+    }
+  }
+}
+`,
+    )
+    return spawnLogged("nginx", ["-c", conf, "-p", ctx.dir, "-g", "daemon off;"], join(ctx.dir, "nginx.log"), {
+      core: PROXY_CORE,
+    })
+  },
+}
+
+const hitch: TargetSpec = {
+  name: "hitch",
+  layer: "L4",
+  description: "hitch (L4), workers = 1",
+  version: () => firstLine("hitch", ["--version"]),
+  launch(ctx) {
+    const conf = join(ctx.dir, "hitch.conf")
+    writeFileSync(
+      conf,
+      `frontend = "[127.0.0.1]:${ctx.port}"
+backend = "[127.0.0.1]:${ctx.backendPort}"
+pem-file = "${ctx.cert.combined}"
+workers = 1
+backlog = 4096
+daemon = off
+# hitch refuses to run its workers as root
+user = "nobody"
+group = "nogroup"
+tls-protos = TLSv1.2 TLSv1.3
+alpn-protos = "http/1.1"
+`,
+    )
+    return spawnLogged("hitch", ["--config", conf], join(ctx.dir, "hitch.log"), { core: PROXY_CORE })
+  },
+}
+
+const tlsPipe: TargetSpec = {
+  name: "node-tls-pipe",
+  layer: "L4",
+  description: "reference: a bare Node tls server piping each connection to its own backend connection",
+  version: () => `node ${process.version} (OpenSSL ${process.versions.openssl})`,
+  launch(ctx) {
+    return spawnLogged(
+      process.execPath,
+      [
+        join(benchDir, "targets", "tls-pipe.ts"),
+        String(ctx.port),
+        String(ctx.backendPort),
+        ctx.cert.cert,
+        ctx.cert.key,
+      ],
+      join(ctx.dir, "tls-pipe.log"),
+      { core: PROXY_CORE },
+    )
+  },
+}
+
+function portcullisConfig(ctx: StartContext, engine: "http" | "tcp"): string {
+  const route = engine === "http" ? "    routes: [{ upstream: backend }]" : "    upstream: backend"
+  return `listeners:
+  - name: bench
+    address: 127.0.0.1:${ctx.port}
+    engine: ${engine}
+    tls:
+      certificates: [{ cert: ${ctx.cert.cert}, key: ${ctx.cert.key} }]
+${route}
+    limits: { max_connections: 20000, idle_timeout: 600s }
+upstreams:
+  backend:
+    backends: ["127.0.0.1:${ctx.backendPort}"]
+    keepalive: 256
+    timeouts: { idle: 600s }
+access_log: { enabled: false }
+data_dir: ${join(ctx.dir, "data")}
+`
+}
+
+const mainTs = join(repoDir, "src", "main.ts")
+
+function portcullisTarget(engine: "http" | "tcp"): TargetSpec {
+  return {
+    name: engine === "http" ? "portcullis" : "portcullis-tcp",
+    layer: engine === "http" ? "L7" : "L4",
+    description:
+      engine === "http" ? "Portcullis, engine http, one process" : "Portcullis, engine tcp (L4), one process",
+    version: () => {
+      const pkg = execFileSync(
+        process.execPath,
+        ["-p", `require(${JSON.stringify(join(repoDir, "package.json"))}).version`],
+        {
+          encoding: "utf8",
+        },
+      ).trim()
+      const commit = execFileSync("git", ["-C", repoDir, "rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim()
+      return `portcullis ${pkg} (HEAD ${commit}${dirty() ? ", uncommitted changes" : ""}) on node ${process.version}`
+    },
+    launch(ctx) {
+      const conf = join(ctx.dir, `portcullis-${engine}.yaml`)
+      writeFileSync(conf, portcullisConfig(ctx, engine))
+      return spawnLogged(process.execPath, [mainTs, "--config", conf], join(ctx.dir, `portcullis-${engine}.log`), {
+        core: PROXY_CORE,
+        cwd: ctx.dir,
+      })
+    },
+  }
+}
+
+function dirty(): boolean {
+  try {
+    return (
+      execFileSync("git", ["-C", repoDir, "status", "--porcelain", "--", "src"], { encoding: "utf8" }).trim() !== ""
+    )
+  } catch {
+    return false
+  }
+}
+
+/** TARGETS lists every known target in table order; HAProxy first (the anchor). */
+export const TARGETS: readonly TargetSpec[] = [
+  haproxy,
+  nginx,
+  hitch,
+  tlsPipe,
+  portcullisTarget("http"),
+  portcullisTarget("tcp"),
+]
+
+/**
+ * startTarget launches a target, waits for its port, checks every thread is pinned to the proxy core (re-pinning
+ * programs that move their workers) and probes one GET /small through it.
+ */
+export async function startTarget(spec: TargetSpec, ctx: StartContext): Promise<RunningTarget> {
+  mkdirSync(ctx.dir, { recursive: true })
+  const proc = spec.launch(ctx)
+  try {
+    await waitForPort(ctx.port, 20_000, proc)
+    const probe = await probeGet(ctx.port, "/small")
+    if (probe.status !== 200 || probe.bodyLength !== 100) {
+      throw new Error(`probe GET /small answered status ${probe.status} with ${probe.bodyLength} body bytes`)
+    }
+    if (probe.fingerprint256 !== ctx.cert.fingerprint256) throw new Error("probe saw a different certificate")
+    // hitch starts its worker after binding: check pinning once the probe has been served
+    const pinNotes = ensurePinned(proc.pid, PROXY_CORE)
+    return { spec, port: ctx.port, process: proc, pinNotes, close: () => stopProcess(proc) }
+  } catch (err) {
+    await stopProcess(proc)
+    throw err
+  }
+}

@@ -1,0 +1,406 @@
+/**
+ * @module run: `npm run bench [-- --quick] [--only W2,W3] [--targets portcullis,haproxy] [--passes N]`: measures
+ * Portcullis and the anchors (HAProxy, nginx, hitch) plus a bare Node TLS pipe on the same work in one run, and
+ * reports work per proxy CPU-second and its ratio to HAProxy. See docs/benchmarks.md.
+ */
+import { execFileSync, spawnSync } from "node:child_process"
+import { appendFileSync, chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
+import net from "node:net"
+import { cpus, tmpdir } from "node:os"
+import { join } from "node:path"
+import { parseArgs } from "node:util"
+import { type Backend, BULK_SIZE, SMALL_SIZE, startBackend } from "./lib/backend.ts"
+import { runH2load } from "./lib/h2load.ts"
+import { type BenchCert, makeCert } from "./lib/pki.ts"
+import { ensurePinned, niceOf, openFilesLimit, rssBytes, tail } from "./lib/proc.ts"
+import { type CellRun, renderTables, type Summary, summarise, type WorkloadId } from "./lib/report.ts"
+import { PROXY_CORE, type RunningTarget, startTarget, TARGETS, type TargetSpec } from "./lib/targets.ts"
+import { runHandshakes, runIdle } from "./lib/tls-load.ts"
+
+const benchDir = import.meta.dirname
+const ALL_WORKLOADS: WorkloadId[] = ["W1", "W2", "W3", "W4", "W5", "W6"]
+const QUICK_WORKLOADS: WorkloadId[] = ["W1", "W2", "W3"]
+/** Workloads each target runs unless --only says otherwise (portcullis-tcp is the "W2 through the tcp engine" row). */
+const TARGET_WORKLOADS: Record<string, WorkloadId[]> = {
+  "portcullis-tcp": ["W2", "W4", "W6"],
+}
+const REQUIRED_TOOLS = ["haproxy", "nginx", "hitch", "h2load", "openssl", "taskset"]
+
+const { values: flags } = parseArgs({
+  options: {
+    quick: { type: "boolean", default: false },
+    only: { type: "string" },
+    targets: { type: "string" },
+    passes: { type: "string" },
+    measure: { type: "string" },
+    warmup: { type: "string" },
+    "idle-connections": { type: "string" },
+    "keep-dir": { type: "boolean", default: false },
+    help: { type: "boolean", short: "h", default: false },
+  },
+  strict: true,
+})
+
+if (flags.help) {
+  console.log(`usage: npm run bench -- [--quick] [--only W1,W2,...] [--targets haproxy,portcullis,...] [--passes N]
+       [--measure SECONDS] [--warmup SECONDS] [--idle-connections N] [--keep-dir]
+targets: ${TARGETS.map((t) => t.name).join(", ")}
+workloads: W1 full TLS 1.3 handshakes, W2 HTTP/1.1 keep-alive, W3 HTTP/2, W4 1 MiB bulk, W5 resumed handshakes,
+           W6 RSS per idle TLS connection`)
+  process.exit(0)
+}
+
+// Re-run ourselves pinned to core 0, at nice -10, with the soft open-files limit raised to the hard one.
+if (process.env["PORTCULLIS_BENCH_PINNED"] !== "1") {
+  const r = spawnSync(
+    "sh",
+    [
+      "-c",
+      'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec taskset -c 0 nice -n -10 "$@"',
+      "sh",
+      process.execPath,
+      ...process.execArgv,
+      import.meta.filename,
+      ...process.argv.slice(2),
+    ],
+    { stdio: "inherit", env: { ...process.env, PORTCULLIS_BENCH_PINNED: "1" } },
+  )
+  process.exit(r.status ?? 1)
+}
+
+const quick = flags.quick
+const passes = Number(flags.passes ?? (quick ? 1 : 2))
+const measureS = Number(flags.measure ?? (quick ? 2 : 8))
+const warmupS = Number(flags.warmup ?? (quick ? 1 : 2))
+const idleCount = Number(flags["idle-connections"] ?? (quick ? 2000 : 9000))
+const workloads: WorkloadId[] = flags.only
+  ? flags.only.split(",").map((w) => {
+      const id = w.trim().toUpperCase() as WorkloadId
+      if (!ALL_WORKLOADS.includes(id)) throw new Error(`unknown workload ${w}; known: ${ALL_WORKLOADS.join(",")}`)
+      return id
+    })
+  : quick
+    ? QUICK_WORKLOADS
+    : ALL_WORKLOADS
+const targetSpecs: TargetSpec[] = flags.targets
+  ? flags.targets.split(",").map((n) => {
+      const t = TARGETS.find((x) => x.name === n.trim())
+      if (!t) throw new Error(`unknown target ${n}; known: ${TARGETS.map((x) => x.name).join(",")}`)
+      return t
+    })
+  : [...TARGETS]
+const ANCHOR = "haproxy"
+
+function runsWorkload(spec: TargetSpec, w: WorkloadId): boolean {
+  if (w === "W3" && spec.layer === "L4") return false
+  const own = TARGET_WORKLOADS[spec.name]
+  return own ? own.includes(w) || flags.only !== undefined : true
+}
+
+// ---- setup: tools, directories, certificate, backend -------------------------------------------------------------
+
+function missingTools(): string[] {
+  return REQUIRED_TOOLS.filter((t) => spawnSync("sh", ["-c", `command -v ${t}`], { stdio: "ignore" }).status !== 0)
+}
+if (missingTools().length > 0) {
+  console.log(`missing ${missingTools().join(", ")}: running bench/setup.sh`)
+  const r = spawnSync("bash", [join(benchDir, "setup.sh")], { stdio: "inherit" })
+  if (r.status !== 0 || missingTools().length > 0) {
+    console.error(`bench/setup.sh could not install ${missingTools().join(", ")}`)
+    process.exit(1)
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer()
+    s.on("error", reject)
+    s.listen(0, "127.0.0.1", () => {
+      const a = s.address() as net.AddressInfo
+      s.close(() => resolve(a.port))
+    })
+  })
+}
+
+const stamp = new Date().toISOString().replace(/[:.]/g, "-")
+const resultsDir = join(benchDir, "results")
+mkdirSync(resultsDir, { recursive: true })
+const resultsFile = join(resultsDir, `${stamp}.jsonl`)
+const emit = (o: object) => appendFileSync(resultsFile, JSON.stringify(o) + "\n")
+const workDir = mkdtempSync(join(tmpdir(), "portcullis-bench-"))
+chmodSync(workDir, 0o755)
+
+const running = new Map<string, RunningTarget>()
+let backend: Backend | undefined
+async function cleanup(): Promise<void> {
+  await Promise.allSettled([...running.values()].map((t) => t.close()))
+  running.clear()
+  await backend?.close()
+  backend = undefined
+  if (!flags["keep-dir"]) rmSync(workDir, { recursive: true, force: true })
+}
+let interrupted = false
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.on(sig, () => {
+    if (interrupted) process.exit(130)
+    interrupted = true
+    console.error(`\n${sig}: stopping the targets`)
+    void cleanup().finally(() => process.exit(130))
+  })
+}
+
+function versionOf(cmd: string, args: string[]): string {
+  try {
+    return execFileSync("sh", ["-c", `${cmd} ${args.join(" ")} 2>&1`], { encoding: "utf8" })
+      .trim()
+      .split("\n")[0]!
+  } catch (err) {
+    return `unavailable: ${(err as Error).message}`
+  }
+}
+
+function machine() {
+  const cpuModel = cpus()[0]?.model ?? "unknown"
+  return {
+    nproc: Number(execFileSync("nproc", ["--all"], { encoding: "utf8" }).trim()),
+    cpu: cpuModel,
+    kernel: readFileSync("/proc/sys/kernel/osrelease", "utf8").trim(),
+    os: /PRETTY_NAME="([^"]+)"/.exec(readFileSync("/etc/os-release", "utf8"))?.[1] ?? "unknown",
+    versions: {
+      haproxy: versionOf("haproxy", ["-v"]).replace(/ - https.*$/, ""),
+      nginx: versionOf("nginx", ["-v"]).replace(/^nginx version: /, ""),
+      hitch: versionOf("hitch", ["--version"]),
+      h2load: versionOf("h2load", ["--version"]),
+      node: process.version,
+      node_openssl: process.versions.openssl,
+      system_openssl: versionOf("openssl", ["version"]),
+    },
+    bench_process: { nice: niceOf(process.pid), open_files: openFilesLimit() },
+  }
+}
+
+// ---- one cell -----------------------------------------------------------------------------------------------------
+
+interface TargetState {
+  spec: TargetSpec
+  port: number
+  failure?: string
+}
+
+async function ensureRunning(st: TargetState, cert: BenchCert, fresh = false): Promise<RunningTarget> {
+  let t = running.get(st.spec.name)
+  if (t && fresh) {
+    await t.close()
+    running.delete(st.spec.name)
+    t = undefined
+  }
+  if (t) {
+    const code = await Promise.race([t.process.exited, Promise.resolve("alive" as const)])
+    if (code !== "alive") {
+      running.delete(st.spec.name)
+      throw new Error(`${st.spec.name} exited (${code}) after the previous cell: ${tail(t.process.logFile)}`)
+    }
+    t.pinNotes.push(...ensurePinned(t.process.pid, PROXY_CORE))
+    return t
+  }
+  t = await startTarget(st.spec, {
+    dir: join(workDir, st.spec.name),
+    port: st.port,
+    backendPort: backend!.port,
+    cert,
+  })
+  running.set(st.spec.name, t)
+  return t
+}
+
+function failedCell(pass: number, target: string, w: WorkloadId, reason: string): CellRun {
+  return {
+    type: "cell",
+    pass,
+    target,
+    workload: w,
+    ok: false,
+    problems: [reason],
+    work: 0,
+    unit: "",
+    seconds: 0,
+    proxy_cpu_s: 0,
+    figure: Number.NaN,
+    rate_per_s: Number.NaN,
+    proxy_cpu_util: 0,
+  }
+}
+
+async function measure(pass: number, st: TargetState, w: WorkloadId, cert: BenchCert): Promise<CellRun> {
+  if (st.failure) return failedCell(pass, st.spec.name, w, st.failure)
+  let t: RunningTarget
+  try {
+    t = await ensureRunning(st, cert, w === "W6")
+  } catch (err) {
+    const reason = `did not start: ${(err as Error).message}`
+    if (!running.has(st.spec.name) && st.spec.name.startsWith("portcullis")) st.failure = reason
+    return failedCell(pass, st.spec.name, w, reason)
+  }
+  const pid = t.process.pid
+  const base = { type: "cell" as const, pass, target: st.spec.name, workload: w }
+  if (w === "W1" || w === "W5") {
+    const r = await runHandshakes({
+      mode: w === "W1" ? "full" : "resumed",
+      port: t.port,
+      proxyPid: pid,
+      fingerprint256: cert.fingerprint256,
+      threads: 3,
+      concurrency: 8,
+      warmupS,
+      measureS,
+    })
+    const work = w === "W1" ? r.window.full : r.window.resumed
+    return {
+      ...base,
+      ok: r.problems.length === 0,
+      problems: r.problems,
+      work,
+      unit: w === "W1" ? "full handshakes" : "resumed handshakes",
+      seconds: r.seconds,
+      proxy_cpu_s: r.proxyCpu,
+      figure: work / r.proxyCpu,
+      rate_per_s: work / r.seconds,
+      proxy_cpu_util: r.proxyCpu / r.seconds,
+      extra: { counters: r.window, client_cpu_s: r.clientCpu, client_us_per_handshake: (r.clientCpu / work) * 1e6 },
+    }
+  }
+  if (w === "W6") {
+    const r = await runIdle({
+      port: t.port,
+      fingerprint256: cert.fingerprint256,
+      count: idleCount,
+      threads: 3,
+      concurrency: 32,
+      settleMs: 2000,
+      rss: () => rssBytes(pid),
+    })
+    const kib = r.bytesPerConnection / 1024
+    return {
+      ...base,
+      ok: r.problems.length === 0,
+      problems: r.problems,
+      work: r.connections,
+      unit: "idle connections",
+      seconds: r.openSeconds,
+      proxy_cpu_s: 0,
+      figure: kib,
+      rate_per_s: r.connections / r.openSeconds,
+      proxy_cpu_util: 0,
+      extra: { rss_before: r.rssBefore, rss_after: r.rssAfter },
+    }
+  }
+  const shape = {
+    W2: { path: "/small", body: SMALL_SIZE, h1: true, clients: 50, streams: 1 },
+    W3: { path: "/small", body: SMALL_SIZE, h1: false, clients: 10, streams: 10 },
+    W4: { path: "/1m", body: BULK_SIZE, h1: true, clients: 8, streams: 1 },
+  }[w]
+  const opts = {
+    port: t.port,
+    proxyPid: pid,
+    path: shape.path,
+    expectedBody: shape.body,
+    h1: shape.h1,
+    clients: shape.clients,
+    streams: shape.streams,
+  }
+  const warm = await runH2load({ ...opts, seconds: warmupS })
+  const r = await runH2load({ ...opts, seconds: measureS })
+  const problems = [
+    ...r.problems,
+    ...warm.problems.filter((p) => !p.includes("connections")).map((p) => `warm-up: ${p}`),
+  ]
+  const work = w === "W4" ? r.dataBytes / 1e6 : r.done
+  return {
+    ...base,
+    ok: problems.length === 0,
+    problems,
+    work,
+    unit: w === "W4" ? "MB" : "requests",
+    seconds: r.seconds,
+    proxy_cpu_s: r.proxyCpu,
+    figure: work / r.proxyCpu,
+    rate_per_s: work / r.seconds,
+    proxy_cpu_util: r.proxyCpu / r.seconds,
+    extra: { tls: r.tls, connections: r.connections, requests: r.done },
+  }
+}
+
+// ---- the run ------------------------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const info = machine()
+  const options = { quick, passes, measure_s: measureS, warmup_s: warmupS, idle_connections: idleCount, workloads }
+  emit({ type: "meta", started: new Date().toISOString(), machine: info, options, targets: [] })
+  console.log(`portcullis bench: ${info.nproc} CPUs (${info.cpu}), results in ${resultsFile}`)
+  console.log(`passes ${passes}, warm-up ${warmupS} s, measure ${measureS} s, workloads ${workloads.join(",")}`)
+  if (info.bench_process.nice !== -10) console.log(`note: running at nice ${info.bench_process.nice}, not -10`)
+
+  const cert = makeCert(workDir)
+  backend = await startBackend(join(workDir, "backend"), await freePort())
+  const states: TargetState[] = []
+  for (const spec of targetSpecs) {
+    let version: string
+    try {
+      version = spec.version()
+    } catch (err) {
+      version = `unavailable: ${(err as Error).message}`
+    }
+    states.push({ spec, port: await freePort() })
+    emit({ type: "target", name: spec.name, layer: spec.layer, description: spec.description, version })
+    console.log(`  ${spec.name.padEnd(15)} ${version}`)
+  }
+
+  const runs: CellRun[] = []
+  const record = (r: CellRun) => {
+    runs.push(r)
+    emit(r)
+    const fig =
+      r.workload === "W6"
+        ? `${r.figure.toFixed(1)} KiB/conn`
+        : `${r.figure.toFixed(0)} ${r.unit}/cpu-s, ${r.rate_per_s.toFixed(0)}/s, proxy cpu ${(r.proxy_cpu_util * 100).toFixed(0)}%`
+    console.log(
+      `pass ${r.pass} ${r.workload} ${r.target.padEnd(15)} ${r.ok ? fig : `FAILED: ${r.problems.join("; ")}`}`,
+    )
+  }
+  const throughput = workloads.filter((w) => w !== "W6")
+  for (let pass = 1; pass <= passes; pass++) {
+    for (const w of throughput) {
+      for (const st of states) {
+        if (interrupted) return
+        if (runsWorkload(st.spec, w)) record(await measure(pass, st, w, cert))
+      }
+    }
+  }
+  // W6 once, on freshly started targets, after the throughput passes
+  if (workloads.includes("W6")) {
+    for (const st of states) {
+      if (interrupted) return
+      if (runsWorkload(st.spec, "W6")) record(await measure(1, st, "W6", cert))
+    }
+  }
+  const pinNotes = [...running.values()].flatMap((t) => t.pinNotes.map((n) => `${t.spec.name}: re-pinned ${n}`))
+  for (const n of pinNotes) emit({ type: "note", note: n })
+
+  const summaries: Summary[] = summarise(runs, ANCHOR)
+  for (const s of summaries) emit(s)
+  const labels = Object.fromEntries(states.map((s) => [s.spec.name, s.spec.name]))
+  const shown = states.map((s) => s.spec.name)
+  const table = renderTables(summaries, shown, workloads, labels)
+  console.log(`\n${table}\n`)
+  if (pinNotes.length > 0) console.log(`pinning: ${pinNotes.join("; ")}`)
+  console.log(`results: ${resultsFile}`)
+}
+
+try {
+  await main()
+} catch (err) {
+  console.error(`bench failed: ${(err as Error).stack ?? err}`)
+  process.exitCode = 1
+} finally {
+  await cleanup()
+}
