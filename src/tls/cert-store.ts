@@ -1,9 +1,11 @@
 /** @module cert-store: a listener's certificates as SecureContexts, picked by SNI: exact name, wildcard, default. */
 import { constants, createHash, randomBytes } from "node:crypto"
+import type net from "node:net"
 import tls from "node:tls"
 import type { ListenerTlsConfig } from "../config/schema.ts"
 import { errorMessage, TlsError } from "../core/errors.ts"
 import { type CertificateStatus, certificateStatus, type LoadedCertificate, normalizeName } from "./certificate.ts"
+import { peekServerName } from "./client-hello.ts"
 import { type ServerTlsOptions, serverTlsOptions } from "./policy.ts"
 import { loadFileCertificate } from "./sources/file.ts"
 import { loadSelfSigned } from "./sources/self-signed.ts"
@@ -65,7 +67,10 @@ export class CertStore {
       }
     }
     // One SecureContext per distinct set of certificates: ECDSA and RSA for one name share a context, and OpenSSL
-    // picks between them by the client's signature algorithms.
+    // picks between them by the client's signature algorithms. Node's SNICallback installs only the context's last
+    // certificate, so ECDSA goes last: SNI-switched handshakes serve ECDSA, and contextForSocket() serves both.
+    for (const list of byName.values())
+      list.sort((a, b) => Number(a.keyType === "ecdsa") - Number(b.keyType === "ecdsa"))
     const built = new Map<string, tls.SecureContext>()
     const contextOf = (list: LoadedCertificate[]): tls.SecureContext => {
       const id = list.map((c) => certs.indexOf(c)).join(",")
@@ -112,6 +117,15 @@ export class CertStore {
       if (wild) return wild
     }
     return this.#default
+  }
+
+  /**
+   * contextForSocket reads the ClientHello's SNI name off a fresh socket (putting the bytes back) and returns its
+   * context. Build the TLSSocket on it (`new tls.TLSSocket(socket, { isServer: true, secureContext })`) to offer
+   * every certificate of the name, ECDSA and RSA alike; the SNICallback path installs only one of them.
+   */
+  async contextForSocket(socket: net.Socket, timeoutMs: number): Promise<tls.SecureContext> {
+    return this.contextFor(await peekServerName(socket, timeoutMs))
   }
 
   /** covers says whether some certificate's name matches host (exact, or a wildcard one level up). */

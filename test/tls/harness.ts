@@ -1,0 +1,137 @@
+/** Shared pieces of the tls tests: a listener TLS config from a plain object, a bare TLS server, a recording client. */
+import { X509Certificate } from "node:crypto"
+import net, { type AddressInfo } from "node:net"
+import type { TestContext } from "node:test"
+import tls from "node:tls"
+import { configSchema, type ListenerTlsConfig } from "../../src/config/schema.ts"
+import type { CertStore } from "../../src/tls/cert-store.ts"
+import { peekServerName } from "../../src/tls/client-hello.ts"
+
+/** tlsConfig validates a listener `tls:` section through the real schema, so defaults apply as in a config file. */
+export function tlsConfig(tls: Record<string, unknown>, engine: "http" | "tcp" = "http"): ListenerTlsConfig {
+  const config = configSchema.parse({
+    listeners: [{ name: "t", address: "127.0.0.1:1", engine, tls, upstream: "u" }],
+    upstreams: { u: { backends: ["127.0.0.1:2"] } },
+  })
+  return config.listeners[0]!.tls!
+}
+
+/** startStoreServer runs a bare tls.Server from a CertStore on 127.0.0.1:0, closed after the test. */
+export async function startStoreServer(t: TestContext, store: CertStore): Promise<number> {
+  return startServer(t, { ...store.secureOptions, SNICallback: store.sniCallback })
+}
+
+/** startServer runs a tls.Server that greets each client with "hi\n" and closes; returns the port. */
+export async function startServer(t: TestContext, options: tls.TlsOptions): Promise<number> {
+  const server = tls.createServer(options, (socket) => {
+    socket.on("error", () => {})
+    socket.end("hi\n")
+  })
+  server.on("tlsClientError", () => {})
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+  t.after(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  return (server.address() as AddressInfo).port
+}
+
+/** Handshake is what a client saw. */
+export interface Handshake {
+  protocol: string | null
+  cipher: string
+  alpn: string | false
+  /** subject CN of the server certificate */
+  cn: string
+  /** key type of the server certificate: ec or rsa */
+  keyType: string
+  reused: boolean
+  authorized: boolean
+  authorizationError?: string
+  /** the TLS session to resume with (waited for when waitSession) */
+  session?: Buffer
+  /** the greeting the server sent; "" when it closed the connection instead */
+  data: string
+}
+
+/**
+ * handshake connects to 127.0.0.1:port, records the handshake and the server's greeting, and resolves when the
+ * server has closed; rejects on a TLS error or after 5 s.
+ */
+export function handshake(port: number, options: tls.ConnectionOptions = {}): Promise<Handshake> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: "127.0.0.1", port, rejectUnauthorized: false, ...options })
+    const timer = setTimeout(() => {
+      socket.destroy()
+      reject(new Error("handshake did not finish within 5 s"))
+    }, 5000)
+    let result: Handshake | undefined
+    let data = ""
+    socket.on("session", (session: Buffer) => {
+      if (result) result.session = session
+    })
+    socket.on("secureConnect", () => {
+      const peer = socket.getPeerCertificate()
+      const cert = peer.raw ? new X509Certificate(peer.raw) : undefined
+      result = {
+        protocol: socket.getProtocol(),
+        cipher: socket.getCipher().name,
+        alpn: socket.alpnProtocol ?? false,
+        cn: typeof peer.subject?.CN === "string" ? peer.subject.CN : "",
+        keyType: cert?.publicKey.asymmetricKeyType ?? "",
+        reused: socket.isSessionReused(),
+        authorized: socket.authorized,
+        data: "",
+      }
+      if (socket.authorizationError) result.authorizationError = String(socket.authorizationError)
+    })
+    socket.on("data", (chunk: Buffer) => {
+      data += chunk.toString()
+    })
+    socket.on("error", (err) => {
+      clearTimeout(timer)
+      reject(err)
+    })
+    socket.on("close", () => {
+      clearTimeout(timer)
+      if (!result) reject(new Error("closed before the handshake finished"))
+      else resolve({ ...result, data })
+    })
+  })
+}
+
+/** refused resolves with the client's error when the handshake fails, and rejects if it succeeds. */
+export async function refused(port: number, options: tls.ConnectionOptions): Promise<Error & { code?: string }> {
+  try {
+    const got = await handshake(port, options)
+    if (got.data === "") return new Error("server closed the connection after the handshake")
+  } catch (err) {
+    return err as Error & { code?: string }
+  }
+  throw new Error(`expected the handshake to be refused, but it succeeded with ${JSON.stringify(options)}`)
+}
+
+/**
+ * startPeekingServer reads the SNI name from the ClientHello first and builds the TLSSocket on the store's context
+ * for it, so every certificate of that context (ECDSA and RSA) is available; Node's SNICallback would install one.
+ */
+export async function startPeekingServer(t: TestContext, store: CertStore): Promise<number> {
+  const options = store.secureOptions
+  const server = net.createServer((raw) => {
+    raw.on("error", () => {})
+    peekServerName(raw, 5000).then(
+      (servername) => {
+        const socket = new tls.TLSSocket(raw, {
+          isServer: true,
+          secureContext: store.contextFor(servername),
+          requestCert: options.requestCert ?? false,
+          rejectUnauthorized: options.rejectUnauthorized ?? false,
+          ALPNProtocols: options.ALPNProtocols as string[] | undefined,
+        })
+        socket.on("error", () => socket.destroy())
+        socket.on("secure", () => socket.end("hi\n"))
+      },
+      () => raw.destroy(),
+    )
+  })
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+  t.after(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  return (server.address() as AddressInfo).port
+}
