@@ -12,7 +12,7 @@ import { parseArgs } from "node:util"
 import { type Backend, BULK_SIZE, SMALL_SIZE, startBackend } from "./lib/backend.ts"
 import { runH2load } from "./lib/h2load.ts"
 import { type BenchCert, makeCert } from "./lib/pki.ts"
-import { ensurePinned, niceOf, openFilesLimit, rssBytes, tail } from "./lib/proc.ts"
+import { ensurePinned, failureSummary, niceOf, openFilesLimit, rssBytes } from "./lib/proc.ts"
 import { type CellRun, renderTables, type Summary, summarise, type WorkloadId } from "./lib/report.ts"
 import { PROXY_CORE, type RunningTarget, startTarget, TARGETS, type TargetSpec } from "./lib/targets.ts"
 import { runHandshakes, runIdle } from "./lib/tls-load.ts"
@@ -198,7 +198,7 @@ async function ensureRunning(st: TargetState, cert: BenchCert, fresh = false): P
     const code = await Promise.race([t.process.exited, Promise.resolve("alive" as const)])
     if (code !== "alive") {
       running.delete(st.spec.name)
-      throw new Error(`${st.spec.name} exited (${code}) after the previous cell: ${tail(t.process.logFile)}`)
+      throw new Error(`${st.spec.name} exited (${code}) after the previous cell: ${failureSummary(t.process.logFile)}`)
     }
     t.pinNotes.push(...ensurePinned(t.process.pid, PROXY_CORE))
     return t

@@ -2,7 +2,7 @@
 import net from "node:net"
 import { setTimeout as sleep } from "node:timers/promises"
 import tls from "node:tls"
-import { type Spawned, tail } from "./proc.ts"
+import { failureSummary, type Spawned } from "./proc.ts"
 
 /** waitForPort polls 127.0.0.1:port until a TCP connect succeeds; it fails at the deadline or if proc exits. */
 export async function waitForPort(port: number, deadlineMs: number, proc?: Spawned): Promise<void> {
@@ -12,7 +12,8 @@ export async function waitForPort(port: number, deadlineMs: number, proc?: Spawn
   })
   const end = Date.now() + deadlineMs
   for (;;) {
-    if (exited !== undefined) throw new Error(`exited with ${exited} before listening: ${tail(proc!.logFile)}`)
+    if (exited !== undefined)
+      throw new Error(`exited with ${exited} before listening: ${failureSummary(proc!.logFile)}`)
     const ok = await new Promise<boolean>((resolve) => {
       const s = net.connect({ host: "127.0.0.1", port }, () => {
         s.destroy()
@@ -27,7 +28,7 @@ export async function waitForPort(port: number, deadlineMs: number, proc?: Spawn
     if (ok) return
     if (Date.now() > end) {
       throw new Error(
-        `nothing listens on 127.0.0.1:${port} after ${deadlineMs} ms${proc ? `: ${tail(proc.logFile)}` : ""}`,
+        `nothing listens on 127.0.0.1:${port} after ${deadlineMs} ms${proc ? `: ${failureSummary(proc.logFile)}` : ""}`,
       )
     }
     await sleep(50)

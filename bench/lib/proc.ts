@@ -197,11 +197,14 @@ export function openFilesLimit(): { soft: number; hard: number } {
   return { soft: n(m?.[1]), hard: n(m?.[2]) }
 }
 
-/** tail returns the last n lines of a file, for failure reasons. */
-export function tail(file: string, n = 8): string {
+/** failureSummary picks the error lines of a log (or its last lines), for a one-line failure reason. */
+export function failureSummary(file: string): string {
+  let lines: string[]
   try {
-    return readFileSync(file, "utf8").trim().split("\n").slice(-n).join(" | ")
+    lines = readFileSync(file, "utf8").trim().split("\n")
   } catch {
     return ""
   }
+  const errors = lines.filter((l) => /error|ALERT|ERR_|refus|cannot|failed/i.test(l) && !/^\s+at /.test(l))
+  return (errors.length > 0 ? errors.slice(0, 3) : lines.slice(-4)).map((l) => l.trim().slice(0, 300)).join(" | ")
 }

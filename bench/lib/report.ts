@@ -53,7 +53,9 @@ export function summarise(runs: CellRun[], anchor: string): Summary[] {
   for (const list of groups.values()) {
     const first = list[0]!
     const ok = list.every((r) => r.ok)
-    const problems = [...new Set(list.flatMap((r) => r.problems.map((p) => `pass ${r.pass}: ${p}`)))]
+    const byText = new Map<string, number[]>()
+    for (const r of list) for (const p of r.problems) byText.set(p, [...(byText.get(p) ?? []), r.pass])
+    const problems = [...byText].map(([p, ps]) => `pass ${ps.join(", ")}: ${p}`)
     out.push({
       type: "summary",
       target: first.target,
