@@ -100,7 +100,7 @@ async function authorityFrom(files: CertFiles): Promise<Authority> {
   return { cert, key, files, chain: blocks.slice(1), revoked: [] }
 }
 
-/** createPki makes a CA (ECDSA P-256, valid 30 days) in a fresh mkdtemp dir. */
+/** createPki makes a CA (ECDSA P-256, valid a year; leaves 90 days by default) in a fresh mkdtemp dir. */
 export async function createPki(): Promise<Pki> {
   const dir = mkdtempSync(join(tmpdir(), "portcullis-pki-"))
   let counter = 0
@@ -122,7 +122,7 @@ export async function createPki(): Promise<Pki> {
     serialNumber: randomSerial(),
     name: `CN=Portcullis Test Root ${randomBytes(4).toString("hex")}`,
     notBefore: new Date(now - DAY),
-    notAfter: new Date(now + 30 * DAY),
+    notAfter: new Date(now + 365 * DAY),
     keys: rootKeys,
     signingAlgorithm: EC_SIGN,
     extensions: [
@@ -149,7 +149,7 @@ export async function createPki(): Promise<Pki> {
       subject: `CN=Portcullis Test Intermediate ${randomBytes(4).toString("hex")}`,
       issuer: root.cert.subject,
       notBefore: new Date(now - DAY),
-      notAfter: new Date(now + 30 * DAY),
+      notAfter: new Date(now + 365 * DAY),
       publicKey: keys.publicKey,
       signingKey: root.key,
       signingAlgorithm: EC_SIGN,
@@ -189,7 +189,7 @@ export async function createPki(): Promise<Pki> {
     const keys = await generate(keyType)
     const issued = Date.now()
     const notBefore = opts.notBefore ?? new Date(issued - 60_000)
-    const notAfter = opts.notAfter ?? new Date(issued + 7 * DAY)
+    const notAfter = opts.notAfter ?? new Date(issued + 90 * DAY)
     const commonName = opts.commonName ?? opts.names[0]!
     let usages = x509.KeyUsageFlags.digitalSignature
     if (keyType === "rsa") usages |= x509.KeyUsageFlags.keyEncipherment
