@@ -335,7 +335,7 @@ async function measure(pass: number, st: TargetState, w: WorkloadId, cert: Bench
 async function main(): Promise<void> {
   const info = machine()
   const options = { quick, passes, measure_s: measureS, warmup_s: warmupS, idle_connections: idleCount, workloads }
-  emit({ type: "meta", started: new Date().toISOString(), machine: info, options, targets: [] })
+  emit({ type: "meta", started: new Date().toISOString(), machine: info, options })
   console.log(`portcullis bench: ${info.nproc} CPUs (${info.cpu}), results in ${resultsFile}`)
   console.log(`passes ${passes}, warm-up ${warmupS} s, measure ${measureS} s, workloads ${workloads.join(",")}`)
   if (info.bench_process.nice !== -10) console.log(`note: running at nice ${info.bench_process.nice}, not -10`)
