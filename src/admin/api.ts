@@ -1,0 +1,82 @@
+/** @module admin-api: status, reload and backend drain over HTTP on the admin address (loopback by default). */
+import http from "node:http"
+import type { HostPort } from "../config/schema.ts"
+import { ConfigError, errorMessage, PortcullisError } from "../core/errors.ts"
+import type { Logger } from "../core/log.ts"
+
+/** AdminActions: what the API can ask of the process; main.ts wires them to the runtime. */
+export interface AdminActions {
+  status(): unknown
+  reload(): Promise<void>
+  drain(upstream: string, backend: string, on: boolean): void
+}
+
+/** AdminApi serves GET /status, POST /reload, POST /upstreams/NAME/backends/ADDR/drain (and /undrain), GET /healthz. */
+export class AdminApi {
+  readonly address: HostPort
+  readonly #server: http.Server
+  readonly #actions: AdminActions
+  readonly #log: Logger
+
+  constructor(address: HostPort, actions: AdminActions, log: Logger) {
+    this.address = address
+    this.#actions = actions
+    this.#log = log
+    this.#server = http.createServer((req, res) => {
+      this.#handle(req, res).catch((err: unknown) => reply(res, 500, { error: errorMessage(err) }))
+    })
+  }
+
+  async #handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? "/", "http://admin")
+    const parts = url.pathname.split("/").filter(Boolean).map(decodeURIComponent)
+    if (req.method === "GET" && url.pathname === "/healthz") return reply(res, 200, { ok: true })
+    if (req.method === "GET" && url.pathname === "/status") return reply(res, 200, this.#actions.status())
+    if (req.method === "POST" && url.pathname === "/reload") {
+      try {
+        await this.#actions.reload()
+        return reply(res, 200, { reloaded: true })
+      } catch (err) {
+        const problems = err instanceof ConfigError ? err.problems : undefined
+        this.#log.error({ err: errorMessage(err) }, "reload refused; the running config stays")
+        return reply(res, 422, { reloaded: false, error: errorMessage(err), problems })
+      }
+    }
+    if (req.method === "POST" && parts[0] === "upstreams" && parts[2] === "backends" && parts.length === 5) {
+      const on = parts[4] === "drain"
+      if (!on && parts[4] !== "undrain") return reply(res, 404, { error: "unknown action" })
+      try {
+        this.#actions.drain(parts[1]!, parts[3]!, on)
+        return reply(res, 200, { upstream: parts[1], backend: parts[3], draining: on })
+      } catch (err) {
+        return reply(res, 404, { error: errorMessage(err) })
+      }
+    }
+    reply(res, 404, { error: `no such endpoint: ${req.method} ${url.pathname}` })
+  }
+
+  start(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#server.once("error", (err: NodeJS.ErrnoException) =>
+        reject(new PortcullisError("PC_LISTEN_FAILED", `binding admin ${this.address.host}:${this.address.port}: ${err.code ?? err.message}`)),
+      )
+      this.#server.listen(this.address.port, this.address.host, () => resolve())
+    })
+  }
+
+  get port(): number {
+    const a = this.#server.address()
+    return a && typeof a === "object" ? a.port : 0
+  }
+
+  close(): Promise<void> {
+    this.#server.closeAllConnections()
+    return new Promise((resolve) => this.#server.close(() => resolve()))
+  }
+}
+
+function reply(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = `${JSON.stringify(body, null, 2)}\n`
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) })
+  res.end(text)
+}

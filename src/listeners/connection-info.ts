@@ -1,0 +1,95 @@
+/** @module connection-info: what we know about one client connection, read once after the handshake. */
+import type { TLSSocket } from "node:tls"
+import { unmapIPv4 } from "../core/address.ts"
+
+/** ClientCertInfo: the client certificate a client presented (mTLS). */
+export interface ClientCertInfo {
+  verified: boolean
+  error?: string
+  subject: string
+  commonName: string
+  fingerprint256: string
+  pem?: string
+}
+
+/** ConnectionInfo is attached to each accepted TLS socket; engines, logs and headers read it. */
+export interface ConnectionInfo {
+  listener: string
+  /** The client's address: the PROXY header's source when one was accepted, else the peer's. */
+  clientAddress: string
+  clientPort: number
+  /** The peer's address (a proxy in front of us when PROXY protocol is used). */
+  peerAddress: string
+  localAddress: string
+  localPort: number
+  servername: string
+  tlsVersion: string
+  cipher: string
+  alpn: string
+  /** The client address is in the listener's trusted_proxies. */
+  trusted: boolean
+  /** client_auth is on for this listener (request or require). */
+  clientAuth: boolean
+  clientCert: ClientCertInfo | undefined
+}
+
+const kInfo = Symbol("portcullis.connection")
+
+type WithInfo = { [kInfo]?: ConnectionInfo }
+
+/** attachInfo stores the connection's info on its socket. */
+export function attachInfo(socket: TLSSocket, info: ConnectionInfo): void {
+  ;(socket as unknown as WithInfo)[kInfo] = info
+}
+
+/** infoOf reads the info back (HTTP/2 request sockets forward property reads to the TLS socket). */
+export function infoOf(socket: unknown): ConnectionInfo | undefined {
+  return (socket as WithInfo | undefined)?.[kInfo]
+}
+
+/** proxiedSource is the client address and port a PROXY header gave, if any. */
+export interface ProxiedSource {
+  address: string
+  port: number
+}
+
+/** readConnectionInfo reads what the handshake negotiated; called once per connection. */
+export function readConnectionInfo(
+  socket: TLSSocket,
+  listener: string,
+  options: { source?: ProxiedSource; isTrusted: (address: string) => boolean; clientAuth: boolean },
+): ConnectionInfo {
+  const peerAddress = unmapIPv4(socket.remoteAddress)
+  const clientAddress = options.source ? unmapIPv4(options.source.address) : peerAddress
+  const cipher = socket.getCipher()
+  let clientCert: ClientCertInfo | undefined
+  if (options.clientAuth) {
+    const peer = socket.getPeerX509Certificate()
+    if (peer) {
+      const error = socket.authorizationError
+      clientCert = {
+        verified: socket.authorized,
+        error: error ? String(error instanceof Error ? ((error as NodeJS.ErrnoException).code ?? error.message) : error) : undefined,
+        subject: peer.subject.replace(/\n/g, ","),
+        commonName: /(?:^|\n)CN=([^\n]*)/.exec(peer.subject)?.[1] ?? "",
+        fingerprint256: peer.fingerprint256,
+        pem: peer.toString(),
+      }
+    }
+  }
+  return {
+    listener,
+    clientAddress,
+    clientPort: options.source ? options.source.port : (socket.remotePort ?? 0),
+    peerAddress,
+    localAddress: unmapIPv4(socket.localAddress),
+    localPort: socket.localPort ?? 0,
+    servername: typeof socket.servername === "string" ? socket.servername : "",
+    tlsVersion: socket.getProtocol() ?? "",
+    cipher: cipher?.standardName ?? cipher?.name ?? "",
+    alpn: typeof socket.alpnProtocol === "string" ? socket.alpnProtocol : "",
+    trusted: options.isTrusted(clientAddress),
+    clientAuth: options.clientAuth,
+    clientCert,
+  }
+}

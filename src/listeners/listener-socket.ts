@@ -1,0 +1,58 @@
+/** @module listener-socket: one bound address; it outlives generations, which only swap the handler it feeds. */
+import net from "node:net"
+import type { HostPort } from "../config/schema.ts"
+import { PortcullisError } from "../core/errors.ts"
+
+/** SocketHandler takes an accepted raw TCP socket. */
+export type SocketHandler = (socket: net.Socket) => void
+
+/** addressKey names a bound address: "127.0.0.1:8443", "[::]:8443". */
+export function addressKey(address: HostPort): string {
+  return address.host.includes(":") ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`
+}
+
+/** ListenerSocket binds an address and hands each accepted socket to the current handler. */
+export class ListenerSocket {
+  readonly address: HostPort
+  readonly key: string
+  handler: SocketHandler
+  readonly #server: net.Server
+
+  constructor(address: HostPort, handler: SocketHandler) {
+    this.address = address
+    this.key = addressKey(address)
+    this.handler = handler
+    this.#server = net.createServer({ noDelay: true, pauseOnConnect: false }, (socket) => {
+      socket.on("error", ignore)
+      this.handler(socket)
+    })
+    this.#server.on("error", ignore)
+  }
+
+  /** start binds the address; rejects with PC_LISTEN_FAILED naming it (e.g. EADDRINUSE). */
+  start(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException) => {
+        reject(new PortcullisError("PC_LISTEN_FAILED", `binding ${this.key}: ${err.code ?? err.message}`, { cause: err }))
+      }
+      this.#server.once("error", onError)
+      this.#server.listen({ host: this.address.host, port: this.address.port, backlog: 1024 }, () => {
+        this.#server.off("error", onError)
+        resolve()
+      })
+    })
+  }
+
+  /** port is the bound port (useful with port 0 in tests). */
+  get port(): number {
+    const a = this.#server.address()
+    return a && typeof a === "object" ? a.port : 0
+  }
+
+  /** close stops accepting; open connections are the generations' to finish. */
+  close(): Promise<void> {
+    return new Promise((resolve) => this.#server.close(() => resolve()))
+  }
+}
+
+function ignore(): void {}

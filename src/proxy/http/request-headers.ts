@@ -1,0 +1,92 @@
+/** @module request-headers: the header list a backend receives: client headers minus hop-by-hop, plus X-Forwarded-*. */
+import type { ConnectionInfo } from "../../listeners/connection-info.ts"
+import { connectionTokens, HOP_BY_HOP } from "./hop-headers.ts"
+import { forwardedElement } from "./forwarded.ts"
+
+/** Headers about the client that only Portcullis may set: a client's own copies are always dropped. */
+const CLIENT_CERT_HEADERS: ReadonlySet<string> = new Set([
+  "x-client-cert",
+  "x-client-cert-subject",
+  "x-client-cert-fingerprint",
+  "x-client-verify",
+])
+
+/** Headers describing earlier hops: kept (and appended to) only when the client is a trusted proxy. */
+const FORWARDING_HEADERS: ReadonlySet<string> = new Set([
+  "x-forwarded-for",
+  "x-forwarded-proto",
+  "x-forwarded-host",
+  "forwarded",
+])
+
+/** RequestHeaderOptions: what the engine knows besides the raw client headers. */
+export interface RequestHeaderOptions {
+  /** The Host the client asked for (Host, or :authority on HTTP/2). */
+  host: string | undefined
+  /** The client's address is in trusted_proxies: believe its X-Forwarded-* and Forwarded. */
+  trusted: boolean
+  /** Send the client certificate PEM in X-Client-Cert (client_auth.forward_cert). */
+  forwardCert?: boolean
+}
+
+/**
+ * buildRequestHeaders turns Node's rawHeaders ([name, value, ...], HTTP/1.1 or HTTP/2) into the flat list for the
+ * backend: hop-by-hop and pseudo headers removed (RFC 9110 §7.6.1), HTTP/2 cookies joined (RFC 9113 §8.2.3),
+ * Host kept, X-Forwarded-For/-Proto/-Host and Forwarded (RFC 7239) set.
+ */
+export function buildRequestHeaders(raw: readonly string[], info: ConnectionInfo, options: RequestHeaderOptions): string[] {
+  const out: string[] = []
+  let nominated: Set<string> | undefined
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.length === 10 && raw[i]!.toLowerCase() === "connection") {
+      nominated = connectionTokens(raw[i + 1])
+      break
+    }
+  }
+  let xff: string | undefined
+  let forwarded: string | undefined
+  let proto: string | undefined
+  let forwardedHost: string | undefined
+  let cookie: string | undefined
+  let sawHost = false
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!
+    const value = raw[i + 1]!
+    if (name.charCodeAt(0) === 58 /* : */) continue
+    const lower = name.toLowerCase()
+    if (HOP_BY_HOP.has(lower) || nominated?.has(lower)) continue
+    if (CLIENT_CERT_HEADERS.has(lower)) continue
+    if (FORWARDING_HEADERS.has(lower)) {
+      if (!options.trusted) continue
+      if (lower === "x-forwarded-for") xff = xff === undefined ? value : `${xff}, ${value}`
+      else if (lower === "forwarded") forwarded = forwarded === undefined ? value : `${forwarded}, ${value}`
+      else if (lower === "x-forwarded-proto") proto ??= value
+      else forwardedHost ??= value
+      continue
+    }
+    if (lower === "cookie") {
+      cookie = cookie === undefined ? value : `${cookie}; ${value}`
+      continue
+    }
+    if (lower === "host") sawHost = true
+    out.push(name, value)
+  }
+  if (!sawHost && options.host) out.push("host", options.host)
+  if (cookie !== undefined) out.push("cookie", cookie)
+  const client = info.clientAddress
+  out.push("x-forwarded-for", xff === undefined ? client : `${xff}, ${client}`)
+  out.push("x-forwarded-proto", proto ?? "https")
+  if (forwardedHost ?? options.host) out.push("x-forwarded-host", (forwardedHost ?? options.host)!)
+  const element = forwardedElement(client, options.host, "https")
+  out.push("forwarded", forwarded === undefined ? element : `${forwarded}, ${element}`)
+  const cert = info.clientCert
+  if (cert) {
+    out.push("x-client-verify", cert.verified ? "SUCCESS" : `FAILED:${cert.error ?? "unverified"}`)
+    if (cert.subject) out.push("x-client-cert-subject", cert.subject)
+    if (cert.fingerprint256) out.push("x-client-cert-fingerprint", cert.fingerprint256)
+    if (options.forwardCert && cert.pem) out.push("x-client-cert", encodeURIComponent(cert.pem))
+  } else if (info.clientAuth) {
+    out.push("x-client-verify", "NONE")
+  }
+  return out
+}

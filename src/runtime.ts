@@ -1,0 +1,190 @@
+/** @module runtime: builds a generation from a Config, binds listener sockets, and swaps generations on reload. */
+import type net from "node:net"
+import type { Config } from "./config/schema.ts"
+import { PortcullisError } from "./core/errors.ts"
+import type { Logger } from "./core/log.ts"
+import { addressKey, ListenerSocket } from "./listeners/listener-socket.ts"
+import { RedirectListener } from "./listeners/redirect-listener.ts"
+import { type Engine, TlsListener } from "./listeners/tls-listener.ts"
+import { HttpEngine } from "./proxy/http/engine.ts"
+import { TcpEngine } from "./proxy/tcp/engine.ts"
+import { Router } from "./routing/router.ts"
+import { CertStore } from "./tls/cert-store.ts"
+import { Upstream } from "./upstreams/upstream.ts"
+
+type ListenerHandler = TlsListener | RedirectListener
+
+/** Generation is everything built from one config: cert stores, routers, upstreams, engines. */
+export class Generation {
+  readonly id: number
+  readonly config: Config
+  readonly listeners = new Map<string, ListenerHandler>()
+  readonly upstreams = new Map<string, Upstream>()
+  readonly createdAt = new Date()
+
+  private constructor(id: number, config: Config) {
+    this.id = id
+    this.config = config
+  }
+
+  /** build makes a generation without binding anything; a failure leaves nothing running. */
+  static async build(id: number, config: Config, log: Logger): Promise<Generation> {
+    const gen = new Generation(id, config)
+    try {
+      for (const [name, upstreamConfig] of Object.entries(config.upstreams)) {
+        gen.upstreams.set(name, new Upstream(name, upstreamConfig, log))
+      }
+      const accessLog = config.access_log.enabled ? log.child({ type: "access" }) : undefined
+      for (const listener of config.listeners) {
+        const key = addressKey(listener.address)
+        if (listener.redirect_https !== undefined) {
+          gen.listeners.set(key, new RedirectListener(listener))
+          continue
+        }
+        const certs = await CertStore.load(listener.tls!, { dataDir: config.data_dir, engine: listener.engine })
+        const routes = listener.routes ?? [{ upstream: listener.upstream! }]
+        const router = new Router(routes)
+        const engineLog = log.child({ listener: listener.name })
+        const engine: Engine =
+          listener.engine === "tcp"
+            ? new TcpEngine({ listener, router, upstreams: gen.upstreams, log: engineLog })
+            : new HttpEngine({ listener, router, upstreams: gen.upstreams, log: engineLog, accessLog })
+        gen.listeners.set(key, new TlsListener(listener, certs, engine, engineLog))
+      }
+    } catch (err) {
+      gen.destroy()
+      throw err
+    }
+    return gen
+  }
+
+  /** handlerFor returns the accept function for a bound address. */
+  handlerFor(key: string): (socket: net.Socket) => void {
+    const listener = this.listeners.get(key)!
+    return (socket) => listener.accept(socket)
+  }
+
+  /** close finishes in-flight work within graceMs, then closes backend pools. */
+  async close(graceMs: number, closeIdle = true): Promise<void> {
+    await Promise.allSettled([...this.listeners.values()].map((l) => l.close(graceMs, closeIdle)))
+    await Promise.allSettled([...this.upstreams.values()].map((u) => u.close()))
+  }
+
+  destroy(): void {
+    for (const l of this.listeners.values()) l.destroy()
+    for (const u of this.upstreams.values()) void u.destroy()
+  }
+
+  status() {
+    return {
+      generation: this.id,
+      loadedAt: this.createdAt.toISOString(),
+      listeners: [...this.listeners.values()].map((l) => l.status()),
+      upstreams: [...this.upstreams.values()].map((u) => u.status()),
+    }
+  }
+}
+
+/** Runtime owns the bound sockets (keyed by address, kept across reloads) and the current generation. */
+export class Runtime {
+  readonly #log: Logger
+  readonly #sockets = new Map<string, ListenerSocket>()
+  #current: Generation | undefined
+  #nextId = 1
+  #draining = new Set<Generation>()
+  #reloading: Promise<void> | undefined
+
+  constructor(log: Logger) {
+    this.#log = log
+  }
+
+  get generation(): Generation | undefined {
+    return this.#current
+  }
+
+  /** start builds the first generation and binds its listeners. */
+  async start(config: Config): Promise<void> {
+    await this.#apply(config)
+  }
+
+  /**
+   * reload builds a new generation in full, binds any new addresses, then swaps; if anything fails the running
+   * generation stays and the error is thrown. The old generation finishes its connections in the background.
+   */
+  async reload(config: Config): Promise<void> {
+    while (this.#reloading) await this.#reloading.catch(() => {})
+    const run = this.#apply(config)
+    this.#reloading = run
+    try {
+      await run
+    } finally {
+      this.#reloading = undefined
+    }
+  }
+
+  async #apply(config: Config): Promise<void> {
+    const gen = await Generation.build(this.#nextId, config, this.#log)
+    const added: ListenerSocket[] = []
+    try {
+      for (const key of gen.listeners.keys()) {
+        if (this.#sockets.has(key)) continue
+        const listener = config.listeners.find((l) => addressKey(l.address) === key)!
+        const socket = new ListenerSocket(listener.address, gen.handlerFor(key))
+        await socket.start()
+        added.push(socket)
+      }
+    } catch (err) {
+      gen.destroy()
+      await Promise.allSettled(added.map((s) => s.close()))
+      throw err
+    }
+    this.#nextId++
+    for (const s of added) this.#sockets.set(s.key, s)
+    for (const [key, socket] of this.#sockets) {
+      if (gen.listeners.has(key)) socket.handler = gen.handlerFor(key)
+      else {
+        this.#sockets.delete(key)
+        void socket.close()
+      }
+    }
+    const old = this.#current
+    this.#current = gen
+    this.#log.info({ generation: gen.id, listeners: [...gen.listeners.keys()] }, old ? "reloaded" : "started")
+    if (old) this.#retire(old)
+  }
+
+  #retire(old: Generation): void {
+    this.#draining.add(old)
+    old
+      .close(this.#current?.config.shutdown_grace ?? 30_000, false)
+      .catch((err: unknown) => this.#log.error({ err }, "closing an old generation"))
+      .finally(() => this.#draining.delete(old))
+  }
+
+  /** ports maps listener names to their bound ports (tests bind port 0). */
+  ports(): Record<string, number> {
+    const out: Record<string, number> = {}
+    const gen = this.#current
+    if (!gen) return out
+    for (const l of gen.config.listeners) {
+      const socket = this.#sockets.get(addressKey(l.address))
+      if (socket) out[l.name] = socket.port
+    }
+    return out
+  }
+
+  /** close stops accepting, lets in-flight requests finish within graceMs, then closes everything. */
+  async close(graceMs?: number): Promise<void> {
+    const grace = graceMs ?? this.#current?.config.shutdown_grace ?? 30_000
+    await Promise.allSettled([...this.#sockets.values()].map((s) => s.close()))
+    this.#sockets.clear()
+    const gens = [...this.#draining, ...(this.#current ? [this.#current] : [])]
+    this.#current = undefined
+    await Promise.allSettled(gens.map((g) => g.close(grace)))
+  }
+
+  status() {
+    if (!this.#current) throw new PortcullisError("PC_NOT_RUNNING", "not running")
+    return { ...this.#current.status(), draining: [...this.#draining].map((g) => g.id), ports: this.ports() }
+  }
+}

@@ -1,0 +1,139 @@
+/** Bodies stream through with backpressure: 100 MiB each way must not grow the proxy's memory. */
+import assert from "node:assert/strict"
+import { readFileSync, writeFileSync } from "node:fs"
+import https from "node:https"
+import { Readable } from "node:stream"
+import { after, before, test } from "node:test"
+import { startEchoBackend, type TestBackend } from "../../helpers/backends.ts"
+import { createPki, type Pki } from "../../helpers/pki.ts"
+import { type ChildPortcullis, freePort, spawnPortcullis, writeTemp } from "../../helpers/portcullis.ts"
+
+const SIZE = 100 * 1024 * 1024
+/** Growth of the proxy's peak RSS allowed while 100 MiB passes: buffers, not bodies. */
+const MAX_GROWTH = 48 * 1024 * 1024
+
+let pki: Pki
+let backend: TestBackend
+let pc: ChildPortcullis
+let port: number
+
+/** rssOf reads a process's current and peak resident memory from /proc. */
+function rssOf(pid: number): { rss: number; peak: number } {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8")
+  const kb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0) * 1024
+  return { rss: kb("VmRSS"), peak: kb("VmHWM") }
+}
+
+/** resetPeak clears VmHWM so each test measures its own peak (Linux: clear_refs 5). */
+function resetPeak(pid: number): void {
+  writeFileSync(`/proc/${pid}/clear_refs`, "5")
+}
+
+before(async () => {
+  pki = await createPki()
+  const site = await pki.issue({ names: ["localhost"] })
+  backend = await startEchoBackend("bulk")
+  port = await freePort()
+  const config = writeTemp(
+    pki.dir,
+    "stream.yaml",
+    `listeners:
+  - name: web
+    address: 127.0.0.1:${port}
+    tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }
+    routes: [{ upstream: bulk }]
+upstreams:
+  bulk: { backends: ["127.0.0.1:${backend.port}"] }
+access_log: { enabled: false }
+`,
+  )
+  pc = spawnPortcullis(["--config", config])
+  await pc.waitFor(/portcullis is running/)
+})
+
+after(async () => {
+  await pc?.stop()
+  await backend?.close()
+  await pki?.close()
+})
+
+/** warm sends a few requests so that the baseline includes a warmed-up proxy. */
+async function warm(): Promise<void> {
+  for (let i = 0; i < 5; i++) await download(1024 * 1024, false)
+}
+
+/** download reads n bytes through the proxy, slowly when asked, and returns the count received. */
+function download(n: number, slow: boolean): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = https.get(
+      { host: "127.0.0.1", port, path: `/bytes?n=${n}`, servername: "localhost", ca: pki.ca.cert, agent: false },
+      (res) => {
+        let received = 0
+        res.on("data", (c: Buffer) => {
+          received += c.length
+          // A slow reader: pause now and then so backpressure must hold the backend back.
+          if (slow && received % (8 * 1024 * 1024) < c.length) {
+            res.pause()
+            setTimeout(() => res.resume(), 20)
+          }
+        })
+        res.on("end", () => resolve(received))
+        res.on("error", reject)
+      },
+    )
+    req.on("error", reject)
+  })
+}
+
+test("a 100 MiB download passes with bounded proxy memory", async () => {
+  await warm()
+  resetPeak(pc.child.pid!)
+  const before = rssOf(pc.child.pid!)
+  const received = await download(SIZE, true)
+  const afterMem = rssOf(pc.child.pid!)
+  assert.equal(received, SIZE)
+  assert.ok(afterMem.peak - before.rss < MAX_GROWTH, `peak RSS grew by ${(afterMem.peak - before.rss) / 1048576} MiB`)
+})
+
+test("a 100 MiB upload passes with bounded proxy memory", async () => {
+  await warm()
+  resetPeak(pc.child.pid!)
+  const before = rssOf(pc.child.pid!)
+  const chunk = Buffer.alloc(64 * 1024, "u")
+  let sent = 0
+  const body = new Readable({
+    read() {
+      if (sent >= SIZE) this.push(null)
+      else {
+        sent += chunk.length
+        this.push(chunk)
+      }
+    },
+  })
+  const reply = await new Promise<string>((resolve, reject) => {
+    const req = https.request(
+      {
+        host: "127.0.0.1",
+        port,
+        path: "/upload",
+        method: "POST",
+        servername: "localhost",
+        ca: pki.ca.cert,
+        agent: false,
+        headers: { "content-length": SIZE },
+      },
+      (res) => {
+        let text = ""
+        res.on("data", (c: Buffer) => {
+          text += c.toString()
+        })
+        res.on("end", () => resolve(text))
+      },
+    )
+    req.on("error", reject)
+    body.pipe(req)
+  })
+  const afterMem = rssOf(pc.child.pid!)
+  assert.deepEqual(JSON.parse(reply), { received: SIZE })
+  assert.ok(afterMem.peak - before.rss < MAX_GROWTH, `peak RSS grew by ${(afterMem.peak - before.rss) / 1048576} MiB`)
+})
