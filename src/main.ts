@@ -22,7 +22,11 @@ async function main(argv: string[]): Promise<number> {
   const rest = command === "run" ? argv : argv.slice(1)
   const { values } = parseArgs({
     args: rest,
-    options: { config: { type: "string", short: "c" }, admin: { type: "string" }, help: { type: "boolean", short: "h" } },
+    options: {
+      config: { type: "string", short: "c" },
+      admin: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
     strict: true,
   })
   if (values.help) {
@@ -57,7 +61,8 @@ async function run(file: string | undefined): Promise<number> {
   const runtime = new Runtime(log)
   await runtime.start(config)
   const reloadFromFile = async () => {
-    if (!file) throw new PortcullisError("PC_RELOAD_NO_FILE", "running the embedded default: there is no config file to reload")
+    if (!file)
+      throw new PortcullisError("PC_RELOAD_NO_FILE", "running the embedded default: there is no config file to reload")
     const next = loadConfigFile(file).config
     await runtime.reload(next)
     await restartAdmin(next)
@@ -85,7 +90,10 @@ async function run(file: string | undefined): Promise<number> {
     }
   }
   await restartAdmin(config)
-  log.info({ ports: runtime.ports(), admin: admin ? `${admin.address.host}:${admin.port}` : undefined }, "portcullis is running")
+  log.info(
+    { ports: runtime.ports(), admin: admin ? `${admin.address.host}:${admin.port}` : undefined },
+    "portcullis is running",
+  )
 
   process.on("SIGHUP", () => {
     log.info("SIGHUP: reloading the config")
@@ -101,7 +109,10 @@ async function run(file: string | undefined): Promise<number> {
       }
       stopping = true
       log.info({ grace_ms: config.shutdown_grace }, `${signal}: stopping; in-flight requests get the grace period`)
-      Promise.allSettled([runtime.close(), admin?.close(), demo?.close()]).then(() => resolve(0), () => resolve(1))
+      Promise.allSettled([runtime.close(), admin?.close(), demo?.close()]).then(
+        () => resolve(0),
+        () => resolve(1),
+      )
     }
     process.on("SIGTERM", () => stop("SIGTERM"))
     process.on("SIGINT", () => stop("SIGINT"))
@@ -133,7 +144,9 @@ async function check(file: string | undefined): Promise<number> {
     console.error(`${file}: ${report.errors.length} error(s), ${report.warnings.length} warning(s)`)
     return 1
   }
-  console.log(`${file}: ok (${config.listeners.length} listener(s), ${Object.keys(config.upstreams).length} upstream(s), ${report.certificates.length} certificate(s), ${report.warnings.length} warning(s))`)
+  console.log(
+    `${file}: ok (${config.listeners.length} listener(s), ${Object.keys(config.upstreams).length} upstream(s), ${report.certificates.length} certificate(s), ${report.warnings.length} warning(s))`,
+  )
   return 0
 }
 
@@ -149,7 +162,9 @@ async function certs(file: string | undefined): Promise<number> {
   const report = await checkCertificates(config)
   for (const c of report.certificates) {
     const days = Math.floor((new Date(c.notAfter).getTime() - Date.now()) / 86_400_000)
-    console.log(`${c.names.join(",")}\t${c.keyType}\texpires ${new Date(c.notAfter).toISOString()} (${days} days)\t${c.source}`)
+    console.log(
+      `${c.names.join(",")}\t${c.keyType}\texpires ${new Date(c.notAfter).toISOString()} (${days} days)\t${c.source}`,
+    )
   }
   for (const e of report.errors) console.error(`error: ${e}`)
   return report.errors.length > 0 ? 1 : 0

@@ -58,7 +58,12 @@ export class AdminApi {
   start(): Promise<void> {
     return new Promise((resolve, reject) => {
       this.#server.once("error", (err: NodeJS.ErrnoException) =>
-        reject(new PortcullisError("PC_LISTEN_FAILED", `binding admin ${this.address.host}:${this.address.port}: ${err.code ?? err.message}`)),
+        reject(
+          new PortcullisError(
+            "PC_LISTEN_FAILED",
+            `binding admin ${this.address.host}:${this.address.port}: ${err.code ?? err.message}`,
+          ),
+        ),
       )
       this.#server.listen(this.address.port, this.address.host, () => resolve())
     })

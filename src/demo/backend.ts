@@ -12,7 +12,8 @@ export function startDemoBackend(): Promise<DemoBackend> {
   const server = http.createServer((req, res) => {
     const body = JSON.stringify(
       {
-        message: "Hello from Portcullis: TLS ended at the proxy, this is the built-in demo backend speaking plain HTTP.",
+        message:
+          "Hello from Portcullis: TLS ended at the proxy, this is the built-in demo backend speaking plain HTTP.",
         method: req.method,
         url: req.url,
         httpVersion: req.httpVersion,

@@ -69,7 +69,9 @@ export function readConnectionInfo(
       const error = socket.authorizationError
       clientCert = {
         verified: socket.authorized,
-        error: error ? String(error instanceof Error ? ((error as NodeJS.ErrnoException).code ?? error.message) : error) : undefined,
+        error: error
+          ? String(error instanceof Error ? ((error as NodeJS.ErrnoException).code ?? error.message) : error)
+          : undefined,
         subject: peer.subject.replace(/\n/g, ","),
         commonName: /(?:^|\n)CN=([^\n]*)/.exec(peer.subject)?.[1] ?? "",
         fingerprint256: peer.fingerprint256,

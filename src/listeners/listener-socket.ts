@@ -33,7 +33,9 @@ export class ListenerSocket {
   start(): Promise<void> {
     return new Promise((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException) => {
-        reject(new PortcullisError("PC_LISTEN_FAILED", `binding ${this.key}: ${err.code ?? err.message}`, { cause: err }))
+        reject(
+          new PortcullisError("PC_LISTEN_FAILED", `binding ${this.key}: ${err.code ?? err.message}`, { cause: err }),
+        )
       }
       this.#server.once("error", onError)
       this.#server.listen({ host: this.address.host, port: this.address.port, backlog: 1024 }, () => {

@@ -13,7 +13,11 @@ export class RedirectListener {
     this.config = config
     const port = config.redirect_https!
     this.#server = http.createServer(
-      { headersTimeout: config.limits.header_timeout, requestTimeout: config.limits.request_timeout, maxHeaderSize: config.limits.max_header_size },
+      {
+        headersTimeout: config.limits.header_timeout,
+        requestTimeout: config.limits.request_timeout,
+        maxHeaderSize: config.limits.max_header_size,
+      },
       (req, res) => {
         const host = hostWithoutPort(req.headers.host ?? config.address.host)
         const location = `https://${host}${port === 443 ? "" : `:${port}`}${req.url ?? "/"}`
@@ -48,7 +52,12 @@ export class RedirectListener {
   }
 
   status() {
-    return { name: this.config.name, address: this.config.address, redirect_https: this.config.redirect_https, connections: this.connections }
+    return {
+      name: this.config.name,
+      address: this.config.address,
+      redirect_https: this.config.redirect_https,
+      connections: this.connections,
+    }
   }
 }
 

@@ -54,7 +54,11 @@ export class TlsListener {
     this.#server.on("secureConnection", (socket: TLSSocket) => {
       this.stats.handshakes++
       const parent = (socket as unknown as { _parent?: WithSource })._parent
-      const info = readConnectionInfo(socket, config.name, { source: parent?.[kSource], isTrusted: this.#isTrusted, clientAuth })
+      const info = readConnectionInfo(socket, config.name, {
+        source: parent?.[kSource],
+        isTrusted: this.#isTrusted,
+        clientAuth,
+      })
       attachInfo(socket, info)
       socket.on("error", ignore)
       engine.handle(socket)

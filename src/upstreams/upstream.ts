@@ -28,8 +28,7 @@ export class Upstream {
     this.config = config
     this.tls = loadBackendTls(name, config, log)
     this.backends = config.backends.map(
-      (b) =>
-        new Backend({ address: b.address, weight: b.weight, backup: b.backup, maxConnections: b.max_connections }),
+      (b) => new Backend({ address: b.address, weight: b.weight, backup: b.backup, maxConnections: b.max_connections }),
     )
     this.#balancer = createBalancer(config.balance)
   }

@@ -43,11 +43,18 @@ test("a config error exits 1 with file:line:col, path and message", async () => 
   const file = writeTemp(pki.dir, "bad.yaml", config(site.certPath, site.keyPath).replace("127.0.0.1:2", "10.0.0.7"))
   const out = await check(file)
   assert.equal(out.code, 1)
-  assert.match(out.stderr, /bad\.yaml:7:16 upstreams\.app\.backends\[0\]: expected "host:port", got "10\.0\.0\.7"; add a port/)
+  assert.match(
+    out.stderr,
+    /bad\.yaml:7:21 upstreams\.app\.backends\[0\]: expected "host:port", got "10\.0\.0\.7"; add a port/,
+  )
 })
 
 test("an expired certificate exits 1 naming it", async () => {
-  const old = await pki.issue({ names: ["www.example.com"], notBefore: new Date(Date.now() - 10 * 86_400_000), notAfter: new Date(Date.now() - 86_400_000) })
+  const old = await pki.issue({
+    names: ["www.example.com"],
+    notBefore: new Date(Date.now() - 10 * 86_400_000),
+    notAfter: new Date(Date.now() - 86_400_000),
+  })
   const out = await check(writeTemp(pki.dir, "expired.yaml", config(old.certPath, old.keyPath)))
   assert.equal(out.code, 1)
   assert.match(out.stderr, /expired/)

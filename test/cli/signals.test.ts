@@ -5,8 +5,8 @@ import { after, before, test } from "node:test"
 import { startEchoBackend, type TestBackend } from "../helpers/backends.ts"
 import { request } from "../helpers/clients.ts"
 import { type CertFiles, createPki, type Pki } from "../helpers/pki.ts"
-import { waitUntil } from "../helpers/wait.ts"
 import { freePort, MAIN, spawnPortcullis, writeTemp } from "../helpers/portcullis.ts"
+import { waitUntil } from "../helpers/wait.ts"
 
 let pki: Pki
 let backend: TestBackend
@@ -64,7 +64,9 @@ test("SIGHUP reloads new certificates; a bad file is refused and the old config 
   assert.match(out.stderr, /unknown upstream "missing"/)
   writeTemp(pki.dir, "hup.yaml", config(port, adminPort, first))
   const ok = await new Promise<number>((resolve) =>
-    execFile(process.execPath, [MAIN, "reload", "--admin", `127.0.0.1:${adminPort}`], { timeout: 15_000 }, (err) => resolve(err ? Number(err.code) : 0)),
+    execFile(process.execPath, [MAIN, "reload", "--admin", `127.0.0.1:${adminPort}`], { timeout: 15_000 }, (err) =>
+      resolve(err ? Number(err.code) : 0),
+    ),
   )
   assert.equal(ok, 0)
   assert.equal((await request({ port, ca: pki.ca.cert })).peerCN, "first")

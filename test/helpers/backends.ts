@@ -58,7 +58,16 @@ export async function startEchoBackend(name = "backend"): Promise<TestBackend> {
         res.setHeader("content-type", "application/json")
         res.setHeader("connection", "keep-alive, x-hop")
         res.setHeader("x-hop", "must not reach the client")
-        res.end(JSON.stringify({ name, method: req.method, url: req.url, headers: req.headers, rawHeaders: req.rawHeaders, bodyLength: length }))
+        res.end(
+          JSON.stringify({
+            name,
+            method: req.method,
+            url: req.url,
+            headers: req.headers,
+            rawHeaders: req.rawHeaders,
+            bodyLength: length,
+          }),
+        )
       } else if (url.pathname === "/slow") {
         const t = setTimeout(() => res.end(`slow ${name}`), n)
         res.on("close", () => clearTimeout(t))
@@ -119,8 +128,10 @@ function addWebSocketEcho(server: http.Server): void {
       socket.end("HTTP/1.1 400 Bad Request\r\n\r\n")
       return
     }
-    const accept = createHash("sha1").update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC11B85`).digest("base64")
-    socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\nX-Seen-Forwarded-For: ${req.headers["x-forwarded-for"]}\r\n\r\n`)
+    const accept = createHash("sha1").update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest("base64")
+    socket.write(
+      `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\nX-Seen-Forwarded-For: ${req.headers["x-forwarded-for"]}\r\n\r\n`,
+    )
     let buffered = head
     socket.on("data", (data: Buffer) => {
       buffered = Buffer.concat([buffered, data])

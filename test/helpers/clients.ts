@@ -1,7 +1,7 @@
 /** Real clients for tests: HTTPS over Node's tls with a chosen CA and SNI, HTTP/2, curl, and a raw WebSocket client. */
 import { execFile } from "node:child_process"
-import https from "node:https"
 import http2 from "node:http2"
+import https from "node:https"
 import tls from "node:tls"
 
 export interface Reply {
@@ -42,18 +42,18 @@ export function request(options: RequestOptions): Promise<Reply> {
         timeout: options.timeoutMs ?? 10_000,
       },
       (res) => {
+        const socket = res.socket as tls.TLSSocket
         const chunks: Buffer[] = []
         res.on("data", (c: Buffer) => chunks.push(c))
         res.on("end", () => {
           const body = Buffer.concat(chunks)
-          const socket = res.socket as tls.TLSSocket
           resolve({
             status: res.statusCode ?? 0,
             headers: res.headers,
             body,
             text: body.toString(),
             alpn: socket.alpnProtocol || undefined,
-            peerCN: socket.getPeerCertificate?.()?.subject?.CN,
+            peerCN: firstOf(socket.getPeerCertificate?.()?.subject?.CN),
           })
         })
         res.on("error", reject)
@@ -104,10 +104,15 @@ export function h2request(options: RequestOptions): Promise<Reply> {
 /** curl runs the curl CLI and returns stdout (and stderr on failure). */
 export function curl(args: string[], timeoutMs = 20_000): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile("curl", ["-sS", "--max-time", String(Math.ceil(timeoutMs / 1000)), ...args], { timeout: timeoutMs + 2000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === "number" ? err.code : 1) : 0
-      resolve({ code, stdout, stderr })
-    })
+    execFile(
+      "curl",
+      ["-sS", "--max-time", String(Math.ceil(timeoutMs / 1000)), ...args],
+      { timeout: timeoutMs + 2000 },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === "number" ? err.code : 1) : 0
+        resolve({ code, stdout, stderr })
+      },
+    )
   })
 }
 
@@ -145,4 +150,8 @@ export function wsParse(buf: Buffer): { opcode: number; payload: Buffer; rest: B
   }
   if (buf.length < offset + len) return undefined
   return { opcode: buf[0]! & 0x0f, payload: buf.subarray(offset, offset + len), rest: buf.subarray(offset + len) }
+}
+
+function firstOf(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v
 }

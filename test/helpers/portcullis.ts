@@ -29,7 +29,10 @@ export interface RunningPortcullis {
 }
 
 /** startPortcullis builds a runtime from YAML text in-process (paths resolve against dir). */
-export async function startPortcullis(yaml: string, dir = mkdtempSync(join(tmpdir(), "pc-"))): Promise<RunningPortcullis> {
+export async function startPortcullis(
+  yaml: string,
+  dir = mkdtempSync(join(tmpdir(), "pc-")),
+): Promise<RunningPortcullis> {
   const runtime = new Runtime(silentLogger())
   await runtime.start(parseConfig(yaml, "test.yaml", dir))
   return {
@@ -38,7 +41,7 @@ export async function startPortcullis(yaml: string, dir = mkdtempSync(join(tmpdi
       const ports = runtime.ports()
       return listener ? ports[listener]! : Object.values(ports)[0]!
     },
-    reload: (next) => runtime.reload(parseConfig(next, "test.yaml", dir)),
+    reload: async (next) => runtime.reload(parseConfig(next, "test.yaml", dir)),
     close: () => runtime.close(200),
   }
 }
@@ -54,7 +57,10 @@ export interface ChildPortcullis {
 }
 
 /** spawnPortcullis runs `node src/main.ts ARGS` in cwd; waitFor matches its combined output. */
-export function spawnPortcullis(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): ChildPortcullis {
+export function spawnPortcullis(
+  args: string[],
+  options: { cwd?: string; env?: NodeJS.ProcessEnv } = {},
+): ChildPortcullis {
   const child = spawn(process.execPath, [MAIN, ...args], {
     cwd: options.cwd ?? ROOT,
     env: { ...process.env, ...options.env },

@@ -67,7 +67,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
   bytes = 0
   reason = ""
 
-  constructor(ctx: ExchangeContext, req: ClientRequest, res: ClientResponse, info: ConnectionInfo, upstream: Upstream, host: string | undefined) {
+  constructor(
+    ctx: ExchangeContext,
+    req: ClientRequest,
+    res: ClientResponse,
+    info: ConnectionInfo,
+    upstream: Upstream,
+    host: string | undefined,
+  ) {
     this.ctx = ctx
     this.req = req
     this.res = res
@@ -96,7 +103,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (!backend || this.tried?.has(backend)) {
       this.#fail(
         this.lastError ??
-          new PortcullisError("PC_NO_BACKEND", `upstream ${this.upstream.name}: no backend available`, { source: "backend" }),
+          new PortcullisError("PC_NO_BACKEND", `upstream ${this.upstream.name}: no backend available`, {
+            source: "backend",
+          }),
       )
       return
     }
@@ -106,7 +115,13 @@ export class Exchange implements Dispatcher.DispatchHandler {
     backend.inFlight++
     const method = this.req.method ?? "GET"
     this.upstream.poolFor(backend).dispatch(
-      { path: this.req.url ?? "/", method, headers: this.headers, body: this.body, idempotent: IDEMPOTENT.has(method) },
+      {
+        path: this.req.url ?? "/",
+        method,
+        headers: this.headers,
+        body: this.body,
+        idempotent: IDEMPOTENT.has(method),
+      },
       this,
     )
   }
@@ -151,8 +166,16 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#release()
     if (this.done) return
     const code = errorCode(err)
-    if (!this.responseStarted && this.body === null && CONNECT_FAILURES.has(code) && this.attempt <= this.upstream.config.retries) {
-      this.ctx.log.debug({ backend: this.backend?.id, err: errorMessage(err), attempt: this.attempt }, "retrying on another backend")
+    if (
+      !this.responseStarted &&
+      this.body === null &&
+      CONNECT_FAILURES.has(code) &&
+      this.attempt <= this.upstream.config.retries
+    ) {
+      this.ctx.log.debug(
+        { backend: this.backend?.id, err: errorMessage(err), attempt: this.attempt },
+        "retrying on another backend",
+      )
       this.lastError = err
       this.tried ??= new Set()
       if (this.backend) this.tried.add(this.backend)
@@ -180,7 +203,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
     }
     const mapped = errorResponse(err)
     this.reason = `${mapped.reason}: ${errorMessage(err)}`
-    this.ctx.log.warn({ upstream: this.upstream.name, backend: this.backend?.id, err: errorMessage(err), code: errorCode(err) }, mapped.reason)
+    this.ctx.log.warn(
+      { upstream: this.upstream.name, backend: this.backend?.id, err: errorMessage(err), code: errorCode(err) },
+      mapped.reason,
+    )
     sendPlain(res, mapped.status, mapped.body, this.ctx)
     this.status = mapped.status
   }
@@ -218,7 +244,12 @@ function destroyResponse(res: ClientResponse, err: unknown): void {
 }
 
 /** sendPlain answers with a small plain-text body; used for every error status. */
-export function sendPlain(res: ClientResponse, status: number, body: string, ctx: Pick<ExchangeContext, "hsts" | "closing">): void {
+export function sendPlain(
+  res: ClientResponse,
+  status: number,
+  body: string,
+  ctx: Pick<ExchangeContext, "hsts" | "closing">,
+): void {
   if (res.headersSent) return
   const headers: Record<string, string | number> = {
     "content-type": "text/plain; charset=utf-8",

@@ -1,7 +1,7 @@
 /** @module request-headers: the header list a backend receives: client headers minus hop-by-hop, plus X-Forwarded-*. */
 import type { ConnectionInfo } from "../../listeners/connection-info.ts"
-import { connectionTokens, HOP_BY_HOP } from "./hop-headers.ts"
 import { forwardedElement } from "./forwarded.ts"
+import { connectionTokens, HOP_BY_HOP } from "./hop-headers.ts"
 
 /** Headers about the client that only Portcullis may set: a client's own copies are always dropped. */
 const CLIENT_CERT_HEADERS: ReadonlySet<string> = new Set([
@@ -34,7 +34,11 @@ export interface RequestHeaderOptions {
  * backend: hop-by-hop and pseudo headers removed (RFC 9110 §7.6.1), HTTP/2 cookies joined (RFC 9113 §8.2.3),
  * Host kept, X-Forwarded-For/-Proto/-Host and Forwarded (RFC 7239) set.
  */
-export function buildRequestHeaders(raw: readonly string[], info: ConnectionInfo, options: RequestHeaderOptions): string[] {
+export function buildRequestHeaders(
+  raw: readonly string[],
+  info: ConnectionInfo,
+  options: RequestHeaderOptions,
+): string[] {
   const out: string[] = []
   let nominated: Set<string> | undefined
   for (let i = 0; i < raw.length; i += 2) {

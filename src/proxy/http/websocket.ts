@@ -65,7 +65,10 @@ class Upgrade implements Dispatcher.DispatchHandler {
 
   onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
     const mapped = errorResponse(err)
-    this.ctx.log.warn({ upstream: this.upstream.name, backend: this.backend.id, err: errorMessage(err), code: errorCode(err) }, `websocket: ${mapped.reason}`)
+    this.ctx.log.warn(
+      { upstream: this.upstream.name, backend: this.backend.id, err: errorMessage(err), code: errorCode(err) },
+      `websocket: ${mapped.reason}`,
+    )
     this.#reject(mapped.status, mapped.body.trim())
   }
 
@@ -73,7 +76,9 @@ class Upgrade implements Dispatcher.DispatchHandler {
     this.#release()
     if (this.client.destroyed) return
     const body = `${text}\n`
-    this.client.end(`HTTP/1.1 ${status} ${status === 502 ? "Bad Gateway" : "Error"}\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
+    this.client.end(
+      `HTTP/1.1 ${status} ${status === 502 ? "Bad Gateway" : "Error"}\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    )
   }
 
   #release(): void {

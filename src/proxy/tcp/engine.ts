@@ -64,7 +64,11 @@ export class TcpEngine {
       connect: () => {
         const backend = upstream.pick({ exclude: tried })
         if (!backend || tried.has(backend)) {
-          return Promise.reject(new PortcullisError("PC_NO_BACKEND", `upstream ${upstream.name}: no backend available`, { source: "backend" }))
+          return Promise.reject(
+            new PortcullisError("PC_NO_BACKEND", `upstream ${upstream.name}: no backend available`, {
+              source: "backend",
+            }),
+          )
         }
         tried.add(backend)
         current = backend
@@ -112,11 +116,23 @@ function connectBackend(upstream: Upstream, backend: Backend): Promise<net.Socke
     const t = upstream.tls
     const { host, port } = backend.address
     const socket = t
-      ? tls.connect({ host, port, ca: t.ca, cert: t.cert, key: t.key?.reveal(), servername: t.servername, rejectUnauthorized: t.rejectUnauthorized })
+      ? tls.connect({
+          host,
+          port,
+          ca: t.ca,
+          cert: t.cert,
+          key: t.key?.reveal(),
+          servername: t.servername,
+          rejectUnauthorized: t.rejectUnauthorized,
+        })
       : net.connect({ host, port, noDelay: true })
     const timer = setTimeout(() => {
       socket.destroy()
-      reject(new PortcullisError("PC_BACKEND_CONNECT_TIMEOUT", `connecting to ${backend.id}: timed out`, { source: "backend" }))
+      reject(
+        new PortcullisError("PC_BACKEND_CONNECT_TIMEOUT", `connecting to ${backend.id}: timed out`, {
+          source: "backend",
+        }),
+      )
     }, upstream.config.timeouts.connect)
     socket.once(t ? "secureConnect" : "connect", () => {
       clearTimeout(timer)

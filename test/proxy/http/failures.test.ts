@@ -111,7 +111,9 @@ describe("bad clients", () => {
   })
 
   test("a request smuggling both Content-Length and Transfer-Encoding gets 400", async () => {
-    const text = await raw("POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    const text = await raw(
+      "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
     assert.match(text, /^HTTP\/1\.1 400 /)
     assert.equal(good.seen.filter((s) => s.method === "POST" && s.url === "/").length, 0)
   })

@@ -35,10 +35,12 @@ after(async () => {
 
 function get(path: string, host: string): Promise<http.IncomingMessage> {
   return new Promise((resolve, reject) => {
-    http.get({ host: "127.0.0.1", port, path, headers: { host }, agent: false }, (res) => {
-      res.resume()
-      resolve(res)
-    }).on("error", reject)
+    http
+      .get({ host: "127.0.0.1", port, path, headers: { host }, agent: false }, (res) => {
+        res.resume()
+        resolve(res)
+      })
+      .on("error", reject)
   })
 }
 

@@ -50,7 +50,11 @@ function get(agent: https.Agent): Promise<{ status: number; cn: string; socketId
         const socket = res.socket as import("node:tls").TLSSocket
         res.resume()
         res.on("end", () =>
-          resolve({ status: res.statusCode ?? 0, cn: socket.getPeerCertificate().subject.CN as string, socketId: socket }),
+          resolve({
+            status: res.statusCode ?? 0,
+            cn: socket.getPeerCertificate().subject.CN as string,
+            socketId: socket,
+          }),
         )
       })
       .on("error", reject)
