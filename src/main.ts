@@ -71,13 +71,7 @@ async function run(file: string | undefined): Promise<number> {
   const actions = {
     status: () => ({ pid: process.pid, config: file ?? "<embedded default>", ...runtime.status() }),
     reload: reloadFromFile,
-    drain: (upstream: string, backend: string, on: boolean) => {
-      const u = runtime.generation?.upstreams.get(upstream)
-      const b = u?.backends.find((x) => x.id === backend)
-      if (!b) throw new PortcullisError("PC_ADMIN_NOT_FOUND", `no backend ${backend} in upstream ${upstream}`)
-      b.state = on ? "draining" : "up"
-      log.info({ upstream, backend, draining: on }, on ? "backend draining" : "backend back in service")
-    },
+    drain: (upstream: string, backend: string, on: boolean) => runtime.drain(upstream, backend, on),
   }
   const restartAdmin = async (next: Config) => {
     const want = next.admin?.address

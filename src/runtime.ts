@@ -3,6 +3,7 @@ import type net from "node:net"
 import type { Config } from "./config/schema.ts"
 import { PortcullisError } from "./core/errors.ts"
 import type { Logger } from "./core/log.ts"
+import { ClientGate } from "./listeners/limits/client-gate.ts"
 import { addressKey, ListenerSocket } from "./listeners/listener-socket.ts"
 import { RedirectListener } from "./listeners/redirect-listener.ts"
 import { type Engine, TlsListener } from "./listeners/tls-listener.ts"
@@ -10,6 +11,7 @@ import { HttpEngine } from "./proxy/http/engine.ts"
 import { TcpEngine } from "./proxy/tcp/engine.ts"
 import { Router } from "./routing/router.ts"
 import { CertStore } from "./tls/cert-store.ts"
+import { HealthRegistry } from "./upstreams/health/active.ts"
 import { Upstream } from "./upstreams/upstream.ts"
 
 type ListenerHandler = TlsListener | RedirectListener
@@ -20,6 +22,8 @@ export class Generation {
   readonly config: Config
   readonly listeners = new Map<string, ListenerHandler>()
   readonly upstreams = new Map<string, Upstream>()
+  /** Per-client limits by listener address, for listeners that set them. */
+  readonly gates = new Map<string, ClientGate>()
   readonly createdAt = new Date()
 
   private constructor(id: number, config: Config) {
@@ -27,12 +31,32 @@ export class Generation {
     this.config = config
   }
 
-  /** build makes a generation without binding anything; a failure leaves nothing running. */
-  static async build(id: number, config: Config, log: Logger): Promise<Generation> {
+  /**
+   * build makes a generation without binding anything; a failure leaves nothing running. Health records come from
+   * `registries` (by upstream name, kept across reloads); drain and ejection state from the `previous` generation.
+   */
+  static async build(
+    id: number,
+    config: Config,
+    log: Logger,
+    registries?: Map<string, HealthRegistry>,
+    previous?: Generation,
+  ): Promise<Generation> {
     const gen = new Generation(id, config)
     try {
       for (const [name, upstreamConfig] of Object.entries(config.upstreams)) {
-        gen.upstreams.set(name, new Upstream(name, upstreamConfig, log))
+        let registry = registries?.get(name)
+        if (registries && !registry) {
+          registry = new HealthRegistry()
+          registries.set(name, registry)
+        }
+        registry?.retain(upstreamConfig.backends.map((b) => addressKey(b.address)))
+        const upstream = new Upstream(name, upstreamConfig, {
+          log,
+          healthRegistry: registry,
+          previous: previous?.upstreams.get(name),
+        })
+        gen.upstreams.set(name, upstream)
       }
       const accessLog = config.access_log.enabled ? log.child({ type: "access" }) : undefined
       for (const listener of config.listeners) {
@@ -45,10 +69,15 @@ export class Generation {
         const routes = listener.routes ?? [{ upstream: listener.upstream! }]
         const router = new Router(routes)
         const engineLog = log.child({ listener: listener.name })
-        const engine: Engine =
+        const gate = ClientGate.fromConfig(listener.limits)
+        let engine: Engine =
           listener.engine === "tcp"
             ? new TcpEngine({ listener, router, upstreams: gen.upstreams, log: engineLog })
-            : new HttpEngine({ listener, router, upstreams: gen.upstreams, log: engineLog, accessLog })
+            : new HttpEngine({ listener, router, upstreams: gen.upstreams, log: engineLog, accessLog, gate })
+        if (gate) {
+          gen.gates.set(key, gate)
+          engine = gate.wrap(engine)
+        }
         gen.listeners.set(key, new TlsListener(listener, certs, engine, engineLog))
       }
     } catch (err) {
@@ -56,6 +85,19 @@ export class Generation {
       throw err
     }
     return gen
+  }
+
+  /** start runs each upstream's first round of health checks, so no request goes to a backend known to be down. */
+  async start(): Promise<void> {
+    await Promise.all([...this.upstreams.values()].map((u) => u.start()))
+  }
+
+  /** drain stops new requests to a backend (in-flight ones finish), or puts it back in service. */
+  drainBackend(upstream: string, backend: string, on: boolean): void {
+    const u = this.upstreams.get(upstream)
+    if (!u?.setDraining(backend, on)) {
+      throw new PortcullisError("PC_ADMIN_NOT_FOUND", `no backend ${backend} in upstream ${upstream}`)
+    }
   }
 
   /** handlerFor returns the accept function for a bound address. */
@@ -68,16 +110,26 @@ export class Generation {
   async close(graceMs: number, closeIdle = true): Promise<void> {
     await Promise.allSettled([...this.listeners.values()].map((l) => l.close(graceMs, closeIdle)))
     await Promise.allSettled([...this.upstreams.values()].map((u) => u.close()))
+    for (const gate of this.gates.values()) gate.close()
+  }
+
+  /** stopHealthChecks ends active checks when a newer generation takes over (its checkers own the records now). */
+  stopHealthChecks(): void {
+    for (const u of this.upstreams.values()) void u.health?.close()
   }
 
   destroy(): void {
+    for (const gate of this.gates.values()) gate.close()
     for (const l of this.listeners.values()) l.destroy()
     for (const u of this.upstreams.values()) void u.destroy()
   }
 
   status() {
+    const clients: Record<string, unknown> = {}
+    for (const [key, gate] of this.gates) clients[key] = gate.status()
     return {
       generation: this.id,
+      clients,
       loadedAt: this.createdAt.toISOString(),
       listeners: [...this.listeners.values()].map((l) => l.status()),
       upstreams: [...this.upstreams.values()].map((u) => u.status()),
@@ -92,6 +144,8 @@ export class Runtime {
   #current: Generation | undefined
   #nextId = 1
   #draining = new Set<Generation>()
+  /** Active health records by upstream name: they outlive generations, so a reload keeps every backend's state. */
+  readonly #health = new Map<string, HealthRegistry>()
   #reloading: Promise<void> | undefined
 
   constructor(log: Logger) {
@@ -123,9 +177,10 @@ export class Runtime {
   }
 
   async #apply(config: Config): Promise<void> {
-    const gen = await Generation.build(this.#nextId, config, this.#log)
+    const gen = await Generation.build(this.#nextId, config, this.#log, this.#health, this.#current)
     const added: ListenerSocket[] = []
     try {
+      await gen.start()
       for (const key of gen.listeners.keys()) {
         if (this.#sockets.has(key)) continue
         const listener = config.listeners.find((l) => addressKey(l.address) === key)!
@@ -141,8 +196,10 @@ export class Runtime {
     this.#nextId++
     for (const s of added) this.#sockets.set(s.key, s)
     for (const [key, socket] of this.#sockets) {
-      if (gen.listeners.has(key)) socket.handler = gen.handlerFor(key)
-      else {
+      if (gen.listeners.has(key)) {
+        socket.handler = gen.handlerFor(key)
+        socket.maxConnections = config.listeners.find((l) => addressKey(l.address) === key)!.limits.max_connections
+      } else {
         this.#sockets.delete(key)
         void socket.close()
       }
@@ -154,6 +211,7 @@ export class Runtime {
   }
 
   #retire(old: Generation): void {
+    old.stopHealthChecks()
     this.#draining.add(old)
     old
       .close(this.#current?.config.shutdown_grace ?? 30_000, false)
@@ -183,8 +241,22 @@ export class Runtime {
     await Promise.allSettled(gens.map((g) => g.close(grace)))
   }
 
+  /** drain sets a backend of the current generation draining (no new requests; in-flight ones finish) or back. */
+  drain(upstream: string, backend: string, on: boolean): void {
+    if (!this.#current) throw new PortcullisError("PC_NOT_RUNNING", "not running")
+    this.#current.drainBackend(upstream, backend, on)
+    this.#log.info({ upstream, backend, draining: on }, on ? "backend draining" : "backend back in service")
+  }
+
   status() {
     if (!this.#current) throw new PortcullisError("PC_NOT_RUNNING", "not running")
-    return { ...this.#current.status(), draining: [...this.#draining].map((g) => g.id), ports: this.ports() }
+    const sockets: Record<string, { connections: number; refused: number }> = {}
+    for (const [key, s] of this.#sockets) sockets[key] = { connections: s.connections, refused: s.refused }
+    return {
+      ...this.#current.status(),
+      draining: [...this.#draining].map((g) => g.id),
+      ports: this.ports(),
+      sockets,
+    }
   }
 }

@@ -165,6 +165,25 @@ const listenerLimits = z
     header_timeout: duration().prefault("10s").describe("time to receive the request headers (default 10s)"),
     idle_timeout: duration().prefault("60s").describe("keep-alive idle time between requests (default 60s)"),
     request_timeout: duration().prefault("5m").describe("time to receive the whole request (default 5m)"),
+    per_client_connections: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe("open connections one client IP (IPv6: its /64) may hold (default unlimited)"),
+    rate: z
+      .object({
+        per_second: z.number().positive().describe("requests per second one client IP may make (required)"),
+        burst: z
+          .number()
+          .int()
+          .min(1)
+          .optional()
+          .describe("requests allowed at once above the rate (default per_second)"),
+      })
+      .strict()
+      .optional()
+      .describe("per client IP request rate (token bucket); over it: 429 with Retry-After (default off)"),
   })
   .strict()
 
@@ -212,7 +231,12 @@ const backend = z.preprocess(
       address: hostPort().describe('"host:port" of the backend (required)'),
       weight: z.number().int().min(1).max(1000).default(1).describe("relative share of requests (default 1)"),
       backup: z.boolean().default(false).describe("only used when no primary backend is up (default false)"),
-      max_connections: z.number().int().positive().optional().describe("connection cap (default unlimited)"),
+      max_connections: z
+        .number()
+        .int()
+        .positive()
+        .optional()
+        .describe("requests in flight at once; more wait in the upstream queue (default unlimited)"),
     })
     .strict(),
 )
@@ -232,6 +256,35 @@ const health = z
     timeout: duration().prefault("2s").describe("time one check may take (default 2s)"),
     rise: z.number().int().positive().default(2).describe("passes that bring a backend up (default 2)"),
     fall: z.number().int().positive().default(3).describe("failures that take a backend down (default 3)"),
+  })
+  .strict()
+
+const passive = z
+  .object({
+    enabled: z.boolean().default(true).describe("watch real requests and eject failing backends (default true)"),
+    consecutive_errors: z
+      .number()
+      .int()
+      .positive()
+      .default(5)
+      .describe("failures in a row (connect error, reset, timeout, 5xx) that eject a backend (default 5)"),
+    base_ejection: duration().prefault("30s").describe("first ejection; each further one doubles (default 30s)"),
+    max_ejection: duration().prefault("5m").describe("longest ejection (default 5m)"),
+    count_5xx: z.boolean().default(true).describe("count 5xx responses as failures (default true)"),
+    max_ejected_percent: z
+      .number()
+      .int()
+      .min(0)
+      .max(100)
+      .default(50)
+      .describe("most backends ejected at once, in percent; one may always be (default 50)"),
+  })
+  .strict()
+
+const queue = z
+  .object({
+    size: z.number().int().min(0).default(100).describe("requests that may wait; more get 503 at once (default 100)"),
+    timeout: duration().prefault("10s").describe("longest wait before 503 (default 10s)"),
   })
   .strict()
 
@@ -269,9 +322,39 @@ const upstream = z
       .regex(/^(client_ip|path|header:[A-Za-z0-9-]+|cookie:[A-Za-z0-9_-]+)$/)
       .default("client_ip")
       .describe("what the hash balancer hashes (default client_ip)"),
+    sticky: z
+      .object({
+        cookie: z
+          .string()
+          .regex(/^[A-Za-z0-9_-]+$/)
+          .default("pc_sticky")
+          .describe("cookie naming the client's backend (default pc_sticky)"),
+      })
+      .strict()
+      .optional()
+      .describe("pin a client to a backend by cookie until it goes down; `balance` picks the first (default off)"),
     health: health.optional().describe("active health checks (default off)"),
+    passive: passive.prefault({}).describe("passive health: eject backends that keep failing real requests"),
+    slow_start: duration()
+      .prefault("0s")
+      .describe("ramp a returning backend's weight from 10% to full over this time; 0 = off (default 0s)"),
+    queue: queue.prefault({}).describe("requests waiting when every backend is at max_connections"),
     timeouts: upstreamTimeouts.prefault({}).describe("backend timeouts"),
-    retries: z.number().int().min(0).max(10).default(1).describe("tries on another backend (default 1)"),
+    retries: z
+      .number()
+      .int()
+      .min(0)
+      .max(10)
+      .default(2)
+      .describe("extra tries on another backend after a connect failure or reset before any response byte (default 2)"),
+    try_duration: duration()
+      .prefault("0s")
+      .describe("time budget for a request's tries together; 0 = no limit beyond the timeouts (default 0s)"),
+    retry_body_limit: size()
+      .prefault("64KiB")
+      .describe(
+        "request bodies up to this size are held so the request can be retried; larger ones never are (default 64KiB)",
+      ),
     tls: upstreamTls.optional().describe("re-encrypt to backends (default plain)"),
     send_proxy_protocol: z.enum(["v1", "v2"]).optional().describe("PROXY header on backend connections (default off)"),
     keepalive: z.number().int().min(0).default(64).describe("idle pooled connections per backend (default 64)"),

@@ -16,6 +16,8 @@ export class ListenerSocket {
   readonly address: HostPort
   readonly key: string
   handler: SocketHandler
+  /** Connections refused because the listener held max_connections (across generations). */
+  refused = 0
   readonly #server: net.Server
 
   constructor(address: HostPort, handler: SocketHandler) {
@@ -27,6 +29,19 @@ export class ListenerSocket {
       this.handler(socket)
     })
     this.#server.on("error", ignore)
+    this.#server.on("drop", () => {
+      this.refused++
+    })
+  }
+
+  /** maxConnections: open client connections past which new ones are closed at accept (the listener's limit). */
+  set maxConnections(value: number) {
+    this.#server.maxConnections = value
+  }
+
+  /** connections is the number of open client connections on this address, all generations together. */
+  get connections(): number {
+    return (this.#server as unknown as { _connections: number })._connections
   }
 
   /** start binds the address; rejects with PC_LISTEN_FAILED naming it (e.g. EADDRINUSE). */

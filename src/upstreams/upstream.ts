@@ -1,17 +1,77 @@
-/** @module upstream: a named pool of backends with a balancer and one keep-alive connection pool per backend. */
+/**
+ * @module upstream: a named pool of backends with a balancer, health (active and passive), a wait queue for
+ * backends at max_connections, and one keep-alive connection pool per backend.
+ */
 import type { Pool } from "undici"
 import type { UpstreamConfig } from "../config/schema.ts"
+import { BackendError } from "../core/errors.ts"
 import type { Logger } from "../core/log.ts"
 import { Backend } from "./backend.ts"
 import type { Balancer, PickContext } from "./balancer.ts"
-import { createBalancer } from "./balancers/index.ts"
+import { createBalancer, StickyCookie } from "./balancers/index.ts"
 import { type BackendTls, createBackendPool, loadBackendTls } from "./connector.ts"
+import { HealthChecker, type HealthRegistry, type HealthStatus } from "./health/active.ts"
+import { type FailureKind, OutlierDetector, type OutlierStatus } from "./health/passive.ts"
 
 /** UpstreamStatus is the admin API's view of an upstream. */
 export interface UpstreamStatus {
   name: string
   balance: string
-  backends: { id: string; state: string; weight: number; backup: boolean; inFlight: number; ejected: boolean }[]
+  sticky: string | undefined
+  backends: {
+    id: string
+    state: string
+    weight: number
+    backup: boolean
+    inFlight: number
+    maxConnections: number | null
+    ejected: boolean
+    ejectedUntil: number
+  }[]
+  health: HealthStatus[] | undefined
+  passive: OutlierStatus[] | undefined
+  queue: { waiting: number; size: number }
+  stats: UpstreamStats
+}
+
+/** UpstreamStats counts what happened to this upstream's requests in this generation. */
+export interface UpstreamStats {
+  retries: number
+  queued: number
+  queueFull: number
+  queueTimeouts: number
+  ejections: number
+}
+
+/** SlotWaiter is a request waiting for a backend under its max_connections (the http exchange). */
+export interface SlotWaiter {
+  /** A slot may be free: pick again. */
+  onSlot(): void
+  /** Waited queue.timeout in vain. */
+  onQueueTimeout(): void
+}
+
+/** HashKey is the compiled `hash_key`: what part of a request the hash balancer hashes. */
+export type HashKey =
+  | { kind: "client_ip" }
+  | { kind: "path" }
+  | { kind: "header"; name: string }
+  | { kind: "cookie"; name: string }
+
+/** compileHashKey parses "client_ip" | "path" | "header:NAME" | "cookie:NAME" (the schema has checked it). */
+export function compileHashKey(text: string): HashKey {
+  if (text.startsWith("header:")) return { kind: "header", name: text.slice(7).toLowerCase() }
+  if (text.startsWith("cookie:")) return { kind: "cookie", name: text.slice(7) }
+  return text === "path" ? { kind: "path" } : { kind: "client_ip" }
+}
+
+/** UpstreamOptions: what the generation passes besides the config. */
+export interface UpstreamOptions {
+  log: Logger
+  /** Active health records by backend id, kept by the runtime across reloads (one registry per upstream name). */
+  healthRegistry?: HealthRegistry | undefined
+  /** The same upstream in the generation being replaced: drain and ejection state carry over by backend id. */
+  previous?: Upstream | undefined
 }
 
 /** Upstream owns its backends, picks one per request and gives out that backend's connection pool. */
@@ -20,17 +80,87 @@ export class Upstream {
   readonly config: UpstreamConfig
   readonly backends: readonly Backend[]
   readonly tls: BackendTls | undefined
+  /** Set when `sticky` is configured: the engine reads and sets its cookie. */
+  readonly sticky: StickyCookie | undefined
+  /** Set when `balance: hash`: what the engine passes as the pick key. */
+  readonly hashKey: HashKey | undefined
+  /** Passive health, unless `passive.enabled: false`. */
+  readonly outliers: OutlierDetector | undefined
+  readonly health: HealthChecker | undefined
+  readonly stats: UpstreamStats = { retries: 0, queued: 0, queueFull: 0, queueTimeouts: 0, ejections: 0 }
+  /** Some backend has max_connections: releases must wake waiters. */
+  readonly limited: boolean
   readonly #balancer: Balancer
   readonly #pools = new Map<Backend, Pool>()
+  /** Requests waiting for a slot, oldest first, with their timeout timers. */
+  readonly #waiters = new Map<SlotWaiter, NodeJS.Timeout>()
 
-  constructor(name: string, config: UpstreamConfig, log: Logger) {
+  constructor(name: string, config: UpstreamConfig, options: UpstreamOptions) {
+    const { log } = options
     this.name = name
     this.config = config
     this.tls = loadBackendTls(name, config, log)
     this.backends = config.backends.map(
-      (b) => new Backend({ address: b.address, weight: b.weight, backup: b.backup, maxConnections: b.max_connections }),
+      (b) =>
+        new Backend({
+          address: b.address,
+          weight: b.weight,
+          backup: b.backup,
+          maxConnections: b.max_connections,
+          slowStart: config.slow_start,
+        }),
     )
-    this.#balancer = createBalancer(config.balance)
+    this.limited = this.backends.some((b) => Number.isFinite(b.maxConnections))
+    const previous = options.previous
+    if (previous) {
+      const now = Date.now()
+      for (const backend of this.backends) {
+        const old = previous.backends.find((b) => b.id === backend.id)
+        if (!old) continue
+        if (old.state === "draining") backend.state = "draining"
+        if (old.ejectedUntil > now) backend.ejectedUntil = old.ejectedUntil
+        backend.returnedAt = old.returnedAt
+      }
+    }
+    const balancer = createBalancer(config.balance)
+    this.sticky = config.sticky ? new StickyCookie(balancer, config.sticky.cookie) : undefined
+    this.#balancer = this.sticky ?? balancer
+    this.hashKey = config.balance === "hash" ? compileHashKey(config.hash_key) : undefined
+    const passive = config.passive
+    this.outliers = passive.enabled
+      ? new OutlierDetector({
+          consecutiveErrors: passive.consecutive_errors,
+          baseEjection: passive.base_ejection,
+          maxEjection: passive.max_ejection,
+          count5xx: passive.count_5xx,
+          maxEjectedPercent: passive.max_ejected_percent,
+          backends: this.backends,
+          upstream: name,
+          log,
+        })
+      : undefined
+    this.health = config.health
+      ? new HealthChecker({
+          backends: this.backends,
+          config: config.health,
+          tls: this.tls && {
+            ca: this.tls.ca,
+            cert: this.tls.cert,
+            key: this.tls.key?.reveal(),
+            servername: this.tls.servername,
+            rejectUnauthorized: this.tls.rejectUnauthorized,
+          },
+          log,
+          upstream: name,
+          registry: options.healthRegistry,
+          onChange: onHealthChange,
+        })
+      : undefined
+  }
+
+  /** start runs the first round of active health checks (if configured) and resolves when it is complete. */
+  async start(): Promise<void> {
+    await this.health?.start()
   }
 
   /** pick chooses an available backend, or undefined when none is. */
@@ -48,13 +178,98 @@ export class Upstream {
     return pool
   }
 
-  /** close lets requests in flight finish, then closes the pools. */
+  /** release ends one request on the backend and hands a freed slot to the oldest waiter, if any. */
+  release(backend: Backend): void {
+    backend.inFlight--
+    if (this.limited && this.#waiters.size > 0) this.#wakeOne()
+  }
+
+  /** failed feeds passive health; returns true when it ejected the backend. */
+  failed(backend: Backend, kind: FailureKind): boolean {
+    if (!this.outliers?.onFailure(backend, kind)) return false
+    this.stats.ejections++
+    return true
+  }
+
+  /**
+   * saturated says whether a request found no backend only because backends that could serve it are at their
+   * max_connections (then it may wait in the queue rather than fail).
+   */
+  saturated(exclude: ReadonlySet<Backend> | undefined): boolean {
+    if (!this.limited) return false
+    const now = Date.now()
+    for (const b of this.backends) {
+      if (b.state === "up" && b.ejectedUntil <= now && b.inFlight >= b.maxConnections && !exclude?.has(b)) return true
+    }
+    return false
+  }
+
+  /**
+   * wait queues a request until a slot frees (then waiter.onSlot) or queue.timeout passes (waiter.onQueueTimeout).
+   * Throws PC_BACKEND_QUEUE_FULL when queue.size requests already wait.
+   */
+  wait(waiter: SlotWaiter): void {
+    const queue = this.config.queue
+    if (this.#waiters.size >= queue.size) {
+      this.stats.queueFull++
+      throw new BackendError(
+        "PC_BACKEND_QUEUE_FULL",
+        `upstream ${this.name}: every backend is at max_connections and ${queue.size} requests already wait`,
+      )
+    }
+    this.stats.queued++
+    const timer = setTimeout(() => {
+      this.#waiters.delete(waiter)
+      this.stats.queueTimeouts++
+      waiter.onQueueTimeout()
+    }, queue.timeout)
+    this.#waiters.set(waiter, timer)
+  }
+
+  /** cancelWait takes a request out of the queue (its client went away). */
+  cancelWait(waiter: SlotWaiter): void {
+    const timer = this.#waiters.get(waiter)
+    if (timer === undefined) return
+    clearTimeout(timer)
+    this.#waiters.delete(waiter)
+  }
+
+  #wakeOne(): void {
+    for (const [waiter, timer] of this.#waiters) {
+      clearTimeout(timer)
+      this.#waiters.delete(waiter)
+      waiter.onSlot()
+      return
+    }
+  }
+
+  /** backend finds a backend by id ("127.0.0.1:3000"). */
+  backend(id: string): Backend | undefined {
+    return this.backends.find((b) => b.id === id)
+  }
+
+  /**
+   * setDraining stops new requests to a backend (in-flight ones finish) or puts it back: in the state its last
+   * active check found (up without checks). Returns false when there is no such backend.
+   */
+  setDraining(id: string, on: boolean): boolean {
+    const backend = this.backend(id)
+    if (!backend) return false
+    if (on) backend.state = "draining"
+    else backend.state = this.health?.status().find((h) => h.id === id)?.healthy === false ? "down" : "up"
+    return true
+  }
+
+  /** close stops health checks, lets requests in flight finish, then closes the pools. */
   async close(): Promise<void> {
+    await this.health?.close()
     await Promise.allSettled([...this.#pools.values()].map((p) => p.close()))
   }
 
-  /** destroy closes every backend connection now. */
+  /** destroy stops health checks and closes every backend connection now. */
   async destroy(): Promise<void> {
+    void this.health?.close()
+    for (const timer of this.#waiters.values()) clearTimeout(timer)
     await Promise.allSettled([...this.#pools.values()].map((p) => p.destroy()))
   }
 
@@ -63,14 +278,32 @@ export class Upstream {
     return {
       name: this.name,
       balance: this.config.balance,
+      sticky: this.sticky?.cookieName,
       backends: this.backends.map((b) => ({
         id: b.id,
         state: b.state,
         weight: b.weight,
         backup: b.backup,
         inFlight: b.inFlight,
+        maxConnections: Number.isFinite(b.maxConnections) ? b.maxConnections : null,
         ejected: b.ejectedUntil > now,
+        ejectedUntil: b.ejectedUntil,
       })),
+      health: this.health?.status(),
+      passive: this.outliers?.status(),
+      queue: { waiting: this.#waiters.size, size: this.config.queue.size },
+      stats: { ...this.stats },
     }
+  }
+}
+
+/**
+ * onHealthChange: an active check that finds an ejected backend back up ends its ejection (Envoy's
+ * successful_active_health_check_uneject_host), so recovery takes rise × interval, not the ejection's backoff.
+ */
+function onHealthChange(backend: Backend, healthy: boolean): void {
+  if (healthy && backend.ejectedUntil > Date.now()) {
+    backend.ejectedUntil = 0
+    backend.returnedAt = Date.now()
   }
 }

@@ -329,7 +329,7 @@ describe("good configs", () => {
     assert.equal(listener.tls?.profile, "intermediate")
     assert.equal(listener.tls?.client_auth, undefined)
     assert.equal(config.upstreams["app"]?.balance, "p2c")
-    assert.equal(config.upstreams["app"]?.retries, 1)
+    assert.equal(config.upstreams["app"]?.retries, 2)
     assert.equal(config.data_dir, "/srv/portcullis/.data")
     assert.equal(config.shutdown_grace, 30_000)
   })

@@ -6,6 +6,7 @@ import type { TLSSocket } from "node:tls"
 import type { ListenerConfig } from "../../config/schema.ts"
 import type { Logger } from "../../core/log.ts"
 import { type ConnectionInfo, infoOf } from "../../listeners/connection-info.ts"
+import type { ClientGate } from "../../listeners/limits/client-gate.ts"
 import { normalizeHost, type Router } from "../../routing/router.ts"
 import type { Upstream } from "../../upstreams/upstream.ts"
 import { type ClientRequest, type ClientResponse, Exchange, type ExchangeContext, sendPlain } from "./exchange.ts"
@@ -18,6 +19,8 @@ export interface HttpEngineOptions {
   upstreams: ReadonlyMap<string, Upstream>
   log: Logger
   accessLog: Logger | undefined
+  /** Per-client limits; the engine applies the request rate (429). */
+  gate?: ClientGate | undefined
 }
 
 const kEngine = Symbol("portcullis.engine")
@@ -34,6 +37,8 @@ export class HttpEngine implements ExchangeContext {
   readonly #router: Router
   readonly #upstreams: ReadonlyMap<string, Upstream>
   readonly #maxHeaders: number
+  /** Set only when the listener has a request rate limit. */
+  readonly #rateGate: ClientGate | undefined
   readonly #h1: http.Server
   readonly #h2: http2.Http2Server
   readonly #sockets = new Set<TLSSocket>()
@@ -48,6 +53,7 @@ export class HttpEngine implements ExchangeContext {
     this.#router = options.router
     this.#upstreams = options.upstreams
     this.#maxHeaders = limits.max_headers
+    this.#rateGate = limits.rate ? options.gate : undefined
     const hsts = listener.tls?.hsts
     this.hsts = hsts
       ? `max-age=${Math.floor(hsts.max_age / 1000)}${hsts.include_subdomains ? "; includeSubDomains" : ""}${hsts.preload ? "; preload" : ""}`
@@ -110,6 +116,11 @@ export class HttpEngine implements ExchangeContext {
       sendPlain(res, 431, "Request Header Fields Too Large\n", this)
       return
     }
+    const gate = this.#rateGate
+    if (gate !== undefined && !gate.takeRequest(info.clientAddress)) {
+      this.#tooManyRequests(req, res, info, gate.retryAfter(info.clientAddress))
+      return
+    }
     const rawHost = (req.headers[":authority"] as string | undefined) ?? req.headers.host
     const route = this.#router.match(normalizeHost(rawHost), req.url ?? "/")
     if (!route) {
@@ -120,6 +131,20 @@ export class HttpEngine implements ExchangeContext {
     }
     const upstream = this.#upstreams.get(route.upstream)!
     new Exchange(this, req, res, info, upstream, rawHost).start()
+  }
+
+  /** #tooManyRequests answers 429 with Retry-After: the client is over its request rate. */
+  #tooManyRequests(req: ClientRequest, res: ClientResponse, info: ConnectionInfo, retryAfter: number): void {
+    const body = "Too Many Requests\n"
+    const headers: Record<string, string | number> = {
+      "content-type": "text/plain; charset=utf-8",
+      "content-length": body.length,
+      "retry-after": retryAfter,
+    }
+    if (this.hsts) headers["strict-transport-security"] = this.hsts
+    ;(res as ServerResponse).writeHead(429, headers)
+    res.end(body)
+    this.#logLocal(req, info, req.headers.host, 429, "rate limited")
   }
 
   #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {

@@ -2,11 +2,14 @@
 import type { IncomingMessage, ServerResponse } from "node:http"
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2"
 import type { Dispatcher } from "undici"
-import { errorCode, errorMessage, PortcullisError } from "../../core/errors.ts"
+import { BackendError, errorCode, errorMessage, PortcullisError } from "../../core/errors.ts"
 import type { Logger } from "../../core/log.ts"
 import type { ConnectionInfo } from "../../listeners/connection-info.ts"
 import type { Backend } from "../../upstreams/backend.ts"
-import type { Upstream } from "../../upstreams/upstream.ts"
+import type { StickyContext } from "../../upstreams/balancers/index.ts"
+import type { FailureKind } from "../../upstreams/health/passive.ts"
+import { canRetry, IDEMPOTENT_METHODS } from "../../upstreams/retry-policy.ts"
+import type { HashKey, SlotWaiter, Upstream } from "../../upstreams/upstream.ts"
 import { errorResponse } from "../respond-error.ts"
 import { responseHeadersForClient } from "./hop-headers.ts"
 import { buildRequestHeaders } from "./request-headers.ts"
@@ -26,8 +29,11 @@ export interface ExchangeContext {
   readonly forwardCert: boolean
 }
 
-/** Errors that happen before a request reached a backend: safe to try another backend. */
-const CONNECT_FAILURES = new Set([
+/**
+ * Failures before any response byte that another backend may not share: refused, unreachable, reset, closed.
+ * Whether the request may be sent again is canRetry's call (what was sent, the method, attempts, time).
+ */
+const RETRYABLE = new Set([
   "ECONNREFUSED",
   "ECONNRESET",
   "EHOSTUNREACH",
@@ -38,13 +44,17 @@ const CONNECT_FAILURES = new Set([
   "UND_ERR_CLOSED",
 ])
 
-const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"])
-
 const kExchange = Symbol("portcullis.exchange")
 type WithExchange = { [kExchange]?: Exchange }
 
+/** Failures where the backend got nothing of the request: the connection never opened. */
+const CONNECT_PHASE = new Set(["ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH", "UND_ERR_CONNECT_TIMEOUT"])
+
+/** Timeouts waiting on the backend, for passive health. */
+const TIMEOUTS = new Set(["UND_ERR_HEADERS_TIMEOUT", "UND_ERR_BODY_TIMEOUT", "UND_ERR_CONNECT_TIMEOUT"])
+
 /** Exchange carries one request through the backend; it is undici's dispatch handler for each try. */
-export class Exchange implements Dispatcher.DispatchHandler {
+export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
   readonly ctx: ExchangeContext
   readonly req: ClientRequest
   readonly res: ClientResponse
@@ -52,15 +62,25 @@ export class Exchange implements Dispatcher.DispatchHandler {
   readonly upstream: Upstream
   readonly host: string | undefined
   readonly started = performance.now()
+  /** Date.now() at the start, for try_duration. */
+  readonly startedAt = Date.now()
   backend: Backend | undefined
   /** The backend whose inFlight count this exchange holds (exactly one decrement per try). */
   held: Backend | undefined
   lastError: unknown
   controller: Dispatcher.DispatchController | undefined
   headers: string[] = []
-  body: ClientRequest | null = null
+  body: ClientRequest | Buffer | null = null
+  /** The body is a stream that cannot be sent twice. */
+  streamed = false
+  /** The pick context when the upstream hashes or pins (sticky); undefined otherwise. */
+  pickContext: StickyContext | undefined
   tried: Set<Backend> | undefined
   attempt = 0
+  /** undici started writing this try's request to a connected socket (bytes may have reached the backend). */
+  sent = false
+  /** Waiting in the upstream's queue for a backend under max_connections. */
+  waiting = false
   responseStarted = false
   done = false
   status = 0
@@ -91,19 +111,57 @@ export class Exchange implements Dispatcher.DispatchHandler {
       trusted: this.info.trusted,
       forwardCert: this.ctx.forwardCert,
     })
-    this.body = hasBody(req) ? req : null
+    const upstream = this.upstream
+    if (upstream.sticky !== undefined || upstream.hashKey !== undefined) {
+      this.pickContext = {
+        key: upstream.hashKey && hashKeyOf(upstream.hashKey, req, this.info),
+        cookie: upstream.sticky && readCookie(req.headers.cookie, upstream.sticky.cookieName),
+      }
+    }
     ;(this.res as WithExchange)[kExchange] = this
     this.res.on("drain", onClientDrain)
     this.res.on("close", onClientClose)
+    if (hasBody(req)) {
+      const length = Number(req.headers["content-length"])
+      if (upstream.config.retries > 0 && length > 0 && length <= upstream.config.retry_body_limit) {
+        // Small enough to hold: read it all, so a failed try can be sent again elsewhere.
+        bufferBody(this, length)
+        return
+      }
+      this.body = req
+      this.streamed = true
+    }
+    this.#try()
+  }
+
+  /** bodyBuffered is called once the whole request body is held in memory. */
+  bodyBuffered(body: Buffer): void {
+    if (this.done) return
+    this.body = body
     this.#try()
   }
 
   #try(): void {
-    const backend = this.upstream.pick(this.tried && { exclude: this.tried })
+    const upstream = this.upstream
+    let context: StickyContext | undefined = this.pickContext
+    if (this.tried !== undefined) {
+      if (context === undefined) context = { exclude: this.tried }
+      else context.exclude = this.tried
+    }
+    const backend = upstream.pick(context)
     if (!backend || this.tried?.has(backend)) {
+      if (upstream.saturated(this.tried)) {
+        try {
+          upstream.wait(this)
+          this.waiting = true
+        } catch (err) {
+          this.#fail(err)
+        }
+        return
+      }
       this.#fail(
         this.lastError ??
-          new PortcullisError("PC_NO_BACKEND", `upstream ${this.upstream.name}: no backend available`, {
+          new PortcullisError("PC_NO_BACKEND", `upstream ${upstream.name}: no backend available`, {
             source: "backend",
           }),
       )
@@ -112,22 +170,42 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.backend = backend
     this.held = backend
     this.attempt++
+    this.sent = false
+    this.controller = undefined
     backend.inFlight++
     const method = this.req.method ?? "GET"
-    this.upstream.poolFor(backend).dispatch(
+    upstream.poolFor(backend).dispatch(
       {
         path: this.req.url ?? "/",
         method,
         headers: this.headers,
         body: this.body,
-        idempotent: IDEMPOTENT.has(method),
+        idempotent: IDEMPOTENT_METHODS.has(method),
       },
       this,
     )
   }
 
+  /** onSlot: a backend under max_connections may be free now; pick again. */
+  onSlot(): void {
+    this.waiting = false
+    if (!this.done) this.#try()
+  }
+
+  onQueueTimeout(): void {
+    this.waiting = false
+    if (this.done) return
+    this.#fail(
+      new BackendError(
+        "PC_BACKEND_QUEUE_TIMEOUT",
+        `upstream ${this.upstream.name}: no backend slot within ${this.upstream.config.queue.timeout} ms`,
+      ),
+    )
+  }
+
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller
+    this.sent = true
     if (this.done) controller.abort(new Error("client went away"))
   }
 
@@ -140,7 +218,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.done) return
     this.responseStarted = true
     this.status = statusCode
+    const upstream = this.upstream
+    const backend = this.backend!
+    if (upstream.outliers !== undefined) {
+      if (statusCode >= 500) upstream.failed(backend, "5xx")
+      else upstream.outliers.onSuccess(backend)
+    }
     const out = responseHeadersForClient(headers)
+    if (upstream.sticky !== undefined) addStickyCookie(out, upstream, backend, this.pickContext?.cookie)
     if (this.ctx.hsts) out["strict-transport-security"] = this.ctx.hsts
     if (this.ctx.closing && this.info.alpn !== "h2") out["connection"] = "close"
     try {
@@ -166,30 +251,48 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#release()
     if (this.done) return
     const code = errorCode(err)
-    if (
-      !this.responseStarted &&
-      this.body === null &&
-      CONNECT_FAILURES.has(code) &&
-      this.attempt <= this.upstream.config.retries
-    ) {
+    if (this.responseStarted) {
+      this.#fail(err)
+      return
+    }
+    const backend = this.backend!
+    const sent = this.sent && !CONNECT_PHASE.has(code)
+    this.upstream.failed(backend, failureKind(code, sent))
+    if (this.#mayRetry(code, sent)) {
       this.ctx.log.debug(
-        { backend: this.backend?.id, err: errorMessage(err), attempt: this.attempt },
+        { backend: backend.id, err: errorMessage(err), attempt: this.attempt },
         "retrying on another backend",
       )
+      this.upstream.stats.retries++
       this.lastError = err
       this.tried ??= new Set()
-      if (this.backend) this.tried.add(this.backend)
+      this.tried.add(backend)
       this.#try()
       return
     }
     this.#fail(err)
   }
 
+  #mayRetry(code: string, sent: boolean): boolean {
+    if (!RETRYABLE.has(code) || this.streamed) return false
+    const config = this.upstream.config
+    return canRetry({
+      method: this.req.method ?? "GET",
+      bytesSent: sent ? 1 : 0,
+      responseStarted: this.responseStarted,
+      attempt: this.attempt,
+      retries: config.retries,
+      startedAt: this.startedAt,
+      tryDuration: config.try_duration,
+      bodyBuffered: true,
+    })
+  }
+
   #release(): void {
     const held = this.held
     if (held) {
-      held.inFlight--
       this.held = undefined
+      this.upstream.release(held)
     }
   }
 
@@ -215,6 +318,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
   finish(): void {
     if (this.done) return
     this.done = true
+    if (this.waiting) {
+      this.waiting = false
+      this.upstream.cancelWait(this)
+    }
     const controller = this.controller
     if (controller && !this.res.writableFinished) controller.abort(new Error("client closed the connection"))
     if (this.ctx.accessLog) logAccess(this.ctx.accessLog, this)
@@ -236,6 +343,72 @@ function hasBody(req: ClientRequest): boolean {
   const length = req.headers["content-length"]
   if (length !== undefined) return length !== "0"
   return req.headers["transfer-encoding"] !== undefined
+}
+
+/** failureKind classifies a failed try for passive health. */
+function failureKind(code: string, sent: boolean): FailureKind {
+  if (TIMEOUTS.has(code)) return "timeout"
+  return sent ? "reset" : "connect"
+}
+
+/** bufferBody reads a request body of known, small length into one Buffer, then hands it to the exchange. */
+function bufferBody(exchange: Exchange, length: number): void {
+  const req = exchange.req
+  const body = Buffer.allocUnsafe(length)
+  let filled = 0
+  req.on("data", (chunk: Buffer) => {
+    // The parser holds a body to its Content-Length; guard the copy anyway.
+    filled += chunk.copy(body, filled)
+  })
+  req.once("end", () => exchange.bodyBuffered(filled === length ? body : body.subarray(0, filled)))
+}
+
+/** hashKeyOf reads the request's hash key; undefined (no such header or cookie) falls back to round robin. */
+function hashKeyOf(hashKey: HashKey, req: ClientRequest, info: ConnectionInfo): string | undefined {
+  switch (hashKey.kind) {
+    case "client_ip":
+      return info.clientAddress
+    case "path": {
+      const url = req.url ?? "/"
+      const q = url.indexOf("?")
+      return q === -1 ? url : url.slice(0, q)
+    }
+    case "header": {
+      const value = req.headers[hashKey.name]
+      return Array.isArray(value) ? value.join(",") : value
+    }
+    case "cookie":
+      return readCookie(req.headers.cookie, hashKey.name)
+  }
+}
+
+/** readCookie finds one cookie's value in a Cookie header (HTTP/2 joins several with "; "). */
+export function readCookie(header: string | string[] | undefined, name: string): string | undefined {
+  if (header === undefined) return undefined
+  const text = Array.isArray(header) ? header.join("; ") : header
+  let start = 0
+  while (start < text.length) {
+    let end = text.indexOf(";", start)
+    if (end === -1) end = text.length
+    const eq = text.indexOf("=", start)
+    if (eq !== -1 && eq < end && text.slice(start, eq).trim() === name) return text.slice(eq + 1, end).trim()
+    start = end + 1
+  }
+  return undefined
+}
+
+/** addStickyCookie pins the client to the backend that answered, unless its cookie already names that backend. */
+function addStickyCookie(
+  out: Record<string, string | string[]>,
+  upstream: Upstream,
+  backend: Backend,
+  cookie: string | undefined,
+): void {
+  const sticky = upstream.sticky!
+  if (cookie === sticky.valueFor(backend)) return
+  const value = sticky.cookieFor(backend)
+  const existing = out["set-cookie"]
+  out["set-cookie"] = existing === undefined ? value : [...(Array.isArray(existing) ? existing : [existing]), value]
 }
 
 function destroyResponse(res: ClientResponse, err: unknown): void {
