@@ -18,7 +18,10 @@ export interface Engine {
 }
 
 const kSource = Symbol("portcullis.proxiedSource")
-type WithSource = { [kSource]?: ProxiedSource }
+const kDeadline = Symbol("portcullis.handshakeDeadline")
+const kTls = Symbol("portcullis.tlsSocket")
+/** What a raw socket carries through the handshake: the PROXY header's source, the deadline, the TLS socket. */
+type WithSource = { [kSource]?: ProxiedSource; [kDeadline]?: ReturnType<typeof setTimeout>; [kTls]?: TLSSocket }
 
 /** TlsListenerStats: counted per generation, shown in the admin status. */
 export interface TlsListenerStats {
@@ -28,15 +31,31 @@ export interface TlsListenerStats {
   proxyHeaderErrors: number
 }
 
-/** TlsListener runs the handshake for one listener of one generation and passes sockets to its engine. */
+/** The native handle's verification result: what tls.Server itself reads after a server-side handshake. */
+type VerifyingHandle = { verifyError(): (Error & { code?: string }) | null }
+
+/**
+ * TlsListener runs the handshake for one listener of one generation and passes sockets to its engine.
+ *
+ * It builds each server TLSSocket itself rather than through tls.Server: the SNI name is read off the ClientHello
+ * first (CertStore.contextForSocket) and the socket starts on that name's SecureContext, which holds the ECDSA and
+ * the RSA certificate alike; Node's SNICallback would install only one of them. A listener with a single context
+ * skips the peek.
+ */
 export class TlsListener {
   readonly config: ListenerConfig
   readonly engine: Engine
   readonly certs: CertStore
   readonly stats: TlsListenerStats = { accepted: 0, handshakes: 0, handshakeErrors: 0, proxyHeaderErrors: 0 }
-  readonly #server: tls.Server
   readonly #log: Logger
   readonly #isTrusted: (address: string) => boolean
+  readonly #socketOptions: tls.TLSSocketOptions
+  readonly #handshakeTimeout: number
+  readonly #clientAuth: boolean
+  readonly #rejectUnverified: boolean
+  readonly #onSecure: (this: TLSSocket) => void
+  readonly #onHandshakeError: (this: TLSSocket, err: Error) => void
+  readonly #onEarlyClose: (this: TLSSocket) => void
 
   constructor(config: ListenerConfig, certs: CertStore, engine: Engine, log: Logger) {
     this.config = config
@@ -45,35 +64,40 @@ export class TlsListener {
     this.#log = log
     this.#isTrusted = compileCidrs(config.trusted_proxies)
     const tlsConfig = config.tls!
-    this.#server = tls.createServer({
-      ...certs.secureOptions,
-      SNICallback: certs.sniCallback,
-      handshakeTimeout: tlsConfig.handshake_timeout,
-    })
-    const clientAuth = (tlsConfig.client_auth?.mode ?? "none") !== "none"
-    this.#server.on("secureConnection", (socket: TLSSocket) => {
-      this.stats.handshakes++
-      const parent = (socket as unknown as { _parent?: WithSource })._parent
-      const info = readConnectionInfo(socket, config.name, {
-        source: parent?.[kSource],
-        isTrusted: this.#isTrusted,
-        clientAuth,
-      })
-      attachInfo(socket, info)
-      socket.on("error", ignore)
-      engine.handle(socket)
-    })
-    this.#server.on("tlsClientError", (err: Error) => {
-      this.stats.handshakeErrors++
-      this.#log.debug({ listener: config.name, err: errorMessage(err) }, "tls handshake failed")
-    })
+    const options = certs.secureOptions
+    this.#handshakeTimeout = tlsConfig.handshake_timeout
+    this.#clientAuth = (tlsConfig.client_auth?.mode ?? "none") !== "none"
+    this.#rejectUnverified = tlsConfig.client_auth?.mode === "require"
+    this.#socketOptions = {
+      isServer: true,
+      requestCert: this.#clientAuth,
+      // require: a client without a certificate fails in the handshake; a bad one is judged in #secured.
+      rejectUnauthorized: this.#rejectUnverified,
+      ALPNProtocols: options.ALPNProtocols as string[] | undefined,
+    }
+    const listener = this
+    this.#onSecure = function (this: TLSSocket) {
+      listener.#secured(this)
+    }
+    this.#onHandshakeError = function (this: TLSSocket, err: Error) {
+      listener.#failed(this, err)
+    }
+    // Any close before 'secure' is a failed handshake: a TLS error, a timeout, a reset, a refused certificate.
+    this.#onEarlyClose = function (this: TLSSocket) {
+      listener.stats.handshakeErrors++
+      const raw = (this as unknown as { _parent?: net.Socket & WithSource })._parent
+      if (raw) {
+        clearTimeout(raw[kDeadline])
+        raw[kTls] = undefined
+      }
+    }
   }
 
   /** accept takes a raw TCP socket from the listener socket. */
   accept(socket: net.Socket): void {
     this.stats.accepted++
     if (this.config.proxy_protocol !== "accept") {
-      this.#server.emit("connection", socket)
+      this.#handshake(socket)
       return
     }
     const peer = socket.remoteAddress ?? ""
@@ -84,10 +108,10 @@ export class TlsListener {
       socket.destroy()
       return
     }
-    readProxyHeader(socket, { timeoutMs: this.config.tls?.handshake_timeout ?? 10_000 }).then(
+    readProxyHeader(socket, { timeoutMs: this.#handshakeTimeout }).then(
       (header) => {
         if (header) (socket as WithSource)[kSource] = { address: header.source.address, port: header.source.port }
-        this.#server.emit("connection", socket)
+        this.#handshake(socket)
       },
       (err: unknown) => {
         this.stats.proxyHeaderErrors++
@@ -95,6 +119,86 @@ export class TlsListener {
         socket.destroy()
       },
     )
+  }
+
+  #handshake(raw: net.Socket): void {
+    raw.on("error", ignore)
+    // The whole handshake, ClientHello peek included, must finish within handshake_timeout: a deadline, not an
+    // idle timer, so a client trickling bytes cannot hold the connection open.
+    ;(raw as WithSource)[kDeadline] = setTimeout(() => expireHandshake(raw), this.#handshakeTimeout)
+    if (this.certs.single) {
+      this.#wrap(raw, this.certs.contextFor(undefined))
+      return
+    }
+    this.certs.contextForSocket(raw, this.#handshakeTimeout).then(
+      (context) => this.#wrap(raw, context),
+      () => raw.destroy(),
+    )
+  }
+
+  #wrap(raw: net.Socket, secureContext: tls.SecureContext): void {
+    if (raw.destroyed) {
+      this.stats.handshakeErrors++
+      return
+    }
+    const socket = new tls.TLSSocket(raw, { ...this.#socketOptions, secureContext })
+    ;(raw as WithSource)[kTls] = socket
+    socket.once("secure", this.#onSecure)
+    // Until control is released, Node reports handshake failures as '_tlsError', as tls.Server listens for them.
+    socket.on("_tlsError", this.#onHandshakeError)
+    socket.once("close", this.#onEarlyClose)
+  }
+
+  #secured(socket: TLSSocket): void {
+    const raw = (socket as unknown as { _parent?: net.Socket & WithSource })._parent
+    if (raw) {
+      clearTimeout(raw[kDeadline])
+      raw[kTls] = undefined
+    }
+    socket.off("_tlsError", this.#onHandshakeError)
+    socket.off("close", this.#onEarlyClose)
+    socket.on("error", ignore)
+    if (this.#clientAuth && !this.#verifyClient(socket)) {
+      this.stats.handshakeErrors++
+      this.#log.debug({ listener: this.config.name, err: socket.authorizationError }, "client certificate refused")
+      socket.destroy()
+      return
+    }
+    // What tls.Server does once a handshake is done: errors become 'error' events and the socket counts as open.
+    ;(socket as unknown as { _releaseControl(): boolean })._releaseControl()
+    ;(socket as unknown as { secureConnecting: boolean }).secureConnecting = false
+    this.stats.handshakes++
+    const info = readConnectionInfo(socket, this.config.name, {
+      source: raw?.[kSource],
+      isTrusted: this.#isTrusted,
+      clientAuth: this.#clientAuth,
+    })
+    attachInfo(socket, info)
+    this.engine.handle(socket)
+  }
+
+  /**
+   * verifyClient reads the verdict Node's verify callback left on the handle (it lets every certificate through the
+   * handshake): sets authorized or authorizationError as tls.Server would, and says whether the client may stay
+   * (require: only when verified; request: always).
+   */
+  #verifyClient(socket: TLSSocket): boolean {
+    const verifyError = (socket as unknown as { _handle?: VerifyingHandle })._handle?.verifyError()
+    let error: string | undefined
+    if (verifyError) error = verifyError.code ?? verifyError.message
+    // A TLS 1.3 resumption carries no certificate and reports X509_V_OK: it is not a verified client.
+    else if (!socket.getPeerX509Certificate()) error = "UNABLE_TO_GET_ISSUER_CERT"
+    if (error === undefined) {
+      socket.authorized = true
+      return true
+    }
+    ;(socket as unknown as { authorizationError: string }).authorizationError = error
+    return !this.#rejectUnverified
+  }
+
+  #failed(socket: TLSSocket, err: Error): void {
+    this.#log.debug({ listener: this.config.name, err: errorMessage(err) }, "tls handshake failed")
+    socket.destroy()
   }
 
   /** close lets the engine finish in-flight work within graceMs. */
@@ -119,3 +223,10 @@ export class TlsListener {
 }
 
 function ignore(): void {}
+
+function expireHandshake(raw: net.Socket & WithSource): void {
+  const socket = raw[kTls]
+  raw[kTls] = undefined
+  if (socket) socket.destroy()
+  raw.destroy()
+}

@@ -32,6 +32,8 @@ export class CertStore {
   /** "*.example.com" is kept under "example.com" */
   readonly #wildcard: Map<string, tls.SecureContext>
   readonly #default: tls.SecureContext
+  /** Every name is served by one context: no ClientHello peek is needed to choose it. */
+  readonly single: boolean
 
   private constructor(
     certs: LoadedCertificate[],
@@ -45,6 +47,7 @@ export class CertStore {
     this.#exact = exact
     this.#wildcard = wildcard
     this.#default = fallback
+    this.single = new Set([...exact.values(), ...wildcard.values(), fallback]).size === 1
   }
 
   /** load reads every certificate of the listener and builds its SecureContexts; throws TlsError on any failure. */

@@ -24,6 +24,8 @@ export interface RequestOptions {
   body?: string | Buffer
   agent?: https.Agent | false
   timeoutMs?: number
+  /** more TLS options for the client (sigalgs, maxVersion, cert/key...) */
+  tlsOptions?: tls.ConnectionOptions
 }
 
 /** request sends one HTTPS/1.1 request to 127.0.0.1:port with SNI servername (default "localhost"). */
@@ -40,6 +42,7 @@ export function request(options: RequestOptions): Promise<Reply> {
         headers: { host: options.host ?? options.servername ?? "localhost", ...options.headers },
         agent: options.agent ?? false,
         timeout: options.timeoutMs ?? 10_000,
+        ...options.tlsOptions,
       },
       (res) => {
         const socket = res.socket as tls.TLSSocket

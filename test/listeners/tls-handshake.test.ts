@@ -1,0 +1,254 @@
+/**
+ * The TLS side of a listener through the running proxy: protocol versions per profile, SNI certificate choice
+ * (exact, wildcard, default), ECDSA and RSA for one name chosen by the client's signature algorithms, session
+ * resumption, handshake timeout and garbage bytes. Real sockets, certificates made per run.
+ */
+import assert from "node:assert/strict"
+import { X509Certificate } from "node:crypto"
+import net from "node:net"
+import { after, before, describe, test } from "node:test"
+import tls from "node:tls"
+import { startEchoBackend, type TestBackend } from "../helpers/backends.ts"
+import { request } from "../helpers/clients.ts"
+import { type CertFiles, createPki, type Pki } from "../helpers/pki.ts"
+import { freePort, type RunningPortcullis, startPortcullis } from "../helpers/portcullis.ts"
+
+let pki: Pki
+let backend: TestBackend
+let pc: RunningPortcullis
+let ports: { main: number; modern: number }
+let certs: Record<"apiEc" | "apiRsa" | "wild" | "fallback", CertFiles>
+
+const entry = (c: CertFiles) => `{ cert: ${c.certPath}, key: ${c.keyPath} }`
+
+before(async () => {
+  pki = await createPki()
+  certs = {
+    fallback: await pki.issue({ names: ["default.test"], commonName: "fallback" }),
+    apiEc: await pki.issue({ names: ["api.example.com"], commonName: "api-ecdsa", keyType: "ecdsa" }),
+    apiRsa: await pki.issue({ names: ["api.example.com"], commonName: "api-rsa", keyType: "rsa" }),
+    wild: await pki.issue({ names: ["*.example.com"], commonName: "wildcard" }),
+  }
+  backend = await startEchoBackend("app")
+  ports = { main: await freePort(), modern: await freePort() }
+  pc = await startPortcullis(`
+listeners:
+  - name: main
+    address: 127.0.0.1:${ports.main}
+    tls:
+      certificates: [${entry(certs.fallback)}, ${entry(certs.apiEc)}, ${entry(certs.apiRsa)}, ${entry(certs.wild)}]
+      handshake_timeout: 400ms
+    upstream: app
+  - name: modern
+    address: 127.0.0.1:${ports.modern}
+    tls: { certificates: [${entry(certs.apiEc)}], profile: modern }
+    upstream: app
+upstreams:
+  app: { backends: ["127.0.0.1:${backend.port}"] }
+access_log: { enabled: false }
+`)
+})
+
+after(async () => {
+  await pc?.close()
+  await backend?.close()
+  await pki?.close()
+})
+
+interface Seen {
+  protocol: string | null
+  cn: string
+  keyType: string
+  reused: boolean
+  session?: Buffer
+}
+
+/** handshake connects, waits for the handshake (and a TLS 1.3 session ticket), and closes. */
+function handshake(port: number, options: tls.ConnectionOptions): Promise<Seen> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: "127.0.0.1", port, ca: pki.ca.cert, ...options })
+    const timer = setTimeout(() => socket.destroy(new Error("no handshake within 5 s")), 5000)
+    let seen: Seen | undefined
+    socket.on("secureConnect", () => {
+      // A resumed TLS 1.3 session shows no certificate.
+      const raw = socket.getPeerCertificate().raw as Buffer | undefined
+      const cert = raw ? new X509Certificate(raw) : undefined
+      seen = {
+        protocol: socket.getProtocol(),
+        cn: cert ? (/CN=([^\n]*)/.exec(cert.subject)?.[1] ?? "") : "",
+        keyType: cert?.publicKey.asymmetricKeyType ?? "",
+        reused: socket.isSessionReused(),
+      }
+      // TLS 1.3 tickets arrive after the handshake; give them a moment, then leave.
+      setTimeout(() => socket.end(), seen.protocol === "TLSv1.3" ? 50 : 0)
+    })
+    socket.on("session", (session: Buffer) => {
+      if (seen) seen.session = session
+    })
+    socket.on("error", (err) => {
+      clearTimeout(timer)
+      reject(err)
+    })
+    socket.on("close", () => {
+      clearTimeout(timer)
+      if (seen) resolve(seen)
+      else reject(new Error("closed before the handshake finished"))
+    })
+  })
+}
+
+describe("protocol versions", () => {
+  test("intermediate (the default) completes TLS 1.3 and TLS 1.2", async () => {
+    const v13 = await handshake(ports.main, { servername: "api.example.com" })
+    assert.equal(v13.protocol, "TLSv1.3")
+    const v12 = await handshake(ports.main, { servername: "api.example.com", maxVersion: "TLSv1.2" })
+    assert.equal(v12.protocol, "TLSv1.2")
+  })
+
+  test("intermediate refuses TLS 1.1", async () => {
+    await assert.rejects(
+      handshake(ports.main, {
+        servername: "api.example.com",
+        minVersion: "TLSv1.1",
+        maxVersion: "TLSv1.1",
+        ciphers: "DEFAULT:@SECLEVEL=0",
+      }),
+      /alert|protocol|version|socket hang up|ECONNRESET/i,
+    )
+  })
+
+  test("modern completes TLS 1.3 and refuses TLS 1.2", async () => {
+    assert.equal((await handshake(ports.modern, { servername: "api.example.com" })).protocol, "TLSv1.3")
+    await assert.rejects(
+      handshake(ports.modern, { servername: "api.example.com", maxVersion: "TLSv1.2" }),
+      /alert|protocol|version/i,
+    )
+  })
+})
+
+describe("certificate choice by SNI", () => {
+  test("an exact name gets its own certificate, not the wildcard", async () => {
+    assert.match((await handshake(ports.main, { servername: "api.example.com" })).cn, /^api-/)
+  })
+
+  test("a name under the wildcard gets the wildcard certificate", async () => {
+    assert.equal((await handshake(ports.main, { servername: "www.example.com" })).cn, "wildcard")
+  })
+
+  test("an unknown name and no SNI at all get the listener's first certificate", async () => {
+    const unknown = await handshake(ports.main, { servername: "nobody.test", checkServerIdentity: () => undefined })
+    assert.equal(unknown.cn, "fallback")
+    const none = await handshake(ports.main, { checkServerIdentity: () => undefined })
+    assert.equal(none.cn, "fallback")
+  })
+
+  test("a wildcard covers one label only", async () => {
+    const deep = await handshake(ports.main, { servername: "a.b.example.com", checkServerIdentity: () => undefined })
+    assert.equal(deep.cn, "fallback")
+  })
+})
+
+describe("ECDSA and RSA certificates for one name", () => {
+  const ecdsaOnly = "ecdsa_secp256r1_sha256:ecdsa_secp384r1_sha384"
+  const rsaOnly = "rsa_pss_rsae_sha256:rsa_pss_rsae_sha384:rsa_pkcs1_sha256"
+
+  for (const maxVersion of ["TLSv1.3", "TLSv1.2"] as const) {
+    test(`${maxVersion}: an ECDSA-only client gets the ECDSA certificate`, async () => {
+      const seen = await handshake(ports.main, { servername: "api.example.com", sigalgs: ecdsaOnly, maxVersion })
+      assert.equal(seen.keyType, "ec")
+      assert.equal(seen.cn, "api-ecdsa")
+    })
+
+    test(`${maxVersion}: an RSA-only client gets the RSA certificate`, async () => {
+      const seen = await handshake(ports.main, { servername: "api.example.com", sigalgs: rsaOnly, maxVersion })
+      assert.equal(seen.keyType, "rsa")
+      assert.equal(seen.cn, "api-rsa")
+    })
+  }
+
+  test("a client that takes both gets ECDSA (smaller and cheaper)", async () => {
+    assert.equal((await handshake(ports.main, { servername: "api.example.com" })).keyType, "ec")
+  })
+
+  test("an RSA-only client is served HTTP through the proxy", async () => {
+    const reply = await request({
+      port: ports.main,
+      path: "/",
+      host: "api.example.com",
+      servername: "api.example.com",
+      ca: pki.ca.cert,
+      tlsOptions: { sigalgs: rsaOnly },
+    })
+    assert.equal(reply.status, 200)
+    assert.equal(reply.peerCN, "api-rsa")
+  })
+})
+
+describe("sessions", () => {
+  test("a TLS 1.3 session ticket resumes on the same listener", async () => {
+    const first = await handshake(ports.main, { servername: "api.example.com" })
+    assert.ok(first.session, "the listener sent a session ticket")
+    const second = await handshake(ports.main, { servername: "api.example.com", session: first.session })
+    assert.equal(second.reused, true)
+  })
+
+  test("a ticket from one listener does not resume on another", async () => {
+    const first = await handshake(ports.main, { servername: "api.example.com" })
+    const other = await handshake(ports.modern, { servername: "api.example.com", session: first.session })
+    assert.equal(other.reused, false)
+  })
+})
+
+describe("bad clients", () => {
+  test("a client that sends nothing is closed after handshake_timeout", async () => {
+    const socket = net.connect(ports.main, "127.0.0.1")
+    const closed = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), 5000)
+      socket.on("error", () => {})
+      socket.on("close", () => {
+        clearTimeout(timer)
+        resolve(true)
+      })
+    })
+    assert.equal(closed, true, "closed by the server within 5 s (handshake_timeout is 400ms)")
+  })
+
+  test("a client that stalls mid-ClientHello is closed after handshake_timeout", async () => {
+    const socket = net.connect(ports.main, "127.0.0.1")
+    socket.on("connect", () => socket.write(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00])))
+    const closed = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), 5000)
+      socket.on("error", () => {})
+      socket.on("close", () => {
+        clearTimeout(timer)
+        resolve(true)
+      })
+    })
+    assert.equal(closed, true)
+  })
+
+  test("garbage bytes are closed and the listener keeps serving", async () => {
+    for (const garbage of ["GET / HTTP/1.1\r\nHost: x\r\n\r\n", "\x16\x03\x01\x00\x05hello", "\x00".repeat(4096)]) {
+      const socket = net.connect(ports.main, "127.0.0.1")
+      socket.on("connect", () => socket.write(Buffer.from(garbage, "latin1")))
+      const started = Date.now()
+      await new Promise<void>((resolve) => {
+        socket.on("error", () => {})
+        socket.resume()
+        socket.on("close", () => resolve())
+        setTimeout(() => socket.destroy(), 5000)
+      })
+      assert.ok(Date.now() - started < 4000, `${JSON.stringify(garbage.slice(0, 12))} was closed by the server`)
+    }
+    const reply = await request({
+      port: ports.main,
+      path: "/",
+      host: "api.example.com",
+      servername: "api.example.com",
+      ca: pki.ca.cert,
+    })
+    assert.equal(reply.status, 200)
+    const status = pc.runtime.status().listeners.find((l) => l.name === "main")
+    assert.ok(status && "handshakeErrors" in status && status.handshakeErrors >= 3)
+  })
+})
