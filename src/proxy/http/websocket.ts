@@ -84,7 +84,7 @@ class Upgrade implements Dispatcher.DispatchHandler {
   #release(): void {
     if (!this.released) {
       this.released = true
-      this.backend.inFlight--
+      this.upstream.release(this.backend)
     }
   }
 }
