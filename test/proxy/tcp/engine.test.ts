@@ -1,0 +1,289 @@
+/** The tcp engine end to end: redis-cli and curl through Portcullis to a real redis-server and nginx, SNI routing, half-close, idle timeout, failover. */
+import assert from "node:assert/strict"
+import { spawn } from "node:child_process"
+import { createHash, randomBytes } from "node:crypto"
+import net from "node:net"
+import { after, before, describe, test } from "node:test"
+import type tls from "node:tls"
+import { curl, tlsConnect } from "../../helpers/clients.ts"
+import { createPki, type Pki } from "../../helpers/pki.ts"
+import { freePort, type RunningPortcullis, startPortcullis } from "../../helpers/portcullis.ts"
+import { type ExternalServer, type NginxServer, startNginx, startRedis } from "../../helpers/servers.ts"
+import { waitUntil } from "../../helpers/wait.ts"
+
+interface RawBackend {
+  port: number
+  accepted: () => number
+  close: () => Promise<void>
+}
+
+/** startRawBackend runs a half-open capable TCP server calling handler for each connection. */
+async function startRawBackend(handler: (socket: net.Socket) => void): Promise<RawBackend> {
+  const sockets = new Set<net.Socket>()
+  let accepted = 0
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    accepted++
+    sockets.add(socket)
+    socket.on("close", () => sockets.delete(socket))
+    socket.on("error", () => {})
+    handler(socket)
+  })
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r))
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    accepted: () => accepted,
+    close: () => {
+      for (const s of sockets) s.destroy()
+      return new Promise((r) => server.close(() => r()))
+    },
+  }
+}
+
+/** readAll collects what a socket sends until it ends (or closes), within a deadline. */
+function readAll(socket: net.Socket | tls.TLSSocket, timeoutMs = 10_000): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    const timer = setTimeout(() => reject(new Error("readAll: no end within the deadline")), timeoutMs)
+    socket.on("data", (c: Buffer) => chunks.push(c))
+    const done = () => {
+      clearTimeout(timer)
+      resolve(Buffer.concat(chunks))
+    }
+    socket.once("end", done)
+    socket.once("close", done)
+    socket.once("error", (err) => {
+      clearTimeout(timer)
+      reject(err)
+    })
+  })
+}
+
+/** run executes a command with optional stdin, within a deadline. */
+function run(
+  command: string,
+  args: string[],
+  input?: Buffer,
+): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ["pipe", "pipe", "pipe"] })
+    const out: Buffer[] = []
+    let stderr = ""
+    const timer = setTimeout(() => child.kill("SIGKILL"), 20_000)
+    child.stdout.on("data", (c: Buffer) => out.push(c))
+    child.stderr.on("data", (c: Buffer) => {
+      stderr += c.toString()
+    })
+    child.on("error", reject)
+    child.on("close", (code) => {
+      clearTimeout(timer)
+      resolve({ code, stdout: Buffer.concat(out), stderr })
+    })
+    child.stdin.end(input)
+  })
+}
+
+let pki: Pki
+let redis: ExternalServer
+let nginx: NginxServer
+let alpha: RawBackend
+let beta: RawBackend
+let halfClose: RawBackend
+let silent: RawBackend
+let pc: RunningPortcullis
+let deadPort: number
+
+before(async () => {
+  pki = await createPki()
+  const site = await pki.issue({ names: ["localhost", "a.test", "b.test", "half.test", "idle.test", "fail.test"] })
+  redis = await startRedis()
+  nginx = await startNginx(`listen LISTEN; location / { return 200 "hello from nginx $request_uri\\n"; }`)
+  // Each greets, and closes its side once the client has closed its own.
+  alpha = await startRawBackend((s) => s.on("end", () => s.end()).write("alpha\n"))
+  beta = await startRawBackend((s) => s.on("end", () => s.end()).write("beta\n"))
+  // Reads until the client's FIN, then answers with the byte count and digest, then ends.
+  halfClose = await startRawBackend((s) => {
+    const hash = createHash("sha256")
+    let n = 0
+    s.on("data", (c: Buffer) => {
+      n += c.length
+      hash.update(c)
+    })
+    s.on("end", () => s.end(`${n} ${hash.digest("hex")}\n`))
+  })
+  silent = await startRawBackend(() => {})
+  deadPort = await freePort()
+  const [p1, p2, p3] = [await freePort(), await freePort(), await freePort()]
+  const cert = `certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }]`
+  pc = await startPortcullis(`
+listeners:
+  - { name: redis, address: "127.0.0.1:${p1}", engine: tcp, tls: { ${cert} }, upstream: redis }
+  - { name: nginx, address: "127.0.0.1:${p2}", engine: tcp, tls: { ${cert} }, upstream: nginx }
+  - name: sni
+    address: "127.0.0.1:${p3}"
+    engine: tcp
+    tls: { ${cert} }
+    routes:
+      - { hosts: [a.test], upstream: alpha }
+      - { hosts: [b.test], upstream: beta }
+      - { hosts: [half.test], upstream: half }
+      - { hosts: [idle.test], upstream: silent }
+      - { hosts: [fail.test], upstream: failover }
+upstreams:
+  redis: { backends: ["127.0.0.1:${redis.port}"] }
+  nginx: { backends: ["127.0.0.1:${nginx.port}"] }
+  alpha: { backends: ["127.0.0.1:${alpha.port}"] }
+  beta: { backends: ["127.0.0.1:${beta.port}"] }
+  half: { backends: ["127.0.0.1:${halfClose.port}"] }
+  silent: { backends: ["127.0.0.1:${silent.port}"], timeouts: { idle: 300ms } }
+  failover:
+    backends: ["127.0.0.1:${deadPort}", "127.0.0.1:${alpha.port}"]
+    balance: round_robin
+    retries: 1
+    passive: { enabled: false }
+`)
+})
+
+after(async () => {
+  await pc?.close()
+  await Promise.all([
+    redis?.close(),
+    nginx?.close(),
+    alpha?.close(),
+    beta?.close(),
+    halfClose?.close(),
+    silent?.close(),
+  ])
+  await pki?.close()
+})
+
+function redisCli(args: string[], input?: Buffer) {
+  const base = ["--tls", "--cacert", pki.ca.certPath, "--sni", "localhost", "-h", "127.0.0.1", "-p"]
+  return run("redis-cli", [...base, String(pc.port("redis")), ...args], input)
+}
+
+describe("redis-cli --tls through a tcp listener to a plain redis-server", () => {
+  test("PING answers PONG", async () => {
+    const r = await redisCli(["PING"])
+    assert.equal(r.code, 0, r.stderr)
+    assert.equal(r.stdout.toString().trim(), "PONG")
+  })
+
+  test("SET then GET of a 1 MiB value comes back byte for byte", async () => {
+    const value = randomBytes(512 * 1024).toString("hex") // 1 MiB of text
+    const set = await redisCli(["-x", "SET", "big"], Buffer.from(value))
+    assert.equal(set.code, 0, set.stderr)
+    assert.equal(set.stdout.toString().trim(), "OK")
+    const get = await redisCli(["--no-raw", "STRLEN", "big"])
+    assert.equal(get.stdout.toString().trim(), "(integer) 1048576")
+    const back = await redisCli(["--raw", "GET", "big"])
+    assert.equal(back.code, 0, back.stderr)
+    // redis-cli --raw prints the value and a newline
+    assert.equal(back.stdout.length, value.length + 1)
+    assert.ok(back.stdout.subarray(0, value.length).equals(Buffer.from(value)), "the value came back unchanged")
+  })
+})
+
+describe("curl (HTTP/1.1) through a tcp listener to a plain nginx", () => {
+  test("nginx answers the request curl sent through the TLS tunnel", async () => {
+    const port = pc.port("nginx")
+    const r = await curl([
+      "--http1.1",
+      "--cacert",
+      pki.ca.certPath,
+      "--resolve",
+      `localhost:${port}:127.0.0.1`,
+      `https://localhost:${port}/through-portcullis`,
+    ])
+    assert.equal(r.code, 0, r.stderr)
+    assert.equal(r.stdout, "hello from nginx /through-portcullis\n")
+    await waitUntil(() => nginx.logLines().some((l) => l.endsWith(" /through-portcullis")), "nginx logged it")
+  })
+
+  test("keep-alive: two requests on one connection both reach nginx", async () => {
+    const port = pc.port("nginx")
+    const url = `https://localhost:${port}`
+    const r = await curl([
+      "--http1.1",
+      "--cacert",
+      pki.ca.certPath,
+      "--resolve",
+      `localhost:${port}:127.0.0.1`,
+      `${url}/one`,
+      `${url}/two`,
+    ])
+    assert.equal(r.code, 0, r.stderr)
+    assert.equal(r.stdout, "hello from nginx /one\nhello from nginx /two\n")
+  })
+})
+
+describe("SNI routing on one tcp listener", () => {
+  for (const [name, banner] of [
+    ["a.test", "alpha\n"],
+    ["b.test", "beta\n"],
+  ] as const) {
+    test(`SNI ${name} reaches its own upstream`, async () => {
+      const socket = await tlsConnect({ port: pc.port("sni"), servername: name, ca: pki.ca.cert })
+      const got = await new Promise<string>((resolve) => socket.once("data", (c: Buffer) => resolve(c.toString())))
+      socket.destroy()
+      assert.equal(got, banner)
+    })
+  }
+
+  test("an SNI no route takes is closed after the handshake", async () => {
+    const socket = await tlsConnect({ port: pc.port("sni"), servername: "localhost", ca: pki.ca.cert })
+    const got = await readAll(socket)
+    assert.equal(got.length, 0)
+  })
+})
+
+describe("half-close through the full proxy", () => {
+  test("a client that ends its write side still gets the whole reply", async () => {
+    const socket = await tlsConnect({
+      port: pc.port("sni"),
+      servername: "half.test",
+      ca: pki.ca.cert,
+      allowHalfOpen: true,
+    } as tls.ConnectionOptions)
+    const data = randomBytes(3 * 1024 * 1024 + 17)
+    const reply = readAll(socket)
+    socket.end(data)
+    const text = (await reply).toString()
+    socket.destroy()
+    assert.equal(text, `${data.length} ${createHash("sha256").update(data).digest("hex")}\n`)
+  })
+})
+
+describe("idle timeout", () => {
+  test("a connection with no traffic either way is closed after the upstream's idle timeout", async () => {
+    const socket = await tlsConnect({ port: pc.port("sni"), servername: "idle.test", ca: pki.ca.cert })
+    const got = await readAll(socket, 10_000)
+    assert.equal(got.length, 0)
+    assert.ok(socket.destroyed || socket.readableEnded)
+    socket.destroy()
+  })
+})
+
+describe("connect failover", () => {
+  test("a refused backend is skipped: every connection reaches the live one", async () => {
+    const before = alpha.accepted()
+    for (let i = 0; i < 4; i++) {
+      const socket = await tlsConnect({ port: pc.port("sni"), servername: "fail.test", ca: pki.ca.cert })
+      const got = await new Promise<string>((resolve, reject) => {
+        socket.once("data", (c: Buffer) => resolve(c.toString()))
+        socket.once("close", () => reject(new Error(`connection ${i} closed without the banner`)))
+      })
+      socket.destroy()
+      assert.equal(got, "alpha\n")
+    }
+    assert.equal(alpha.accepted() - before, 4)
+  })
+})
+
+describe("no connection is left behind", () => {
+  test("every tcp connection above is closed on both sides once its client and backend are done", async () => {
+    await waitUntil(
+      () => pc.runtime.status().listeners.every((l) => l.connections === 0),
+      "all tcp listeners have no open connection",
+    )
+  })
+})
