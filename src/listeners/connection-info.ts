@@ -34,17 +34,34 @@ export interface ConnectionInfo {
 }
 
 const kInfo = Symbol("portcullis.connection")
+const kSocket = Symbol("portcullis.connection.socket")
 
 type WithInfo = { [kInfo]?: ConnectionInfo }
+type WithSocket = { [kSocket]?: TLSSocket }
 
-/** attachInfo stores the connection's info on its socket. */
+/** attachInfo stores the connection's info on its socket (and the socket on the info, for socketOf). */
 export function attachInfo(socket: TLSSocket, info: ConnectionInfo): void {
   ;(socket as unknown as WithInfo)[kInfo] = info
+  // A symbol key: never serialised into logs or the admin API.
+  ;(info as WithSocket)[kSocket] = socket
+}
+
+/**
+ * tagWithInfo marks an object made for one client connection (the header list of a backend request) with that
+ * connection's info, so that a dispatcher further on can tell which client a request belongs to (see connector.ts).
+ */
+export function tagWithInfo(target: object, info: ConnectionInfo): void {
+  ;(target as WithInfo)[kInfo] = info
 }
 
 /** infoOf reads the info back (HTTP/2 request sockets forward property reads to the TLS socket). */
 export function infoOf(socket: unknown): ConnectionInfo | undefined {
   return (socket as WithInfo | undefined)?.[kInfo]
+}
+
+/** socketOf is the client's TLS socket an info was read from (undefined for infos made without attachInfo). */
+export function socketOf(info: ConnectionInfo): TLSSocket | undefined {
+  return (info as WithSocket)[kSocket]
 }
 
 /** proxiedSource is the client address and port a PROXY header gave, if any. */

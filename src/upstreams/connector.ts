@@ -1,10 +1,19 @@
 /** @module connector: opens backend connections, plain TCP or TLS (re-encryption, optional mTLS), kept alive in a pool. */
 import { readFileSync } from "node:fs"
-import { Pool } from "undici"
+import net from "node:net"
+import type { TLSSocket } from "node:tls"
+import { buildConnector, type Dispatcher, errors, Pool } from "undici"
 import type { UpstreamConfig } from "../config/schema.ts"
 import { TlsError } from "../core/errors.ts"
 import type { Logger } from "../core/log.ts"
 import { Secret } from "../core/secret.ts"
+import { type ConnectionInfo, infoOf, socketOf } from "../listeners/connection-info.ts"
+import {
+  encodeProxyV1,
+  encodeProxyV2,
+  encodeProxyV2Local,
+  tlvsFromTlsSocket,
+} from "../listeners/proxy-protocol/encode.ts"
 import type { Backend } from "./backend.ts"
 
 /** BackendTls is the upstream's TLS material, read once per generation. */
@@ -42,11 +51,23 @@ export function loadBackendTls(name: string, config: UpstreamConfig, log: Logger
   }
 }
 
-/** createBackendPool makes the keep-alive connection pool for one backend. */
+/**
+ * createBackendPool makes the keep-alive connection pool for one backend. With `send_proxy_protocol` every backend
+ * connection starts with a PROXY header naming one client, so connections are never shared between clients: see
+ * ProxiedPool.
+ */
 export function createBackendPool(backend: Backend, config: UpstreamConfig, tls: BackendTls | undefined): Pool {
   const host = backend.address.host.includes(":") ? `[${backend.address.host}]` : backend.address.host
   const origin = `${tls ? "https" : "http"}://${host}:${backend.address.port}`
-  return new Pool(origin, {
+  const tlsOptions = tls && {
+    ca: tls.ca,
+    cert: tls.cert,
+    key: tls.key?.reveal(),
+    servername: tls.servername ?? (isHostname(backend.address.host) ? backend.address.host : undefined),
+    rejectUnauthorized: tls.rejectUnauthorized,
+    ALPNProtocols: ["http/1.1"],
+  }
+  const options: Pool.Options = {
     connections: Number.isFinite(backend.maxConnections) ? backend.maxConnections : null,
     pipelining: 1,
     headersTimeout: config.timeouts.response,
@@ -54,19 +75,146 @@ export function createBackendPool(backend: Backend, config: UpstreamConfig, tls:
     keepAliveMaxTimeout: config.timeouts.idle,
     // Forwarded requests carry whatever the client sent; the backend enforces its own limits.
     maxHeaderSize: 64 * 1024,
-    connect: {
-      timeout: config.timeouts.connect,
-      ...(tls && {
-        ca: tls.ca,
-        cert: tls.cert,
-        key: tls.key?.reveal(),
-        servername: tls.servername ?? (isHostname(backend.address.host) ? backend.address.host : undefined),
-        rejectUnauthorized: tls.rejectUnauthorized,
-        ALPNProtocols: ["http/1.1"],
-      }),
-    },
+    connect: { timeout: config.timeouts.connect },
+  }
+  // One TLS connector per backend: its session cache is shared by every connection (and every per-client pool) to
+  // this backend, so re-encrypted connections resume TLS sessions. undici would take the SNI from the request's Host
+  // (the client's), so the connector pins it to the configured servername, else the backend's host name, else none.
+  const tlsConnector = tlsOptions
+    ? pinnedServername(buildConnector({ ...tlsOptions, timeout: config.timeouts.connect }))
+    : undefined
+  if (tlsConnector) options.connect = tlsConnector
+  const version = config.send_proxy_protocol
+  if (!version) return new Pool(origin, options)
+  return new ProxiedPool(origin, options, {
+    version,
+    address: backend.address,
+    connectTimeoutMs: config.timeouts.connect,
+    tlsConnector,
   })
 }
+
+/** ProxiedPoolOptions: which PROXY version to send, where to connect, and the TLS step after the header. */
+interface ProxiedPoolOptions {
+  version: "v1" | "v2"
+  address: { host: string; port: number }
+  connectTimeoutMs: number
+  tlsConnector: buildConnector.connector | undefined
+}
+
+/**
+ * ProxiedPool is a backend pool for `send_proxy_protocol`: the PROXY header goes first on each backend connection and
+ * names one client, so requests are sent on a pool of their own per client connection (found by the ConnectionInfo
+ * tag that buildRequestHeaders puts on the header list), closed when that client connection closes. HTTP/2 streams
+ * of one client share its pool. This costs a backend connection per client connection (as haproxy's send-proxy does
+ * with http-reuse never) but a backend can never attribute a request to the wrong client. Requests with no client
+ * tag go through the base pool with a LOCAL (v2) or UNKNOWN (v1) header.
+ */
+class ProxiedPool extends Pool {
+  readonly #origin: string
+  readonly #options: Pool.Options
+  readonly #proxied: ProxiedPoolOptions
+  readonly #byClient = new Map<ConnectionInfo, Pool>()
+
+  constructor(origin: string, options: Pool.Options, proxied: ProxiedPoolOptions) {
+    const unknown = proxied.version === "v1" ? encodeProxyV1(UNKNOWN_ENDPOINTS) : encodeProxyV2Local()
+    super(origin, { ...options, connect: connectWithHeader(() => unknown, proxied) })
+    this.#origin = origin
+    this.#options = options
+    this.#proxied = proxied
+  }
+
+  override dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    const info = infoOf(options.headers)
+    if (!info) return super.dispatch(options, handler)
+    let pool = this.#byClient.get(info)
+    if (!pool) {
+      const client = socketOf(info)
+      const header = proxyHeaderFor(this.#proxied.version, info, client)
+      pool = new Pool(this.#origin, { ...this.#options, connect: connectWithHeader(() => header, this.#proxied) })
+      this.#byClient.set(info, pool)
+      const own = pool
+      const forget = () => {
+        if (this.#byClient.get(info) === own) this.#byClient.delete(info)
+        own.close().catch(ignore)
+      }
+      if (client && !client.destroyed) client.once("close", forget)
+      else queueMicrotask(forget) // no socket to watch: the pool serves this request and closes after it
+    }
+    return pool.dispatch(options, handler)
+  }
+
+  /** clients counts the client connections that have a backend pool of their own now. */
+  get clients(): number {
+    return this.#byClient.size
+  }
+
+  // The overloads mirror Dispatcher's close/destroy (promise or callback); the per-client pools go first.
+  // biome-ignore lint/suspicious/noExplicitAny: Dispatcher's overloaded signatures
+  override close(...args: any[]): any {
+    for (const pool of this.#byClient.values()) pool.close().catch(ignore)
+    this.#byClient.clear()
+    return Reflect.apply(super.close, this, args)
+  }
+
+  // biome-ignore lint/suspicious/noExplicitAny: Dispatcher's overloaded signatures
+  override destroy(...args: any[]): any {
+    for (const pool of this.#byClient.values()) pool.destroy().catch(ignore)
+    this.#byClient.clear()
+    return Reflect.apply(super.destroy, this, args)
+  }
+}
+
+/** pinnedServername drops the per-request servername undici passes (from the Host header), keeping the built one. */
+function pinnedServername(connector: buildConnector.connector): buildConnector.connector {
+  return (options, callback) => connector({ ...options, servername: undefined }, callback)
+}
+
+const UNKNOWN_ENDPOINTS = { source: { address: "", port: 0 }, destination: { address: "", port: 0 } }
+
+/** proxyHeaderFor encodes the header for one client connection: its addresses and, for v2, its TLS TLVs. */
+function proxyHeaderFor(version: "v1" | "v2", info: ConnectionInfo, socket: TLSSocket | undefined): Buffer {
+  const endpoints = {
+    source: { address: info.clientAddress, port: info.clientPort },
+    destination: { address: info.localAddress, port: info.localPort },
+  }
+  return version === "v1" ? encodeProxyV1(endpoints) : encodeProxyV2(endpoints, socket ? tlvsFromTlsSocket(socket) : {})
+}
+
+/**
+ * connectWithHeader is an undici connector that opens the TCP connection, writes the PROXY header, and then (for a
+ * re-encrypting upstream) runs the TLS handshake over that same socket: the header precedes the ClientHello.
+ */
+function connectWithHeader(header: () => Buffer, proxied: ProxiedPoolOptions): buildConnector.connector {
+  return (options, callback) => {
+    const { host, port } = proxied.address
+    const socket = net.connect({ host, port, noDelay: true })
+    let settled = false
+    const fail = (err: Error) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      socket.destroy()
+      callback(err, null)
+    }
+    const timer = setTimeout(
+      () => fail(new errors.ConnectTimeoutError(`connecting to ${host}:${port}: timed out`)),
+      proxied.connectTimeoutMs,
+    )
+    socket.once("error", fail)
+    socket.once("connect", () => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      socket.off("error", fail)
+      socket.write(header())
+      if (proxied.tlsConnector) proxied.tlsConnector({ ...options, httpSocket: socket }, callback)
+      else callback(null, socket)
+    })
+  }
+}
+
+function ignore(): void {}
 
 function isHostname(host: string): boolean {
   return !/^[\d.]+$/.test(host) && !host.includes(":")

@@ -1,5 +1,5 @@
 /** @module request-headers: the header list a backend receives: client headers minus hop-by-hop, plus X-Forwarded-*. */
-import type { ConnectionInfo } from "../../listeners/connection-info.ts"
+import { type ConnectionInfo, tagWithInfo } from "../../listeners/connection-info.ts"
 import { forwardedElement } from "./forwarded.ts"
 import { connectionTokens, HOP_BY_HOP } from "./hop-headers.ts"
 
@@ -32,7 +32,7 @@ export interface RequestHeaderOptions {
 /**
  * buildRequestHeaders turns Node's rawHeaders ([name, value, ...], HTTP/1.1 or HTTP/2) into the flat list for the
  * backend: hop-by-hop and pseudo headers removed (RFC 9110 §7.6.1), HTTP/2 cookies joined (RFC 9113 §8.2.3),
- * Host kept, X-Forwarded-For/-Proto/-Host and Forwarded (RFC 7239) set.
+ * Host kept, X-Forwarded-For/-Proto/-Host and Forwarded (RFC 7239) set. The list is tagged with `info` (infoOf).
  */
 export function buildRequestHeaders(
   raw: readonly string[],
@@ -92,5 +92,7 @@ export function buildRequestHeaders(
   } else if (info.clientAuth) {
     out.push("x-client-verify", "NONE")
   }
+  // The connector keys PROXY-protocol backend connections by client (upstream send_proxy_protocol).
+  tagWithInfo(out, info)
   return out
 }
