@@ -23,6 +23,8 @@ export interface TcpEngineOptions {
 export class TcpEngine {
   readonly #options: TcpEngineOptions
   readonly #sockets = new Set<TLSSocket>()
+  /** The latest TLS session of each re-encrypting backend, so later connections resume instead of a full handshake. */
+  readonly #sessions = new Map<Backend, Buffer>()
 
   constructor(options: TcpEngineOptions) {
     this.#options = options
@@ -73,7 +75,7 @@ export class TcpEngine {
         tried.add(backend)
         current = backend
         backend.inFlight++
-        return connectBackend(upstream, backend).then(
+        return connectBackend(upstream, backend, this.#sessions).then(
           (s) => ({ socket: s, release: () => void backend.inFlight-- }),
           (err: unknown) => {
             backend.inFlight--
@@ -110,22 +112,31 @@ export class TcpEngine {
   }
 }
 
-/** connectBackend opens one backend connection (TLS when the upstream re-encrypts) within the connect timeout. */
-function connectBackend(upstream: Upstream, backend: Backend): Promise<net.Socket> {
+/**
+ * connectBackend opens one backend connection (TLS when the upstream re-encrypts, resuming the backend's last
+ * session from `sessions`) within the connect timeout.
+ */
+function connectBackend(upstream: Upstream, backend: Backend, sessions: Map<Backend, Buffer>): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const t = upstream.tls
     const { host, port } = backend.address
-    const socket = t
-      ? tls.connect({
-          host,
-          port,
-          ca: t.ca,
-          cert: t.cert,
-          key: t.key?.reveal(),
-          servername: t.servername,
-          rejectUnauthorized: t.rejectUnauthorized,
-        })
-      : net.connect({ host, port, noDelay: true })
+    let socket: net.Socket
+    if (t) {
+      const secure = tls.connect({
+        host,
+        port,
+        ca: t.ca,
+        cert: t.cert,
+        key: t.key?.reveal(),
+        servername: t.servername,
+        rejectUnauthorized: t.rejectUnauthorized,
+        session: sessions.get(backend),
+      })
+      secure.setNoDelay(true)
+      // TLS 1.3 tickets arrive after the handshake, possibly several: keep the newest.
+      secure.on("session", (session: Buffer) => sessions.set(backend, session))
+      socket = secure
+    } else socket = net.connect({ host, port, noDelay: true })
     const timer = setTimeout(() => {
       socket.destroy()
       reject(
@@ -141,6 +152,8 @@ function connectBackend(upstream: Upstream, backend: Backend): Promise<net.Socke
     })
     const onError = (err: Error) => {
       clearTimeout(timer)
+      // A session that led to a failed handshake is not offered again.
+      if (t) sessions.delete(backend)
       reject(err)
     }
     socket.once("error", onError)
