@@ -2,7 +2,7 @@
 import net from "node:net"
 import tls, { type TLSSocket } from "node:tls"
 import type { ListenerConfig } from "../../config/schema.ts"
-import { PortcullisError } from "../../core/errors.ts"
+import { errorCode, PortcullisError } from "../../core/errors.ts"
 import type { Logger } from "../../core/log.ts"
 import { infoOf } from "../../listeners/connection-info.ts"
 import { normalizeHost, type Router } from "../../routing/router.ts"
@@ -97,6 +97,14 @@ export class TcpEngine {
           duration_ms: Date.now() - started,
           ...(stats.error && { error: stats.error.message }),
         })
+        const err = stats.error
+        if (err && (err as PortcullisError).source !== "client") {
+          // A backend that could not be reached (e.g. a TLS verification failure) is the operator's to fix: say why.
+          log.warn(
+            { upstream: upstream.name, backend: current?.id, err: err.message, code: errorCode(err) },
+            `backend error (${errorCode(err)})`,
+          )
+        }
       },
     })
   }

@@ -263,5 +263,7 @@ describe("re-encryption from a tcp listener", () => {
       socket.write("must not arrive\n")
     })
     assert.equal(got, 0)
+    const line = await warningFor("tcp_wrong")
+    assert.match(`${line.code} ${line.err}`, /ERR_TLS_CERT_ALTNAME_INVALID/)
   })
 })
