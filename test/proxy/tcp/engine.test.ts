@@ -287,3 +287,40 @@ describe("no connection is left behind", () => {
     )
   })
 })
+
+describe("shutdown", () => {
+  test("close ends a half-open tcp connection after the grace time, not after the idle timeout", async () => {
+    // A backend that greets and never closes: the connection stays half-open once the client has sent its FIN.
+    const sticky = await startRawBackend((s) => s.write("hi\n"))
+    const site = await pki.issue({ names: ["localhost"] })
+    const own = await startPortcullis(`
+listeners:
+  - name: t
+    address: "127.0.0.1:${await freePort()}"
+    engine: tcp
+    tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }
+    upstream: sticky
+upstreams:
+  sticky: { backends: ["127.0.0.1:${sticky.port}"], timeouts: { idle: 10m } }
+`)
+    try {
+      const socket = await tlsConnect({ port: own.port("t"), servername: "localhost", ca: pki.ca.cert })
+      await new Promise((r) => socket.once("data", r))
+      const closed = new Promise((r) => socket.once("close", r))
+      socket.end()
+      await waitUntil(() => own.runtime.status().listeners[0]!.connections === 1, "the half-open connection is open")
+      let done = false
+      const closing = own.close().then(() => {
+        done = true
+      })
+      // close(200) in the helper: the grace is 200 ms; the 10 s bound only keeps a failure from hanging.
+      await waitUntil(() => done, "Runtime.close returned", 10_000)
+      await closing
+      await closed
+    } finally {
+      // The backend first: with its side gone the pipe ends, so this cleanup cannot hang even when the test failed.
+      await sticky.close()
+      await own.close()
+    }
+  })
+})
