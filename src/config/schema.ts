@@ -310,6 +310,11 @@ const upstreamTimeouts = z
     idle: duration()
       .prefault("60s")
       .describe("body inactivity, and keep-alive idle of pooled connections (default 60s)"),
+    total: duration()
+      .prefault("0s")
+      .describe(
+        "whole request, first try to last response byte; before the response began: 504, after: the response is cut; 0 = off (default 0s)",
+      ),
   })
   .strict()
 
@@ -357,7 +362,14 @@ const upstream = z
       ),
     tls: upstreamTls.optional().describe("re-encrypt to backends (default plain)"),
     send_proxy_protocol: z.enum(["v1", "v2"]).optional().describe("PROXY header on backend connections (default off)"),
-    keepalive: z.number().int().min(0).default(64).describe("idle pooled connections per backend (default 64)"),
+    keepalive: z
+      .number()
+      .int()
+      .min(0)
+      .default(64)
+      .describe(
+        "idle keep-alive connections kept per backend; a request beyond it closes its connection after the response; 0 = no reuse (default 64)",
+      ),
   })
   .strict()
 

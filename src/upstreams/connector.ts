@@ -73,6 +73,8 @@ export function createBackendPool(backend: Backend, config: UpstreamConfig, tls:
     headersTimeout: config.timeouts.response,
     bodyTimeout: config.timeouts.idle,
     keepAliveMaxTimeout: config.timeouts.idle,
+    // Without a Keep-Alive hint from the backend undici keeps an idle connection 4 s; never longer than timeouts.idle.
+    keepAliveTimeout: Math.min(4_000, config.timeouts.idle),
     // Forwarded requests carry whatever the client sent; the backend enforces its own limits.
     maxHeaderSize: 64 * 1024,
     connect: { timeout: config.timeouts.connect },
@@ -85,13 +87,50 @@ export function createBackendPool(backend: Backend, config: UpstreamConfig, tls:
     : undefined
   if (tlsConnector) options.connect = tlsConnector
   const version = config.send_proxy_protocol
-  if (!version) return new Pool(origin, options)
-  return new ProxiedPool(origin, options, {
-    version,
-    address: backend.address,
-    connectTimeoutMs: config.timeouts.connect,
-    tlsConnector,
-  })
+  if (!version) return new BackendPool(origin, options, backend, config.keepalive)
+  return new ProxiedPool(
+    origin,
+    options,
+    {
+      version,
+      address: backend.address,
+      connectTimeoutMs: config.timeouts.connect,
+      tlsConnector,
+    },
+    backend,
+    config.keepalive,
+  )
+}
+
+/**
+ * keepAliveOptions applies the upstream's `keepalive` (idle connections kept per backend, like nginx's upstream
+ * `keepalive N`): a request sent while more than that many are in flight on the backend (counting itself) asks for
+ * `Connection: close`, so its connection is closed after the response instead of joining the idle ones. With
+ * keepalive 0 no connection is reused. Under the limit the options pass through untouched (no allocation).
+ */
+function keepAliveOptions(
+  options: Dispatcher.DispatchOptions,
+  backend: Backend,
+  keepalive: number,
+): Dispatcher.DispatchOptions {
+  // Never reset: false, which would undo undici's own closes (HEAD, upgrade).
+  return backend.inFlight > keepalive ? { ...options, reset: true } : options
+}
+
+/** BackendPool is a backend's keep-alive pool that keeps at most `keepalive` connections idle (keepAliveOptions). */
+class BackendPool extends Pool {
+  readonly #backend: Backend
+  readonly #keepalive: number
+
+  constructor(origin: string, options: Pool.Options, backend: Backend, keepalive: number) {
+    super(origin, options)
+    this.#backend = backend
+    this.#keepalive = keepalive
+  }
+
+  override dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    return super.dispatch(keepAliveOptions(options, this.#backend, this.#keepalive), handler)
+  }
 }
 
 /** ProxiedPoolOptions: which PROXY version to send, where to connect, and the TLS step after the header. */
@@ -115,16 +154,21 @@ class ProxiedPool extends Pool {
   readonly #options: Pool.Options
   readonly #proxied: ProxiedPoolOptions
   readonly #byClient = new Map<ConnectionInfo, Pool>()
+  readonly #backend: Backend
+  readonly #keepalive: number
 
-  constructor(origin: string, options: Pool.Options, proxied: ProxiedPoolOptions) {
+  constructor(origin: string, options: Pool.Options, proxied: ProxiedPoolOptions, backend: Backend, keepalive: number) {
     const unknown = proxied.version === "v1" ? encodeProxyV1(UNKNOWN_ENDPOINTS) : encodeProxyV2Local()
     super(origin, { ...options, connect: connectWithHeader(() => unknown, proxied) })
     this.#origin = origin
     this.#options = options
     this.#proxied = proxied
+    this.#backend = backend
+    this.#keepalive = keepalive
   }
 
-  override dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+  override dispatch(dispatchOptions: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    const options = keepAliveOptions(dispatchOptions, this.#backend, this.#keepalive)
     const info = infoOf(options.headers)
     if (!info) return super.dispatch(options, handler)
     let pool = this.#byClient.get(info)

@@ -41,6 +41,8 @@ export interface UpstreamStats {
   queueFull: number
   queueTimeouts: number
   ejections: number
+  /** tcp connections closed at once because every backend was at max_connections. */
+  tcpRejected: number
 }
 
 /** SlotWaiter is a request waiting for a backend under its max_connections (the http exchange). */
@@ -87,7 +89,14 @@ export class Upstream {
   /** Passive health, unless `passive.enabled: false`. */
   readonly outliers: OutlierDetector | undefined
   readonly health: HealthChecker | undefined
-  readonly stats: UpstreamStats = { retries: 0, queued: 0, queueFull: 0, queueTimeouts: 0, ejections: 0 }
+  readonly stats: UpstreamStats = {
+    retries: 0,
+    queued: 0,
+    queueFull: 0,
+    queueTimeouts: 0,
+    ejections: 0,
+    tcpRejected: 0,
+  }
   /** Some backend has max_connections: releases must wake waiters. */
   readonly limited: boolean
   readonly #balancer: Balancer
@@ -152,6 +161,7 @@ export class Upstream {
           },
           log,
           upstream: name,
+          proxyProtocol: config.send_proxy_protocol,
           registry: options.healthRegistry,
           onChange: onHealthChange,
         })

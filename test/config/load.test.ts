@@ -249,13 +249,13 @@ describe("good configs", () => {
       rise: 2,
       fall: 3,
     })
-    assert.deepEqual(up.timeouts, { connect: 2000, response: 30_000, idle: 60_000 })
+    assert.deepEqual(up.timeouts, { connect: 2000, response: 30_000, idle: 60_000, total: 0 })
     assert.equal(up.retries, 1)
     assert.equal(up.keepalive, 64)
 
     assert.equal(api.balance, "p2c")
     assert.equal(api.hash_key, "client_ip")
-    assert.deepEqual(api.timeouts, { connect: 5000, response: 60_000, idle: 60_000 })
+    assert.deepEqual(api.timeouts, { connect: 5000, response: 60_000, idle: 60_000, total: 0 })
     assert.equal(api.tls?.ca, join(dir, "certs/internal-ca.pem"))
     assert.equal(api.tls?.servername, "api.internal")
     assert.equal(api.tls?.insecure_skip_verify, false)

@@ -86,6 +86,8 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
   status = 0
   bytes = 0
   reason = ""
+  /** The timeouts.total timer; only set when it is configured (no cost when off). */
+  totalTimer: NodeJS.Timeout | undefined
 
   constructor(
     ctx: ExchangeContext,
@@ -112,6 +114,8 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
       forwardCert: this.ctx.forwardCert,
     })
     const upstream = this.upstream
+    const total = upstream.config.timeouts.total
+    if (total > 0) this.totalTimer = setTimeout(onTotalTimeout, total, this)
     if (upstream.sticky !== undefined || upstream.hashKey !== undefined) {
       this.pickContext = {
         key: upstream.hashKey && hashKeyOf(upstream.hashKey, req, this.info),
@@ -314,10 +318,23 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     this.status = mapped.status
   }
 
+  /** expire ends the request when timeouts.total passes: 504 before the response began, else a broken response. */
+  expire(): void {
+    this.totalTimer = undefined
+    if (this.done) return
+    const total = this.upstream.config.timeouts.total
+    this.#fail(
+      new BackendError("PC_BACKEND_TIMEOUT", `upstream ${this.upstream.name}: no whole response within ${total} ms`),
+    )
+    // Done now (not at the client's close): the try in flight is aborted and nothing else is written or retried.
+    this.finish()
+  }
+
   /** finish runs once when the client response is closed: access log line. */
   finish(): void {
     if (this.done) return
     this.done = true
+    if (this.totalTimer !== undefined) clearTimeout(this.totalTimer)
     if (this.waiting) {
       this.waiting = false
       this.upstream.cancelWait(this)
@@ -326,6 +343,10 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     if (controller && !this.res.writableFinished) controller.abort(new Error("client closed the connection"))
     if (this.ctx.accessLog) logAccess(this.ctx.accessLog, this)
   }
+}
+
+function onTotalTimeout(exchange: Exchange): void {
+  exchange.expire()
 }
 
 function onClientDrain(this: ClientResponse): void {

@@ -56,7 +56,10 @@ export class TcpEngine {
       header = version === "v1" ? encodeProxyV1(addresses) : encodeProxyV2(addresses, tlvsFromTlsSocket(socket))
     }
     const tried = new Set<Backend>()
+    // `balance: hash` on a tcp listener can only hash the client address (no path, header or cookie at L4).
+    const key = upstream.hashKey?.kind === "client_ip" ? info?.clientAddress : undefined
     let current: Backend | undefined
+    let full = false
     const started = Date.now()
     pipeConnection(socket, {
       header,
@@ -64,21 +67,33 @@ export class TcpEngine {
       maxAttempts: upstream.config.retries + 1,
       log,
       connect: () => {
-        const backend = upstream.pick({ exclude: tried })
+        const backend = upstream.pick({ key, exclude: tried })
         if (!backend || tried.has(backend)) {
+          // Every backend that could take it is at max_connections: HAProxy would queue; an L4 client is closed.
+          if (!full && upstream.saturated(tried)) {
+            full = true
+            upstream.stats.tcpRejected++
+          }
           return Promise.reject(
-            new PortcullisError("PC_NO_BACKEND", `upstream ${upstream.name}: no backend available`, {
-              source: "backend",
-            }),
+            new PortcullisError(
+              full ? "PC_BACKEND_FULL" : "PC_NO_BACKEND",
+              `upstream ${upstream.name}: ${full ? "every backend is at max_connections" : "no backend available"}`,
+              { source: "backend" },
+            ),
           )
         }
         tried.add(backend)
         current = backend
         backend.inFlight++
         return connectBackend(upstream, backend, this.#sessions).then(
-          (s) => ({ socket: s, release: () => void backend.inFlight-- }),
+          (s) => {
+            upstream.outliers?.onSuccess(backend)
+            return { socket: s, release: () => upstream.release(backend) }
+          },
           (err: unknown) => {
-            backend.inFlight--
+            upstream.release(backend)
+            // Passive health: a backend that keeps refusing is ejected, so later clients skip it at once.
+            upstream.failed(backend, errorCode(err) === "PC_BACKEND_CONNECT_TIMEOUT" ? "timeout" : "connect")
             throw err
           },
         )

@@ -6,6 +6,7 @@ import tls from "node:tls"
 import type { HealthConfig } from "../../config/schema.ts"
 import { errorMessage } from "../../core/errors.ts"
 import type { Logger } from "../../core/log.ts"
+import { encodeProxyV1, encodeProxyV2Local } from "../../listeners/proxy-protocol/encode.ts"
 import type { Backend } from "../backend.ts"
 
 /** HealthTls is how checks reach a re-encrypting upstream: the same trust and client certificate as requests. */
@@ -75,6 +76,11 @@ export interface HealthCheckerOptions {
   upstream?: string
   /** Shared records that survive a reload (default a private registry). */
   registry?: HealthRegistry
+  /**
+   * The upstream's `send_proxy_protocol`: a backend that expects a PROXY header refuses connections without one, so
+   * checks send one too: v2 LOCAL, v1 UNKNOWN (the check is the proxy's own connection, not a client's).
+   */
+  proxyProtocol?: "v1" | "v2" | undefined
   /** Called after a backend's health changes (including the first check), e.g. for metrics or cluster workers. */
   onChange?: (backend: Backend, healthy: boolean) => void
 }
@@ -107,6 +113,8 @@ export class HealthChecker {
   readonly #onChange: ((backend: Backend, healthy: boolean) => void) | undefined
   readonly #statusLow: number
   readonly #statusHigh: number
+  /** The PROXY header every check connection starts with, when the upstream sends one. */
+  readonly #proxyHeader: Buffer | undefined
   readonly #inflight = new Set<net.Socket | http.ClientRequest>()
   #timer: NodeJS.Timeout | undefined
   #round: Promise<void> | undefined
@@ -123,6 +131,13 @@ export class HealthChecker {
     const [low, high] = options.config.expect_status.split("-")
     this.#statusLow = Number(low)
     this.#statusHigh = Number(high ?? low)
+    const pp = options.proxyProtocol
+    this.#proxyHeader =
+      pp === "v2"
+        ? encodeProxyV2Local()
+        : pp === "v1"
+          ? encodeProxyV1({ source: { address: "", port: 0 }, destination: { address: "", port: 0 } })
+          : undefined
   }
 
   /** start applies remembered health, runs the first round of checks and resolves when it is complete. */
@@ -249,29 +264,60 @@ export class HealthChecker {
 
   /** #tcpCheck passes when a connection (and the TLS handshake, when re-encrypting) completes within the timeout. */
   #tcpCheck(backend: Backend): Promise<void> {
-    const { host, port } = backend.address
     const timeout = this.#config.timeout
     return new Promise<void>((resolve, reject) => {
-      const socket =
-        this.#tls === undefined
-          ? net.connect({ host, port })
-          : tls.connect({ host, port, ...this.#tlsOptions(backend) })
-      this.#inflight.add(socket)
-      const timer = setTimeout(() => socket.destroy(new Error(`timed out after ${timeout} ms`)), timeout)
       let settled = false
-      const done = (err?: Error) => {
+      let secure: net.Socket | undefined
+      const done = (err?: Error | null) => {
         if (settled) return
         settled = true
         clearTimeout(timer)
-        this.#inflight.delete(socket)
-        socket.destroy()
-        if (err === undefined) resolve()
+        this.#inflight.delete(raw)
+        secure?.destroy()
+        raw.destroy()
+        if (!err) resolve()
         else reject(err)
       }
-      socket.once(this.#tls === undefined ? "connect" : "secureConnect", () => done())
-      socket.on("error", done)
-      socket.once("close", () => done(new Error("connection closed before it was established")))
+      const timer = setTimeout(() => done(new Error(`timed out after ${timeout} ms`)), timeout)
+      const raw = this.#dial(backend, (err, socket) => {
+        if (err || !socket) return done(err ?? new Error("no connection"))
+        if (this.#tls === undefined) return done()
+        secure = socket
+        socket.on("error", done)
+        socket.once("secureConnect", () => done())
+        socket.once("close", () => done(new Error("connection closed before it was established")))
+      })
+      this.#inflight.add(raw)
     })
+  }
+
+  /**
+   * #dial opens a check connection and calls back once it is connected and the PROXY header (when configured) is
+   * written; when re-encrypting it hands over a TLS socket wrapping that connection, before its handshake (as
+   * http.request's createConnection expects), so the header precedes the ClientHello. Returns the raw socket, to be
+   * destroyed when the check ends.
+   */
+  #dial(backend: Backend, callback: (err: Error | null, socket?: net.Socket) => void): net.Socket {
+    const { host, port } = backend.address
+    const header = this.#proxyHeader
+    const raw = net.connect({ host, port })
+    let called = false
+    const once = (err: Error | null, socket?: net.Socket) => {
+      if (called) return
+      called = true
+      callback(err, socket)
+    }
+    raw.on("error", (err) => once(err))
+    raw.once("close", () => once(new Error("connection closed before it was established")))
+    const proceed = () => {
+      if (this.#tls === undefined) once(null, raw)
+      else once(null, tls.connect({ socket: raw, ...this.#tlsOptions(backend) }))
+    }
+    raw.once("connect", () => {
+      if (header === undefined) proceed()
+      else raw.write(header, (err) => (err ? once(err) : proceed()))
+    })
+    return raw
   }
 
   /** #httpCheck passes on a status in expect_status and, if set, a body containing expect_body. */
@@ -282,8 +328,18 @@ export class HealthChecker {
     const headers = { host: config.host ?? backend.id, "user-agent": "portcullis-health-check", connection: "close" }
     return new Promise<void>((resolve, reject) => {
       const options: https.RequestOptions = { host, port, method: "GET", path: config.path, headers, agent: false }
+      let raw: net.Socket | undefined
+      if (this.#proxyHeader !== undefined) {
+        // The connection (PROXY header first, then TLS when re-encrypting) is #dial's; http.request speaks HTTP on it.
+        // Node ignores createConnection when given an agent, even `false`.
+        delete options.agent
+        options.createConnection = ((_options: unknown, oncreate: (err: Error | null, socket?: net.Socket) => void) => {
+          raw = this.#dial(backend, oncreate)
+          return undefined
+        }) as unknown as https.RequestOptions["createConnection"]
+      }
       const req =
-        this.#tls === undefined
+        this.#tls === undefined || options.createConnection !== undefined
           ? http.request(options)
           : https.request({ ...options, ...(this.#tlsOptions(backend) as https.RequestOptions) })
       this.#inflight.add(req)
@@ -294,6 +350,7 @@ export class HealthChecker {
         clearTimeout(timer)
         this.#inflight.delete(req)
         req.destroy()
+        raw?.destroy()
         if (err === undefined) resolve()
         else reject(err)
       }

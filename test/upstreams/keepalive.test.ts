@@ -1,0 +1,126 @@
+/** The upstream's `keepalive`: how many idle keep-alive connections each backend keeps (nginx's upstream `keepalive N`). */
+import assert from "node:assert/strict"
+import http from "node:http"
+import type net from "node:net"
+import { after, before, describe, test } from "node:test"
+import { request } from "../helpers/clients.ts"
+import { createPki, type Pki } from "../helpers/pki.ts"
+import { freePort, type RunningPortcullis, startPortcullis } from "../helpers/portcullis.ts"
+import { waitUntil } from "../helpers/wait.ts"
+
+interface CountingBackend {
+  port: number
+  /** Connections accepted so far. */
+  accepted: () => number
+  /** Connections open now. */
+  open: () => number
+  close: () => Promise<void>
+}
+
+/**
+ * startCountingBackend keeps idle connections for a minute (so only the proxy closes them early) and counts them.
+ * GET /hold?n=N holds each response until N such requests are in flight, then answers them all; anything else is "ok".
+ */
+async function startCountingBackend(): Promise<CountingBackend> {
+  const sockets = new Set<net.Socket>()
+  let accepted = 0
+  let held: http.ServerResponse[] = []
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url ?? "/", "http://x")
+    if (url.pathname !== "/hold") {
+      res.end("ok")
+      return
+    }
+    held.push(res)
+    if (held.length >= Number(url.searchParams.get("n"))) {
+      for (const r of held) r.end("held")
+      held = []
+    }
+  })
+  server.keepAliveTimeout = 60_000
+  server.on("connection", (socket: net.Socket) => {
+    accepted++
+    sockets.add(socket)
+    socket.on("close", () => sockets.delete(socket))
+  })
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r))
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    accepted: () => accepted,
+    open: () => sockets.size,
+    close: () => {
+      server.closeAllConnections()
+      return new Promise((r) => server.close(() => r()))
+    },
+  }
+}
+
+let pki: Pki
+let pc: RunningPortcullis
+let none: CountingBackend
+let one: CountingBackend
+let plenty: CountingBackend
+
+before(async () => {
+  pki = await createPki()
+  const site = await pki.issue({ names: ["localhost", "none.test", "one.test", "plenty.test"] })
+  none = await startCountingBackend()
+  one = await startCountingBackend()
+  plenty = await startCountingBackend()
+  pc = await startPortcullis(`
+listeners:
+  - name: web
+    address: 127.0.0.1:${await freePort()}
+    tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }
+    routes:
+      - { hosts: [none.test], upstream: none }
+      - { hosts: [one.test], upstream: one }
+      - { hosts: [plenty.test], upstream: plenty }
+upstreams:
+  none: { backends: ["127.0.0.1:${none.port}"], keepalive: 0 }
+  one: { backends: ["127.0.0.1:${one.port}"], keepalive: 1 }
+  plenty: { backends: ["127.0.0.1:${plenty.port}"] }
+access_log: { enabled: false }
+`)
+})
+
+after(async () => {
+  await pc?.close()
+  await Promise.all([none?.close(), one?.close(), plenty?.close()])
+  await pki?.close()
+})
+
+function get(host: string, path = "/") {
+  return request({ port: pc.port("web"), host, path, ca: pki.ca.cert })
+}
+
+/** concurrently sends n requests that the backend answers only once all n are in flight (n connections). */
+async function concurrently(host: string, n: number): Promise<void> {
+  const replies = await Promise.all(Array.from({ length: n }, () => get(host, `/hold?n=${n}`)))
+  for (const r of replies) assert.equal(r.status, 200)
+}
+
+describe("upstream keepalive", () => {
+  test("keepalive 0: every request opens a new backend connection, closed after its response", async () => {
+    for (let i = 0; i < 3; i++) assert.equal((await get("none.test")).text, "ok")
+    assert.equal(none.accepted(), 3)
+    await waitUntil(() => none.open() === 0, "no idle connection kept", 3_000)
+  })
+
+  test("keepalive 1: after 3 concurrent requests only one backend connection stays open, and it is reused", async () => {
+    await concurrently("one.test", 3)
+    assert.equal(one.accepted(), 3)
+    // The backend would keep them all for a minute: only the proxy closes the ones beyond keepalive.
+    await waitUntil(() => one.open() === 1, `one idle connection kept (open: ${one.open()})`, 3_000)
+    for (let i = 0; i < 3; i++) assert.equal((await get("one.test")).text, "ok")
+    assert.equal(one.accepted(), 3, "sequential requests reuse the kept connection")
+    assert.equal(one.open(), 1)
+  })
+
+  test("default keepalive (64): connections under the limit are all kept and reused", async () => {
+    await concurrently("plenty.test", 3)
+    await concurrently("plenty.test", 3)
+    assert.equal(plenty.accepted(), 3, "the second batch reused the three idle connections")
+    assert.equal(plenty.open(), 3)
+  })
+})
