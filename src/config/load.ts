@@ -423,10 +423,11 @@ function resolvePaths(config: Config, baseDir: string): Config {
   const absOpt = (p: string | undefined) => (p === undefined ? undefined : abs(p))
   for (const l of config.listeners) {
     if (!l.tls) continue
-    l.tls.certificates = l.tls.certificates.map((c) => ("cert" in c ? { cert: abs(c.cert), key: abs(c.key) } : c))
-    if (l.tls.client_auth) {
-      l.tls.client_auth.ca = absOpt(l.tls.client_auth.ca)
-      l.tls.client_auth.crl = absOpt(l.tls.client_auth.crl)
+    l.tls.certificates = l.tls.certificates.map((c) => ("cert" in c ? { ...c, cert: abs(c.cert), key: abs(c.key) } : c))
+    for (const auth of [l.tls.client_auth, ...l.tls.certificates.map((c) => c.client_auth)]) {
+      if (!auth) continue
+      auth.ca = absOpt(auth.ca)
+      auth.crl = absOpt(auth.crl)
     }
   }
   for (const u of Object.values(config.upstreams)) {

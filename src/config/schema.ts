@@ -78,29 +78,6 @@ const hostname = z
     message: 'expected a host name like "example.com" or "*.example.com"',
   })
 
-const fileCertificate = z
-  .object({
-    cert: z.string().min(1).describe("PEM file with the certificate, then its chain (required)"),
-    key: z.string().min(1).describe("PEM file with the private key (required)"),
-  })
-  .strict()
-
-const selfSignedCertificate = z
-  .object({
-    self_signed: z
-      .array(hostname)
-      .min(1)
-      .describe("names to put in a self-signed certificate made at start (development)"),
-    key_type: z.enum(["ecdsa", "rsa"]).default("ecdsa").describe("key type of the made certificate (default ecdsa)"),
-  })
-  .strict()
-
-const certificate = z.union([fileCertificate, selfSignedCertificate], {
-  error: () => "expected { cert: FILE, key: FILE } or { self_signed: [NAMES] }",
-})
-
-export const TLS_VERSIONS = ["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"] as const
-
 const clientAuth = z
   .object({
     mode: z.enum(["none", "request", "require"]).default("none").describe("client certificate mode (default none)"),
@@ -114,6 +91,36 @@ const clientAuth = z
       ctx.addIssue({ code: "custom", path: ["ca"], message: `client_auth mode ${value.mode} needs a ca file` })
     }
   })
+
+/** A certificate entry's own client_auth, like a line of HAProxy's crt-list: it governs the names it serves. */
+const certificateClientAuth = clientAuth
+  .optional()
+  .describe("mTLS for this certificate's names, in place of the listener's client_auth (default: the listener's)")
+
+const fileCertificate = z
+  .object({
+    cert: z.string().min(1).describe("PEM file with the certificate, then its chain (required)"),
+    key: z.string().min(1).describe("PEM file with the private key (required)"),
+    client_auth: certificateClientAuth,
+  })
+  .strict()
+
+const selfSignedCertificate = z
+  .object({
+    self_signed: z
+      .array(hostname)
+      .min(1)
+      .describe("names to put in a self-signed certificate made at start (development)"),
+    key_type: z.enum(["ecdsa", "rsa"]).default("ecdsa").describe("key type of the made certificate (default ecdsa)"),
+    client_auth: certificateClientAuth,
+  })
+  .strict()
+
+const certificate = z.union([fileCertificate, selfSignedCertificate], {
+  error: () => "expected { cert: FILE, key: FILE } or { self_signed: [NAMES] }",
+})
+
+export const TLS_VERSIONS = ["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"] as const
 
 const hsts = z
   .object({

@@ -28,8 +28,10 @@ export interface ConnectionInfo {
   alpn: string
   /** The client address is in the listener's trusted_proxies. */
   trusted: boolean
-  /** client_auth is on for this listener (request or require). */
+  /** client_auth is on for this connection's certificate (request or require). */
   clientAuth: boolean
+  /** client_auth.forward_cert: send the client certificate PEM in X-Client-Cert. */
+  forwardCert: boolean
   clientCert: ClientCertInfo | undefined
 }
 
@@ -74,7 +76,12 @@ export interface ProxiedSource {
 export function readConnectionInfo(
   socket: TLSSocket,
   listener: string,
-  options: { source?: ProxiedSource; isTrusted: (address: string) => boolean; clientAuth: boolean },
+  options: {
+    source?: ProxiedSource
+    isTrusted: (address: string) => boolean
+    clientAuth: boolean
+    forwardCert?: boolean
+  },
 ): ConnectionInfo {
   const peerAddress = unmapIPv4(socket.remoteAddress)
   const clientAddress = options.source ? unmapIPv4(options.source.address) : peerAddress
@@ -109,6 +116,7 @@ export function readConnectionInfo(
     alpn: typeof socket.alpnProtocol === "string" ? socket.alpnProtocol : "",
     trusted: options.isTrusted(clientAddress),
     clientAuth: options.clientAuth,
+    forwardCert: options.forwardCert ?? false,
     clientCert,
   }
 }

@@ -4,7 +4,7 @@ import tls, { type TLSSocket } from "node:tls"
 import type { ListenerConfig } from "../config/schema.ts"
 import { errorMessage } from "../core/errors.ts"
 import type { Logger } from "../core/log.ts"
-import type { CertStore } from "../tls/cert-store.ts"
+import type { CertStore, ClientAuthPolicy } from "../tls/cert-store.ts"
 import { attachInfo, type ProxiedSource, readConnectionInfo } from "./connection-info.ts"
 import { readProxyHeader } from "./proxy-protocol/read-header.ts"
 import { compileCidrs } from "./proxy-protocol/trusted.ts"
@@ -21,7 +21,19 @@ const kSource = Symbol("portcullis.proxiedSource")
 const kDeadline = Symbol("portcullis.handshakeDeadline")
 const kTls = Symbol("portcullis.tlsSocket")
 /** What a raw socket carries through the handshake: the PROXY header's source, the deadline, the TLS socket. */
-type WithSource = { [kSource]?: ProxiedSource; [kDeadline]?: ReturnType<typeof setTimeout>; [kTls]?: TLSSocket }
+const kServed = Symbol("portcullis.served")
+type WithSource = {
+  [kSource]?: ProxiedSource
+  [kDeadline]?: ReturnType<typeof setTimeout>
+  [kTls]?: TLSSocket
+  [kServed]?: Served
+}
+
+/** Served: how the sockets of one SecureContext are built and judged (its client_auth policy). */
+interface Served {
+  options: tls.TLSSocketOptions
+  auth: ClientAuthPolicy
+}
 
 /** TlsListenerStats: counted per generation, shown in the admin status. */
 export interface TlsListenerStats {
@@ -49,10 +61,8 @@ export class TlsListener {
   readonly stats: TlsListenerStats = { accepted: 0, handshakes: 0, handshakeErrors: 0, proxyHeaderErrors: 0 }
   readonly #log: Logger
   readonly #isTrusted: (address: string) => boolean
-  readonly #socketOptions: tls.TLSSocketOptions
+  readonly #served = new Map<tls.SecureContext, Served>()
   readonly #handshakeTimeout: number
-  readonly #clientAuth: boolean
-  readonly #rejectUnverified: boolean
   readonly #onSecure: (this: TLSSocket) => void
   readonly #onHandshakeError: (this: TLSSocket, err: Error) => void
   readonly #onEarlyClose: (this: TLSSocket) => void
@@ -64,17 +74,7 @@ export class TlsListener {
     this.#log = log
     this.#isTrusted = compileCidrs(config.trusted_proxies)
     const tlsConfig = config.tls!
-    const options = certs.secureOptions
     this.#handshakeTimeout = tlsConfig.handshake_timeout
-    this.#clientAuth = (tlsConfig.client_auth?.mode ?? "none") !== "none"
-    this.#rejectUnverified = tlsConfig.client_auth?.mode === "require"
-    this.#socketOptions = {
-      isServer: true,
-      requestCert: this.#clientAuth,
-      // require: a client without a certificate fails in the handshake; a bad one is judged in #secured.
-      rejectUnauthorized: this.#rejectUnverified,
-      ALPNProtocols: options.ALPNProtocols as string[] | undefined,
-    }
     const listener = this
     this.#onSecure = function (this: TLSSocket) {
       listener.#secured(this)
@@ -141,12 +141,35 @@ export class TlsListener {
       this.stats.handshakeErrors++
       return
     }
-    const socket = new tls.TLSSocket(raw, { ...this.#socketOptions, secureContext })
+    const served = this.#servedBy(secureContext)
+    const socket = new tls.TLSSocket(raw, served.options)
     ;(raw as WithSource)[kTls] = socket
+    ;(raw as WithSource)[kServed] = served
     socket.once("secure", this.#onSecure)
     // Until control is released, Node reports handshake failures as '_tlsError', as tls.Server listens for them.
     socket.on("_tlsError", this.#onHandshakeError)
     socket.once("close", this.#onEarlyClose)
+  }
+
+  /** servedBy builds, once per context, the socket options its client_auth policy calls for. */
+  #servedBy(secureContext: tls.SecureContext): Served {
+    let served = this.#served.get(secureContext)
+    if (!served) {
+      const auth = this.certs.clientAuthOf(secureContext)
+      served = {
+        auth,
+        options: {
+          isServer: true,
+          secureContext,
+          requestCert: auth.mode !== "none",
+          // require: a client without a certificate fails in the handshake; a bad one is judged in #secured.
+          rejectUnauthorized: auth.mode === "require",
+          ALPNProtocols: this.certs.secureOptions.ALPNProtocols as string[] | undefined,
+        },
+      }
+      this.#served.set(secureContext, served)
+    }
+    return served
   }
 
   #secured(socket: TLSSocket): void {
@@ -158,7 +181,8 @@ export class TlsListener {
     socket.off("_tlsError", this.#onHandshakeError)
     socket.off("close", this.#onEarlyClose)
     socket.on("error", ignore)
-    if (this.#clientAuth && !this.#verifyClient(socket)) {
+    const auth = raw?.[kServed]?.auth ?? this.certs.clientAuthOf(this.certs.contextFor(undefined))
+    if (auth.mode !== "none" && !this.#verifyClient(socket, auth.mode === "require")) {
       this.stats.handshakeErrors++
       this.#log.debug({ listener: this.config.name, err: socket.authorizationError }, "client certificate refused")
       socket.destroy()
@@ -171,7 +195,8 @@ export class TlsListener {
     const info = readConnectionInfo(socket, this.config.name, {
       source: raw?.[kSource],
       isTrusted: this.#isTrusted,
-      clientAuth: this.#clientAuth,
+      clientAuth: auth.mode !== "none",
+      forwardCert: auth.forwardCert,
     })
     attachInfo(socket, info)
     this.engine.handle(socket)
@@ -182,7 +207,7 @@ export class TlsListener {
    * handshake): sets authorized or authorizationError as tls.Server would, and says whether the client may stay
    * (require: only when verified; request: always).
    */
-  #verifyClient(socket: TLSSocket): boolean {
+  #verifyClient(socket: TLSSocket, require: boolean): boolean {
     const verifyError = (socket as unknown as { _handle?: VerifyingHandle })._handle?.verifyError()
     let error: string | undefined
     if (verifyError) error = verifyError.code ?? verifyError.message
@@ -193,7 +218,7 @@ export class TlsListener {
       return true
     }
     ;(socket as unknown as { authorizationError: string }).authorizationError = error
-    return !this.#rejectUnverified
+    return !require
   }
 
   #failed(socket: TLSSocket, err: Error): void {

@@ -12,6 +12,15 @@ import { loadSelfSigned } from "./sources/self-signed.ts"
 
 export type { CertificateStatus, LoadedCertificate } from "./certificate.ts"
 
+/** ClientAuthPolicy: how a context treats client certificates (the listener's client_auth or its entry's). */
+export interface ClientAuthPolicy {
+  mode: "none" | "request" | "require"
+  /** also send the PEM in X-Client-Cert */
+  forwardCert: boolean
+}
+
+const NO_CLIENT_AUTH: ClientAuthPolicy = { mode: "none", forwardCert: false }
+
 /** CertStoreOptions: what a store needs besides the listener's TLS config. */
 export interface CertStoreOptions {
   dataDir: string
@@ -32,6 +41,7 @@ export class CertStore {
   /** "*.example.com" is kept under "example.com" */
   readonly #wildcard: Map<string, tls.SecureContext>
   readonly #default: tls.SecureContext
+  readonly #auths: Map<tls.SecureContext, ClientAuthPolicy>
   /** Every name is served by one context: no ClientHello peek is needed to choose it. */
   readonly single: boolean
 
@@ -41,12 +51,14 @@ export class CertStore {
     exact: Map<string, tls.SecureContext>,
     wildcard: Map<string, tls.SecureContext>,
     fallback: tls.SecureContext,
+    auths: Map<tls.SecureContext, ClientAuthPolicy>,
   ) {
     this.#certs = certs
     this.secureOptions = secureOptions
     this.#exact = exact
     this.#wildcard = wildcard
     this.#default = fallback
+    this.#auths = auths
     this.single = new Set([...exact.values(), ...wildcard.values(), fallback]).size === 1
   }
 
@@ -57,8 +69,31 @@ export class CertStore {
       if ("cert" in entry) certs.push(loadFileCertificate(entry.cert, entry.key))
       else certs.push(await loadSelfSigned(entry.self_signed, entry.key_type, options.dataDir))
     }
-    const policy = serverTlsOptions(config, options.engine)
-    const session = sessionOptions(config, policy, options.ticketKeys)
+    // Each entry's client_auth (or the listener's) is its policy; a policy's options and session scope are built
+    // once, and every context of the store shares one set of ticket keys.
+    const ticketKeys = options.ticketKeys ?? randomBytes(48)
+    const entryConfig = config.certificates.map((entry) => ({
+      ...config,
+      client_auth: entry.client_auth ?? config.client_auth,
+    }))
+    const policyKey = (i: number) => JSON.stringify(entryConfig[i]!.client_auth ?? { mode: "none" })
+    const policies = new Map<string, { options: ServerTlsOptions; session: SessionOptions; auth: ClientAuthPolicy }>()
+    const policyOf = (i: number) => {
+      const key = policyKey(i)
+      let policy = policies.get(key)
+      if (!policy) {
+        const listenerConfig = entryConfig[i]!
+        const tlsOptions = serverTlsOptions(listenerConfig, options.engine)
+        const auth = listenerConfig.client_auth
+        policy = {
+          options: tlsOptions,
+          session: sessionOptions(listenerConfig, tlsOptions, ticketKeys),
+          auth: { mode: auth?.mode ?? "none", forwardCert: auth?.forward_cert ?? false },
+        }
+        policies.set(key, policy)
+      }
+      return policy
+    }
 
     // name -> certificates for it, at most one per key type (the first listed wins), in config order.
     const byName = new Map<string, LoadedCertificate[]>()
@@ -69,18 +104,27 @@ export class CertStore {
         byName.set(name, list)
       }
     }
+    for (const [name, list] of byName) {
+      const keys = new Set(list.map((c) => policyKey(certs.indexOf(c))))
+      if (keys.size > 1) {
+        throw new TlsError("PC_TLS_POLICY", `the certificates for ${name} have different client_auth; give them one`)
+      }
+    }
     // One SecureContext per distinct set of certificates: ECDSA and RSA for one name share a context, and OpenSSL
     // picks between them by the client's signature algorithms. Node's SNICallback installs only the context's last
     // certificate, so ECDSA goes last: SNI-switched handshakes serve ECDSA, and contextForSocket() serves both.
     for (const list of byName.values())
       list.sort((a, b) => Number(a.keyType === "ecdsa") - Number(b.keyType === "ecdsa"))
     const built = new Map<string, tls.SecureContext>()
+    const auths = new Map<tls.SecureContext, ClientAuthPolicy>()
     const contextOf = (list: LoadedCertificate[]): tls.SecureContext => {
       const id = list.map((c) => certs.indexOf(c)).join(",")
       let context = built.get(id)
       if (!context) {
-        context = buildContext(list, policy, session)
+        const policy = policyOf(certs.indexOf(list[0]!))
+        context = buildContext(list, policy.options, policy.session)
         built.set(id, context)
+        auths.set(context, policy.auth)
       }
       return context
     }
@@ -94,13 +138,14 @@ export class CertStore {
     const first = certs[0]!
     const defaultList = (first.names[0] !== undefined && byName.get(first.names[0])) || [first]
     const fallback = contextOf(defaultList)
+    const defaultPolicy = policyOf(certs.indexOf(defaultList[0]!))
     const secureOptions: tls.TlsOptions = {
-      ...policy,
-      ...session,
+      ...defaultPolicy.options,
+      ...defaultPolicy.session,
       cert: defaultList.map((c) => c.chainPem),
       key: defaultList.map((c) => c.key.reveal()),
     }
-    return new CertStore(certs, secureOptions, exact, wildcard, fallback)
+    return new CertStore(certs, secureOptions, exact, wildcard, fallback, auths)
   }
 
   /** sniCallback is tls.Server's SNICallback: answers synchronously from the maps built in load(). */
@@ -129,6 +174,11 @@ export class CertStore {
    */
   async contextForSocket(socket: net.Socket, timeoutMs: number): Promise<tls.SecureContext> {
     return this.contextFor(await peekServerName(socket, timeoutMs))
+  }
+
+  /** clientAuthOf is the client-certificate policy of one of this store's contexts. */
+  clientAuthOf(context: tls.SecureContext): ClientAuthPolicy {
+    return this.#auths.get(context) ?? NO_CLIENT_AUTH
   }
 
   /** covers says whether some certificate's name matches host (exact, or a wildcard one level up). */
@@ -161,7 +211,7 @@ interface SessionOptions {
  * context is a hash of the client-certificate policy and the served names, so a session made under a policy that
  * did not ask for a client certificate cannot resume where one is required, even with shared ticket keys.
  */
-function sessionOptions(config: ListenerTlsConfig, policy: ServerTlsOptions, ticketKeys?: Buffer): SessionOptions {
+function sessionOptions(config: ListenerTlsConfig, policy: ServerTlsOptions, ticketKeys: Buffer): SessionOptions {
   const scope = createHash("sha256")
   scope.update(`mode=${config.client_auth?.mode ?? "none"}\n`)
   scope.update(`ca=${String(policy.ca ?? "")}\ncrl=${String(policy.crl ?? "")}\n`)
@@ -170,7 +220,7 @@ function sessionOptions(config: ListenerTlsConfig, policy: ServerTlsOptions, tic
   const options: SessionOptions = {
     // OpenSSL takes at most 32 bytes of session id context.
     sessionIdContext: scope.digest("hex").slice(0, 32),
-    ticketKeys: ticketKeys ?? randomBytes(48),
+    ticketKeys,
   }
   if (!config.session_tickets) options.secureOptions = constants.SSL_OP_NO_TICKET
   return options

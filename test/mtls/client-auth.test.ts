@@ -41,7 +41,9 @@ before(async () => {
   clients.revoked = await pki.issue({ names: [], commonName: "bob", client: true })
   const crl = await pki.revoke(clients.revoked)
   echo = await startEchoBackend("echo")
-  for (const name of ["require", "request", "none", "open", "secure"]) ports[name] = await freePort()
+  for (const name of ["require", "request", "none", "open", "secure", "mixed"]) ports[name] = await freePort()
+  const openCert = await pki.issue({ names: ["open.test"] })
+  const secureCert = await pki.issue({ names: ["secure.test"] })
   const cert = `certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }]`
   const ca = pki.ca.certPath
   pc = await startPortcullis(`
@@ -66,6 +68,13 @@ listeners:
     address: "127.0.0.1:${ports.secure}"
     tls: { ${cert}, client_auth: { mode: require, ca: ${ca} } }
     upstream: echo
+  - name: mixed
+    address: "127.0.0.1:${ports.mixed}"
+    tls:
+      certificates:
+        - { cert: ${openCert.certPath}, key: ${openCert.keyPath} }
+        - { cert: ${secureCert.certPath}, key: ${secureCert.keyPath}, client_auth: { mode: require, ca: ${ca} } }
+    upstream: echo
 upstreams:
   echo: { backends: ["127.0.0.1:${echo.port}"] }
 access_log: { enabled: false }
@@ -88,7 +97,13 @@ interface Seen {
 /** get sends GET /echo with an optional client certificate and returns the headers the backend saw. */
 function get(
   listener: string,
-  options: { client?: CertFiles; servername?: string; headers?: Record<string, string>; session?: Buffer } = {},
+  options: {
+    client?: CertFiles
+    servername?: string
+    headers?: Record<string, string>
+    session?: Buffer
+    maxVersion?: tls.SecureVersion
+  } = {},
 ): Promise<Seen> {
   return new Promise((resolve, reject) => {
     let session: Buffer | undefined
@@ -105,6 +120,7 @@ function get(
         headers: { host: options.servername ?? "localhost", ...options.headers },
         timeout: 10_000,
         ...(options.session && { session: options.session }),
+        ...(options.maxVersion && { maxVersion: options.maxVersion }),
       } as https.RequestOptions,
       (res) => {
         const socket = res.socket as tls.TLSSocket
@@ -245,3 +261,40 @@ describe("session resumption does not cross client-certificate policies (nginx C
     assert.equal(seen.headers["x-client-verify"], "SUCCESS")
   })
 })
+
+for (const maxVersion of ["TLSv1.3", "TLSv1.2"] as const) {
+  // TLS 1.2 tickets are not bound to the SNI name as TLS 1.3 ones are: there only the session scope keeps them apart.
+  describe(`${maxVersion}: per-certificate client_auth on one listener (HAProxy crt-list style), one set of ticket keys`, () => {
+    test("the open name serves without a certificate; the mTLS name refuses one without", async () => {
+      assert.equal((await get("mixed", { servername: "open.test", maxVersion })).status, 200)
+      await assert.rejects(get("mixed", { servername: "secure.test", maxVersion }))
+      const seen = await get("mixed", { servername: "secure.test", client: clients.good, maxVersion })
+      assert.equal(seen.headers["x-client-verify"], "SUCCESS")
+    })
+
+    test("a session from the open name resumes on the open name (control: the ticket is good on this listener)", async () => {
+      const first = await get("mixed", { servername: "open.test", maxVersion })
+      assert.ok(first.session)
+      assert.equal((await get("mixed", { servername: "open.test", session: first.session, maxVersion })).reused, true)
+    })
+
+    test("a session from the open name does not get a client without a certificate into the mTLS name", async () => {
+      const first = await get("mixed", { servername: "open.test", maxVersion })
+      const before = echo.seen.length
+      await assert.rejects(get("mixed", { servername: "secure.test", session: first.session, maxVersion }))
+      assert.equal(echo.seen.length, before)
+    })
+
+    test("a client with a good certificate gets a full handshake on the mTLS name, not the open name's session", async () => {
+      const first = await get("mixed", { servername: "open.test", maxVersion })
+      const seen = await get("mixed", {
+        servername: "secure.test",
+        session: first.session,
+        client: clients.good,
+        maxVersion,
+      })
+      assert.equal(seen.reused, false)
+      assert.equal(seen.headers["x-client-verify"], "SUCCESS")
+    })
+  })
+}

@@ -88,7 +88,7 @@ export function buildRequestHeaders(
     out.push("x-client-verify", cert.verified ? "SUCCESS" : `FAILED:${cert.error ?? "unverified"}`)
     if (cert.subject) out.push("x-client-cert-subject", cert.subject)
     if (cert.fingerprint256) out.push("x-client-cert-fingerprint", cert.fingerprint256)
-    if (options.forwardCert && cert.pem) out.push("x-client-cert", encodeURIComponent(cert.pem))
+    if (info.forwardCert && cert.pem) out.push("x-client-cert", encodeURIComponent(cert.pem))
   } else if (info.clientAuth) {
     out.push("x-client-verify", "NONE")
   }
