@@ -9,7 +9,7 @@ import { normalizeHost, type Router } from "../../routing/router.ts"
 import type { Backend } from "../../upstreams/backend.ts"
 import type { Upstream } from "../../upstreams/upstream.ts"
 import { encodeProxyV1, encodeProxyV2, tlvsFromTlsSocket } from "../proxy-header.ts"
-import { pipeConnection } from "./pipe.ts"
+import { BACKEND_ONREAD, pipeConnection } from "./pipe.ts"
 
 /** TcpEngineOptions: the listener's config slice and what the generation built for it. */
 export interface TcpEngineOptions {
@@ -125,7 +125,7 @@ function connectBackend(upstream: Upstream, backend: Backend): Promise<net.Socke
           servername: t.servername,
           rejectUnauthorized: t.rejectUnauthorized,
         })
-      : net.connect({ host, port, noDelay: true })
+      : net.connect({ host, port, noDelay: true, onread: BACKEND_ONREAD })
     const timer = setTimeout(() => {
       socket.destroy()
       reject(
