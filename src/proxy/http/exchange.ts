@@ -1,6 +1,6 @@
 /** @module exchange: one proxied HTTP request: pick a backend, stream the request, stream the response, retry or fail. */
 import type { IncomingMessage, ServerResponse } from "node:http"
-import type { Http2ServerRequest, Http2ServerResponse } from "node:http2"
+import type { Readable } from "node:stream"
 import type { Dispatcher } from "undici"
 import { errorCode, errorMessage, PortcullisError } from "../../core/errors.ts"
 import type { Logger } from "../../core/log.ts"
@@ -8,11 +8,12 @@ import type { ConnectionInfo } from "../../listeners/connection-info.ts"
 import type { Backend } from "../../upstreams/backend.ts"
 import type { Upstream } from "../../upstreams/upstream.ts"
 import { errorResponse } from "../respond-error.ts"
+import type { H2Request, H2Response } from "./h2-stream.ts"
 import { responseHeadersForClient } from "./hop-headers.ts"
 import { buildRequestHeaders } from "./request-headers.ts"
 
-export type ClientRequest = IncomingMessage | Http2ServerRequest
-export type ClientResponse = ServerResponse | Http2ServerResponse
+export type ClientRequest = IncomingMessage | H2Request
+export type ClientResponse = ServerResponse | H2Response
 
 /** ExchangeContext: what an engine shares with each of its exchanges. */
 export interface ExchangeContext {
@@ -58,7 +59,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   lastError: unknown
   controller: Dispatcher.DispatchController | undefined
   headers: string[] = []
-  body: ClientRequest | null = null
+  body: Readable | null = null
   tried: Set<Backend> | undefined
   attempt = 0
   responseStarted = false
@@ -91,7 +92,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       trusted: this.info.trusted,
       forwardCert: this.ctx.forwardCert,
     })
-    this.body = hasBody(req) ? req : null
+    this.body = hasBody(req) ? ("stream" in req ? req.bodyStream() : req) : null
     ;(this.res as WithExchange)[kExchange] = this
     this.res.on("drain", onClientDrain)
     this.res.on("close", onClientClose)
