@@ -10,6 +10,8 @@ export interface TestBackend {
   seen: { method: string; url: string; headers: http.IncomingHttpHeaders; rawHeaders: string[] }[]
   /** Open connections to this backend. */
   connections: () => number
+  /** Body bytes /bytes has handed to its sockets so far (what a backpressure test compares with what arrived). */
+  bytesSent: () => number
   close: () => Promise<void>
 }
 
@@ -37,6 +39,7 @@ function listen(server: http.Server): Promise<number> {
 export async function startEchoBackend(name = "backend"): Promise<TestBackend> {
   const seen: TestBackend["seen"] = []
   const sockets = new Set<net.Socket>()
+  let sentBytes = 0
   const server = http.createServer((req, res) => {
     seen.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers, rawHeaders: req.rawHeaders })
     const url = new URL(req.url ?? "/", "http://x")
@@ -79,6 +82,7 @@ export async function startEchoBackend(name = "backend"): Promise<TestBackend> {
           while (left > 0) {
             const size = Math.min(left, chunk.length)
             left -= size
+            sentBytes += size
             const ok = res.write(size === chunk.length ? chunk : chunk.subarray(0, size))
             if (!ok) {
               res.once("drain", pump)
@@ -112,6 +116,7 @@ export async function startEchoBackend(name = "backend"): Promise<TestBackend> {
     port,
     seen,
     connections: () => sockets.size,
+    bytesSent: () => sentBytes,
     close: () => {
       server.closeAllConnections()
       for (const s of sockets) s.destroy()
