@@ -1,6 +1,6 @@
 /** @module engine: the http engine: HTTP/1.1 and HTTP/2 (by ALPN) on decrypted sockets, routed to upstreams. */
 import http, { type IncomingMessage, type ServerResponse } from "node:http"
-import http2, { type Http2ServerRequest, type Http2ServerResponse, type Http2Session } from "node:http2"
+import http2, { type Http2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from "node:http2"
 import type { Duplex } from "node:stream"
 import type { TLSSocket } from "node:tls"
 import type { ListenerConfig } from "../../config/schema.ts"
@@ -10,6 +10,7 @@ import type { ClientGate } from "../../listeners/limits/client-gate.ts"
 import { normalizeHost, type Router } from "../../routing/router.ts"
 import type { Upstream } from "../../upstreams/upstream.ts"
 import { type ClientRequest, type ClientResponse, Exchange, type ExchangeContext, sendPlain } from "./exchange.ts"
+import { H2Request, H2Response } from "./h2-stream.ts"
 import { proxyUpgrade } from "./websocket.ts"
 
 /** HttpEngineOptions: the listener's config slice and what the generation built for it. */
@@ -25,6 +26,9 @@ export interface HttpEngineOptions {
 
 const kEngine = Symbol("portcullis.engine")
 type WithEngine = { [kEngine]?: HttpEngine }
+/** The TLS socket under an HTTP/2 session (session.socket is a Proxy: slower, and per request). */
+const kTlsSocket = Symbol("portcullis.h2.socket")
+type WithTlsSocket = Http2Session & { [kTlsSocket]?: TLSSocket }
 
 /** HttpEngine serves one listener's decrypted connections for one generation. */
 export class HttpEngine implements ExchangeContext {
@@ -43,6 +47,8 @@ export class HttpEngine implements ExchangeContext {
   readonly #h2: http2.Http2Server
   readonly #sockets = new Set<TLSSocket>()
   readonly #sessions = new Set<Http2Session>()
+  /** The socket being handed to the HTTP/2 server, for its 'session' event (emitted synchronously). */
+  #accepting: TLSSocket | undefined
 
   constructor(options: HttpEngineOptions) {
     const { listener, log } = options
@@ -79,15 +85,17 @@ export class HttpEngine implements ExchangeContext {
     // (the listener's socket hands connections to it), so start them here.
     this.#h1.emit("listening")
 
-    this.#h2 = http2.createServer(
-      {
-        maxHeaderListPairs: limits.max_headers + 4,
-        settings: { maxHeaderListSize: limits.max_header_size, maxConcurrentStreams: 128 },
-        maxSessionMemory: 32,
-      },
-      (req, res) => this.#onRequest(req, res),
+    // No request listener: HTTP/2 requests are served on the core stream API (h2-stream.ts says why).
+    this.#h2 = http2.createServer({
+      maxHeaderListPairs: limits.max_headers + 4,
+      settings: { maxHeaderListSize: limits.max_header_size, maxConcurrentStreams: 128 },
+      maxSessionMemory: 32,
+    })
+    this.#h2.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, _flags: number, raw: string[]) =>
+      this.#onStream(stream, headers, raw),
     )
     this.#h2.on("session", (session: Http2Session) => {
+      ;(session as WithTlsSocket)[kTlsSocket] = this.#accepting
       this.#sessions.add(session)
       session.on("close", () => this.#sessions.delete(session))
       session.on("error", () => {})
@@ -102,8 +110,23 @@ export class HttpEngine implements ExchangeContext {
     ;(socket as WithEngine)[kEngine] = this
     this.#sockets.add(socket)
     socket.on("close", onSocketClose)
-    if (socket.alpnProtocol === "h2") this.#h2.emit("connection", socket)
-    else this.#h1.emit("connection", socket)
+    if (socket.alpnProtocol === "h2") {
+      this.#accepting = socket
+      this.#h2.emit("connection", socket)
+      this.#accepting = undefined
+    } else this.#h1.emit("connection", socket)
+  }
+
+  #onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, raw: string[]): void {
+    // A reset or a broken session must not become an uncaught 'error'; the exchange sees 'close'.
+    stream.on("error", ignore)
+    const socket = (stream.session as WithTlsSocket | undefined)?.[kTlsSocket]
+    if (!socket) {
+      stream.close(0x2 /* INTERNAL_ERROR */)
+      return
+    }
+    const req = new H2Request(stream, headers, raw, socket)
+    this.#onRequest(req, new H2Response(stream, req.method))
   }
 
   #onRequest(req: ClientRequest, res: ClientResponse): void {
@@ -232,4 +255,4 @@ function onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
   )
 }
 
-export type { Http2ServerRequest, Http2ServerResponse }
+function ignore(): void {}

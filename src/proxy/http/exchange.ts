@@ -1,6 +1,6 @@
 /** @module exchange: one proxied HTTP request: pick a backend, stream the request, stream the response, retry or fail. */
 import type { IncomingMessage, ServerResponse } from "node:http"
-import type { Http2ServerRequest, Http2ServerResponse } from "node:http2"
+import type { Readable } from "node:stream"
 import type { Dispatcher } from "undici"
 import { BackendError, errorCode, errorMessage, PortcullisError } from "../../core/errors.ts"
 import type { Logger } from "../../core/log.ts"
@@ -11,11 +11,12 @@ import type { FailureKind } from "../../upstreams/health/passive.ts"
 import { canRetry, IDEMPOTENT_METHODS } from "../../upstreams/retry-policy.ts"
 import type { HashKey, SlotWaiter, Upstream } from "../../upstreams/upstream.ts"
 import { errorResponse } from "../respond-error.ts"
+import type { H2Request, H2Response } from "./h2-stream.ts"
 import { responseHeadersForClient } from "./hop-headers.ts"
 import { buildRequestHeaders } from "./request-headers.ts"
 
-export type ClientRequest = IncomingMessage | Http2ServerRequest
-export type ClientResponse = ServerResponse | Http2ServerResponse
+export type ClientRequest = IncomingMessage | H2Request
+export type ClientResponse = ServerResponse | H2Response
 
 /** ExchangeContext: what an engine shares with each of its exchanges. */
 export interface ExchangeContext {
@@ -70,7 +71,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
   lastError: unknown
   controller: Dispatcher.DispatchController | undefined
   headers: string[] = []
-  body: ClientRequest | Buffer | null = null
+  body: Readable | Buffer | null = null
   /** The body is a stream that cannot be sent twice. */
   streamed = false
   /** The pick context when the upstream hashes or pins (sticky); undefined otherwise. */
@@ -132,7 +133,8 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
         bufferBody(this, length)
         return
       }
-      this.body = req
+      // HTTP/2: the body through its own Readable (undici ends what it sent; the stream carries the response too).
+      this.body = "stream" in req ? req.bodyStream() : req
       this.streamed = true
     }
     this.#try()

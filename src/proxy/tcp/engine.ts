@@ -9,7 +9,7 @@ import { normalizeHost, type Router } from "../../routing/router.ts"
 import type { Backend } from "../../upstreams/backend.ts"
 import type { Upstream } from "../../upstreams/upstream.ts"
 import { encodeProxyV1, encodeProxyV2, tlvsFromTlsSocket } from "../proxy-header.ts"
-import { pipeConnection } from "./pipe.ts"
+import { BACKEND_ONREAD, pipeConnection } from "./pipe.ts"
 
 /** TcpEngineOptions: the listener's config slice and what the generation built for it. */
 export interface TcpEngineOptions {
@@ -159,7 +159,7 @@ function connectBackend(upstream: Upstream, backend: Backend, sessions: Map<Back
       // TLS 1.3 tickets arrive after the handshake, possibly several: keep the newest.
       secure.on("session", (session: Buffer) => sessions.set(backend, session))
       socket = secure
-    } else socket = net.connect({ host, port, noDelay: true })
+    } else socket = net.connect({ host, port, noDelay: true, onread: BACKEND_ONREAD })
     const timer = setTimeout(() => {
       socket.destroy()
       reject(

@@ -48,7 +48,19 @@ interface PipeState {
 }
 
 const kPipe = Symbol("portcullis.pipe")
-type PipeSocket = net.Socket & { [kPipe]?: PipeState }
+const kEarly = Symbol("portcullis.pipe.early")
+type PipeSocket = net.Socket & { [kPipe]?: PipeState; [kEarly]?: Buffer[] }
+
+/**
+ * One read buffer shared by every plain backend socket (pass `onread: BACKEND_ONREAD` to net.connect). A socket
+ * that reads into fresh Buffers allocates one ArrayBuffer (up to 64 KiB) per read: at hundreds of MB/s that
+ * external memory makes V8 run full mark-compacts many times a second. A read lands here and is handed to the
+ * client socket in the same tick (see forwardToClient), so one buffer serves every connection of the process.
+ */
+export const BACKEND_ONREAD = {
+  buffer: Buffer.allocUnsafe(64 * 1024),
+  callback: onBackendRead as (this: unknown, bytes: number, buffer: Uint8Array) => boolean,
+}
 
 /**
  * pipeConnection connects client to a backend and copies bytes both ways until both sides are done; it owns both
@@ -147,6 +159,9 @@ function onConnected(state: PipeState, conn: BackendConnection): void {
     onBackendClose.call(backend, true)
     return
   }
+  const early = backend[kEarly]
+  backend[kEarly] = undefined
+  if (early) for (const chunk of early) forwardToClient(state, chunk, false)
   backend.resume()
   if (state.options.header) backend.write(state.options.header)
   state.client.resume()
@@ -162,12 +177,42 @@ function onClientData(this: PipeSocket, chunk: Buffer): void {
 }
 
 function onBackendData(this: PipeSocket, chunk: Buffer): void {
-  const state = this[kPipe]!
+  if (!forwardToClient(this[kPipe]!, chunk, false)) this.pause()
+}
+
+/** onBackendRead is BACKEND_ONREAD's callback: the bytes are in the shared buffer, valid until it returns. */
+function onBackendRead(this: PipeSocket, bytes: number, buffer: Buffer): boolean {
+  const chunk = buffer.subarray(0, bytes)
+  const state = this[kPipe]
+  if (!state) {
+    // Bytes a server sends first, before the pipe took this socket: keep a copy until onConnected.
+    const early = this[kEarly] ?? []
+    early.push(Buffer.from(chunk))
+    this[kEarly] = early
+    this.pause()
+  } else if (!forwardToClient(state, chunk, true)) {
+    this.pause()
+  }
+  // pause() (not a false return, which stops reading without telling the stream) so that resume() starts it again.
+  return true
+}
+
+/**
+ * forwardToClient writes backend bytes to the client; false when the client wants us to wait for 'drain'.
+ * A view of the shared read buffer (shared) is only handed over when the write reaches the TLS layer at once, which
+ * encrypts (or copies) it before returning; a write the stream would queue gets a copy instead.
+ */
+function forwardToClient(state: PipeState, chunk: Buffer, shared: boolean): boolean {
   state.bytesOut += chunk.length
   state.timer?.refresh()
   const client = state.client
-  if (client.destroyed || client.writableEnded) return
-  if (!client.write(chunk)) this.pause()
+  if (client.destroyed || client.writableEnded) return true
+  const direct = !shared || (isTls(client) && client.writableLength === 0 && client.writableCorked === 0)
+  return client.write(direct ? chunk : Buffer.from(chunk))
+}
+
+function isTls(socket: net.Socket): boolean {
+  return (socket as net.Socket & { encrypted?: boolean }).encrypted === true
 }
 
 /** The backend took our backlog: read from the client again. */

@@ -1,5 +1,6 @@
 /** The http engine forwards decrypted requests: headers a backend sees, hop-by-hop removal, routing, HTTP/2. */
 import assert from "node:assert/strict"
+import http2 from "node:http2"
 import { after, before, describe, test } from "node:test"
 import { startEchoBackend, type TestBackend } from "../../helpers/backends.ts"
 import { curl, h2request, request } from "../../helpers/clients.ts"
@@ -139,6 +140,67 @@ describe("HTTP/2", () => {
     assert.equal(seen.headers.host, "localhost")
     assert.equal(seen.headers.cookie, "a=1")
     assert.equal(seen.headers["x-forwarded-for"], "127.0.0.1")
+  })
+
+  test("an HTTP/2 request body reaches the backend (POST over the stream)", async () => {
+    const reply = await h2request({ port, path: "/echo", method: "POST", body: "x".repeat(100_000), ca: pki.ca.cert })
+    assert.equal(reply.status, 200)
+    const seen = JSON.parse(reply.text)
+    assert.equal(seen.method, "POST")
+    assert.equal(seen.bodyLength, 100_000)
+  })
+
+  test("HTTP/2 HEAD gets the headers and no body", async () => {
+    const reply = await h2request({ port, path: "/hello", method: "HEAD", ca: pki.ca.cert })
+    assert.equal(reply.status, 200)
+    assert.equal(reply.body.length, 0)
+    assert.equal(reply.headers["strict-transport-security"], "max-age=86400; includeSubDomains")
+  })
+
+  test("HTTP/2 gets the plain 404 when no route matches, and 502 when the backend resets", async () => {
+    const none = await h2request({ port, path: "/", host: "nothing.test", ca: pki.ca.cert })
+    assert.equal(none.status, 404)
+    assert.equal(none.text, "Not Found\n")
+    const reset = await h2request({ port, path: "/reset", ca: pki.ca.cert })
+    assert.equal(reset.status, 502)
+    assert.equal(reset.text, "Bad Gateway\n")
+  })
+
+  test("HTTP/2: 8 MiB on each of 4 streams at once arrive whole; a stream reset mid-body leaves the session usable", async () => {
+    const session = http2.connect(`https://127.0.0.1:${port}`, { servername: "localhost", ca: pki.ca.cert })
+    after(() => session.close())
+    const get = (path: string) => session.request({ ":path": path, ":authority": "localhost" })
+    const size = 8 * 1024 * 1024
+    const lengths = await Promise.all(
+      [0, 1, 2, 3].map(
+        () =>
+          new Promise<number>((resolve, reject) => {
+            const stream = get(`/bytes?n=${size}`)
+            let n = 0
+            stream.on("data", (c: Buffer) => {
+              n += c.length
+            })
+            stream.on("end", () => resolve(n))
+            stream.on("error", reject)
+          }),
+      ),
+    )
+    assert.deepEqual(lengths, [size, size, size, size])
+    await new Promise<void>((resolve) => {
+      const stream = get(`/bytes?n=${size}`)
+      stream.once("data", () => stream.close(0x8 /* CANCEL */))
+      stream.on("close", () => resolve())
+    })
+    const again = await new Promise<string>((resolve, reject) => {
+      const stream = get("/hello")
+      let text = ""
+      stream.on("data", (c: Buffer) => {
+        text += c
+      })
+      stream.on("end", () => resolve(text))
+      stream.on("error", reject)
+    })
+    assert.equal(again, "hello from web")
   })
 
   test("curl --http2 gets HTTP/2 and the backend's body", async () => {

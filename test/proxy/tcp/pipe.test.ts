@@ -5,7 +5,7 @@ import net from "node:net"
 import { describe, type TestContext, test } from "node:test"
 import tls from "node:tls"
 import { encodeProxyV1 } from "../../../src/proxy/proxy-header.ts"
-import { type BackendConnection, type PipeStats, pipeConnection } from "../../../src/proxy/tcp/pipe.ts"
+import { BACKEND_ONREAD, type BackendConnection, type PipeStats, pipeConnection } from "../../../src/proxy/tcp/pipe.ts"
 import { waitFor, withDeadline } from "../../listeners/proxy-protocol/harness.ts"
 import { makeOpensslPki } from "../../listeners/proxy-protocol/openssl-pki.ts"
 
@@ -61,6 +61,10 @@ interface PipeServerOptions {
   idleTimeoutMs?: number
   maxAttempts?: number
   tls?: { cert: string; key: string }
+  /** Backend sockets read into BACKEND_ONREAD's shared buffer, as the tcp engine's plain ones do. */
+  sharedReadBuffer?: boolean
+  /** Hand the connected backend socket to the pipe this much later (bytes it receives meanwhile must wait). */
+  connectDelayMs?: number
 }
 
 /** startPipe listens on 127.0.0.1:0 (TLS when asked) and pipes every connection to the backend ports(attempt) names. */
@@ -81,12 +85,19 @@ async function startPipe(t: TestContext, options: PipeServerOptions): Promise<Pi
   const connect = (attempt: number) =>
     new Promise<BackendConnection>((resolve, reject) => {
       state.attempts.push(attempt)
-      const socket = net.connect({ port: options.ports(attempt), host: "127.0.0.1", noDelay: true })
+      const socket = net.connect({
+        port: options.ports(attempt),
+        host: "127.0.0.1",
+        noDelay: true,
+        ...(options.sharedReadBuffer && { onread: BACKEND_ONREAD }),
+      })
       socket.once("error", reject)
       socket.once("connect", () => {
         socket.removeListener("error", reject)
         state.backendSides.push(socket)
-        resolve({ socket, release: (err) => state.releases.push(err) })
+        const conn = { socket, release: (err?: Error) => state.releases.push(err) }
+        if (options.connectDelayMs) setTimeout(resolve, options.connectDelayMs, conn)
+        else resolve(conn)
       })
     })
   const onSocket = (socket: net.Socket) => {
@@ -134,6 +145,80 @@ async function track(t: TestContext, socket: net.Socket, ready: string) {
   return { socket, received: () => Buffer.concat(chunks), ended, closed }
 }
 
+const MiB = 1024 * 1024
+const TOTAL = 50 * MiB
+
+/**
+ * bulkToSlowReader: 50 MiB from the backend to a client that stops for 10 ms after every MiB, checked by hash.
+ * shared: the backend socket reads into BACKEND_ONREAD's shared buffer (as the tcp engine's are); tls: the client
+ * side is TLS (where the pipe hands views of that buffer to the TLS layer without a copy).
+ */
+async function bulkToSlowReader(t: TestContext, mode: { shared: boolean; tls: boolean }): Promise<void> {
+  const block = randomBytes(64 * 1024)
+  const sentHash = createHash("sha256")
+  for (let i = 0; i < TOTAL / block.length; i++) sentHash.update(block)
+  const backend = await startBackend(t, (socket) => {
+    // The backend honours its own backpressure too, so only the pipe can hold bytes in memory.
+    let sent = 0
+    const pump = () => {
+      while (sent < TOTAL) {
+        sent += block.length
+        if (!socket.write(block)) return
+      }
+      socket.end()
+    }
+    socket.on("drain", pump)
+    pump()
+  })
+  const pki = mode.tls ? makeOpensslPki() : undefined
+  if (pki) t.after(pki.close)
+  const pipe = await startPipe(t, {
+    ports: () => backend.port,
+    sharedReadBuffer: mode.shared,
+    ...(pki && { tls: { cert: pki.serverCert, key: pki.serverKey } }),
+  })
+  const client = pki
+    ? tls.connect({ port: pipe.port, host: "127.0.0.1", servername: "localhost", ca: pki.ca })
+    : net.connect({ port: pipe.port, host: "127.0.0.1" })
+  client.on("error", () => {})
+  t.after(() => client.destroy())
+  let pauses = 0
+  let maxBuffered = 0
+  await waitFor(() => pipe.backendSides.length === 1 && pipe.clientSides.length === 1, "the pipe connected")
+  const backendSide = pipe.backendSides[0]!
+  const clientSide = pipe.clientSides[0]!
+  backendSide.on("pause", () => pauses++)
+  const sample = setInterval(() => {
+    maxBuffered = Math.max(maxBuffered, clientSide.writableLength + backendSide.readableLength)
+  }, 1)
+  t.after(() => clearInterval(sample))
+  const receivedHash = createHash("sha256")
+  let received = 0
+  let nextBreak = MiB
+  const done = new Promise<void>((resolve) => {
+    client.on("data", (chunk: Buffer) => {
+      receivedHash.update(chunk)
+      received += chunk.length
+      if (received >= nextBreak) {
+        // The slow reader: stop for 10 ms after every MiB.
+        nextBreak += MiB
+        client.pause()
+        setTimeout(() => client.resume(), 10)
+      }
+    })
+    client.on("end", resolve)
+  })
+  await withDeadline(done, 60_000, "the client received everything")
+  clearInterval(sample)
+  assert.equal(received, TOTAL)
+  assert.equal(receivedHash.digest("hex"), sentHash.digest("hex"))
+  assert.ok(pauses > 0, "the pipe paused the backend")
+  assert.ok(maxBuffered < 4 * MiB, `the pipe buffered up to ${(maxBuffered / MiB).toFixed(1)} MiB`)
+  client.end()
+  const stats = await pipe.closed()
+  assert.equal(stats.bytesOut, TOTAL)
+}
+
 describe("pipeConnection", () => {
   test("echoes bytes through the pipe and reports byte counts once", async (t) => {
     const backend = await startBackend(t, echo)
@@ -165,64 +250,22 @@ describe("pipeConnection", () => {
     assert.equal(stats.bytesIn, 7, "the header is not counted as client bytes")
   })
 
-  const MiB = 1024 * 1024
-  const TOTAL = 50 * MiB
-  test("moves 50 MiB from the backend to a slow reader with bounded buffering (backpressure pauses the backend)", async (t) => {
-    const block = randomBytes(64 * 1024)
-    const sentHash = createHash("sha256")
-    for (let i = 0; i < TOTAL / block.length; i++) sentHash.update(block)
-    const backend = await startBackend(t, (socket) => {
-      // The backend honours its own backpressure too, so only the pipe can hold bytes in memory.
-      let sent = 0
-      const pump = () => {
-        while (sent < TOTAL) {
-          sent += block.length
-          if (!socket.write(block)) return
-        }
-        socket.end()
-      }
-      socket.on("drain", pump)
-      pump()
-    })
-    const pipe = await startPipe(t, { ports: () => backend.port })
-    const client = net.connect({ port: pipe.port, host: "127.0.0.1" })
-    client.on("error", () => {})
-    t.after(() => client.destroy())
-    let pauses = 0
-    let maxBuffered = 0
-    await waitFor(() => pipe.backendSides.length === 1 && pipe.clientSides.length === 1, "the pipe connected")
-    const backendSide = pipe.backendSides[0]!
-    const clientSide = pipe.clientSides[0]!
-    backendSide.on("pause", () => pauses++)
-    const sample = setInterval(() => {
-      maxBuffered = Math.max(maxBuffered, clientSide.writableLength + backendSide.readableLength)
-    }, 1)
-    t.after(() => clearInterval(sample))
-    const receivedHash = createHash("sha256")
-    let received = 0
-    let nextBreak = MiB
-    const done = new Promise<void>((resolve) => {
-      client.on("data", (chunk: Buffer) => {
-        receivedHash.update(chunk)
-        received += chunk.length
-        if (received >= nextBreak) {
-          // The slow reader: stop for 10 ms after every MiB.
-          nextBreak += MiB
-          client.pause()
-          setTimeout(() => client.resume(), 10)
-        }
-      })
-      client.on("end", resolve)
-    })
-    await withDeadline(done, 60_000, "the client received everything")
-    clearInterval(sample)
-    assert.equal(received, TOTAL)
-    assert.equal(receivedHash.digest("hex"), sentHash.digest("hex"))
-    assert.ok(pauses > 0, "the pipe paused the backend")
-    assert.ok(maxBuffered < 4 * MiB, `the pipe buffered up to ${(maxBuffered / MiB).toFixed(1)} MiB`)
-    client.end()
-    const stats = await pipe.closed()
-    assert.equal(stats.bytesOut, TOTAL)
+  for (const mode of [
+    { shared: false, tls: false },
+    { shared: true, tls: false },
+    { shared: true, tls: true },
+  ]) {
+    const how = `${mode.tls ? "a TLS" : "a plain"} client${mode.shared ? ", shared read buffer" : ""}`
+    test(`moves 50 MiB from the backend to a slow reader with bounded buffering (backpressure pauses the backend; ${how})`, (t) =>
+      bulkToSlowReader(t, mode))
+  }
+
+  test("a backend reading into the shared buffer may speak first, before the pipe takes its socket", async (t) => {
+    const backend = await startBackend(t, (socket) => socket.end("220 hello\r\n"))
+    const pipe = await startPipe(t, { ports: () => backend.port, sharedReadBuffer: true, connectDelayMs: 50 })
+    const client = await dial(t, pipe.port)
+    await withDeadline(client.ended, 5000, "the greeting arrived")
+    assert.equal(client.received().toString(), "220 hello\r\n")
   })
 
   test("moves 50 MiB from the client to a slow backend with bounded buffering (backpressure pauses the client)", async (t) => {

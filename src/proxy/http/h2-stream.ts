@@ -1,0 +1,105 @@
+/**
+ * @module h2-stream: HTTP/2 requests served on the core stream API, with the few request and response members the
+ * exchange uses.
+ *
+ * Why not node:http2's compatibility API (Http2ServerRequest/Response): it builds a Readable, a socket Proxy and
+ * two objects with their listeners for every stream, and ends every response through waitForTrailers and an empty
+ * trailers frame. Measured on this machine (one core, h2load -c 10 -m 10, 100-byte body): 35 µs of CPU per request
+ * with it, 25 µs on the core API: a third of what the proxied HTTP/2 request costs beyond the backend exchange.
+ */
+import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2"
+import { PassThrough, type Readable } from "node:stream"
+import type { TLSSocket } from "node:tls"
+
+/** H2Request: one HTTP/2 request's head; its body, if any, is the stream's readable side. */
+export class H2Request {
+  readonly stream: ServerHttp2Stream
+  readonly headers: IncomingHttpHeaders
+  /** [name, value, ...] as received, pseudo-headers included (as Node's rawHeaders). */
+  readonly rawHeaders: string[]
+  readonly method: string
+  readonly url: string
+  /** The TLS socket under the session (connection info is attached to it). */
+  readonly socket: TLSSocket
+
+  constructor(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, rawHeaders: string[], socket: TLSSocket) {
+    this.stream = stream
+    this.headers = headers
+    this.rawHeaders = rawHeaders
+    this.method = headers[":method"] ?? "GET"
+    this.url = headers[":path"] ?? "/"
+    this.socket = socket
+  }
+
+  /**
+   * bodyStream gives the request body as its own Readable for the backend client. Not the stream itself: undici
+   * ends or destroys a body it has sent, and that would take the response side of the stream with it.
+   */
+  bodyStream(): Readable {
+    const body = new PassThrough()
+    this.stream.pipe(body)
+    return body
+  }
+
+  /** on/once read the request body ('data', 'end') from the stream. */
+  on(event: "data" | "end", listener: (chunk: Buffer) => void): this {
+    this.stream.on(event, listener)
+    return this
+  }
+
+  once(event: "data" | "end", listener: (chunk: Buffer) => void): this {
+    this.stream.once(event, listener)
+    return this
+  }
+}
+
+/** H2Response: the response side of one stream, with ServerResponse's names for what the exchange calls. */
+export class H2Response {
+  readonly stream: ServerHttp2Stream
+  statusCode = 200
+  /** A HEAD request: the response has headers only (RFC 9110 §9.3.2). */
+  readonly #head: boolean
+
+  constructor(stream: ServerHttp2Stream, method: string) {
+    this.stream = stream
+    this.#head = method === "HEAD"
+  }
+
+  get headersSent(): boolean {
+    return this.stream.headersSent
+  }
+
+  get writableFinished(): boolean {
+    return this.stream.writableFinished
+  }
+
+  /** writeHead sends the response headers; throws (like ServerResponse) on a value HTTP/2 cannot carry. */
+  writeHead(status: number, headers: Record<string, string | string[] | number>): this {
+    this.statusCode = status
+    this.stream.respond({ ...headers, ":status": status }, { endStream: false })
+    return this
+  }
+
+  write(chunk: Buffer): boolean {
+    if (this.#head || this.stream.destroyed) return true
+    return this.stream.write(chunk)
+  }
+
+  end(body?: string | Buffer): void {
+    const stream = this.stream
+    if (stream.destroyed) return
+    if (!stream.headersSent) stream.respond({ ":status": this.statusCode }, { endStream: false })
+    if (body !== undefined && !this.#head) stream.end(body)
+    else stream.end()
+  }
+
+  destroy(err?: Error): void {
+    this.stream.destroy(err)
+  }
+
+  /** on: 'drain' and 'close' of the stream, called with this response as `this` (the exchange's handlers read it). */
+  on(event: "drain" | "close", listener: (this: H2Response) => void): this {
+    this.stream.on(event, () => listener.call(this))
+    return this
+  }
+}
