@@ -15,6 +15,9 @@ import {
   tlvsFromTlsSocket,
 } from "../listeners/proxy-protocol/encode.ts"
 import type { Backend } from "./backend.ts"
+import { type BackendPool, LeanPool } from "./h1/lean-pool.ts"
+
+export type { BackendPool }
 
 /** BackendTls is the upstream's TLS material, read once per generation. */
 export interface BackendTls {
@@ -52,11 +55,13 @@ export function loadBackendTls(name: string, config: UpstreamConfig, log: Logger
 }
 
 /**
- * createBackendPool makes the keep-alive connection pool for one backend. With `send_proxy_protocol` every backend
- * connection starts with a PROXY header naming one client, so connections are never shared between clients: see
- * ProxiedPool.
+ * createBackendPool makes the keep-alive connection pool for one backend. Plain backends without
+ * `send_proxy_protocol` get the lean HTTP/1.1 client (h1/lean-pool.ts), which hands what it does not do (streamed
+ * bodies, upgrades, Expect) to an undici pool made on first need. TLS backends use undici. With
+ * `send_proxy_protocol` every backend connection starts with a PROXY header naming one client, so connections are
+ * never shared between clients: see ProxiedPool.
  */
-export function createBackendPool(backend: Backend, config: UpstreamConfig, tls: BackendTls | undefined): Pool {
+export function createBackendPool(backend: Backend, config: UpstreamConfig, tls: BackendTls | undefined): BackendPool {
   const host = backend.address.host.includes(":") ? `[${backend.address.host}]` : backend.address.host
   const origin = `${tls ? "https" : "http"}://${host}:${backend.address.port}`
   const tlsOptions = tls && {
@@ -87,7 +92,23 @@ export function createBackendPool(backend: Backend, config: UpstreamConfig, tls:
     : undefined
   if (tlsConnector) options.connect = tlsConnector
   const version = config.send_proxy_protocol
-  if (!version) return new BackendPool(origin, options, backend, config.keepalive)
+  if (!version && !tls) {
+    return new LeanPool({
+      host: backend.address.host,
+      port: backend.address.port,
+      connections: backend.maxConnections,
+      backend,
+      keepalive: config.keepalive,
+      connectTimeout: config.timeouts.connect,
+      headersTimeout: config.timeouts.response,
+      bodyTimeout: config.timeouts.idle,
+      keepAliveTimeout: options.keepAliveTimeout!,
+      keepAliveMaxTimeout: config.timeouts.idle,
+      maxHeaderSize: options.maxHeaderSize!,
+      fallback: () => new CappedPool(origin, options, backend, config.keepalive),
+    })
+  }
+  if (!version) return new CappedPool(origin, options, backend, config.keepalive)
   return new ProxiedPool(
     origin,
     options,
@@ -117,8 +138,8 @@ function keepAliveOptions(
   return backend.inFlight > keepalive ? { ...options, reset: true } : options
 }
 
-/** BackendPool is a backend's keep-alive pool that keeps at most `keepalive` connections idle (keepAliveOptions). */
-class BackendPool extends Pool {
+/** CappedPool is a backend's undici pool that keeps at most `keepalive` connections idle (keepAliveOptions). */
+class CappedPool extends Pool {
   readonly #backend: Backend
   readonly #keepalive: number
 

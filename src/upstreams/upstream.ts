@@ -2,14 +2,13 @@
  * @module upstream: a named pool of backends with a balancer, health (active and passive), a wait queue for
  * backends at max_connections, and one keep-alive connection pool per backend.
  */
-import type { Pool } from "undici"
 import type { UpstreamConfig } from "../config/schema.ts"
 import { BackendError } from "../core/errors.ts"
 import type { Logger } from "../core/log.ts"
 import { Backend } from "./backend.ts"
 import type { Balancer, PickContext } from "./balancer.ts"
 import { createBalancer, StickyCookie } from "./balancers/index.ts"
-import { type BackendTls, createBackendPool, loadBackendTls } from "./connector.ts"
+import { type BackendPool, type BackendTls, createBackendPool, loadBackendTls } from "./connector.ts"
 import { HealthChecker, type HealthRegistry, type HealthStatus } from "./health/active.ts"
 import { type FailureKind, OutlierDetector, type OutlierStatus } from "./health/passive.ts"
 
@@ -100,7 +99,7 @@ export class Upstream {
   /** Some backend has max_connections: releases must wake waiters. */
   readonly limited: boolean
   readonly #balancer: Balancer
-  readonly #pools = new Map<Backend, Pool>()
+  readonly #pools = new Map<Backend, BackendPool>()
   /** Requests waiting for a slot, oldest first, with their timeout timers. */
   readonly #waiters = new Map<SlotWaiter, NodeJS.Timeout>()
 
@@ -179,7 +178,7 @@ export class Upstream {
   }
 
   /** poolFor returns the backend's keep-alive pool, made on first use. */
-  poolFor(backend: Backend): Pool {
+  poolFor(backend: Backend): BackendPool {
     let pool = this.#pools.get(backend)
     if (!pool) {
       pool = createBackendPool(backend, this.config, this.tls)

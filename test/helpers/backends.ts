@@ -12,6 +12,11 @@ export interface TestBackend {
   connections: () => number
   /** Body bytes /bytes has handed to its sockets so far (what a backpressure test compares with what arrived). */
   bytesSent: () => number
+  /**
+   * Called at the end of each stop of a slow /upload (just before it reads on) with the body bytes it has received:
+   * what an upload backpressure test compares with what the client has sent.
+   */
+  onUploadStop: ((received: number) => void) | undefined
   close: () => Promise<void>
 }
 
@@ -30,7 +35,8 @@ function listen(server: http.Server): Promise<number> {
  *   /echo (any)       JSON of method, url, headers and body length
  *   /slow?ms=N        waits N ms, then answers
  *   /bytes?n=N        streams N bytes of "x" (honours backpressure)
- *   /upload           counts the request body and answers {"received": N}
+ *   /upload           counts the request body and answers {"received": N}; with ?stop=BYTES it stops reading for
+ *                     300 ms after every BYTES (a slow reader), calling onUploadStop at the end of each stop
  *   /status/NNN       answers that status
  *   /reset            destroys the connection before answering
  *   /half?n=N         sends headers and N bytes, then destroys the connection mid-body
@@ -40,14 +46,23 @@ export async function startEchoBackend(name = "backend"): Promise<TestBackend> {
   const seen: TestBackend["seen"] = []
   const sockets = new Set<net.Socket>()
   let sentBytes = 0
+  const backend = { onUploadStop: undefined } as Pick<TestBackend, "onUploadStop">
   const server = http.createServer((req, res) => {
     seen.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers, rawHeaders: req.rawHeaders })
     const url = new URL(req.url ?? "/", "http://x")
     const n = Number(url.searchParams.get("n") ?? url.searchParams.get("ms") ?? 0)
     if (url.pathname === "/upload") {
       let received = 0
+      const stop = Number(url.searchParams.get("stop") ?? 0)
       req.on("data", (c: Buffer) => {
         received += c.length
+        if (stop > 0 && received % stop < c.length) {
+          req.pause()
+          setTimeout(() => {
+            backend.onUploadStop?.(received)
+            req.resume()
+          }, 300)
+        }
       })
       req.on("end", () => res.end(JSON.stringify({ received })))
       return
@@ -111,7 +126,7 @@ export async function startEchoBackend(name = "backend"): Promise<TestBackend> {
   })
   addWebSocketEcho(server)
   const port = await listen(server)
-  return {
+  return Object.assign(backend, {
     url: `http://127.0.0.1:${port}`,
     port,
     seen,
@@ -120,9 +135,9 @@ export async function startEchoBackend(name = "backend"): Promise<TestBackend> {
     close: () => {
       server.closeAllConnections()
       for (const s of sockets) s.destroy()
-      return new Promise((r) => server.close(() => r()))
+      return new Promise<void>((r) => server.close(() => r()))
     },
-  }
+  })
 }
 
 /** addWebSocketEcho answers RFC 6455 upgrades and echoes each text or binary frame back (small frames, for tests). */

@@ -248,6 +248,19 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     if (!(this.res as ServerResponse).write(chunk)) controller.pause()
   }
 
+  /**
+   * onResponseDataBorrowed: chunk is a view of the backend client's read buffer (lean-pool.ts); release, called by the
+   * client write once it has taken the bytes (or dropped them), lets that buffer be read into again.
+   */
+  onResponseDataBorrowed(controller: Dispatcher.DispatchController, chunk: Buffer, release: () => void): void {
+    if (this.done) {
+      release()
+      return
+    }
+    this.bytes += chunk.length
+    if (!(this.res as ServerResponse).write(chunk, release)) controller.pause()
+  }
+
   onResponseEnd(): void {
     this.#release()
     if (!this.done) this.res.end()

@@ -80,9 +80,13 @@ export class H2Response {
     return this
   }
 
-  write(chunk: Buffer): boolean {
-    if (this.#head || this.stream.destroyed) return true
-    return this.stream.write(chunk)
+  /** write sends a piece of body; callback (as ServerResponse's) runs once the stream has taken the bytes or dropped them. */
+  write(chunk: Buffer, callback?: () => void): boolean {
+    if (this.#head || this.stream.destroyed) {
+      if (callback) queueMicrotask(callback)
+      return true
+    }
+    return callback ? this.stream.write(chunk, callback) : this.stream.write(chunk)
   }
 
   end(body?: string | Buffer): void {

@@ -1,0 +1,660 @@
+/**
+ * @module lean-pool: a keep-alive HTTP/1.1 client for plain-TCP backends, with undici's dispatch interface.
+ *
+ * Why: profiles of keep-alive and HTTP/2 small requests put undici's machinery (pool scan, request object, wasm
+ * llhttp with a copy of every byte into wasm memory, header objects rebuilt twice) at ≈15% of the proxy's CPU. This
+ * client does the common case directly: one request per connection at a time (no pipelining), a request body that is
+ * absent or already a Buffer, no upgrade. Everything else (streamed bodies, Upgrade, Expect) goes to the undici Pool
+ * given as fallback, so behaviour there is unchanged. The response side is parsed strictly (response-head.ts,
+ * chunked.ts): conflicting framing is an error, never a guess.
+ *
+ * Errors carry undici's codes (UND_ERR_SOCKET, UND_ERR_HEADERS_TIMEOUT, ...) or the socket's (ECONNREFUSED,
+ * ECONNRESET), so retries, passive health and error statuses treat both clients alike. The exchange counts a try as
+ * sent from onRequestStart, which (as in undici) is called only once the socket is connected, just before the request
+ * is written: a refused or timed-out connect is never "sent".
+ *
+ * A request sent on a reused connection that the backend closes before any byte of the response (it closed the idle
+ * connection as we wrote: the keep-alive race of RFC 9112 §9.3.1) is sent again once on a new connection when it
+ * is idempotent, as browsers and Go's http.Transport do; other failures go to the exchange, which may retry elsewhere.
+ */
+import net from "node:net"
+import type { Dispatcher } from "undici"
+import type { Backend } from "../backend.ts"
+import { ChunkedDecoder } from "./chunked.ts"
+import { BackendProtocolError, type Framing, parseResponseHead } from "./response-head.ts"
+
+/** BackendPool: what the proxy needs of a backend's connection pool (undici's Pool has it too). */
+export interface BackendPool {
+  dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean
+  close(): Promise<void>
+  destroy(): Promise<void>
+}
+
+export interface LeanPoolOptions {
+  host: string
+  port: number
+  /** Its inFlight count (held by the exchange, counting this request) decides the `keepalive` cap. */
+  backend: Pick<Backend, "inFlight">
+  /**
+   * The upstream's `keepalive`: a request sent while more than this many are in flight on the backend asks for
+   * `Connection: close` and its connection is closed after the response (connector.ts keepAliveOptions, for undici).
+   */
+  keepalive: number
+  /** At most this many connections (Infinity: no limit); requests beyond wait in order. */
+  connections: number
+  connectTimeout: number
+  /** From sending the request to the end of the response head. */
+  headersTimeout: number
+  /** Longest silence while reading the body; also how long an idle connection is kept. */
+  bodyTimeout: number
+  /** How long an idle connection is kept when the backend gives no Keep-Alive hint. */
+  keepAliveTimeout: number
+  /** The longest an idle connection is kept, whatever the backend's hint. */
+  keepAliveMaxTimeout: number
+  maxHeaderSize: number
+  /** Takes what this client does not do itself. */
+  fallback: () => BackendPool
+}
+
+const PAYLOAD_METHODS = new Set(["POST", "PUT", "PATCH"])
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
+const BAD_VALUE = /[\0\r\n]/
+/** Headers that change how the request or the connection is framed: requests carrying them go to the fallback. */
+const FRAMING_HEADERS = new Set(["transfer-encoding", "connection", "upgrade", "expect", "keep-alive"])
+
+function failure(code: string, message: string): Error {
+  return Object.assign(new Error(message), { code })
+}
+
+/** LeanPool keeps idle connections to one backend and sends each request on one of them. */
+export class LeanPool implements BackendPool {
+  readonly options: LeanPoolOptions
+  readonly #idle: Connection[] = []
+  readonly #queue: LeanRequest[] = []
+  #open = 0
+  #busy = 0
+  #closed = false
+  #destroyed = false
+  #fallback: BackendPool | undefined
+  #whenIdle: (() => void) | undefined
+  /** Host for a request that has none (an HTTP/1.0 client's), as undici writes it: the backend's address. */
+  readonly #host: string
+
+  constructor(options: LeanPoolOptions) {
+    this.options = options
+    this.#host = options.host.includes(":") ? `[${options.host}]:${options.port}` : `${options.host}:${options.port}`
+  }
+
+  dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    const reset = options.reset === true || this.options.backend.inFlight > this.options.keepalive
+    const head = this.#closed ? undefined : serializeHead(options, reset, this.#host)
+    if (head === undefined) {
+      this.#fallback ??= this.options.fallback()
+      return this.#fallback.dispatch(options, handler)
+    }
+    const request = new LeanRequest(handler, options.method, head, options.body as Buffer | null)
+    request.reset = reset
+    request.idempotent = options.idempotent === true
+    this.#queue.push(request)
+    this.#schedule()
+    return true
+  }
+
+  /** #schedule gives queued requests an idle connection, or opens one while under the limit. */
+  #schedule(): void {
+    while (this.#queue.length > 0) {
+      if (this.#queue[0]!.settled) {
+        this.#queue.shift() // aborted while waiting
+        continue
+      }
+      const idle = this.#idle.pop()
+      if (idle === undefined && this.#open >= this.options.connections) return
+      const request = this.#queue.shift()!
+      this.#busy++
+      if (idle !== undefined) {
+        idle.busy = true
+        idle.send(request)
+      } else {
+        this.#open++
+        new Connection(this, request)
+      }
+    }
+  }
+
+  /** resend queues a request again, first in line, for a new try (see the module's note on the keep-alive race). */
+  resend(request: LeanRequest): void {
+    if (this.#destroyed) {
+      request.fail(failure("UND_ERR_DESTROYED", "The client is destroyed"))
+      return
+    }
+    this.#queue.unshift(request)
+    this.#schedule()
+  }
+
+  /** released: the connection finished its request; reusable tells whether it can take another. */
+  released(connection: Connection, reusable: boolean): void {
+    connection.busy = false
+    this.#busy--
+    if (reusable && !this.#closed) this.#idle.push(connection)
+    else connection.destroy()
+    this.#schedule()
+    if (this.#busy === 0) this.#whenIdle?.()
+  }
+
+  /** lost: the connection is closed or closing; it is counted no more. */
+  lost(connection: Connection): void {
+    this.#open--
+    if (connection.busy) {
+      connection.busy = false
+      this.#busy--
+    }
+    const i = this.#idle.indexOf(connection)
+    if (i !== -1) this.#idle.splice(i, 1)
+    this.#schedule()
+    if (this.#busy === 0) this.#whenIdle?.()
+  }
+
+  /** close lets requests in flight and queued finish, then closes every connection. */
+  async close(): Promise<void> {
+    this.#closed = true
+    if (this.#busy > 0 || this.#queue.length > 0) {
+      await new Promise<void>((resolve) => {
+        this.#whenIdle = resolve
+      })
+    }
+    for (const c of this.#idle.splice(0)) c.destroy()
+    await this.#fallback?.close()
+  }
+
+  /** destroy closes every connection now; requests in flight fail. */
+  async destroy(): Promise<void> {
+    this.#closed = true
+    this.#destroyed = true
+    for (const r of this.#queue.splice(0)) r.fail(failure("UND_ERR_DESTROYED", "The client is destroyed"))
+    for (const c of this.#idle.splice(0)) c.destroy()
+    Connection.destroyAll(this)
+    await this.#fallback?.destroy()
+  }
+}
+
+/** serializeHead writes the request head, or undefined when the request is not one this client does. */
+function serializeHead(options: Dispatcher.DispatchOptions, reset: boolean, host: string): string | undefined {
+  const { body, headers } = options
+  if (options.upgrade || !Array.isArray(headers)) return undefined
+  if (body !== null && body !== undefined && !Buffer.isBuffer(body)) return undefined
+  const path = options.path
+  if (!TOKEN.test(options.method) || typeof path !== "string" || /[^\x21-\x7e]/.test(path)) return undefined
+  let head = `${options.method} ${path} HTTP/1.1\r\n`
+  let contentLength: string | undefined
+  let sawHost = false
+  for (let i = 0; i < headers.length; i += 2) {
+    const name = headers[i] as string
+    const value = headers[i + 1] as string
+    if (typeof value !== "string" || !TOKEN.test(name) || BAD_VALUE.test(value)) return undefined
+    const lower = name.length <= 17 ? name.toLowerCase() : ""
+    if (FRAMING_HEADERS.has(lower)) return undefined
+    if (lower === "content-length") contentLength = value
+    else if (lower === "host") sawHost = true
+    head += `${name}: ${value}\r\n`
+  }
+  // RFC 9112 §3.2: an HTTP/1.1 request carries Host.
+  if (!sawHost) head += `host: ${host}\r\n`
+  const length = body ? body.length : 0
+  if (contentLength !== undefined) {
+    // The client's own Content-Length must describe what we send; anything else is the slow path's to refuse.
+    if (contentLength !== String(length)) return undefined
+  } else if (body || PAYLOAD_METHODS.has(options.method)) {
+    head += `content-length: ${length}\r\n`
+  }
+  return reset ? `${head}connection: close\r\n\r\n` : `${head}\r\n`
+}
+
+/** LeanRequest is one request and its undici DispatchController (pause, resume, abort). */
+class LeanRequest implements Dispatcher.DispatchController {
+  readonly handler: Dispatcher.DispatchHandler
+  readonly method: string
+  readonly head: string
+  readonly body: Buffer | null
+  connection: Connection | undefined
+  /** Ask for Connection: close; the connection is not reused after this response. */
+  reset = false
+  /** May be sent again after a keep-alive race (options.idempotent). */
+  idempotent = false
+  #aborted = false
+  #paused = false
+  #reason: Error | null = null
+  /** Set once the handler heard its last callback (end or error). */
+  settled = false
+
+  constructor(handler: Dispatcher.DispatchHandler, method: string, head: string, body: Buffer | null) {
+    this.handler = handler
+    this.method = method
+    this.head = head
+    this.body = body
+  }
+
+  get aborted(): boolean {
+    return this.#aborted
+  }
+  get paused(): boolean {
+    return this.#paused
+  }
+  get reason(): Error | null {
+    return this.#reason
+  }
+
+  abort(reason: Error): void {
+    if (this.#aborted || this.settled) return
+    this.#aborted = true
+    this.#reason = reason
+    if (this.connection) this.connection.abort(this, reason)
+    else this.fail(reason)
+  }
+
+  pause(): void {
+    this.#paused = true
+    this.connection?.pause()
+  }
+
+  resume(): void {
+    if (!this.#paused) return
+    this.#paused = false
+    this.connection?.resume()
+  }
+
+  /** fail tells the handler once; a request still in the pool's queue is simply never sent. */
+  fail(err: Error): void {
+    if (this.settled) return
+    this.settled = true
+    this.handler.onResponseError?.(this, err)
+  }
+
+  end(): void {
+    if (this.settled) return
+    this.settled = true
+    this.handler.onResponseEnd?.(this, {})
+  }
+}
+
+/**
+ * BorrowingHandler: a handler that can take views of the connection's read buffer and say when it is done with each
+ * (release, e.g. from the client write's callback). Reads then need no fresh ArrayBuffer each: at hundreds of MB/s
+ * those drive V8's full GCs and the peak RSS. A handler without it gets copies.
+ */
+export interface BorrowingHandler extends Dispatcher.DispatchHandler {
+  onResponseDataBorrowed(controller: Dispatcher.DispatchController, chunk: Buffer, release: () => void): void
+}
+
+const READ_SIZE = 64 * 1024
+/** Read buffers whose every view was released, for any connection's next read; bounded. */
+const freeBuffers: Buffer[] = []
+const MAX_FREE = 64
+
+/** ReadBuffer counts the views of one read buffer still held by handlers. */
+class ReadBuffer {
+  readonly buf = freeBuffers.pop() ?? Buffer.allocUnsafeSlow(READ_SIZE)
+  refs = 0
+  /** No longer the connection's read buffer: goes back to freeBuffers at refs 0. */
+  retired = false
+
+  release = (): void => {
+    if (--this.refs === 0 && this.retired && freeBuffers.length < MAX_FREE) freeBuffers.push(this.buf)
+  }
+}
+
+const kConnection = Symbol("portcullis.lean.connection")
+type WithConnection = net.Socket & { [kConnection]?: Connection }
+const live = new WeakMap<LeanPool, Set<Connection>>()
+
+const HEAD = 0
+const BODY = 1
+
+/** Connection: one socket to the backend and the request it is serving, if any. */
+class Connection {
+  readonly pool: LeanPool
+  readonly socket: WithConnection
+  request: LeanRequest | undefined
+  /** Checked out by the pool (serving or about to serve a request). */
+  busy = true
+  /** Served a request before the current one: the backend may have closed it while idle. */
+  reused = false
+  /** No byte of the current request's response has arrived yet. */
+  #untouched = true
+  #connected = false
+  #phase = HEAD
+  #head: Buffer | undefined
+  #framing: Framing = { kind: "none" }
+  #remaining = 0
+  #chunked: ChunkedDecoder | undefined
+  #keepAlive = false
+  #idleTimeout: number
+  /** Bytes read while the handler had paused us. */
+  #pending: Buffer | undefined
+  /** The backend ended its side. */
+  #eof = false
+  #gone = false
+  /** The buffer the socket reads into; views of it handed to the handler are counted there. */
+  #read = new ReadBuffer()
+
+  static destroyAll(pool: LeanPool): void {
+    for (const c of live.get(pool) ?? []) c.destroy()
+  }
+
+  constructor(pool: LeanPool, first: LeanRequest) {
+    this.pool = pool
+    const o = pool.options
+    this.#idleTimeout = o.keepAliveTimeout
+    let set = live.get(pool)
+    if (!set) {
+      set = new Set()
+      live.set(pool, set)
+    }
+    set.add(this)
+    this.request = first
+    first.connection = this
+    // allowHalfOpen: a backend's FIN must not close the socket before bytes we hold (paused) are delivered.
+    const socket = net.connect({
+      host: o.host,
+      port: o.port,
+      noDelay: true,
+      allowHalfOpen: true,
+      onread: { buffer: () => this.#nextReadBuffer(), callback: onRead },
+    }) as WithConnection
+    this.socket = socket
+    socket[kConnection] = this
+    socket.setTimeout(o.connectTimeout)
+    socket.on("connect", onConnect)
+    socket.on("end", onEnd)
+    socket.on("error", onError)
+    socket.on("close", onClose)
+    socket.on("timeout", onTimeout)
+  }
+
+  connected(): void {
+    this.#connected = true
+    const request = this.request
+    if (request) this.send(request)
+  }
+
+  /** send writes the request's head and body once the socket is connected. */
+  send(request: LeanRequest): void {
+    this.request = request
+    request.connection = this
+    if (!this.#connected) return
+    this.#phase = HEAD
+    this.#head = undefined
+    this.#untouched = true
+    this.socket.setTimeout(this.pool.options.headersTimeout)
+    request.handler.onRequestStart?.(request, {})
+    if (request.settled || this.#gone) return
+    const socket = this.socket
+    if (request.body && request.body.length > 0) {
+      socket.cork()
+      socket.write(request.head, "latin1")
+      socket.write(request.body)
+      socket.uncork()
+    } else {
+      socket.write(request.head, "latin1")
+    }
+  }
+
+  /** #nextReadBuffer: the same buffer while no handler holds a view of it, else a free or new one. */
+  #nextReadBuffer(): Buffer {
+    const current = this.#read
+    if (current.refs === 0) return current.buf
+    current.retired = true
+    this.#read = new ReadBuffer()
+    return this.#read.buf
+  }
+
+  /** deliver hands a view of the read buffer to the handler, counted until released, or a copy. */
+  #deliver(request: LeanRequest, view: Buffer): void {
+    const handler = request.handler as Partial<BorrowingHandler>
+    if (handler.onResponseDataBorrowed) {
+      const read = this.#read
+      read.refs++
+      handler.onResponseDataBorrowed(request, view, read.release)
+    } else {
+      handler.onResponseData?.(request, Buffer.from(view))
+    }
+  }
+
+  /** onData: bytes in the read buffer, valid until this returns (views handed out are counted). */
+  onData(chunk: Buffer): void {
+    const request = this.request
+    if (request === undefined || request.settled) {
+      // Bytes nobody asked for: the connection's framing is lost.
+      this.destroy()
+      return
+    }
+    this.#untouched = false
+    if (request.paused) {
+      this.#pending = this.#pending ? Buffer.concat([this.#pending, chunk]) : Buffer.from(chunk)
+      this.socket.pause()
+      return
+    }
+    try {
+      this.#consume(request, chunk)
+    } catch (err) {
+      this.#fail(err as Error)
+    }
+  }
+
+  #consume(request: LeanRequest, chunk: Buffer): void {
+    let pos = 0
+    while (this.request === request && !request.settled) {
+      if (this.#phase === HEAD) {
+        pos = this.#readHead(request, chunk, pos)
+        if (pos < 0) return
+        continue
+      }
+      if (pos >= chunk.length) return
+      if (request.paused) {
+        this.#pending = chunk === this.#pending ? chunk.subarray(pos) : Buffer.from(chunk.subarray(pos))
+        this.socket.pause()
+        return
+      }
+      pos = this.#readBody(request, chunk, pos)
+    }
+  }
+
+  /** #readHead consumes the head (and any 1xx before it); -1 when more bytes are needed or the request is over. */
+  #readHead(request: LeanRequest, chunk: Buffer, pos: number): number {
+    let buf = chunk
+    let start = pos
+    if (this.#head) {
+      buf = Buffer.concat([this.#head, chunk.subarray(pos)])
+      start = 0
+    }
+    const end = buf.indexOf("\r\n\r\n", start, "latin1")
+    const limit = this.pool.options.maxHeaderSize
+    if (end === -1) {
+      // A head ended by bare LFs would never show CRLFCRLF: refuse it now rather than wait for the headers timeout.
+      if (buf.indexOf("\n\n", start, "latin1") !== -1) throw new BackendProtocolError("bare LF in the head")
+      if (buf.length - start > limit) throw new BackendProtocolError("head too large", "UND_ERR_HEADERS_OVERFLOW")
+      this.#head = Buffer.from(buf.subarray(start))
+      return -1
+    }
+    if (end - start > limit) throw new BackendProtocolError("head too large", "UND_ERR_HEADERS_OVERFLOW")
+    const head = parseResponseHead(buf.toString("latin1", start, end), request.method)
+    // Whatever of buf follows the head is the tail of chunk.
+    const next = chunk.length - (buf.length - (end + 4))
+    this.#head = undefined
+    if (head.status < 200) {
+      if (head.status === 101) throw new BackendProtocolError("101 to a request that asked no upgrade")
+      return next // 100 Continue and other interim responses: the final one follows
+    }
+    this.#phase = BODY
+    this.#framing = head.framing
+    this.#keepAlive = head.keepAlive
+    const o = this.pool.options
+    // Keep a second of margin so we never send on a connection the backend is about to close.
+    this.#idleTimeout =
+      head.keepAliveTimeoutMs === undefined
+        ? o.keepAliveTimeout
+        : Math.max(1, Math.min(o.keepAliveMaxTimeout, head.keepAliveTimeoutMs - 1000))
+    this.#remaining = head.framing.kind === "length" ? head.framing.length : 0
+    this.#chunked = head.framing.kind === "chunked" ? new ChunkedDecoder() : undefined
+    this.socket.setTimeout(this.pool.options.bodyTimeout)
+    request.handler.onResponseStart?.(request, head.status, head.headers, head.statusText)
+    if (request.settled) return -1 // the handler aborted
+    if (head.framing.kind === "none" || (head.framing.kind === "length" && head.framing.length === 0)) {
+      this.#complete(request, next === chunk.length)
+      return -1
+    }
+    return next
+  }
+
+  /** #readBody hands one piece of body to the handler and returns the next position. */
+  #readBody(request: LeanRequest, chunk: Buffer, pos: number): number {
+    const kind = this.#framing.kind
+    if (kind === "close") {
+      this.#deliver(request, chunk.subarray(pos))
+      return chunk.length
+    }
+    if (kind === "length") {
+      const end = Math.min(chunk.length, pos + this.#remaining)
+      this.#remaining -= end - pos
+      this.#deliver(request, chunk.subarray(pos, end))
+      if (this.#remaining === 0 && !request.settled) this.#complete(request, end === chunk.length)
+      return end
+    }
+    const decoder = this.#chunked!
+    const next = decoder.step(chunk, pos)
+    if (decoder.data && decoder.data.length > 0) this.#deliver(request, decoder.data)
+    if (decoder.done && !request.settled) this.#complete(request, next === chunk.length)
+    return next
+  }
+
+  /**
+   * #complete: the response is whole. The connection goes back to the pool before the handler hears the end
+   * (which may dispatch the next request); clean says no byte followed the response (else it is not reused).
+   */
+  #complete(request: LeanRequest, clean: boolean): void {
+    this.request = undefined
+    request.connection = undefined
+    this.socket.setTimeout(this.#idleTimeout)
+    // The handler may have paused us on the last piece; its resume will not reach this connection any more, and
+    // the next request (or the backend closing an idle connection) must be read.
+    if (request.paused) this.socket.resume()
+    this.reused = true
+    this.pool.released(this, clean && this.#keepAlive && !request.reset && !this.#eof && !this.#gone)
+    request.end()
+  }
+
+  #fail(err: Error): void {
+    const request = this.request
+    this.request = undefined
+    this.destroy()
+    if (request) this.#failOrResend(request, err)
+  }
+
+  /** #failOrResend: the keep-alive race (see the module's note) sends the request again; anything else fails it. */
+  #failOrResend(request: LeanRequest, err: Error): void {
+    const code = (err as NodeJS.ErrnoException).code
+    const race =
+      this.reused &&
+      this.#untouched &&
+      request.idempotent &&
+      !request.aborted &&
+      (code === "UND_ERR_SOCKET" || code === "ECONNRESET" || code === "EPIPE")
+    if (race && !request.settled) {
+      request.connection = undefined
+      this.pool.resend(request)
+    } else request.fail(err)
+  }
+
+  pause(): void {
+    this.socket.setTimeout(0)
+    this.socket.pause()
+  }
+
+  resume(): void {
+    const request = this.request
+    if (!request || this.#gone) return
+    this.socket.setTimeout(this.pool.options.bodyTimeout)
+    const pending = this.#pending
+    this.#pending = undefined
+    if (pending) {
+      try {
+        this.#consume(request, pending)
+      } catch (err) {
+        this.#fail(err as Error)
+        return
+      }
+    }
+    if (this.request !== request || request.paused) return
+    if (this.#eof) this.ended()
+    else this.socket.resume()
+  }
+
+  abort(request: LeanRequest, reason: Error): void {
+    if (this.request === request) this.#fail(reason)
+  }
+
+  /** ended: the backend closed its side. A close-delimited body ends here; anything else in flight failed. */
+  ended(): void {
+    this.#eof = true
+    const request = this.request
+    if (!request) {
+      this.destroy()
+      return
+    }
+    if (this.#pending) return // resume() delivers what was read, then comes back here
+    if (this.#phase === BODY && this.#framing.kind === "close") {
+      this.#complete(request, false)
+      return
+    }
+    this.#fail(failure("UND_ERR_SOCKET", "other side closed"))
+  }
+
+  timedOut(): void {
+    if (!this.#connected) this.#fail(failure("UND_ERR_CONNECT_TIMEOUT", "Connect Timeout Error"))
+    else if (!this.request) this.destroy()
+    else if (this.#phase === HEAD) this.#fail(failure("UND_ERR_HEADERS_TIMEOUT", "Headers Timeout Error"))
+    else this.#fail(failure("UND_ERR_BODY_TIMEOUT", "Body Timeout Error"))
+  }
+
+  errored(err: Error): void {
+    this.#fail(err)
+  }
+
+  /** destroy closes the socket and takes the connection out of the pool's count (once). */
+  destroy(): void {
+    if (this.#gone) return
+    this.#gone = true
+    this.socket.destroy()
+    this.pool.lost(this)
+  }
+
+  /** closed: the socket is gone; a request still on it (closed without an error event) failed. */
+  closed(): void {
+    live.get(this.pool)?.delete(this)
+    const request = this.request
+    this.request = undefined
+    if (!this.#gone) {
+      this.#gone = true
+      this.pool.lost(this)
+    }
+    if (request) this.#failOrResend(request, failure("UND_ERR_SOCKET", "other side closed"))
+  }
+}
+function onConnect(this: WithConnection): void {
+  this[kConnection]!.connected()
+}
+function onRead(this: WithConnection, bytes: number, buffer: Buffer): boolean {
+  this[kConnection]!.onData(buffer.subarray(0, bytes))
+  return true
+}
+function onEnd(this: WithConnection): void {
+  this[kConnection]!.ended()
+}
+function onError(this: WithConnection, err: Error): void {
+  this[kConnection]!.errored(err)
+}
+function onClose(this: WithConnection): void {
+  this[kConnection]!.closed()
+}
+function onTimeout(this: WithConnection): void {
+  this[kConnection]!.timedOut()
+}

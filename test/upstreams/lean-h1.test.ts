@@ -1,0 +1,107 @@
+/** The lean HTTP/1.1 client's strict response parsing: head, framing conflicts, chunked decoding. */
+import assert from "node:assert/strict"
+import { describe, test } from "node:test"
+import { ChunkedDecoder } from "../../src/upstreams/h1/chunked.ts"
+import { parseResponseHead } from "../../src/upstreams/h1/response-head.ts"
+
+const head = (...lines: string[]) => lines.join("\r\n")
+
+describe("parseResponseHead", () => {
+  test("reads status, headers (repeats as arrays) and Content-Length framing", () => {
+    const h = parseResponseHead(
+      head("HTTP/1.1 200 OK", "Content-Length: 5", "Set-Cookie: a=1", "set-cookie: b=2", "X-Empty:"),
+      "GET",
+    )
+    assert.equal(h.status, 200)
+    assert.equal(h.statusText, "OK")
+    assert.deepEqual(h.headers["set-cookie"], ["a=1", "b=2"])
+    assert.equal(h.headers["x-empty"], "")
+    assert.deepEqual(h.framing, { kind: "length", length: 5 })
+    assert.equal(h.keepAlive, true)
+  })
+
+  test("chunked, close-delimited, and no body for HEAD, 204 and 304", () => {
+    assert.deepEqual(parseResponseHead(head("HTTP/1.1 200 OK", "Transfer-Encoding: chunked"), "GET").framing, {
+      kind: "chunked",
+    })
+    const close = parseResponseHead("HTTP/1.1 200 OK", "GET")
+    assert.deepEqual(close.framing, { kind: "close" })
+    assert.equal(close.keepAlive, false)
+    assert.deepEqual(parseResponseHead(head("HTTP/1.1 200 OK", "Content-Length: 9"), "HEAD").framing, { kind: "none" })
+    assert.deepEqual(parseResponseHead("HTTP/1.1 204 No Content", "GET").framing, { kind: "none" })
+    assert.deepEqual(parseResponseHead("HTTP/1.1 304 Not Modified", "GET").framing, { kind: "none" })
+  })
+
+  test("Connection: close, HTTP/1.0 and the Keep-Alive timeout hint", () => {
+    assert.equal(
+      parseResponseHead(head("HTTP/1.1 200 OK", "Content-Length: 0", "Connection: close"), "GET").keepAlive,
+      false,
+    )
+    assert.equal(parseResponseHead(head("HTTP/1.0 200 OK", "Content-Length: 0"), "GET").keepAlive, false)
+    const h = parseResponseHead(head("HTTP/1.1 200 OK", "Content-Length: 0", "Keep-Alive: timeout=5, max=100"), "GET")
+    assert.equal(h.keepAliveTimeoutMs, 5000)
+  })
+
+  test("refuses what could desynchronise the connection", () => {
+    const bad = [
+      head("HTTP/1.1 200 OK", "Content-Length: 5", "Transfer-Encoding: chunked"),
+      head("HTTP/1.1 200 OK", "Content-Length: 5", "Content-Length: 6"),
+      head("HTTP/1.1 200 OK", "Content-Length: 5, 6"),
+      head("HTTP/1.1 200 OK", "Content-Length: -1"),
+      head("HTTP/1.1 200 OK", "Content-Length: 0x10"),
+      head("HTTP/1.1 200 OK", "Transfer-Encoding: gzip, chunked"),
+      head("HTTP/1.1 200 OK", "Transfer-Encoding: chunked, identity"),
+      head("HTTP/1.1 200 OK", "X-A: 1", " folded"),
+      head("HTTP/1.1 200 OK", "Bad Name: 1"),
+      head("HTTP/1.1 200 OK", "X-A : 1"),
+      head("HTTP/1.1 200 OK", "X-A: a\0b"),
+      "HTTP/1.1 200 OK\nContent-Length: 0",
+      "HTTP/2 200",
+      "HTTP/1.1 20 OK",
+      "HTTP/1.1 200 OK\r\nX: \x01",
+    ]
+    for (const text of bad) assert.throws(() => parseResponseHead(text, "GET"), Error, JSON.stringify(text))
+  })
+
+  test("the same Content-Length repeated is one length (RFC 9110 §8.6)", () => {
+    const h = parseResponseHead(head("HTTP/1.1 200 OK", "Content-Length: 7", "Content-Length: 7"), "GET")
+    assert.deepEqual(h.framing, { kind: "length", length: 7 })
+  })
+})
+
+/** decode feeds the decoder the given pieces and returns the body and whether it finished. */
+function decode(pieces: string[]): { body: string; done: boolean } {
+  const d = new ChunkedDecoder()
+  let body = ""
+  for (const piece of pieces) {
+    const buf = Buffer.from(piece, "latin1")
+    let pos = 0
+    while (pos < buf.length && !d.done) {
+      pos = d.step(buf, pos)
+      if (d.data) body += d.data.toString("latin1")
+    }
+  }
+  return { body, done: d.done }
+}
+
+describe("ChunkedDecoder", () => {
+  test("decodes chunks, extensions and trailers, in one piece or byte by byte", () => {
+    const wire = "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
+    assert.deepEqual(decode([wire]), { body: "hello world", done: true })
+    assert.deepEqual(decode([...wire]), { body: "hello world", done: true })
+  })
+
+  test("stops at the end of the body: bytes after it are not consumed", () => {
+    const d = new ChunkedDecoder()
+    const buf = Buffer.from("1\r\na\r\n0\r\n\r\nHTTP/1.1 200 OK")
+    let pos = 0
+    while (!d.done) pos = d.step(buf, pos)
+    assert.equal(buf.subarray(pos).toString(), "HTTP/1.1 200 OK")
+  })
+
+  test("refuses malformed framing", () => {
+    for (const wire of ["g\r\n", "5\nhello\r\n", "5\r\nhelloX\r\n", "-1\r\n", "1 1\r\n", `${"f".repeat(13)}\r\n`]) {
+      assert.throws(() => decode([wire]), Error, JSON.stringify(wire))
+    }
+  })
+})
