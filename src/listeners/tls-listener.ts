@@ -2,6 +2,7 @@
 import type net from "node:net"
 import tls, { type TLSSocket } from "node:tls"
 import type { ListenerConfig } from "../config/schema.ts"
+import { unmapIPv4 } from "../core/address.ts"
 import { errorMessage } from "../core/errors.ts"
 import type { Logger } from "../core/log.ts"
 import type { CertStore, ClientAuthPolicy } from "../tls/cert-store.ts"
@@ -85,11 +86,7 @@ export class TlsListener {
     // Any close before 'secure' is a failed handshake: a TLS error, a timeout, a reset, a refused certificate.
     this.#onEarlyClose = function (this: TLSSocket) {
       listener.stats.handshakeErrors++
-      const raw = (this as unknown as { _parent?: net.Socket & WithSource })._parent
-      if (raw) {
-        clearTimeout(raw[kDeadline])
-        raw[kTls] = undefined
-      }
+      endHandshake(this)
     }
   }
 
@@ -100,8 +97,8 @@ export class TlsListener {
       this.#handshake(socket)
       return
     }
-    const peer = socket.remoteAddress ?? ""
-    if (!this.#isTrusted(peer.startsWith("::ffff:") ? peer.slice(7) : peer)) {
+    const peer = unmapIPv4(socket.remoteAddress)
+    if (!this.#isTrusted(peer)) {
       // A PROXY header is only believed from trusted_proxies; anyone else is refused, not believed.
       this.stats.proxyHeaderErrors++
       this.#log.debug({ listener: this.config.name, peer }, "proxy protocol from an untrusted peer refused")
@@ -173,11 +170,7 @@ export class TlsListener {
   }
 
   #secured(socket: TLSSocket): void {
-    const raw = (socket as unknown as { _parent?: net.Socket & WithSource })._parent
-    if (raw) {
-      clearTimeout(raw[kDeadline])
-      raw[kTls] = undefined
-    }
+    const raw = endHandshake(socket)
     socket.off("_tlsError", this.#onHandshakeError)
     socket.off("close", this.#onEarlyClose)
     socket.on("error", ignore)
@@ -248,6 +241,16 @@ export class TlsListener {
 }
 
 function ignore(): void {}
+
+/** endHandshake clears the handshake's deadline on the raw socket under socket, and returns that raw socket. */
+function endHandshake(socket: TLSSocket): (net.Socket & WithSource) | undefined {
+  const raw = (socket as unknown as { _parent?: net.Socket & WithSource })._parent
+  if (raw) {
+    clearTimeout(raw[kDeadline])
+    raw[kTls] = undefined
+  }
+  return raw
+}
 
 function expireHandshake(raw: net.Socket & WithSource): void {
   const socket = raw[kTls]

@@ -170,17 +170,17 @@ interface ProxiedPoolOptions {
  * with http-reuse never) but a backend can never attribute a request to the wrong client. Requests with no client
  * tag go through the base pool with a LOCAL (v2) or UNKNOWN (v1) header.
  */
-class ProxiedPool extends Pool {
+class ProxiedPool extends CappedPool {
   readonly #origin: string
   readonly #options: Pool.Options
   readonly #proxied: ProxiedPoolOptions
-  readonly #byClient = new Map<ConnectionInfo, Pool>()
+  readonly #byClient = new Map<ConnectionInfo, CappedPool>()
   readonly #backend: Backend
   readonly #keepalive: number
 
   constructor(origin: string, options: Pool.Options, proxied: ProxiedPoolOptions, backend: Backend, keepalive: number) {
     const unknown = proxied.version === "v1" ? encodeProxyV1(UNKNOWN_ENDPOINTS) : encodeProxyV2Local()
-    super(origin, { ...options, connect: connectWithHeader(() => unknown, proxied) })
+    super(origin, { ...options, connect: connectWithHeader(() => unknown, proxied) }, backend, keepalive)
     this.#origin = origin
     this.#options = options
     this.#proxied = proxied
@@ -188,15 +188,15 @@ class ProxiedPool extends Pool {
     this.#keepalive = keepalive
   }
 
-  override dispatch(dispatchOptions: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
-    const options = keepAliveOptions(dispatchOptions, this.#backend, this.#keepalive)
+  override dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
     const info = infoOf(options.headers)
     if (!info) return super.dispatch(options, handler)
     let pool = this.#byClient.get(info)
     if (!pool) {
       const client = socketOf(info)
       const header = proxyHeaderFor(this.#proxied.version, info, client)
-      pool = new Pool(this.#origin, { ...this.#options, connect: connectWithHeader(() => header, this.#proxied) })
+      const connect = connectWithHeader(() => header, this.#proxied)
+      pool = new CappedPool(this.#origin, { ...this.#options, connect }, this.#backend, this.#keepalive)
       this.#byClient.set(info, pool)
       const own = pool
       const forget = () => {

@@ -36,7 +36,6 @@ export class HttpEngine implements ExchangeContext {
   readonly log: Logger
   readonly accessLog: Logger | undefined
   readonly hsts: string | undefined
-  readonly forwardCert: boolean
   closing = false
   readonly #router: Router
   readonly #upstreams: ReadonlyMap<string, Upstream>
@@ -64,7 +63,6 @@ export class HttpEngine implements ExchangeContext {
     this.hsts = hsts
       ? `max-age=${Math.floor(hsts.max_age / 1000)}${hsts.include_subdomains ? "; includeSubDomains" : ""}${hsts.preload ? "; preload" : ""}`
       : undefined
-    this.forwardCert = listener.tls?.client_auth?.forward_cert ?? false
 
     this.#h1 = http.createServer(
       {

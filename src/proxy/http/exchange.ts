@@ -27,7 +27,6 @@ export interface ExchangeContext {
   readonly hsts: string | undefined
   /** The generation is closing: answer with Connection: close so clients move to the new one. */
   readonly closing: boolean
-  readonly forwardCert: boolean
 }
 
 /**
@@ -109,11 +108,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
   /** start builds the backend request once and sends the first try. */
   start(): void {
     const req = this.req
-    this.headers = buildRequestHeaders(req.rawHeaders, this.info, {
-      host: this.host,
-      trusted: this.info.trusted,
-      forwardCert: this.ctx.forwardCert,
-    })
+    this.headers = buildRequestHeaders(req.rawHeaders, this.info, this.host)
     const upstream = this.upstream
     const total = upstream.config.timeouts.total
     if (total > 0) this.totalTimer = setTimeout(onTotalTimeout, total, this)

@@ -19,26 +19,13 @@ const FORWARDING_HEADERS: ReadonlySet<string> = new Set([
   "forwarded",
 ])
 
-/** RequestHeaderOptions: what the engine knows besides the raw client headers. */
-export interface RequestHeaderOptions {
-  /** The Host the client asked for (Host, or :authority on HTTP/2). */
-  host: string | undefined
-  /** The client's address is in trusted_proxies: believe its X-Forwarded-* and Forwarded. */
-  trusted: boolean
-  /** Send the client certificate PEM in X-Client-Cert (client_auth.forward_cert). */
-  forwardCert?: boolean
-}
-
 /**
  * buildRequestHeaders turns Node's rawHeaders ([name, value, ...], HTTP/1.1 or HTTP/2) into the flat list for the
  * backend: hop-by-hop and pseudo headers removed (RFC 9110 §7.6.1), HTTP/2 cookies joined (RFC 9113 §8.2.3),
- * Host kept, X-Forwarded-For/-Proto/-Host and Forwarded (RFC 7239) set. The list is tagged with `info` (infoOf).
+ * Host kept (host: the Host or :authority the client asked for), X-Forwarded-For/-Proto/-Host and Forwarded
+ * (RFC 7239) set, the client's own copies kept only when info.trusted (trusted_proxies). The list is tagged with `info` (infoOf).
  */
-export function buildRequestHeaders(
-  raw: readonly string[],
-  info: ConnectionInfo,
-  options: RequestHeaderOptions,
-): string[] {
+export function buildRequestHeaders(raw: readonly string[], info: ConnectionInfo, host: string | undefined): string[] {
   const out: string[] = []
   let nominated: Set<string> | undefined
   for (let i = 0; i < raw.length; i += 2) {
@@ -61,7 +48,7 @@ export function buildRequestHeaders(
     if (HOP_BY_HOP.has(lower) || nominated?.has(lower)) continue
     if (CLIENT_CERT_HEADERS.has(lower)) continue
     if (FORWARDING_HEADERS.has(lower)) {
-      if (!options.trusted) continue
+      if (!info.trusted) continue
       if (lower === "x-forwarded-for") xff = xff === undefined ? value : `${xff}, ${value}`
       else if (lower === "forwarded") forwarded = forwarded === undefined ? value : `${forwarded}, ${value}`
       else if (lower === "x-forwarded-proto") proto ??= value
@@ -75,13 +62,13 @@ export function buildRequestHeaders(
     if (lower === "host") sawHost = true
     out.push(name, value)
   }
-  if (!sawHost && options.host) out.push("host", options.host)
+  if (!sawHost && host) out.push("host", host)
   if (cookie !== undefined) out.push("cookie", cookie)
   const client = info.clientAddress
   out.push("x-forwarded-for", xff === undefined ? client : `${xff}, ${client}`)
   out.push("x-forwarded-proto", proto ?? "https")
-  if (forwardedHost ?? options.host) out.push("x-forwarded-host", (forwardedHost ?? options.host)!)
-  const element = forwardedElement(client, options.host, "https")
+  if (forwardedHost ?? host) out.push("x-forwarded-host", (forwardedHost ?? host)!)
+  const element = forwardedElement(client, host, "https")
   out.push("forwarded", forwarded === undefined ? element : `${forwarded}, ${element}`)
   const cert = info.clientCert
   if (cert) {

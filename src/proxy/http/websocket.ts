@@ -106,7 +106,7 @@ export function proxyUpgrade(
     return
   }
   backend.inFlight++
-  const headers = buildRequestHeaders(req.rawHeaders, info, { host, trusted: info.trusted })
+  const headers = buildRequestHeaders(req.rawHeaders, info, host)
   // undici writes Connection: upgrade and Upgrade itself from opts.upgrade.
   const upgrade = String(req.headers.upgrade ?? "websocket")
   upstream
