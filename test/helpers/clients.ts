@@ -74,6 +74,7 @@ export function h2request(options: RequestOptions): Promise<Reply> {
     const session = http2.connect(`https://127.0.0.1:${options.port}`, {
       servername: options.servername ?? "localhost",
       ca: options.ca,
+      ...options.tlsOptions,
     })
     session.on("error", reject)
     const stream = session.request({

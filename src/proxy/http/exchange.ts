@@ -142,6 +142,19 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     this.#try()
   }
 
+  /**
+   * bodyShort: the request body ended before its Content-Length. Malformed (RFC 9113 §8.1.1; RFC 9112 §6.3 for
+   * HTTP/1.1, where the parser already refuses it): nothing goes to the backend and the client's stream is reset.
+   */
+  bodyShort(received: number, length: number): void {
+    if (this.done) return
+    this.reason = `request body of ${received} bytes, content-length ${length}`
+    this.status = 400
+    const res = this.res
+    if ("stream" in res) res.stream.close(0x1 /* PROTOCOL_ERROR */)
+    else res.destroy()
+  }
+
   #try(): void {
     const upstream = this.upstream
     let context: StickyContext | undefined = this.pickContext
@@ -391,7 +404,10 @@ function bufferBody(exchange: Exchange, length: number): void {
     // The parser holds a body to its Content-Length; guard the copy anyway.
     filled += chunk.copy(body, filled)
   })
-  req.once("end", () => exchange.bodyBuffered(filled === length ? body : body.subarray(0, filled)))
+  req.once("end", () => {
+    if (filled === length) exchange.bodyBuffered(body)
+    else exchange.bodyShort(filled, length)
+  })
 }
 
 /** hashKeyOf reads the request's hash key; undefined (no such header or cookie) falls back to round robin. */

@@ -73,16 +73,27 @@ export class H2Response {
     return this.stream.writableFinished
   }
 
+  /**
+   * gone: the client reset or closed the stream, or the session went away. Every write below is then a no-op, as a
+   * write to a destroyed socket is: the client left, and nothing sent after that may throw (respond() on a closed
+   * stream throws ERR_HTTP2_INVALID_STREAM, which out of a backend client's callback would end the process).
+   */
+  get gone(): boolean {
+    const stream = this.stream
+    return stream.destroyed || stream.closed
+  }
+
   /** writeHead sends the response headers; throws (like ServerResponse) on a value HTTP/2 cannot carry. */
   writeHead(status: number, headers: Record<string, string | string[] | number>): this {
     this.statusCode = status
+    if (this.gone) return this
     this.stream.respond({ ...headers, ":status": status }, { endStream: false })
     return this
   }
 
   /** write sends a piece of body; callback (as ServerResponse's) runs once the stream has taken the bytes or dropped them. */
   write(chunk: Buffer, callback?: () => void): boolean {
-    if (this.#head || this.stream.destroyed) {
+    if (this.#head || this.gone) {
       if (callback) queueMicrotask(callback)
       return true
     }
@@ -91,14 +102,14 @@ export class H2Response {
 
   end(body?: string | Buffer): void {
     const stream = this.stream
-    if (stream.destroyed) return
+    if (this.gone) return
     if (!stream.headersSent) stream.respond({ ":status": this.statusCode }, { endStream: false })
     if (body !== undefined && !this.#head) stream.end(body)
     else stream.end()
   }
 
   destroy(err?: Error): void {
-    this.stream.destroy(err)
+    if (!this.stream.destroyed) this.stream.destroy(err)
   }
 
   /** on: 'drain' and 'close' of the stream, called with this response as `this` (the exchange's handlers read it). */
