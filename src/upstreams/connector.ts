@@ -4,16 +4,16 @@ import net from "node:net"
 import type { TLSSocket } from "node:tls"
 import { buildConnector, type Dispatcher, errors, Pool } from "undici"
 import type { UpstreamConfig } from "../config/schema.ts"
+import { type ConnectionInfo, infoOf, socketOf } from "../core/connection-info.ts"
 import { TlsError } from "../core/errors.ts"
 import type { Logger } from "../core/log.ts"
 import { Secret } from "../core/secret.ts"
-import { type ConnectionInfo, infoOf, socketOf } from "../listeners/connection-info.ts"
 import {
   encodeProxyV1,
   encodeProxyV2,
   encodeProxyV2Local,
   tlvsFromTlsSocket,
-} from "../listeners/proxy-protocol/encode.ts"
+} from "../protocols/proxy-protocol/encode.ts"
 import type { Backend } from "./backend.ts"
 import { type BackendPool, LeanPool } from "./h1/lean-pool.ts"
 

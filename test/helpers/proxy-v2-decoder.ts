@@ -1,7 +1,7 @@
 /** Decodes a PROXY v2 header (and its TLVs, SSL sub-TLVs included) into a plain object for assertions; uses src's parser. */
-import { type ProxyHeader, parseV2 } from "../../src/listeners/proxy-protocol/parse.ts"
+import { type ProxyHeader, parseV2 } from "../../src/protocols/proxy-protocol/parse.ts"
 
-export type { ProxyHeader } from "../../src/listeners/proxy-protocol/parse.ts"
+export type { ProxyHeader } from "../../src/protocols/proxy-protocol/parse.ts"
 
 /** DecodedProxyV2 is the header plus the bytes that followed it. */
 export interface DecodedProxyV2 {

@@ -1,7 +1,7 @@
 /** @module client-gate: a listener's per-client limits, in front of its engine (connections) and in it (request rate). */
 import type { TLSSocket } from "node:tls"
 import type { ListenerConfig } from "../../config/schema.ts"
-import { infoOf } from "../connection-info.ts"
+import { infoOf } from "../../core/connection-info.ts"
 import type { Engine } from "../tls-listener.ts"
 import { ClientLimiter, type ClientLimiterStatus, clientKey } from "./client-limiter.ts"
 

@@ -1,9 +1,14 @@
 /** @module read-header: reads a PROXY v1/v2 header off a raw TCP socket before the TLS handshake, consuming only its bytes. */
 import type net from "node:net"
 import { ClientError, PortcullisError } from "../../core/errors.ts"
-import { type ProxyAddress, type ProxyTlvs, parseProxyHeader, V2_DEFAULT_MAX_BYTES } from "./parse.ts"
+import {
+  type ProxyAddress,
+  type ProxyTlvs,
+  parseProxyHeader,
+  V2_DEFAULT_MAX_BYTES,
+} from "../../protocols/proxy-protocol/parse.ts"
 
-export type { ProxyAddress, ProxySslInfo, ProxyTlv, ProxyTlvs } from "./parse.ts"
+export type { ProxyAddress, ProxySslInfo, ProxyTlv, ProxyTlvs } from "../../protocols/proxy-protocol/parse.ts"
 
 /** ProxyInfo is what a PROXY header says about the real client: its address, the address it dialled, and v2 TLVs. */
 export interface ProxyInfo {

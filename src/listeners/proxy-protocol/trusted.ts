@@ -1,7 +1,7 @@
 /** @module trusted: matches peer addresses against trusted CIDR blocks (PROXY headers, X-Forwarded-*), compiled once. */
 import { isIP } from "node:net"
 import { PortcullisError } from "../../core/errors.ts"
-import { parseIPv4, parseIPv6 } from "./ip.ts"
+import { parseIPv4, parseIPv6 } from "../../protocols/proxy-protocol/ip.ts"
 
 /**
  * Addresses are compared as 128-bit IPv6 values held in four 32-bit words: an IPv4 address a.b.c.d is the

@@ -1,5 +1,5 @@
 /** @module request-headers: the header list a backend receives: client headers minus hop-by-hop, plus X-Forwarded-*. */
-import { type ConnectionInfo, tagWithInfo } from "../../listeners/connection-info.ts"
+import { type ConnectionInfo, tagWithInfo } from "../../core/connection-info.ts"
 import { forwardedElement } from "./forwarded.ts"
 import { connectionTokens, HOP_BY_HOP } from "./hop-headers.ts"
 

@@ -2,13 +2,13 @@
 import net from "node:net"
 import tls, { type TLSSocket } from "node:tls"
 import type { ListenerConfig } from "../../config/schema.ts"
+import { infoOf } from "../../core/connection-info.ts"
 import { errorCode, PortcullisError } from "../../core/errors.ts"
 import type { Logger } from "../../core/log.ts"
-import { infoOf } from "../../listeners/connection-info.ts"
+import { encodeProxyV1, encodeProxyV2, tlvsFromTlsSocket } from "../../protocols/proxy-protocol/encode.ts"
 import { normalizeHost, type Router } from "../../routing/router.ts"
 import type { Backend } from "../../upstreams/backend.ts"
 import type { Upstream } from "../../upstreams/upstream.ts"
-import { encodeProxyV1, encodeProxyV2, tlvsFromTlsSocket } from "../proxy-header.ts"
 import { BACKEND_ONREAD, pipeConnection } from "./pipe.ts"
 
 /** TcpEngineOptions: the listener's config slice and what the generation built for it. */

@@ -6,7 +6,7 @@ import tls from "node:tls"
 import type { HealthConfig } from "../../config/schema.ts"
 import { errorMessage } from "../../core/errors.ts"
 import type { Logger } from "../../core/log.ts"
-import { encodeProxyV1, encodeProxyV2Local } from "../../listeners/proxy-protocol/encode.ts"
+import { encodeProxyV1, encodeProxyV2Local } from "../../protocols/proxy-protocol/encode.ts"
 import type { Backend } from "../backend.ts"
 
 /** HealthTls is how checks reach a re-encrypting upstream: the same trust and client certificate as requests. */

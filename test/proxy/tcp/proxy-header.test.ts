@@ -7,13 +7,13 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { after, before, describe, test } from "node:test"
 import tls from "node:tls"
-import { parseV1 } from "../../../src/listeners/proxy-protocol/parse.ts"
 import {
   encodeProxyV1,
   encodeProxyV2,
   type ProxyEndpoints,
   tlvsFromTlsSocket,
-} from "../../../src/proxy/proxy-header.ts"
+} from "../../../src/protocols/proxy-protocol/encode.ts"
+import { parseV1 } from "../../../src/protocols/proxy-protocol/parse.ts"
 import { decodeProxyV2 } from "../../helpers/proxy-v2-decoder.ts"
 import { waitFor, withDeadline } from "../../listeners/proxy-protocol/harness.ts"
 import { makeOpensslPki, type OpensslPki } from "../../listeners/proxy-protocol/openssl-pki.ts"

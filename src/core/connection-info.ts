@@ -1,6 +1,6 @@
 /** @module connection-info: what we know about one client connection, read once after the handshake. */
 import type { TLSSocket } from "node:tls"
-import { unmapIPv4 } from "../core/address.ts"
+import { unmapIPv4 } from "./address.ts"
 
 /** ClientCertInfo: the client certificate a client presented (mTLS). */
 export interface ClientCertInfo {

@@ -1,7 +1,7 @@
 /**
  * @module encode: encodes PROXY protocol v1/v2 headers that tell a backend who the client is (haproxy's
- * proxy-protocol.txt). It lives beside the parser so that both the tcp engine (proxy/) and the connector (upstreams/)
- * can use it without importing from a later folder; proxy/proxy-header.ts re-exports it.
+ * proxy-protocol.txt). protocols/ holds what both sides speak: the listeners read PROXY headers, the dialer and the
+ * tcp engine write them.
  */
 import { isIPv4, isIPv6 } from "node:net"
 import type { TLSSocket } from "node:tls"
