@@ -11,19 +11,33 @@ import { join } from "node:path"
 import { parseArgs } from "node:util"
 import { type Backend, BULK_SIZE, SMALL_SIZE, startBackend } from "./lib/backend.ts"
 import { runH2load } from "./lib/h2load.ts"
+import { type LatencyResult, runPacedConnections, runPacedRequests } from "./lib/latency.ts"
 import { type BenchCert, makeCert } from "./lib/pki.ts"
-import { ensurePinned, failureSummary, niceOf, openFilesLimit, rssBytes } from "./lib/proc.ts"
+import {
+  cpuSeconds as cpuSecondsOf,
+  ensurePinned,
+  failureSummary,
+  niceOf,
+  openFilesLimit,
+  rssBytes,
+} from "./lib/proc.ts"
 import { type CellRun, renderTables, type Summary, summarise, type WorkloadId } from "./lib/report.ts"
-import { PROXY_CORE, type RunningTarget, startTarget, TARGETS, type TargetSpec } from "./lib/targets.ts"
+import { LOG_OFF, PROXY_CORE, type RunningTarget, startTarget, TARGETS, type TargetSpec } from "./lib/targets.ts"
 import { runHandshakes, runIdle } from "./lib/tls-load.ts"
 
 const benchDir = import.meta.dirname
-const ALL_WORKLOADS: WorkloadId[] = ["W1", "W2", "W3", "W4", "W5", "W6"]
+const ALL_WORKLOADS: WorkloadId[] = ["W1", "W2", "W3", "W4", "W5", "W7", "W7c", "W6"]
 const QUICK_WORKLOADS: WorkloadId[] = ["W1", "W2", "W3"]
 /** Workloads each target runs unless --only says otherwise (portcullis-tcp is the "W2 through the tcp engine" row). */
 const TARGET_WORKLOADS: Record<string, WorkloadId[]> = {
-  "portcullis-tcp": ["W2", "W4", "W6"],
+  "portcullis-tcp": ["W2", "W4", "W6", "W7"],
 }
+/** The access-log-off rows run the throughput and latency workloads: a log line costs per request, not per idle byte. */
+const LOG_OFF_WORKLOADS: WorkloadId[] = ["W1", "W2", "W3", "W4", "W7"]
+/** W7 rates: keep-alive requests per second (50 connections x 100/s) and new TLS connections per second. */
+const W7_CLIENTS = 50
+const W7_RPS_PER_CLIENT = 100
+const W7C_RATE = 500
 const REQUIRED_TOOLS = ["haproxy", "nginx", "hitch", "h2load", "openssl", "taskset"]
 
 const { values: flags } = parseArgs({
@@ -75,7 +89,7 @@ const warmupS = Number(flags.warmup ?? (quick ? 1 : 2))
 const idleCount = Number(flags["idle-connections"] ?? (quick ? 2000 : 9000))
 const workloads: WorkloadId[] = flags.only
   ? flags.only.split(",").map((w) => {
-      const id = w.trim().toUpperCase() as WorkloadId
+      const id = ALL_WORKLOADS.find((x) => x.toUpperCase() === w.trim().toUpperCase()) ?? (w as WorkloadId)
       if (!ALL_WORKLOADS.includes(id)) throw new Error(`unknown workload ${w}; known: ${ALL_WORKLOADS.join(",")}`)
       return id
     })
@@ -93,7 +107,7 @@ const ANCHOR = "haproxy"
 
 function runsWorkload(spec: TargetSpec, w: WorkloadId): boolean {
   if (w === "W3" && spec.layer === "L4") return false
-  const own = TARGET_WORKLOADS[spec.name]
+  const own = spec.name.endsWith(LOG_OFF) ? LOG_OFF_WORKLOADS : TARGET_WORKLOADS[spec.name]
   return own ? own.includes(w) || flags.only !== undefined : true
 }
 
@@ -231,6 +245,73 @@ function failedCell(pass: number, target: string, w: WorkloadId, reason: string)
   }
 }
 
+/** Baselines: the same paced load straight to the backend, measured once per pass, subtracted from each target's. */
+const baselines = new Map<string, LatencyResult>()
+
+async function baseline(pass: number, w: "W7" | "W7c"): Promise<LatencyResult> {
+  const key = `${pass}:${w}`
+  let b = baselines.get(key)
+  if (!b) {
+    b =
+      w === "W7"
+        ? await runPacedRequests({
+            url: `http://127.0.0.1:${backend!.port}/small`,
+            clients: W7_CLIENTS,
+            rpsPerClient: W7_RPS_PER_CLIENT,
+            warmupS,
+            seconds: measureS,
+            logFile: join(workDir, `w7-direct-${pass}.log`),
+          })
+        : await runPacedConnections({ port: backend!.port, tls: false, rate: W7C_RATE, warmupS, seconds: measureS })
+    baselines.set(key, b)
+    emit({ type: "baseline", pass, workload: w, ...b })
+    console.log(
+      `pass ${pass} ${w} backend direct   p50 ${b.pct.p50.toFixed(0)} µs, p99 ${b.pct.p99.toFixed(0)} µs, p99.9 ${b.pct.p999.toFixed(0)} µs${b.problems.length ? ` PROBLEMS: ${b.problems.join("; ")}` : ""}`,
+    )
+  }
+  return b
+}
+
+async function measureLatency(
+  base: { type: "cell"; pass: number; target: string; workload: WorkloadId },
+  t: RunningTarget,
+  w: "W7" | "W7c",
+): Promise<CellRun> {
+  const direct = await baseline(base.pass, w)
+  const c0 = cpuSecondsOf(t.process.pid)
+  const r =
+    w === "W7"
+      ? await runPacedRequests({
+          url: `https://127.0.0.1:${t.port}/small`,
+          clients: W7_CLIENTS,
+          rpsPerClient: W7_RPS_PER_CLIENT,
+          warmupS,
+          seconds: measureS,
+          logFile: join(workDir, `w7-${base.target}-${base.pass}.log`),
+        })
+      : await runPacedConnections({ port: t.port, tls: true, rate: W7C_RATE, warmupS, seconds: measureS })
+  const cpu = cpuSecondsOf(t.process.pid) - c0
+  const added = {
+    p50: r.pct.p50 - direct.pct.p50,
+    p99: r.pct.p99 - direct.pct.p99,
+    p999: r.pct.p999 - direct.pct.p999,
+  }
+  const problems = [...r.problems, ...direct.problems.map((p) => `baseline: ${p}`)]
+  return {
+    ...base,
+    ok: problems.length === 0,
+    problems,
+    work: r.samples,
+    unit: w === "W7" ? "requests" : "connections",
+    seconds: r.seconds,
+    proxy_cpu_s: cpu,
+    figure: added.p99,
+    rate_per_s: r.rate,
+    proxy_cpu_util: cpu / (warmupS + measureS),
+    extra: { added_us: added, target_us: r.pct, direct_us: direct.pct },
+  }
+}
+
 async function measure(pass: number, st: TargetState, w: WorkloadId, cert: BenchCert): Promise<CellRun> {
   if (st.failure) return failedCell(pass, st.spec.name, w, st.failure)
   let t: RunningTarget
@@ -243,6 +324,7 @@ async function measure(pass: number, st: TargetState, w: WorkloadId, cert: Bench
   }
   const pid = t.process.pid
   const base = { type: "cell" as const, pass, target: st.spec.name, workload: w }
+  if (w === "W7" || w === "W7c") return measureLatency(base, t, w)
   if (w === "W1" || w === "W5") {
     const r = await runHandshakes({
       mode: w === "W1" ? "full" : "resumed",
@@ -309,11 +391,18 @@ async function measure(pass: number, st: TargetState, w: WorkloadId, cert: Bench
     streams: shape.streams,
   }
   const warm = await runH2load({ ...opts, seconds: warmupS })
+  const accepts0 = await backend!.accepts()
   const r = await runH2load({ ...opts, seconds: measureS })
+  const opened = (await backend!.accepts()) - accepts0
   const problems = [
     ...r.problems,
     ...warm.problems.filter((p) => !p.includes("connections")).map((p) => `warm-up: ${p}`),
   ]
+  // A pool that churns reconnects to the backend per request: at most the requests in flight may need new ones.
+  const inFlight = shape.clients * shape.streams
+  if (!(opened <= Math.ceil(inFlight * 1.1) + 8)) {
+    problems.push(`${opened} backend connections opened in the window for ${inFlight} requests in flight (churn)`)
+  }
   const work = w === "W4" ? r.dataBytes / 1e6 : r.done
   return {
     ...base,
@@ -326,8 +415,14 @@ async function measure(pass: number, st: TargetState, w: WorkloadId, cert: Bench
     figure: work / r.proxyCpu,
     rate_per_s: work / r.seconds,
     proxy_cpu_util: r.proxyCpu / r.seconds,
-    extra: { tls: r.tls, connections: r.connections, requests: r.done },
+    extra: { tls: r.tls, connections: r.connections, requests: r.done, backend_connections_opened: opened },
   }
+}
+
+function latencyLine(r: CellRun): string {
+  const e = r.extra as { added_us: { p50: number; p99: number; p999: number } }
+  const a = e.added_us
+  return `added p50 ${a.p50.toFixed(0)} µs, p99 ${a.p99.toFixed(0)} µs, p99.9 ${a.p999.toFixed(0)} µs at ${r.rate_per_s.toFixed(0)}/s`
 }
 
 // ---- the run ------------------------------------------------------------------------------------------------------
@@ -362,7 +457,9 @@ async function main(): Promise<void> {
     const fig =
       r.workload === "W6"
         ? `${r.figure.toFixed(1)} KiB/conn`
-        : `${r.figure.toFixed(0)} ${r.unit}/cpu-s, ${r.rate_per_s.toFixed(0)}/s, proxy cpu ${(r.proxy_cpu_util * 100).toFixed(0)}%`
+        : r.workload === "W7" || r.workload === "W7c"
+          ? latencyLine(r)
+          : `${r.figure.toFixed(0)} ${r.unit}/cpu-s, ${r.rate_per_s.toFixed(0)}/s, proxy cpu ${(r.proxy_cpu_util * 100).toFixed(0)}%`
     console.log(
       `pass ${r.pass} ${r.workload} ${r.target.padEnd(15)} ${r.ok ? fig : `FAILED: ${r.problems.join("; ")}`}`,
     )

@@ -11,6 +11,8 @@ export const BULK_SIZE = 1024 * 1024
 export interface Backend {
   readonly port: number
   readonly process: Spawned
+  /** accepts reads nginx's count of connections accepted so far (stub_status), to catch a proxy that churns. */
+  accepts(): Promise<number>
   close(): Promise<void>
 }
 
@@ -49,6 +51,7 @@ http {
   server {
     listen 127.0.0.1:${port} backlog=4096;
     root ${root};
+    location = /_status { stub_status; }
     location / { }
   }
 }
@@ -56,5 +59,10 @@ http {
   )
   const proc = spawnLogged("nginx", ["-c", conf, "-p", dir, "-g", "daemon off;"], join(dir, "backend.log"), { core: 0 })
   await waitForPort(port, 5000, proc)
-  return { port, process: proc, close: () => stopProcess(proc) }
+  const accepts = async () => {
+    const text = await (await fetch(`http://127.0.0.1:${port}/_status`)).text()
+    // "server accepts handled requests\n N N N": the first number, minus this status request's own connection
+    return Number(/requests\s+(\d+)/.exec(text)?.[1] ?? Number.NaN) - 1
+  }
+  return { port, process: proc, accepts, close: () => stopProcess(proc) }
 }

@@ -1,7 +1,7 @@
 /** @module report: cell results, medians over passes, ratios to HAProxy, and the tables printed at the end. */
 
 /** WorkloadId names the workloads in table order. */
-export type WorkloadId = "W1" | "W2" | "W3" | "W4" | "W5" | "W6"
+export type WorkloadId = "W1" | "W2" | "W3" | "W4" | "W5" | "W6" | "W7" | "W7c"
 
 /** CellRun is one measurement of one target on one workload in one pass (also one JSON line). */
 export interface CellRun {
@@ -86,17 +86,21 @@ export const FIGURE_UNITS: Record<WorkloadId, string> = {
   W4: "MB (10^6 body bytes) per proxy CPU-s",
   W5: "resumed handshakes per proxy CPU-s",
   W6: "KiB RSS per idle TLS connection (ratio: lower is better)",
+  W7: "p99 latency added over the backend direct, µs, at 5,000 keep-alive req/s (ratio: lower is better)",
+  W7c: "p99 latency added over the backend direct, µs, at 500 new TLS connections/s, full handshake + GET (ratio: lower is better)",
 }
 
 function cell(s: Summary | undefined, kind: "figure" | "rate", failShort: (s: Summary) => string): string {
   if (!s) return "–"
   if (!s.ok) return failShort(s)
+  const latency = s.workload === "W7" || s.workload === "W7c"
   if (kind === "rate") {
     if (s.workload === "W6") return "–"
+    if (latency) return `${fmt(s.rate_per_s)}/s`
     return `${fmt(s.rate_per_s)}${s.workload === "W4" ? " MB" : ""}/s`
   }
   const ratio = s.ratio === null ? "" : `${s.ratio.toFixed(2)}x `
-  const fig = s.workload === "W6" ? `${fmt(s.figure, 1)} KiB` : fmt(s.figure, s.workload === "W4" ? 0 : 0)
+  const fig = s.workload === "W6" ? `${fmt(s.figure, 1)} KiB` : latency ? `${fmt(s.figure)} µs` : fmt(s.figure)
   return `${ratio}${fig}`
 }
 

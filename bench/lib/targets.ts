@@ -50,10 +50,15 @@ const nginxVersion = () => {
   return r.replace(/^nginx version: /, "")
 }
 
-const haproxy: TargetSpec = {
-  name: "haproxy",
+/** LOG_OFF names a target's second row: the same proxy with its access log off (the row a tuned setup gets). */
+export const LOG_OFF = "-log-off"
+
+const haproxyTarget = (log: boolean): TargetSpec => ({
+  name: log ? "haproxy" : `haproxy${LOG_OFF}`,
   layer: "L7",
-  description: "HAProxy, nbthread 1, http-reuse always (the anchor: every ratio is to it)",
+  description: log
+    ? "HAProxy, nbthread 1, http-reuse always, option httplog to stdout captured in a file (the anchor: every ratio is to it)"
+    : "HAProxy as above, no log",
   version: () => firstLine("haproxy", ["-v"]).replace(/ - https.*$/, ""),
   launch(ctx) {
     const conf = join(ctx.dir, "haproxy.cfg")
@@ -63,8 +68,8 @@ const haproxy: TargetSpec = {
   nbthread 1
   maxconn 9500
   ssl-default-bind-options ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3
-defaults
-  mode http
+${log ? "  log stdout format raw local0 info\n" : ""}defaults
+${log ? "  log global\n  option httplog\n" : ""}  mode http
   option http-keep-alive
   http-reuse always
   timeout connect 5s
@@ -82,12 +87,14 @@ backend be
     )
     return spawnLogged("haproxy", ["-f", conf, "-db"], join(ctx.dir, "haproxy.log"), { core: PROXY_CORE })
   },
-}
+})
 
-const nginx: TargetSpec = {
-  name: "nginx",
+const nginxTarget = (log: boolean): TargetSpec => ({
+  name: log ? "nginx" : `nginx${LOG_OFF}`,
   layer: "L7",
-  description: "nginx, worker_processes 1, upstream keepalive, keepalive_requests raised",
+  description: log
+    ? "nginx, worker_processes 1, upstream keepalive, keepalive_requests raised, access_log (combined) to a file"
+    : "nginx as above, access_log off",
   version: nginxVersion,
   launch(ctx) {
     mkdirSync(join(ctx.dir, "tmp"), { recursive: true })
@@ -100,7 +107,7 @@ error_log stderr warn;
 pid ${ctx.dir}/nginx.pid;
 events { worker_connections 20000; }
 http {
-  access_log off;
+  access_log ${log ? `${ctx.dir}/access.log` : "off"};
   client_body_temp_path ${ctx.dir}/tmp/body;
   proxy_temp_path ${ctx.dir}/tmp/proxy;
   fastcgi_temp_path ${ctx.dir}/tmp/fastcgi;
@@ -133,7 +140,7 @@ http {
       core: PROXY_CORE,
     })
   },
-}
+})
 
 const hitch: TargetSpec = {
   name: "hitch",
@@ -182,7 +189,13 @@ const tlsPipe: TargetSpec = {
   },
 }
 
-function portcullisConfig(ctx: StartContext, engine: "http" | "tcp"): string {
+/**
+ * portcullisConfig is what a user writes from README's minimal example: a listener, a route, a backend. Nothing is
+ * tuned (keep-alive cap, timeouts and limits are the defaults); the access log is on, as by default, and goes to
+ * stdout, which the bench captures in a file as a service manager would. The log-off row differs only in
+ * `access_log: { enabled: false }`.
+ */
+function portcullisConfig(ctx: StartContext, engine: "http" | "tcp", log: boolean): string {
   const route = engine === "http" ? "    routes: [{ upstream: backend }]" : "    upstream: backend"
   return `listeners:
   - name: bench
@@ -191,25 +204,21 @@ function portcullisConfig(ctx: StartContext, engine: "http" | "tcp"): string {
     tls:
       certificates: [{ cert: ${ctx.cert.cert}, key: ${ctx.cert.key} }]
 ${route}
-    limits: { max_connections: 20000, idle_timeout: 600s }
 upstreams:
   backend:
     backends: ["127.0.0.1:${ctx.backendPort}"]
-    keepalive: 256
-    timeouts: { idle: 600s }
-access_log: { enabled: false }
-data_dir: ${join(ctx.dir, "data")}
+${log ? "" : "access_log: { enabled: false }\n"}data_dir: ${join(ctx.dir, "data")}
 `
 }
 
 const mainTs = join(repoDir, "src", "main.ts")
 
-function portcullisTarget(engine: "http" | "tcp"): TargetSpec {
+function portcullisTarget(engine: "http" | "tcp", log = true): TargetSpec {
+  const base = engine === "http" ? "portcullis" : "portcullis-tcp"
   return {
-    name: engine === "http" ? "portcullis" : "portcullis-tcp",
+    name: log ? base : `${base}${LOG_OFF}`,
     layer: engine === "http" ? "L7" : "L4",
-    description:
-      engine === "http" ? "Portcullis, engine http, one process" : "Portcullis, engine tcp (L4), one process",
+    description: `Portcullis, engine ${engine}${engine === "tcp" ? " (L4)" : ""}, one process, ${log ? "defaults (access log on, stdout to a file)" : "defaults but access_log off"}`,
     version: () => {
       const pkg = execFileSync(
         process.execPath,
@@ -223,7 +232,7 @@ function portcullisTarget(engine: "http" | "tcp"): TargetSpec {
     },
     launch(ctx) {
       const conf = join(ctx.dir, `portcullis-${engine}.yaml`)
-      writeFileSync(conf, portcullisConfig(ctx, engine))
+      writeFileSync(conf, portcullisConfig(ctx, engine, log))
       return spawnLogged(process.execPath, [mainTs, "--config", conf], join(ctx.dir, `portcullis-${engine}.log`), {
         core: PROXY_CORE,
         cwd: ctx.dir,
@@ -244,11 +253,14 @@ function dirty(): boolean {
 
 /** TARGETS lists every known target in table order; HAProxy first (the anchor). */
 export const TARGETS: readonly TargetSpec[] = [
-  haproxy,
-  nginx,
+  haproxyTarget(true),
+  haproxyTarget(false),
+  nginxTarget(true),
+  nginxTarget(false),
   hitch,
   tlsPipe,
   portcullisTarget("http"),
+  portcullisTarget("http", false),
   portcullisTarget("tcp"),
 ]
 
