@@ -75,6 +75,10 @@ export class HttpEngine implements ExchangeContext {
       },
       (req, res) => this.#onRequest(req, res),
     )
+    // Expect: 100-continue. Without a listener Node answers 100 at once, before we know there is a backend; the
+    // exchange answers it when it starts to take the body (exchange.ts continueClient). Other expectations get
+    // Node's 417 (no 'checkExpectation' listener).
+    this.#h1.on("checkContinue", (req: IncomingMessage, res: ServerResponse) => this.#onRequest(req, res))
     // Node counts headers past maxHeadersCount silently; keep one more so that too many is seen and refused.
     this.#h1.maxHeadersCount = limits.max_headers + 1
     this.#h1.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => this.#onUpgrade(req, socket, head))
@@ -124,7 +128,14 @@ export class HttpEngine implements ExchangeContext {
       return
     }
     const req = new H2Request(stream, headers, raw, socket)
-    this.#onRequest(req, new H2Response(stream, req.method))
+    const res = new H2Response(stream, req.method)
+    const expect = headers.expect
+    if (expect !== undefined && String(expect).toLowerCase() !== "100-continue") {
+      // RFC 9110 §10.1.1: an expectation we cannot meet.
+      sendPlain(res, 417, "Expectation Failed\n", this)
+      return
+    }
+    this.#onRequest(req, res)
   }
 
   #onRequest(req: ClientRequest, res: ClientResponse): void {

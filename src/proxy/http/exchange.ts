@@ -88,6 +88,8 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
   reason = ""
   /** The timeouts.total timer; only set when it is configured (no cost when off). */
   totalTimer: NodeJS.Timeout | undefined
+  /** The client sent Expect: 100-continue and waits for our 100 before it sends the body. */
+  expectsContinue = false
 
   constructor(
     ctx: ExchangeContext,
@@ -122,9 +124,11 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     this.res.on("drain", onClientDrain)
     this.res.on("close", onClientClose)
     if (hasBody(req)) {
+      this.expectsContinue = isExpectContinue(req.headers.expect)
       const length = Number(req.headers["content-length"])
       if (upstream.config.retries > 0 && length > 0 && length <= upstream.config.retry_body_limit) {
         // Small enough to hold: read it all, so a failed try can be sent again elsewhere.
+        this.continueClient()
         bufferBody(this, length)
         return
       }
@@ -200,6 +204,20 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     )
   }
 
+  /**
+   * continueClient answers the client's Expect: 100-continue once, when the proxy is ready to take the body (RFC 9110
+   * §10.1.1). Not before: a request that fails first (no backend, queue full) gets its final status and the client
+   * never sends the body. curl sends Expect by itself for uploads over 1 MiB and waits up to 1 s for the 100.
+   */
+  continueClient(): void {
+    if (!this.expectsContinue) return
+    this.expectsContinue = false
+    const res = this.res
+    if ("stream" in res) {
+      if (!res.gone && !res.headersSent) res.stream.additionalHeaders({ ":status": 100 })
+    } else if (!res.headersSent && !res.destroyed) res.writeContinue()
+  }
+
   /** onSlot: a backend under max_connections may be free now; pick again. */
   onSlot(): void {
     this.waiting = false
@@ -220,6 +238,8 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller
     this.sent = true
+    // A streamed body goes out once the backend connection is open: that is when the client may send it.
+    if (this.expectsContinue) this.continueClient()
     if (this.done) controller.abort(new Error("client went away"))
   }
 
@@ -387,6 +407,12 @@ function hasBody(req: ClientRequest): boolean {
   const length = req.headers["content-length"]
   if (length !== undefined) return length !== "0"
   return req.headers["transfer-encoding"] !== undefined
+}
+
+/** isExpectContinue: the Expect header asks for 100-continue (the one expectation defined, RFC 9110 §10.1.1). */
+function isExpectContinue(value: string | string[] | undefined): boolean {
+  if (value === undefined) return false
+  return (Array.isArray(value) ? value.join(",") : value).trim().toLowerCase() === "100-continue"
 }
 
 /** failureKind classifies a failed try for passive health. */

@@ -10,6 +10,9 @@ export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   "transfer-encoding",
   "upgrade",
   "http2-settings",
+  // Not hop-by-hop in RFC 9110, but an expectation this proxy meets itself (§10.1.1): it answers 100 Continue when
+  // it is ready to take the body, so the backend never waits on a client that waits on it.
+  "expect",
 ])
 
 /** connectionTokens lists the field names a Connection header value nominates as hop-by-hop. */
