@@ -377,8 +377,37 @@ const upstream = z
       .describe(
         "idle keep-alive connections kept per backend; a request beyond it closes its connection after the response; 0 = no reuse (default 64)",
       ),
+    protocol: z
+      .enum(["http1", "h2", "h2c"])
+      .default("http1")
+      .describe(
+        "what the backends speak: http1 (HTTP/1.1, keep-alive pool), h2 (HTTP/2 over TLS: needs tls; ALPN h2) or h2c (HTTP/2 over plain TCP, prior knowledge; e.g. gRPC servers); HTTP/2 is multiplexed over a few connections per backend (default http1)",
+      ),
   })
   .strict()
+  .superRefine((value, ctx) => {
+    if (value.protocol === "h2" && !value.tls) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["protocol"],
+        message: "protocol h2 is HTTP/2 over TLS: add tls, or use h2c for plain-TCP HTTP/2 backends",
+      })
+    }
+    if (value.protocol === "h2c" && value.tls) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["protocol"],
+        message: "protocol h2c is HTTP/2 without TLS: remove tls, or use h2 for HTTP/2 over TLS",
+      })
+    }
+    if (value.protocol !== "http1" && value.send_proxy_protocol) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["send_proxy_protocol"],
+        message: `send_proxy_protocol is not supported with protocol ${value.protocol} yet: HTTP/2 connections carry many clients' streams`,
+      })
+    }
+  })
 
 const admin = z
   .object({

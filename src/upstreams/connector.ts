@@ -1,7 +1,7 @@
 /** @module connector: opens backend connections, plain TCP or TLS (re-encryption, optional mTLS), kept alive in a pool. */
 import { readFileSync } from "node:fs"
 import net from "node:net"
-import type { TLSSocket } from "node:tls"
+import tls, { type TLSSocket } from "node:tls"
 import { buildConnector, type Dispatcher, errors, Pool } from "undici"
 import type { UpstreamConfig } from "../config/schema.ts"
 import { type ConnectionInfo, infoOf, socketOf } from "../core/connection-info.ts"
@@ -16,6 +16,7 @@ import {
 } from "../protocols/proxy-protocol/encode.ts"
 import type { Backend } from "./backend.ts"
 import { type BackendPool, LeanPool } from "./h1/lean-pool.ts"
+import { H2Pool } from "./h2/h2-pool.ts"
 
 export type { BackendPool }
 
@@ -91,6 +92,7 @@ export function createBackendPool(backend: Backend, config: UpstreamConfig, tls:
     ? pinnedServername(buildConnector({ ...tlsOptions, timeout: config.timeouts.connect }))
     : undefined
   if (tlsConnector) options.connect = tlsConnector
+  if (config.protocol !== "http1") return createH2Pool(backend, config, tlsOptions)
   const version = config.send_proxy_protocol
   if (!version && !tls) {
     return new LeanPool({
@@ -121,6 +123,62 @@ export function createBackendPool(backend: Backend, config: UpstreamConfig, tls:
     backend,
     config.keepalive,
   )
+}
+
+/** Sessions (connections) per HTTP/2 backend: a few, so that one slow connection does not hold every stream. */
+const H2_SESSIONS = 4
+
+/** createH2Pool: HTTP/2 to one backend, over TLS with ALPN h2 (protocol h2) or plain TCP (h2c). */
+function createH2Pool(
+  backend: Backend,
+  config: UpstreamConfig,
+  tlsOptions: (tls.ConnectionOptions & { servername?: string | undefined }) | undefined,
+): BackendPool {
+  const { host, port } = backend.address
+  const authority = `${host.includes(":") ? `[${host}]` : host}:${port}`
+  const timeout = config.timeouts.connect
+  return new H2Pool({
+    scheme: tlsOptions ? "https" : "http",
+    authority,
+    sessions: H2_SESSIONS,
+    maxStreams: backend.maxConnections,
+    headersTimeout: config.timeouts.response,
+    bodyTimeout: config.timeouts.idle,
+    idleTimeout: config.timeouts.idle,
+    connect: (callback) => {
+      let done = false
+      const finish = (err: Error | null, socket?: net.Socket) => {
+        if (done) return
+        done = true
+        clearTimeout(timer)
+        if (err) socket?.destroy()
+        callback(err, err ? undefined : socket)
+      }
+      const socket = tlsOptions
+        ? tls.connect({ host, port, ...tlsOptions, ALPNProtocols: ["h2"] }, () => {
+            const alpn = (socket as tls.TLSSocket).alpnProtocol
+            if (alpn !== "h2") {
+              finish(
+                Object.assign(new Error(`backend ${authority} did not negotiate HTTP/2 (ALPN ${alpn || "none"})`), {
+                  code: "PC_BACKEND_NO_H2",
+                }),
+                socket,
+              )
+            } else finish(null, socket)
+          })
+        : net.connect({ host, port }, () => finish(null, socket))
+      socket.setNoDelay(true)
+      const timer = setTimeout(() => {
+        finish(
+          Object.assign(new Error(`connect to ${authority} timed out after ${timeout} ms`), {
+            code: "UND_ERR_CONNECT_TIMEOUT",
+          }),
+          socket,
+        )
+      }, timeout)
+      socket.once("error", (err) => finish(err, socket))
+    },
+  })
 }
 
 /**

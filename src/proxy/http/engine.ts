@@ -10,6 +10,7 @@ import type { ClientGate } from "../../listeners/limits/client-gate.ts"
 import { normalizeHost, type Router } from "../../routing/router.ts"
 import type { Upstream } from "../../upstreams/upstream.ts"
 import { type ClientRequest, type ClientResponse, Exchange, type ExchangeContext, sendPlain } from "./exchange.ts"
+import { isGrpc } from "./grpc-status.ts"
 import { H2Request, H2Response } from "./h2-stream.ts"
 import { proxyUpgrade } from "./websocket.ts"
 
@@ -129,6 +130,7 @@ export class HttpEngine implements ExchangeContext {
     }
     const req = new H2Request(stream, headers, raw, socket)
     const res = new H2Response(stream, req.method)
+    if (isGrpc(headers["content-type"])) res.grpc = true
     const expect = headers.expect
     if (expect !== undefined && String(expect).toLowerCase() !== "100-continue") {
       // RFC 9110 §10.1.1: an expectation we cannot meet.

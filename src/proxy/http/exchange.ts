@@ -1,5 +1,5 @@
 /** @module exchange: one proxied HTTP request: pick a backend, stream the request, stream the response, retry or fail. */
-import type { IncomingMessage, ServerResponse } from "node:http"
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http"
 import type { Readable } from "node:stream"
 import type { Dispatcher } from "undici"
 import type { ConnectionInfo } from "../../core/connection-info.ts"
@@ -11,6 +11,7 @@ import type { FailureKind } from "../../upstreams/health/passive.ts"
 import { canRetry, IDEMPOTENT_METHODS } from "../../upstreams/retry-policy.ts"
 import type { HashKey, SlotWaiter, Upstream } from "../../upstreams/upstream.ts"
 import { errorResponse } from "../respond-error.ts"
+import { grpcMessage, grpcStatusFor, parseGrpcTimeout } from "./grpc-status.ts"
 import type { H2Request, H2Response } from "./h2-stream.ts"
 import { responseHeadersForClient } from "./hop-headers.ts"
 import { buildRequestHeaders } from "./request-headers.ts"
@@ -42,13 +43,22 @@ const RETRYABLE = new Set([
   "UND_ERR_SOCKET",
   "UND_ERR_CONNECT_TIMEOUT",
   "UND_ERR_CLOSED",
+  "PC_BACKEND_STREAM_REFUSED",
 ])
 
 const kExchange = Symbol("portcullis.exchange")
 type WithExchange = { [kExchange]?: Exchange }
 
 /** Failures where the backend got nothing of the request: the connection never opened. */
-const CONNECT_PHASE = new Set(["ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH", "UND_ERR_CONNECT_TIMEOUT"])
+/** Failures where the backend got nothing of the request: the connection never opened, or (HTTP/2) the backend
+ * refused the stream unprocessed (RFC 9113 §8.7), so any method may go elsewhere. */
+const CONNECT_PHASE = new Set([
+  "ECONNREFUSED",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "UND_ERR_CONNECT_TIMEOUT",
+  "PC_BACKEND_STREAM_REFUSED",
+])
 
 /** Timeouts waiting on the backend, for passive health. */
 const TIMEOUTS = new Set(["UND_ERR_HEADERS_TIMEOUT", "UND_ERR_BODY_TIMEOUT", "UND_ERR_CONNECT_TIMEOUT"])
@@ -110,9 +120,14 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
   /** start builds the backend request once and sends the first try. */
   start(): void {
     const req = this.req
-    this.headers = buildRequestHeaders(req.rawHeaders, this.info, this.host)
+    this.headers = buildRequestHeaders(req.rawHeaders, this.info, this.host, this.upstream.config.protocol !== "http1")
     const upstream = this.upstream
-    const total = upstream.config.timeouts.total
+    let total = upstream.config.timeouts.total
+    if ("stream" in this.res && this.res.grpc) {
+      // grpc-timeout bounds the whole call: the proxy answers DEADLINE_EXCEEDED rather than wait past it.
+      const deadline = parseGrpcTimeout(req.headers["grpc-timeout"])
+      if (deadline !== undefined && (total === 0 || deadline < total)) total = deadline
+    }
     if (total > 0) this.totalTimer = setTimeout(onTotalTimeout, total, this)
     if (upstream.sticky !== undefined || upstream.hashKey !== undefined) {
       this.pickContext = {
@@ -243,10 +258,16 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     if (this.done) controller.abort(new Error("client went away"))
   }
 
+  /**
+   * onResponseStart: the backend's response head. `endStream` (HTTP/2 backends only) says the head is the whole
+   * response: a gRPC "trailers-only" answer, whose status must reach the client in that one HEADERS frame too.
+   */
   onResponseStart(
     _controller: Dispatcher.DispatchController,
     statusCode: number,
     headers: Record<string, string | string[] | undefined>,
+    _statusMessage?: string,
+    endStream?: boolean,
   ): void {
     if (statusCode < 200) return // 1xx: Node's server sends its own 100 Continue
     if (this.done) return
@@ -263,7 +284,15 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     if (this.ctx.hsts) out["strict-transport-security"] = this.ctx.hsts
     if (this.ctx.closing && this.info.alpn !== "h2") out["connection"] = "close"
     try {
-      ;(this.res as ServerResponse).writeHead(statusCode, out)
+      const res = this.res
+      if ("stream" in res) {
+        // An HTTP/2 backend may end with trailers (gRPC always does): the client's stream must wait for them.
+        if (endStream === true) res.writeHead(statusCode, out, true)
+        else {
+          if (upstream.config.protocol !== "http1") res.expectTrailers()
+          res.writeHead(statusCode, out)
+        }
+      } else res.writeHead(statusCode, out)
     } catch (err) {
       // A header value the client protocol cannot carry (e.g. invalid on HTTP/2): the backend's fault.
       this.controller?.abort(err as Error)
@@ -289,9 +318,20 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     if (!(this.res as ServerResponse).write(chunk, release)) controller.pause()
   }
 
-  onResponseEnd(): void {
+  /** onResponseEnd ends the client's response, with the backend's trailers when it sent any (RFC 9110 §6.5). */
+  onResponseEnd(_controller: Dispatcher.DispatchController, trailers: IncomingHttpHeaders): void {
     this.#release()
-    if (!this.done) this.res.end()
+    if (this.done) return
+    const res = this.res
+    if (trailers !== undefined && hasKeys(trailers)) {
+      if ("stream" in res) {
+        res.end(undefined, trailers as Record<string, string | string[]>)
+        return
+      }
+      // HTTP/1.1 carries trailers only in a chunked body (no Content-Length was set).
+      if (!res.hasHeader("content-length")) res.addTrailers(trailers as Record<string, string>)
+    }
+    res.end()
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
@@ -383,7 +423,9 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
       this.upstream.cancelWait(this)
     }
     const controller = this.controller
-    if (controller && !this.res.writableFinished) controller.abort(new Error("client closed the connection"))
+    // The backend's response has not ended (this try still holds its backend): stop it. Not writableFinished: an
+    // HTTP/2 stream the client reset reads as finished, and the backend would go on working for nobody.
+    if (controller && this.held !== undefined) controller.abort(new Error("client closed the connection"))
     if (this.ctx.accessLog) logAccess(this.ctx.accessLog, this)
   }
 }
@@ -407,6 +449,11 @@ function hasBody(req: ClientRequest): boolean {
   const length = req.headers["content-length"]
   if (length !== undefined) return length !== "0"
   return req.headers["transfer-encoding"] !== undefined
+}
+
+function hasKeys(o: object): boolean {
+  for (const _ in o) return true
+  return false
 }
 
 /** isExpectContinue: the Expect header asks for 100-continue (the one expectation defined, RFC 9110 §10.1.1). */
@@ -497,6 +544,17 @@ export function sendPlain(
   ctx: Pick<ExchangeContext, "hsts" | "closing">,
 ): void {
   if (res.headersSent) return
+  if ("stream" in res && res.grpc) {
+    // A gRPC client reads only the gRPC status: a trailers-only answer (grpc-status.ts).
+    const grpc: Record<string, string | number> = {
+      "content-type": "application/grpc",
+      "grpc-status": grpcStatusFor(status),
+      "grpc-message": grpcMessage(`${status} ${body.trim()}`),
+    }
+    if (ctx.hsts) grpc["strict-transport-security"] = ctx.hsts
+    res.writeHead(200, grpc, true)
+    return
+  }
   const headers: Record<string, string | number> = {
     "content-type": "text/plain; charset=utf-8",
     "content-length": Buffer.byteLength(body),

@@ -53,12 +53,31 @@ export class H2Request {
   }
 }
 
+/** onWantTrailers sends the trailers end() was given (an empty HEADERS frame with END_STREAM when none). */
+function onWantTrailers(this: ServerHttp2Stream): void {
+  const res = (this as ServerHttp2Stream & { [kResponse]?: H2Response })[kResponse]
+  const trailers = res?.takeTrailers() ?? {}
+  try {
+    this.sendTrailers(trailers)
+  } catch {
+    // A trailer field HTTP/2 cannot carry (e.g. a connection-specific one): end the stream without it.
+    if (!this.destroyed) this.close()
+  }
+}
+
+const kResponse = Symbol("portcullis.h2.response")
+
 /** H2Response: the response side of one stream, with ServerResponse's names for what the exchange calls. */
 export class H2Response {
   readonly stream: ServerHttp2Stream
   statusCode = 200
+  /** The request is gRPC: an error the proxy answers itself goes out as a gRPC status (grpc-status.ts). */
+  grpc = false
   /** A HEAD request: the response has headers only (RFC 9110 §9.3.2). */
   readonly #head: boolean
+  /** The response may end with trailers: respond() waits for them (set before writeHead). */
+  #waitForTrailers = false
+  #trailers: Record<string, string | string[]> | undefined
 
   constructor(stream: ServerHttp2Stream, method: string) {
     this.stream = stream
@@ -84,11 +103,31 @@ export class H2Response {
   }
 
   /** writeHead sends the response headers; throws (like ServerResponse) on a value HTTP/2 cannot carry. */
-  writeHead(status: number, headers: Record<string, string | string[] | number>): this {
+  writeHead(status: number, headers: Record<string, string | string[] | number>, endStream = false): this {
     this.statusCode = status
     if (this.gone) return this
-    this.stream.respond({ ...headers, ":status": status }, { endStream: false })
+    if (endStream) this.stream.respond({ ...headers, ":status": status }, { endStream: true })
+    else if (this.#waitForTrailers) {
+      this.stream.respond({ ...headers, ":status": status }, { endStream: false, waitForTrailers: true })
+      this.stream.once("wantTrailers", onWantTrailers)
+    } else this.stream.respond({ ...headers, ":status": status }, { endStream: false })
     return this
+  }
+
+  /**
+   * expectTrailers: the backend may send trailers, so the stream is kept open after the last DATA for a trailing
+   * HEADERS frame (empty when none came). Only for HTTP/2 backends: it costs one more frame per response.
+   */
+  expectTrailers(): void {
+    this.#waitForTrailers = true
+    ;(this.stream as ServerHttp2Stream & { [kResponse]?: H2Response })[kResponse] = this
+  }
+
+  /** trailersToSend: what end() was given, for the 'wantTrailers' handler. */
+  takeTrailers(): Record<string, string | string[]> {
+    const t = this.#trailers ?? {}
+    this.#trailers = undefined
+    return t
   }
 
   /** write sends a piece of body; callback (as ServerResponse's) runs once the stream has taken the bytes or dropped them. */
@@ -100,9 +139,10 @@ export class H2Response {
     return callback ? this.stream.write(chunk, callback) : this.stream.write(chunk)
   }
 
-  end(body?: string | Buffer): void {
+  end(body?: string | Buffer, trailers?: Record<string, string | string[]>): void {
     const stream = this.stream
-    if (this.gone) return
+    if (this.gone || stream.writableEnded) return
+    if (trailers !== undefined) this.#trailers = trailers
     if (!stream.headersSent) stream.respond({ ":status": this.statusCode }, { endStream: false })
     if (body !== undefined && !this.#head) stream.end(body)
     else stream.end()

@@ -23,9 +23,15 @@ const FORWARDING_HEADERS: ReadonlySet<string> = new Set([
  * buildRequestHeaders turns Node's rawHeaders ([name, value, ...], HTTP/1.1 or HTTP/2) into the flat list for the
  * backend: hop-by-hop and pseudo headers removed (RFC 9110 §7.6.1), HTTP/2 cookies joined (RFC 9113 §8.2.3),
  * Host kept (host: the Host or :authority the client asked for), X-Forwarded-For/-Proto/-Host and Forwarded
- * (RFC 7239) set, the client's own copies kept only when info.trusted (trusted_proxies). The list is tagged with `info` (infoOf).
+ * (RFC 7239) set, the client's own copies kept only when info.trusted (trusted_proxies); `te: trailers` passed on
+ * when `trailers` (the backend's trailers reach the client). The list is tagged with `info` (infoOf).
  */
-export function buildRequestHeaders(raw: readonly string[], info: ConnectionInfo, host: string | undefined): string[] {
+export function buildRequestHeaders(
+  raw: readonly string[],
+  info: ConnectionInfo,
+  host: string | undefined,
+  trailers = false,
+): string[] {
   const out: string[] = []
   let nominated: Set<string> | undefined
   for (let i = 0; i < raw.length; i += 2) {
@@ -45,7 +51,13 @@ export function buildRequestHeaders(raw: readonly string[], info: ConnectionInfo
     const value = raw[i + 1]!
     if (name.charCodeAt(0) === 58 /* : */) continue
     const lower = name.toLowerCase()
-    if (HOP_BY_HOP.has(lower) || nominated?.has(lower)) continue
+    if (HOP_BY_HOP.has(lower) || nominated?.has(lower)) {
+      // TE is hop-by-hop, but "trailers" says the client takes trailer fields; toward a backend whose trailers we
+      // pass on (`trailers`: HTTP/2 ones) it is ours to send too (RFC 9113 §8.2.2 allows only that value; gRPC
+      // requires it).
+      if (trailers && lower === "te" && acceptsTrailers(value)) out.push("te", "trailers")
+      continue
+    }
     if (CLIENT_CERT_HEADERS.has(lower)) continue
     if (FORWARDING_HEADERS.has(lower)) {
       if (!info.trusted) continue
@@ -82,4 +94,10 @@ export function buildRequestHeaders(raw: readonly string[], info: ConnectionInfo
   // The connector keys PROXY-protocol backend connections by client (upstream send_proxy_protocol).
   tagWithInfo(out, info)
   return out
+}
+
+/** acceptsTrailers: a TE value names the "trailers" token (RFC 9110 §10.1.4). */
+function acceptsTrailers(value: string): boolean {
+  for (const part of value.split(",")) if (part.trim().toLowerCase().split(";")[0] === "trailers") return true
+  return false
 }
