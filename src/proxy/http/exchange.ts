@@ -201,6 +201,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
         idempotent: IDEMPOTENT_METHODS.has(method),
       },
       this,
+      this.info,
     )
   }
 
