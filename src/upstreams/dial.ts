@@ -150,6 +150,7 @@ export class Dialer {
     let settled = false
     let timer: NodeJS.Timeout | undefined
     let secure: TLSSocket | undefined
+    let handshaking = false
     const finish = (err: Error | null) => {
       if (settled) return
       settled = true
@@ -158,8 +159,8 @@ export class Dialer {
         callback(null, secure ?? raw)
         return
       }
-      // A session that led to a failed handshake is not offered again.
-      if (secure) this.#session = undefined
+      // A session that led to a failed handshake is not offered again (a refused connect says nothing about it).
+      if (handshaking) this.#session = undefined
       secure?.destroy()
       raw.destroy()
       callback(err)
@@ -189,6 +190,11 @@ export class Dialer {
       s.on("error", onError)
       s.once("close", onClose)
       s.once("secureConnect", () => finish(null))
+      if (socket) handshaking = true
+      else
+        s.once("connect", () => {
+          handshaking = true
+        })
       return s
     }
     let raw: net.Socket
