@@ -48,14 +48,6 @@ export function attachInfo(socket: TLSSocket, info: ConnectionInfo): void {
   ;(info as WithSocket)[kSocket] = socket
 }
 
-/**
- * tagWithInfo marks an object made for one client connection (the header list of a backend request) with that
- * connection's info, so that a dispatcher further on can tell which client a request belongs to (see connector.ts).
- */
-export function tagWithInfo(target: object, info: ConnectionInfo): void {
-  ;(target as WithInfo)[kInfo] = info
-}
-
 /** infoOf reads the info back (HTTP/2 request sockets forward property reads to the TLS socket). */
 export function infoOf(socket: unknown): ConnectionInfo | undefined {
   return (socket as WithInfo | undefined)?.[kInfo]

@@ -1,59 +1,16 @@
-/** @module connector: opens backend connections, plain TCP or TLS (re-encryption, optional mTLS), kept alive in a pool. */
-import { readFileSync } from "node:fs"
-import net from "node:net"
-import tls, { type TLSSocket } from "node:tls"
-import { buildConnector, type Dispatcher, errors, Pool } from "undici"
+/** @module connector: the pool factory: makes a backend's pool (lean HTTP/1.1, undici, per-client PROXY, HTTP/2). */
+import type { TLSSocket } from "node:tls"
+import { type Dispatcher, Pool } from "undici"
 import type { UpstreamConfig } from "../config/schema.ts"
-import { type ConnectionInfo, infoOf, socketOf } from "../core/connection-info.ts"
-import { TlsError } from "../core/errors.ts"
-import type { Logger } from "../core/log.ts"
-import { Secret } from "../core/secret.ts"
-import {
-  encodeProxyV1,
-  encodeProxyV2,
-  encodeProxyV2Local,
-  tlvsFromTlsSocket,
-} from "../protocols/proxy-protocol/encode.ts"
+import { type ConnectionInfo, socketOf } from "../core/connection-info.ts"
 import type { Backend } from "./backend.ts"
-import { type BackendPool, LeanPool } from "./h1/lean-pool.ts"
+import { type Dialer, proxyHeader } from "./dial.ts"
+import { LeanPool } from "./h1/lean-pool.ts"
 import { H2Pool } from "./h2/h2-pool.ts"
+import type { BackendPool } from "./pool.ts"
 
-export type { BackendPool }
-
-/** BackendTls is the upstream's TLS material, read once per generation. */
-export interface BackendTls {
-  ca?: Buffer
-  cert?: Buffer
-  key?: Secret<Buffer>
-  servername?: string
-  rejectUnauthorized: boolean
-}
-
-/** loadBackendTls reads the upstream's CA, client certificate and key files; errors name the file. */
-export function loadBackendTls(name: string, config: UpstreamConfig, log: Logger): BackendTls | undefined {
-  const tls = config.tls
-  if (!tls) return undefined
-  const read = (what: string, path: string | undefined) => {
-    if (path === undefined) return undefined
-    try {
-      return readFileSync(path)
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code ?? "error"
-      throw new TlsError("PC_TLS_CERT_LOAD", `upstream ${name}: reading ${what} ${path}: ${code}`, { cause: err })
-    }
-  }
-  if (tls.insecure_skip_verify) {
-    log.warn({ upstream: name }, `upstream ${name}: insecure_skip_verify is on: backend certificates are not verified`)
-  }
-  const key = read("key", tls.key)
-  return {
-    ca: read("ca", tls.ca),
-    cert: read("cert", tls.cert),
-    key: key ? new Secret(key) : undefined,
-    servername: tls.servername,
-    rejectUnauthorized: !tls.insecure_skip_verify,
-  }
-}
+/** The HTTP/1.1 pools offer only http/1.1 on TLS: an HTTP/2 pool will dial with ["h2"]. */
+const H1_ALPN = ["http/1.1"]
 
 /**
  * createBackendPool makes the keep-alive connection pool for one backend. Plain backends without
@@ -62,17 +19,9 @@ export function loadBackendTls(name: string, config: UpstreamConfig, log: Logger
  * `send_proxy_protocol` every backend connection starts with a PROXY header naming one client, so connections are
  * never shared between clients: see ProxiedPool.
  */
-export function createBackendPool(backend: Backend, config: UpstreamConfig, tls: BackendTls | undefined): BackendPool {
+export function createBackendPool(backend: Backend, config: UpstreamConfig, dialer: Dialer): BackendPool {
   const host = backend.address.host.includes(":") ? `[${backend.address.host}]` : backend.address.host
-  const origin = `${tls ? "https" : "http"}://${host}:${backend.address.port}`
-  const tlsOptions = tls && {
-    ca: tls.ca,
-    cert: tls.cert,
-    key: tls.key?.reveal(),
-    servername: tls.servername ?? (isHostname(backend.address.host) ? backend.address.host : undefined),
-    rejectUnauthorized: tls.rejectUnauthorized,
-    ALPNProtocols: ["http/1.1"],
-  }
+  const origin = `${dialer.tls ? "https" : "http"}://${host}:${backend.address.port}`
   const options: Pool.Options = {
     connections: Number.isFinite(backend.maxConnections) ? backend.maxConnections : null,
     pipelining: 1,
@@ -83,21 +32,14 @@ export function createBackendPool(backend: Backend, config: UpstreamConfig, tls:
     keepAliveTimeout: Math.min(4_000, config.timeouts.idle),
     // Forwarded requests carry whatever the client sent; the backend enforces its own limits.
     maxHeaderSize: 64 * 1024,
-    connect: { timeout: config.timeouts.connect },
+    // The backend's dialer: one SNI rule and one TLS session cache for every pool (and per-client pool) to it.
+    connect: dialer.connector({ alpn: H1_ALPN }),
   }
-  // One TLS connector per backend: its session cache is shared by every connection (and every per-client pool) to
-  // this backend, so re-encrypted connections resume TLS sessions. undici would take the SNI from the request's Host
-  // (the client's), so the connector pins it to the configured servername, else the backend's host name, else none.
-  const tlsConnector = tlsOptions
-    ? pinnedServername(buildConnector({ ...tlsOptions, timeout: config.timeouts.connect }))
-    : undefined
-  if (tlsConnector) options.connect = tlsConnector
-  if (config.protocol !== "http1") return createH2Pool(backend, config, tlsOptions)
+  if (config.protocol !== "http1") return createH2Pool(backend, config, dialer)
   const version = config.send_proxy_protocol
-  if (!version && !tls) {
+  if (!version && !dialer.tls) {
     return new LeanPool({
-      host: backend.address.host,
-      port: backend.address.port,
+      dialer,
       connections: backend.maxConnections,
       backend,
       keepalive: config.keepalive,
@@ -111,34 +53,19 @@ export function createBackendPool(backend: Backend, config: UpstreamConfig, tls:
     })
   }
   if (!version) return new CappedPool(origin, options, backend, config.keepalive)
-  return new ProxiedPool(
-    origin,
-    options,
-    {
-      version,
-      address: backend.address,
-      connectTimeoutMs: config.timeouts.connect,
-      tlsConnector,
-    },
-    backend,
-    config.keepalive,
-  )
+  return new ProxiedPool(origin, options, { version, dialer }, backend, config.keepalive)
 }
 
+const H2_ALPN = ["h2"]
 /** Sessions (connections) per HTTP/2 backend: a few, so that one slow connection does not hold every stream. */
 const H2_SESSIONS = 4
 
-/** createH2Pool: HTTP/2 to one backend, over TLS with ALPN h2 (protocol h2) or plain TCP (h2c). */
-function createH2Pool(
-  backend: Backend,
-  config: UpstreamConfig,
-  tlsOptions: (tls.ConnectionOptions & { servername?: string | undefined }) | undefined,
-): BackendPool {
+/** createH2Pool: HTTP/2 to one backend, over TLS with ALPN h2 (protocol h2) or plain TCP (h2c), through its dialer. */
+function createH2Pool(backend: Backend, config: UpstreamConfig, dialer: Dialer): BackendPool {
   const { host, port } = backend.address
   const authority = `${host.includes(":") ? `[${host}]` : host}:${port}`
-  const timeout = config.timeouts.connect
   return new H2Pool({
-    scheme: tlsOptions ? "https" : "http",
+    scheme: dialer.tls ? "https" : "http",
     authority,
     sessions: H2_SESSIONS,
     maxStreams: backend.maxConnections,
@@ -146,37 +73,26 @@ function createH2Pool(
     bodyTimeout: config.timeouts.idle,
     idleTimeout: config.timeouts.idle,
     connect: (callback) => {
-      let done = false
-      const finish = (err: Error | null, socket?: net.Socket) => {
-        if (done) return
-        done = true
-        clearTimeout(timer)
-        if (err) socket?.destroy()
-        callback(err, err ? undefined : socket)
-      }
-      const socket = tlsOptions
-        ? tls.connect({ host, port, ...tlsOptions, ALPNProtocols: ["h2"] }, () => {
-            const alpn = (socket as tls.TLSSocket).alpnProtocol
-            if (alpn !== "h2") {
-              finish(
-                Object.assign(new Error(`backend ${authority} did not negotiate HTTP/2 (ALPN ${alpn || "none"})`), {
-                  code: "PC_BACKEND_NO_H2",
-                }),
-                socket,
-              )
-            } else finish(null, socket)
-          })
-        : net.connect({ host, port }, () => finish(null, socket))
-      socket.setNoDelay(true)
-      const timer = setTimeout(() => {
-        finish(
-          Object.assign(new Error(`connect to ${authority} timed out after ${timeout} ms`), {
-            code: "UND_ERR_CONNECT_TIMEOUT",
-          }),
-          socket,
-        )
-      }, timeout)
-      socket.once("error", (err) => finish(err, socket))
+      dialer.dial({ alpn: H2_ALPN }, (err, socket) => {
+        if (err || !socket) {
+          // Retries and statuses match undici's code for a connect timeout (exchange.ts, respond-error.ts).
+          const code = (err as { code?: string } | null)?.code
+          if (err && code === "PC_BACKEND_CONNECT_TIMEOUT") Object.assign(err, { code: "UND_ERR_CONNECT_TIMEOUT" })
+          callback(err ?? new Error("no socket"))
+          return
+        }
+        const alpn = (socket as TLSSocket).alpnProtocol
+        if (dialer.tls && alpn !== "h2") {
+          socket.destroy()
+          callback(
+            Object.assign(new Error(`backend ${authority} did not negotiate HTTP/2 (ALPN ${alpn || "none"})`), {
+              code: "PC_BACKEND_NO_H2",
+            }),
+          )
+          return
+        }
+        callback(null, socket)
+      })
     },
   })
 }
@@ -197,7 +113,7 @@ function keepAliveOptions(
 }
 
 /** CappedPool is a backend's undici pool that keeps at most `keepalive` connections idle (keepAliveOptions). */
-class CappedPool extends Pool {
+class CappedPool extends Pool implements BackendPool {
   readonly #backend: Backend
   readonly #keepalive: number
 
@@ -212,21 +128,19 @@ class CappedPool extends Pool {
   }
 }
 
-/** ProxiedPoolOptions: which PROXY version to send, where to connect, and the TLS step after the header. */
+/** ProxiedPoolOptions: which PROXY version to send and the backend's dialer that writes it. */
 interface ProxiedPoolOptions {
   version: "v1" | "v2"
-  address: { host: string; port: number }
-  connectTimeoutMs: number
-  tlsConnector: buildConnector.connector | undefined
+  dialer: Dialer
 }
 
 /**
  * ProxiedPool is a backend pool for `send_proxy_protocol`: the PROXY header goes first on each backend connection and
- * names one client, so requests are sent on a pool of their own per client connection (found by the ConnectionInfo
- * tag that buildRequestHeaders puts on the header list), closed when that client connection closes. HTTP/2 streams
- * of one client share its pool. This costs a backend connection per client connection (as haproxy's send-proxy does
- * with http-reuse never) but a backend can never attribute a request to the wrong client. Requests with no client
- * tag go through the base pool with a LOCAL (v2) or UNKNOWN (v1) header.
+ * names one client, so requests are sent on a pool of their own per client connection (the `client` argument of
+ * dispatch), closed when that client connection closes. HTTP/2 streams of one client share its pool. This costs a
+ * backend connection per client connection (as haproxy's send-proxy does with http-reuse never) but a backend can
+ * never attribute a request to the wrong client. Requests with no client go through the base pool with a LOCAL
+ * (v2) or UNKNOWN (v1) header. Every pool dials through the backend's one dialer (the header before the ClientHello).
  */
 class ProxiedPool extends CappedPool {
   readonly #origin: string
@@ -237,8 +151,8 @@ class ProxiedPool extends CappedPool {
   readonly #keepalive: number
 
   constructor(origin: string, options: Pool.Options, proxied: ProxiedPoolOptions, backend: Backend, keepalive: number) {
-    const unknown = proxied.version === "v1" ? encodeProxyV1(UNKNOWN_ENDPOINTS) : encodeProxyV2Local()
-    super(origin, { ...options, connect: connectWithHeader(() => unknown, proxied) }, backend, keepalive)
+    const connect = proxied.dialer.connector({ alpn: H1_ALPN, header: proxyHeader(proxied.version, undefined) })
+    super(origin, { ...options, connect }, backend, keepalive)
     this.#origin = origin
     this.#options = options
     this.#proxied = proxied
@@ -246,22 +160,25 @@ class ProxiedPool extends CappedPool {
     this.#keepalive = keepalive
   }
 
-  override dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
-    const info = infoOf(options.headers)
-    if (!info) return super.dispatch(options, handler)
-    let pool = this.#byClient.get(info)
+  override dispatch(
+    options: Dispatcher.DispatchOptions,
+    handler: Dispatcher.DispatchHandler,
+    client?: ConnectionInfo,
+  ): boolean {
+    if (!client) return super.dispatch(options, handler)
+    let pool = this.#byClient.get(client)
     if (!pool) {
-      const client = socketOf(info)
-      const header = proxyHeaderFor(this.#proxied.version, info, client)
-      const connect = connectWithHeader(() => header, this.#proxied)
+      const socket = socketOf(client)
+      const header = proxyHeader(this.#proxied.version, client, socket)
+      const connect = this.#proxied.dialer.connector({ alpn: H1_ALPN, header })
       pool = new CappedPool(this.#origin, { ...this.#options, connect }, this.#backend, this.#keepalive)
-      this.#byClient.set(info, pool)
+      this.#byClient.set(client, pool)
       const own = pool
       const forget = () => {
-        if (this.#byClient.get(info) === own) this.#byClient.delete(info)
+        if (this.#byClient.get(client) === own) this.#byClient.delete(client)
         own.close().catch(ignore)
       }
-      if (client && !client.destroyed) client.once("close", forget)
+      if (socket && !socket.destroyed) socket.once("close", forget)
       else queueMicrotask(forget) // no socket to watch: the pool serves this request and closes after it
     }
     return pool.dispatch(options, handler)
@@ -288,57 +205,4 @@ class ProxiedPool extends CappedPool {
   }
 }
 
-/** pinnedServername drops the per-request servername undici passes (from the Host header), keeping the built one. */
-function pinnedServername(connector: buildConnector.connector): buildConnector.connector {
-  return (options, callback) => connector({ ...options, servername: undefined }, callback)
-}
-
-const UNKNOWN_ENDPOINTS = { source: { address: "", port: 0 }, destination: { address: "", port: 0 } }
-
-/** proxyHeaderFor encodes the header for one client connection: its addresses and, for v2, its TLS TLVs. */
-function proxyHeaderFor(version: "v1" | "v2", info: ConnectionInfo, socket: TLSSocket | undefined): Buffer {
-  const endpoints = {
-    source: { address: info.clientAddress, port: info.clientPort },
-    destination: { address: info.localAddress, port: info.localPort },
-  }
-  return version === "v1" ? encodeProxyV1(endpoints) : encodeProxyV2(endpoints, socket ? tlvsFromTlsSocket(socket) : {})
-}
-
-/**
- * connectWithHeader is an undici connector that opens the TCP connection, writes the PROXY header, and then (for a
- * re-encrypting upstream) runs the TLS handshake over that same socket: the header precedes the ClientHello.
- */
-function connectWithHeader(header: () => Buffer, proxied: ProxiedPoolOptions): buildConnector.connector {
-  return (options, callback) => {
-    const { host, port } = proxied.address
-    const socket = net.connect({ host, port, noDelay: true })
-    let settled = false
-    const fail = (err: Error) => {
-      if (settled) return
-      settled = true
-      clearTimeout(timer)
-      socket.destroy()
-      callback(err, null)
-    }
-    const timer = setTimeout(
-      () => fail(new errors.ConnectTimeoutError(`connecting to ${host}:${port}: timed out`)),
-      proxied.connectTimeoutMs,
-    )
-    socket.once("error", fail)
-    socket.once("connect", () => {
-      if (settled) return
-      settled = true
-      clearTimeout(timer)
-      socket.off("error", fail)
-      socket.write(header())
-      if (proxied.tlsConnector) proxied.tlsConnector({ ...options, httpSocket: socket }, callback)
-      else callback(null, socket)
-    })
-  }
-}
-
 function ignore(): void {}
-
-function isHostname(host: string): boolean {
-  return !/^[\d.]+$/.test(host) && !host.includes(":")
-}

@@ -6,11 +6,14 @@ import type { UpstreamConfig } from "../config/schema.ts"
 import { BackendError } from "../core/errors.ts"
 import type { Logger } from "../core/log.ts"
 import { Backend } from "./backend.ts"
+import { type BackendTls, dialTls, loadBackendTls } from "./backend-tls.ts"
 import type { Balancer, PickContext } from "./balancer.ts"
 import { createBalancer, StickyCookie } from "./balancers/index.ts"
-import { type BackendPool, type BackendTls, createBackendPool, loadBackendTls } from "./connector.ts"
+import { createBackendPool } from "./connector.ts"
+import { Dialer } from "./dial.ts"
 import { HealthChecker, type HealthRegistry, type HealthStatus } from "./health/active.ts"
 import { type FailureKind, OutlierDetector, type OutlierStatus } from "./health/passive.ts"
+import type { BackendPool } from "./pool.ts"
 
 /** UpstreamStatus is the admin API's view of an upstream. */
 export interface UpstreamStatus {
@@ -100,6 +103,7 @@ export class Upstream {
   readonly limited: boolean
   readonly #balancer: Balancer
   readonly #pools = new Map<Backend, BackendPool>()
+  readonly #dialers = new Map<Backend, Dialer>()
   /** Requests waiting for a slot, oldest first, with their timeout timers. */
   readonly #waiters = new Map<SlotWaiter, NodeJS.Timeout>()
 
@@ -151,13 +155,7 @@ export class Upstream {
       ? new HealthChecker({
           backends: this.backends,
           config: config.health,
-          tls: this.tls && {
-            ca: this.tls.ca,
-            cert: this.tls.cert,
-            key: this.tls.key?.reveal(),
-            servername: this.tls.servername,
-            rejectUnauthorized: this.tls.rejectUnauthorized,
-          },
+          dialerFor: (backend) => this.dialerFor(backend),
           log,
           upstream: name,
           proxyProtocol: config.send_proxy_protocol,
@@ -177,11 +175,22 @@ export class Upstream {
     return this.#balancer.pick(this.backends, context)
   }
 
+  /** dialerFor returns the backend's dialer (its SNI and TLS session cache), shared by pools, tcp engine and health. */
+  dialerFor(backend: Backend): Dialer {
+    let dialer = this.#dialers.get(backend)
+    if (!dialer) {
+      const { host, port } = backend.address
+      dialer = new Dialer({ host, port, tls: dialTls(this.tls), connectTimeout: this.config.timeouts.connect })
+      this.#dialers.set(backend, dialer)
+    }
+    return dialer
+  }
+
   /** poolFor returns the backend's keep-alive pool, made on first use. */
   poolFor(backend: Backend): BackendPool {
     let pool = this.#pools.get(backend)
     if (!pool) {
-      pool = createBackendPool(backend, this.config, this.tls)
+      pool = createBackendPool(backend, this.config, this.dialerFor(backend))
       this.#pools.set(backend, pool)
     }
     return pool

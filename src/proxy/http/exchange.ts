@@ -216,6 +216,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
         idempotent: IDEMPOTENT_METHODS.has(method),
       },
       this,
+      this.info,
     )
   }
 

@@ -1,5 +1,5 @@
 /** @module request-headers: the header list a backend receives: client headers minus hop-by-hop, plus X-Forwarded-*. */
-import { type ConnectionInfo, tagWithInfo } from "../../core/connection-info.ts"
+import type { ConnectionInfo } from "../../core/connection-info.ts"
 import { forwardedElement } from "./forwarded.ts"
 import { connectionTokens, HOP_BY_HOP } from "./hop-headers.ts"
 
@@ -24,7 +24,7 @@ const FORWARDING_HEADERS: ReadonlySet<string> = new Set([
  * backend: hop-by-hop and pseudo headers removed (RFC 9110 §7.6.1), HTTP/2 cookies joined (RFC 9113 §8.2.3),
  * Host kept (host: the Host or :authority the client asked for), X-Forwarded-For/-Proto/-Host and Forwarded
  * (RFC 7239) set, the client's own copies kept only when info.trusted (trusted_proxies); `te: trailers` passed on
- * when `trailers` (the backend's trailers reach the client). The list is tagged with `info` (infoOf).
+ * when `trailers` (the backend's trailers reach the client).
  */
 export function buildRequestHeaders(
   raw: readonly string[],
@@ -91,8 +91,6 @@ export function buildRequestHeaders(
   } else if (info.clientAuth) {
     out.push("x-client-verify", "NONE")
   }
-  // The connector keys PROXY-protocol backend connections by client (upstream send_proxy_protocol).
-  tagWithInfo(out, info)
   return out
 }
 

@@ -114,5 +114,6 @@ export function proxyUpgrade(
     .dispatch(
       { path: req.url ?? "/", method: req.method ?? "GET", headers, upgrade, body: null },
       new Upgrade(ctx, client, head, upstream, backend),
+      info,
     )
 }

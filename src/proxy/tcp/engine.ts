@@ -1,13 +1,13 @@
 /** @module tcp-engine: the L4 engine: picks an upstream by SNI and pipes the decrypted bytes to one of its backends. */
-import net from "node:net"
-import tls, { type TLSSocket } from "node:tls"
+import type net from "node:net"
+import type { TLSSocket } from "node:tls"
 import type { ListenerConfig } from "../../config/schema.ts"
 import { infoOf } from "../../core/connection-info.ts"
 import { errorCode, PortcullisError } from "../../core/errors.ts"
 import type { Logger } from "../../core/log.ts"
-import { encodeProxyV1, encodeProxyV2, tlvsFromTlsSocket } from "../../protocols/proxy-protocol/encode.ts"
 import { normalizeHost, type Router } from "../../routing/router.ts"
 import type { Backend } from "../../upstreams/backend.ts"
+import { type DialOptions, proxyHeader } from "../../upstreams/dial.ts"
 import type { Upstream } from "../../upstreams/upstream.ts"
 import { BACKEND_ONREAD, pipeConnection } from "./pipe.ts"
 
@@ -23,8 +23,6 @@ export interface TcpEngineOptions {
 export class TcpEngine {
   readonly #options: TcpEngineOptions
   readonly #sockets = new Set<TLSSocket>()
-  /** The latest TLS session of each re-encrypting backend, so later connections resume instead of a full handshake. */
-  readonly #sessions = new Map<Backend, Buffer>()
 
   constructor(options: TcpEngineOptions) {
     this.#options = options
@@ -47,13 +45,10 @@ export class TcpEngine {
     this.#sockets.add(socket)
     socket.on("close", () => this.#sockets.delete(socket))
     const version = listener.send_proxy_protocol ?? upstream.config.send_proxy_protocol
-    let header: Buffer | undefined
-    if (version && info) {
-      const addresses = {
-        source: { address: info.clientAddress, port: info.clientPort },
-        destination: { address: info.localAddress, port: info.localPort },
-      }
-      header = version === "v1" ? encodeProxyV1(addresses) : encodeProxyV2(addresses, tlvsFromTlsSocket(socket))
+    // The dialer writes the PROXY header first on the backend connection (before the ClientHello when re-encrypting).
+    const dial: DialOptions = {
+      header: version && info ? proxyHeader(version, info, socket) : undefined,
+      onread: BACKEND_ONREAD,
     }
     const tried = new Set<Backend>()
     // `balance: hash` on a tcp listener can only hash the client address (no path, header or cookie at L4).
@@ -62,7 +57,6 @@ export class TcpEngine {
     let full = false
     const started = Date.now()
     pipeConnection(socket, {
-      header,
       idleTimeoutMs: upstream.config.timeouts.idle,
       maxAttempts: upstream.config.retries + 1,
       log,
@@ -85,7 +79,7 @@ export class TcpEngine {
         tried.add(backend)
         current = backend
         backend.inFlight++
-        return connectBackend(upstream, backend, this.#sessions).then(
+        return connectBackend(upstream, backend, dial).then(
           (s) => {
             upstream.outliers?.onSuccess(backend)
             return { socket: s, release: () => upstream.release(backend) }
@@ -136,49 +130,11 @@ export class TcpEngine {
 }
 
 /**
- * connectBackend opens one backend connection (TLS when the upstream re-encrypts, resuming the backend's last
- * session from `sessions`) within the connect timeout.
+ * connectBackend opens one backend connection through the backend's dialer (TLS when the upstream re-encrypts, with
+ * the dialer's SNI and the session cache the HTTP pools and health checks share; no ALPN) within the connect timeout.
  */
-function connectBackend(upstream: Upstream, backend: Backend, sessions: Map<Backend, Buffer>): Promise<net.Socket> {
+function connectBackend(upstream: Upstream, backend: Backend, options: DialOptions): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const t = upstream.tls
-    const { host, port } = backend.address
-    let socket: net.Socket
-    if (t) {
-      const secure = tls.connect({
-        host,
-        port,
-        ca: t.ca,
-        cert: t.cert,
-        key: t.key?.reveal(),
-        servername: t.servername,
-        rejectUnauthorized: t.rejectUnauthorized,
-        session: sessions.get(backend),
-      })
-      secure.setNoDelay(true)
-      // TLS 1.3 tickets arrive after the handshake, possibly several: keep the newest.
-      secure.on("session", (session: Buffer) => sessions.set(backend, session))
-      socket = secure
-    } else socket = net.connect({ host, port, noDelay: true, onread: BACKEND_ONREAD })
-    const timer = setTimeout(() => {
-      socket.destroy()
-      reject(
-        new PortcullisError("PC_BACKEND_CONNECT_TIMEOUT", `connecting to ${backend.id}: timed out`, {
-          source: "backend",
-        }),
-      )
-    }, upstream.config.timeouts.connect)
-    socket.once(t ? "secureConnect" : "connect", () => {
-      clearTimeout(timer)
-      socket.removeListener("error", onError)
-      resolve(socket)
-    })
-    const onError = (err: Error) => {
-      clearTimeout(timer)
-      // A session that led to a failed handshake is not offered again.
-      if (t) sessions.delete(backend)
-      reject(err)
-    }
-    socket.once("error", onError)
+    upstream.dialerFor(backend).dial(options, (err, socket) => (err ? reject(err) : resolve(socket!)))
   })
 }

@@ -17,22 +17,17 @@
  * connection as we wrote: the keep-alive race of RFC 9112 §9.3.1) is sent again once on a new connection when it
  * is idempotent, as browsers and Go's http.Transport do; other failures go to the exchange, which may retry elsewhere.
  */
-import net from "node:net"
+import type net from "node:net"
 import type { Dispatcher } from "undici"
 import type { Backend } from "../backend.ts"
+import type { Dialer } from "../dial.ts"
+import type { BackendPool } from "../pool.ts"
 import { ChunkedDecoder } from "./chunked.ts"
 import { BackendProtocolError, type Framing, parseResponseHead } from "./response-head.ts"
 
-/** BackendPool: what the proxy needs of a backend's connection pool (undici's Pool has it too). */
-export interface BackendPool {
-  dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean
-  close(): Promise<void>
-  destroy(): Promise<void>
-}
-
 export interface LeanPoolOptions {
-  host: string
-  port: number
+  /** The backend's dialer (plain TCP): connections are opened with its tcp() step. */
+  dialer: Dialer
   /** Its inFlight count (held by the exchange, counting this request) decides the `keepalive` cap. */
   backend: Pick<Backend, "inFlight">
   /**
@@ -82,7 +77,8 @@ export class LeanPool implements BackendPool {
 
   constructor(options: LeanPoolOptions) {
     this.options = options
-    this.#host = options.host.includes(":") ? `[${options.host}]:${options.port}` : `${options.host}:${options.port}`
+    const { host, port } = options.dialer
+    this.#host = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`
   }
 
   dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
@@ -352,11 +348,9 @@ class Connection {
     set.add(this)
     this.request = first
     first.connection = this
-    // allowHalfOpen: a backend's FIN must not close the socket before bytes we hold (paused) are delivered.
-    const socket = net.connect({
-      host: o.host,
-      port: o.port,
-      noDelay: true,
+    // allowHalfOpen: a backend's FIN must not close the socket before bytes we hold (paused) are delivered. The
+    // connect timeout is the socket's own timer (timedOut), re-armed for each later phase.
+    const socket = o.dialer.tcp({
       allowHalfOpen: true,
       onread: { buffer: () => this.#nextReadBuffer(), callback: onRead },
     }) as WithConnection

@@ -15,7 +15,7 @@
 import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2"
 import type { Duplex, Readable } from "node:stream"
 import type { Dispatcher } from "undici"
-import type { BackendPool } from "../h1/lean-pool.ts"
+import type { BackendPool } from "../pool.ts"
 
 const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_NO_ERROR, NGHTTP2_FLAG_END_STREAM } = http2.constants
 

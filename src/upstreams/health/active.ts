@@ -1,13 +1,11 @@
 /** @module active: active health checks; HTTP GETs or TCP connects (over TLS when the upstream re-encrypts). */
 import http from "node:http"
-import https from "node:https"
-import net from "node:net"
-import tls from "node:tls"
+import type net from "node:net"
 import type { HealthConfig } from "../../config/schema.ts"
 import { errorMessage } from "../../core/errors.ts"
 import type { Logger } from "../../core/log.ts"
-import { encodeProxyV1, encodeProxyV2Local } from "../../protocols/proxy-protocol/encode.ts"
 import type { Backend } from "../backend.ts"
+import { Dialer, proxyHeader } from "../dial.ts"
 
 /** HealthTls is how checks reach a re-encrypting upstream: the same trust and client certificate as requests. */
 export interface HealthTls {
@@ -71,6 +69,11 @@ export interface HealthCheckerOptions {
   backends: readonly Backend[]
   config: HealthConfig
   tls?: HealthTls | undefined
+  /**
+   * The upstream's dialer for a backend, so checks send the same SNI as requests and share their TLS session
+   * cache. Without it each backend gets a dialer of its own made from `tls`.
+   */
+  dialerFor?: ((backend: Backend) => Dialer) | undefined
   log: Logger
   /** Names the upstream in log lines (default "?"). */
   upstream?: string
@@ -107,6 +110,7 @@ export class HealthChecker {
   readonly #backends: readonly Backend[]
   readonly #config: HealthConfig
   readonly #tls: HealthTls | undefined
+  readonly #dialerFor: (backend: Backend) => Dialer
   readonly #log: Logger
   readonly #upstream: string
   readonly #registry: HealthRegistry
@@ -124,6 +128,20 @@ export class HealthChecker {
     this.#backends = options.backends
     this.#config = options.config
     this.#tls = options.tls
+    if (options.dialerFor) this.#dialerFor = options.dialerFor
+    else {
+      const own = new Map<Backend, Dialer>()
+      this.#dialerFor = (backend) => {
+        let dialer = own.get(backend)
+        if (!dialer) {
+          const { host, port } = backend.address
+          // connectTimeout 0: each check is bounded by its own `timeout`.
+          dialer = new Dialer({ host, port, tls: this.#tls, connectTimeout: 0 })
+          own.set(backend, dialer)
+        }
+        return dialer
+      }
+    }
     this.#log = options.log
     this.#upstream = options.upstream ?? "?"
     this.#registry = options.registry ?? new HealthRegistry()
@@ -132,12 +150,7 @@ export class HealthChecker {
     this.#statusLow = Number(low)
     this.#statusHigh = Number(high ?? low)
     const pp = options.proxyProtocol
-    this.#proxyHeader =
-      pp === "v2"
-        ? encodeProxyV2Local()
-        : pp === "v1"
-          ? encodeProxyV1({ source: { address: "", port: 0 }, destination: { address: "", port: 0 } })
-          : undefined
+    this.#proxyHeader = pp && proxyHeader(pp, undefined)
   }
 
   /** start applies remembered health, runs the first round of checks and resolves when it is complete. */
@@ -247,77 +260,36 @@ export class HealthChecker {
     backend.state = healthy ? "up" : "down"
   }
 
-  #tlsOptions(backend: Backend): tls.ConnectionOptions {
-    const t = this.#tls!
-    const host = backend.address.host
-    const servername = t.servername ?? (net.isIP(host) === 0 ? host : undefined)
-    // An explicit "" (no SNI) for an IP without a configured name: Node would otherwise derive SNI from the Host
-    // header, which for checks may name a virtual host rather than the backend.
-    return {
-      ca: t.ca,
-      cert: t.cert,
-      key: t.key,
-      rejectUnauthorized: t.rejectUnauthorized,
-      servername: servername ?? "",
-    }
-  }
-
   /** #tcpCheck passes when a connection (and the TLS handshake, when re-encrypting) completes within the timeout. */
   #tcpCheck(backend: Backend): Promise<void> {
     const timeout = this.#config.timeout
     return new Promise<void>((resolve, reject) => {
       let settled = false
-      let secure: net.Socket | undefined
       const done = (err?: Error | null) => {
         if (settled) return
         settled = true
         clearTimeout(timer)
         this.#inflight.delete(raw)
-        secure?.destroy()
         raw.destroy()
         if (!err) resolve()
         else reject(err)
       }
       const timer = setTimeout(() => done(new Error(`timed out after ${timeout} ms`)), timeout)
       const raw = this.#dial(backend, (err, socket) => {
-        if (err || !socket) return done(err ?? new Error("no connection"))
-        if (this.#tls === undefined) return done()
-        secure = socket
-        socket.on("error", done)
-        socket.once("secureConnect", () => done())
-        socket.once("close", () => done(new Error("connection closed before it was established")))
+        socket?.destroy()
+        done(err)
       })
       this.#inflight.add(raw)
     })
   }
 
   /**
-   * #dial opens a check connection and calls back once it is connected and the PROXY header (when configured) is
-   * written; when re-encrypting it hands over a TLS socket wrapping that connection, before its handshake (as
-   * http.request's createConnection expects), so the header precedes the ClientHello. Returns the raw socket, to be
-   * destroyed when the check ends.
+   * #dial opens a check connection through the backend's dialer: the PROXY header first (when configured), then
+   * TLS when re-encrypting, with the dialer's SNI and session cache; no ALPN (a check speaks HTTP/1.1 or nothing).
+   * Returns the socket to destroy when the check ends; the check's own timer bounds it.
    */
   #dial(backend: Backend, callback: (err: Error | null, socket?: net.Socket) => void): net.Socket {
-    const { host, port } = backend.address
-    const header = this.#proxyHeader
-    const raw = net.connect({ host, port })
-    let called = false
-    const once = (err: Error | null, socket?: net.Socket) => {
-      if (called) return
-      called = true
-      callback(err, socket)
-    }
-    raw.on("error", (err) => once(err))
-    raw.once("close", () => once(new Error("connection closed before it was established")))
-    const proceed = () => {
-      if (this.#tls === undefined) once(null, raw)
-      else once(null, tls.connect({ socket: raw, ...this.#tlsOptions(backend) }))
-    }
-    raw.once("connect", () => {
-      if (header === undefined) proceed()
-      else raw.write(header, (err) => (err ? once(err) : proceed()))
-    })
-    return raw
+    return this.#dialerFor(backend).dial({ header: this.#proxyHeader, timeout: 0 }, callback)
   }
 
   /** #httpCheck passes on a status in expect_status and, if set, a body containing expect_body. */
@@ -327,21 +299,21 @@ export class HealthChecker {
     const timeout = config.timeout
     const headers = { host: config.host ?? backend.id, "user-agent": "portcullis-health-check", connection: "close" }
     return new Promise<void>((resolve, reject) => {
-      const options: https.RequestOptions = { host, port, method: "GET", path: config.path, headers, agent: false }
       let raw: net.Socket | undefined
-      if (this.#proxyHeader !== undefined) {
-        // The connection (PROXY header first, then TLS when re-encrypting) is #dial's; http.request speaks HTTP on it.
-        // Node ignores createConnection when given an agent, even `false`.
-        delete options.agent
-        options.createConnection = ((_options: unknown, oncreate: (err: Error | null, socket?: net.Socket) => void) => {
+      // The connection (PROXY header first, then TLS when re-encrypting) is #dial's; http.request speaks HTTP on it.
+      // No agent: Node ignores createConnection when given one, even `false`.
+      const options: http.RequestOptions = {
+        host,
+        port,
+        method: "GET",
+        path: config.path,
+        headers,
+        createConnection: ((_options: unknown, oncreate: (err: Error | null, socket?: net.Socket) => void) => {
           raw = this.#dial(backend, oncreate)
           return undefined
-        }) as unknown as https.RequestOptions["createConnection"]
+        }) as unknown as http.RequestOptions["createConnection"],
       }
-      const req =
-        this.#tls === undefined || options.createConnection !== undefined
-          ? http.request(options)
-          : https.request({ ...options, ...(this.#tlsOptions(backend) as https.RequestOptions) })
+      const req = http.request(options)
       this.#inflight.add(req)
       let settled = false
       const done = (err?: Error) => {
