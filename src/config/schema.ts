@@ -250,7 +250,13 @@ const backend = z.preprocess(
 
 const health = z
   .object({
-    type: z.enum(["http", "tcp"]).default("http").describe("http request or tcp connect (default http)"),
+    type: z
+      .enum(["http", "tcp", "grpc"])
+      .default("http")
+      .describe(
+        "http request (in the upstream's protocol: HTTP/1.1, or HTTP/2 for h2/h2c), tcp connect, or grpc: the standard grpc.health.v1.Health/Check (needs protocol h2 or h2c) (default http)",
+      ),
+    grpc_service: z.string().optional().describe("type grpc: the service asked about (default none: the whole server)"),
     path: z.string().startsWith("/").default("/").describe("path to GET (default /)"),
     host: z.string().optional().describe("Host header of the check (default the backend address)"),
     expect_status: z
@@ -398,6 +404,13 @@ const upstream = z
         code: "custom",
         path: ["protocol"],
         message: "protocol h2c is HTTP/2 without TLS: remove tls, or use h2 for HTTP/2 over TLS",
+      })
+    }
+    if (value.health?.type === "grpc" && value.protocol === "http1") {
+      ctx.addIssue({
+        code: "custom",
+        path: ["health", "type"],
+        message: "a grpc health check speaks HTTP/2: set protocol h2c (or h2 with tls) on this upstream",
       })
     }
     if (value.protocol !== "http1" && value.send_proxy_protocol) {

@@ -159,6 +159,7 @@ export class Upstream {
           log,
           upstream: name,
           proxyProtocol: config.send_proxy_protocol,
+          protocol: config.protocol,
           registry: options.healthRegistry,
           onChange: onHealthChange,
         })

@@ -4,6 +4,7 @@ import * as grpc from "@grpc/grpc-js"
 import * as protoLoader from "@grpc/proto-loader"
 
 const PROTO = join(import.meta.dirname, "../proxy/http/fixtures/echo.proto")
+const HEALTH_PROTO = join(import.meta.dirname, "../proxy/http/fixtures/health.proto")
 
 export interface Msg {
   text?: string
@@ -25,6 +26,9 @@ export interface EchoServer {
   cancelled: () => number
   /** Metadata of the last call, as the server received it. */
   lastMetadata: () => grpc.Metadata | undefined
+  /** What grpc.health.v1.Health/Check answers: SERVING (default) or NOT_SERVING; health checks seen so far. */
+  setServing: (serving: boolean) => void
+  healthChecks: () => number
   close: () => Promise<void>
 }
 
@@ -40,6 +44,11 @@ export async function startEchoServer(credentials = grpc.ServerCredentials.creat
   const server = new grpc.Server({ "grpc.max_receive_message_length": LARGE, "grpc.max_send_message_length": LARGE })
   let cancelled = 0
   let lastMetadata: grpc.Metadata | undefined
+  let serving = true
+  let healthChecks = 0
+  const health = grpc.loadPackageDefinition(
+    protoLoader.loadSync(HEALTH_PROTO, { keepCase: true, enums: String, defaults: true }),
+  ) as unknown as { grpc: { health: { v1: { Health: { service: grpc.ServiceDefinition } } } } }
   const initial = () => {
     const m = new grpc.Metadata()
     m.set("x-initial", "yes")
@@ -99,6 +108,12 @@ export async function startEchoServer(credentials = grpc.ServerCredentials.creat
       call.on("end", () => call.end(trailing()))
     },
   })
+  server.addService(health.grpc.health.v1.Health.service, {
+    Check: (_call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+      healthChecks++
+      callback(null, { status: serving ? "SERVING" : "NOT_SERVING" })
+    },
+  })
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync("127.0.0.1:0", credentials, (err, p) => (err ? reject(err) : resolve(p))),
   )
@@ -106,6 +121,10 @@ export async function startEchoServer(credentials = grpc.ServerCredentials.creat
     port,
     cancelled: () => cancelled,
     lastMetadata: () => lastMetadata,
+    setServing: (value) => {
+      serving = value
+    },
+    healthChecks: () => healthChecks,
     close: () =>
       new Promise<void>((resolve) => {
         server.tryShutdown(() => resolve())

@@ -9,6 +9,8 @@ import { after, before, describe, test } from "node:test"
 import { curl } from "../helpers/clients.ts"
 import { createPki, type Pki } from "../helpers/pki.ts"
 import { type RunningPortcullis, startPortcullis } from "../helpers/portcullis.ts"
+import { waitUntil } from "../helpers/wait.ts"
+import { upstreamStatus } from "./harness.ts"
 
 interface H2Backend {
   port: number
@@ -17,6 +19,9 @@ interface H2Backend {
   sessions: () => number
   /** Requests answered. */
   answered: () => number
+  /** What /healthz answers (200 or 503), and how often it was asked. */
+  setHealthy: (value: boolean) => void
+  healthChecks: () => number
   /** After this many more requests, send GOAWAY on the session that carried the last one. */
   goawayAfter: (n: number) => void
   close: () => Promise<void>
@@ -28,6 +33,8 @@ async function startH2cBackend(): Promise<H2Backend> {
   let sessions = 0
   let answered = 0
   let goawayIn = -1
+  let healthy = true
+  let healthChecks = 0
   const open = new Set<http2.ServerHttp2Session>()
   server.on("session", (s) => {
     sessions++
@@ -35,6 +42,12 @@ async function startH2cBackend(): Promise<H2Backend> {
     s.on("close", () => open.delete(s))
   })
   server.on("stream", (stream, headers) => {
+    if (headers[":path"] === "/healthz") {
+      healthChecks++
+      stream.respond({ ":status": healthy ? 200 : 503 })
+      stream.end()
+      return
+    }
     let bytes = 0
     stream.on("data", (c: Buffer) => (bytes += c.length))
     stream.on("end", () => {
@@ -60,6 +73,10 @@ async function startH2cBackend(): Promise<H2Backend> {
     server,
     sessions: () => sessions,
     answered: () => answered,
+    setHealthy: (value) => {
+      healthy = value
+    },
+    healthChecks: () => healthChecks,
     goawayAfter: (n) => {
       goawayIn = n
     },
@@ -73,12 +90,15 @@ async function startH2cBackend(): Promise<H2Backend> {
 
 let pki: Pki
 let backend: H2Backend
+/** A second backend for the health-checked upstream, so that its check connections do not count as the pool's. */
+let checked: H2Backend
 let pc: RunningPortcullis
 
 before(async () => {
   pki = await createPki()
   const site = await pki.issue({ names: ["localhost"] })
   backend = await startH2cBackend()
+  checked = await startH2cBackend()
   pc = await startPortcullis(`
 listeners:
   - name: web
@@ -87,6 +107,10 @@ listeners:
     routes: [{ upstream: h2 }]
 upstreams:
   h2: { backends: ["127.0.0.1:${backend.port}"], protocol: h2c }
+  h2_checked:
+    backends: ["127.0.0.1:${checked.port}"]
+    protocol: h2c
+    health: { path: /healthz, interval: 100ms, timeout: 1s, rise: 1, fall: 1 }
 access_log: { enabled: false }
 `)
 })
@@ -94,6 +118,7 @@ access_log: { enabled: false }
 after(async () => {
   await pc?.close()
   await backend?.close()
+  await checked?.close()
   await pki?.close()
 })
 
@@ -216,4 +241,17 @@ describe("HTTP/2 (h2c) backend", () => {
       session.close()
     }
   })
+})
+
+test("active health checks of an h2c upstream speak HTTP/2: a 503 takes the backend down, a 200 brings it up", async () => {
+  const state = () => upstreamStatus(pc, "h2_checked").backends[0]!.state
+  assert.equal(state(), "up")
+  assert.ok(checked.healthChecks() > 0, "the h2c backend answered the checks")
+  checked.setHealthy(false)
+  try {
+    await waitUntil(() => state() === "down", "503 takes it down", 5_000)
+  } finally {
+    checked.setHealthy(true)
+  }
+  await waitUntil(() => state() === "up", "200 brings it up", 5_000)
 })

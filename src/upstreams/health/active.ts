@@ -6,6 +6,7 @@ import { errorMessage } from "../../core/errors.ts"
 import type { Logger } from "../../core/log.ts"
 import type { Backend } from "../backend.ts"
 import { Dialer, proxyHeader } from "../dial.ts"
+import { h2Check } from "./h2-check.ts"
 
 /** HealthTls is how checks reach a re-encrypting upstream: the same trust and client certificate as requests. */
 export interface HealthTls {
@@ -86,6 +87,8 @@ export interface HealthCheckerOptions {
   proxyProtocol?: "v1" | "v2" | undefined
   /** Called after a backend's health changes (including the first check), e.g. for metrics or cluster workers. */
   onChange?: (backend: Backend, healthy: boolean) => void
+  /** What the backends speak (the upstream's `protocol`): HTTP checks speak it too (h2-check.ts). */
+  protocol?: "http1" | "h2" | "h2c" | undefined
 }
 
 /** HealthStatus is one backend's active health for the admin API. */
@@ -120,6 +123,7 @@ export class HealthChecker {
   /** The PROXY header every check connection starts with, when the upstream sends one. */
   readonly #proxyHeader: Buffer | undefined
   readonly #inflight = new Set<net.Socket | http.ClientRequest>()
+  readonly #protocol: "http1" | "h2" | "h2c"
   #timer: NodeJS.Timeout | undefined
   #round: Promise<void> | undefined
   #closed = false
@@ -128,6 +132,7 @@ export class HealthChecker {
     this.#backends = options.backends
     this.#config = options.config
     this.#tls = options.tls
+    this.#protocol = options.protocol ?? "http1"
     if (options.dialerFor) this.#dialerFor = options.dialerFor
     else {
       const own = new Map<Backend, Dialer>()
@@ -213,7 +218,12 @@ export class HealthChecker {
     const started = Date.now()
     let error: string | undefined
     try {
-      await (this.#config.type === "tcp" ? this.#tcpCheck(backend) : this.#httpCheck(backend))
+      const type = this.#config.type
+      await (type === "tcp"
+        ? this.#tcpCheck(backend)
+        : type === "grpc" || this.#protocol !== "http1"
+          ? this.#h2Check(backend)
+          : this.#httpCheck(backend))
     } catch (err) {
       error = errorMessage(err)
     }
@@ -290,6 +300,56 @@ export class HealthChecker {
    */
   #dial(backend: Backend, callback: (err: Error | null, socket?: net.Socket) => void): net.Socket {
     return this.#dialerFor(backend).dial({ header: this.#proxyHeader, timeout: 0 }, callback)
+  }
+
+  /** #h2Check: the HTTP check (or the gRPC health check) over HTTP/2, for h2 and h2c upstreams. */
+  #h2Check(backend: Backend): Promise<void> {
+    const config = this.#config
+    const dialer = this.#dialerFor(backend)
+    const started = Date.now()
+    return new Promise<void>((resolve, reject) => {
+      let socket: net.Socket | undefined
+      const timer = setTimeout(() => {
+        socket?.destroy()
+        reject(new Error(`timed out after ${config.timeout} ms`))
+      }, config.timeout)
+      socket = dialer.dial(
+        { header: this.#proxyHeader, timeout: 0, alpn: dialer.tls ? ["h2"] : undefined },
+        (err, s) => {
+          if (err || !s) {
+            clearTimeout(timer)
+            reject(err ?? new Error("no socket"))
+            return
+          }
+          this.#inflight.add(s)
+          const left = Math.max(1, config.timeout - (Date.now() - started))
+          clearTimeout(timer)
+          h2Check(
+            s,
+            {
+              scheme: dialer.tls ? "https" : "http",
+              authority: config.host ?? backend.id,
+              kind: config.type === "grpc" ? "grpc" : "http",
+              path: config.path,
+              service: config.grpc_service ?? "",
+              statusLow: this.#statusLow,
+              statusHigh: this.#statusHigh,
+              expectBody: config.expect_body,
+            },
+            left,
+          ).then(
+            () => {
+              this.#inflight.delete(s)
+              resolve()
+            },
+            (e: unknown) => {
+              this.#inflight.delete(s)
+              reject(e)
+            },
+          )
+        },
+      )
+    })
   }
 
   /** #httpCheck passes on a status in expect_status and, if set, a body containing expect_body. */

@@ -14,6 +14,7 @@ import { type EchoServer, echoClient, grpc, type Msg, startEchoServer, unary } f
 import { createPki, type Pki } from "../../helpers/pki.ts"
 import { type RunningPortcullis, startPortcullis } from "../../helpers/portcullis.ts"
 import { waitUntil } from "../../helpers/wait.ts"
+import { upstreamStatus } from "../../upstreams/harness.ts"
 
 let pki: Pki
 let plain: EchoServer
@@ -66,6 +67,10 @@ listeners:
 upstreams:
   grpc_dead: { backends: ["127.0.0.1:${deadPort}"], protocol: h2c, retries: 0 }
   grpc_slow: { backends: ["127.0.0.1:${plain.port}"], protocol: h2c, timeouts: { response: 200ms } }
+  grpc_checked:
+    backends: ["127.0.0.1:${plain.port}"]
+    protocol: h2c
+    health: { type: grpc, interval: 100ms, timeout: 1s, rise: 1, fall: 1 }
   grpc_reset: { backends: ["127.0.0.1:${(resetter.address() as net.AddressInfo).port}"], protocol: h2c, retries: 0 }
   grpc:
     backends: ["127.0.0.1:${plain.port}"]
@@ -308,4 +313,18 @@ describe("the proxy's own failures reach the gRPC client as gRPC statuses", () =
       session.close()
     }
   })
+})
+
+test("a gRPC health check (grpc.health.v1.Health/Check over h2c) takes a NOT_SERVING backend down and back up", async () => {
+  const state = () => upstreamStatus(pc, "grpc_checked").backends[0]!.state
+  assert.equal(state(), "up")
+  const seen = plain.healthChecks()
+  assert.ok(seen > 0, "the backend was asked")
+  plain.setServing(false)
+  try {
+    await waitUntil(() => state() === "down", "NOT_SERVING takes the backend down", 5_000)
+  } finally {
+    plain.setServing(true)
+  }
+  await waitUntil(() => state() === "up", "SERVING brings it back", 5_000)
 })
