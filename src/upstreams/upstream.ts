@@ -5,6 +5,7 @@
 import type { UpstreamConfig } from "../config/schema.ts"
 import { BackendError } from "../core/errors.ts"
 import type { Logger } from "../core/log.ts"
+import { detachedInstruments, type UpstreamCounters } from "../state/instruments.ts"
 import { Backend } from "./backend.ts"
 import type { Balancer, PickContext } from "./balancer.ts"
 import { createBalancer, StickyCookie } from "./balancers/index.ts"
@@ -33,15 +34,15 @@ export interface UpstreamStatus {
   stats: UpstreamStats
 }
 
-/** UpstreamStats counts what happened to this upstream's requests in this generation. */
+/** UpstreamStats is the status view of an upstream's counters (which the runtime keeps across reloads). */
 export interface UpstreamStats {
   retries: number
   queued: number
-  queueFull: number
-  queueTimeouts: number
+  queue_full: number
+  queue_timeouts: number
   ejections: number
   /** tcp connections closed at once because every backend was at max_connections. */
-  tcpRejected: number
+  tcp_rejected: number
 }
 
 /** SlotWaiter is a request waiting for a backend under its max_connections (the http exchange). */
@@ -73,6 +74,8 @@ export interface UpstreamOptions {
   healthRegistry?: HealthRegistry | undefined
   /** The same upstream in the generation being replaced: drain and ejection state carry over by backend id. */
   previous?: Upstream | undefined
+  /** Counters by upstream name from the runtime's registry (default: counted here alone). */
+  stats?: UpstreamCounters | undefined
 }
 
 /** Upstream owns its backends, picks one per request and gives out that backend's connection pool. */
@@ -88,14 +91,8 @@ export class Upstream {
   /** Passive health, unless `passive.enabled: false`. */
   readonly outliers: OutlierDetector | undefined
   readonly health: HealthChecker | undefined
-  readonly stats: UpstreamStats = {
-    retries: 0,
-    queued: 0,
-    queueFull: 0,
-    queueTimeouts: 0,
-    ejections: 0,
-    tcpRejected: 0,
-  }
+  /** Counts by upstream name, kept by the runtime across generations. */
+  readonly stats: UpstreamCounters
   /** Some backend has max_connections: releases must wake waiters. */
   readonly limited: boolean
   readonly #balancer: Balancer
@@ -107,6 +104,7 @@ export class Upstream {
     const { log } = options
     this.name = name
     this.config = config
+    this.stats = options.stats ?? detachedInstruments().upstream(name)
     this.tls = loadBackendTls(name, config, log)
     this.backends = config.backends.map(
       (b) =>
@@ -196,7 +194,7 @@ export class Upstream {
   /** failed feeds passive health; returns true when it ejected the backend. */
   failed(backend: Backend, kind: FailureKind): boolean {
     if (!this.outliers?.onFailure(backend, kind)) return false
-    this.stats.ejections++
+    this.stats.ejections.inc()
     return true
   }
 
@@ -220,16 +218,16 @@ export class Upstream {
   wait(waiter: SlotWaiter): void {
     const queue = this.config.queue
     if (this.#waiters.size >= queue.size) {
-      this.stats.queueFull++
+      this.stats.queueFull.inc()
       throw new BackendError(
         "PC_BACKEND_QUEUE_FULL",
         `upstream ${this.name}: every backend is at max_connections and ${queue.size} requests already wait`,
       )
     }
-    this.stats.queued++
+    this.stats.queued.inc()
     const timer = setTimeout(() => {
       this.#waiters.delete(waiter)
-      this.stats.queueTimeouts++
+      this.stats.queueTimeouts.inc()
       waiter.onQueueTimeout()
     }, queue.timeout)
     this.#waiters.set(waiter, timer)
@@ -301,7 +299,14 @@ export class Upstream {
       health: this.health?.status(),
       passive: this.outliers?.status(),
       queue: { waiting: this.#waiters.size, size: this.config.queue.size },
-      stats: { ...this.stats },
+      stats: {
+        retries: this.stats.retries.value,
+        queued: this.stats.queued.value,
+        queue_full: this.stats.queueFull.value,
+        queue_timeouts: this.stats.queueTimeouts.value,
+        ejections: this.stats.ejections.value,
+        tcp_rejected: this.stats.tcpRejected.value,
+      },
     }
   }
 }

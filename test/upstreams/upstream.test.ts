@@ -58,7 +58,7 @@ test("passive failures eject through the upstream and are counted", () => {
   const backend = u.backends[0]!
   assert.equal(u.failed(backend, "connect"), true)
   assert.ok(!backend.available)
-  assert.equal(u.stats.ejections, 1)
+  assert.equal(u.stats.ejections.value, 1)
 })
 
 let pki: Pki

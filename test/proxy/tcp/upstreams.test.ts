@@ -198,7 +198,7 @@ describe("backend max_connections on a tcp upstream", () => {
     const third = await connect("limit")
     assert.equal(third.banner, undefined, "closed without reaching a backend")
     status = upstreamStatus(pc, "limit")
-    assert.equal(status.stats.tcpRejected, 1)
+    assert.equal(status.stats.tcp_rejected, 1)
     assert.equal(backends["limit-a"]!.accepted() + backends["limit-b"]!.accepted(), acceptedBefore)
     const freed = first.banner!
     first.socket.destroy()
@@ -212,7 +212,7 @@ describe("backend max_connections on a tcp upstream", () => {
       () => upstreamStatus(pc, "limit").backends.every((b) => b.inFlight === 0),
       "every slot free after the clients closed",
     )
-    assert.equal(upstreamStatus(pc, "limit").stats.tcpRejected, 1)
+    assert.equal(upstreamStatus(pc, "limit").stats.tcp_rejected, 1)
   })
 })
 
