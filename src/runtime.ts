@@ -75,6 +75,7 @@ export class Generation {
           dataDir: config.data_dir,
           engine: listener.engine,
           ticketKeys: state.ticketKeys,
+          ticketScope: listener.name,
         })
         const routes = listener.routes ?? [{ upstream: listener.upstream! }]
         const router = new Router(routes)

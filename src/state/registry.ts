@@ -140,8 +140,12 @@ export class Family<T extends Instrument> {
       const labels: Record<string, string> = {}
       for (let i = 0; i < values.length; i++) labels[this.labelNames[i]!] = values[i]!
       if (child instanceof Histogram) {
+        const buckets: { le: number; count: number }[] = []
         let running = 0
-        const buckets = child.bounds.map((le, i) => ({ le, count: (running += child.counts[i]!) }))
+        for (let i = 0; i < child.bounds.length; i++) {
+          running += child.counts[i]!
+          buckets.push({ le: child.bounds[i]!, count: running })
+        }
         buckets.push({ le: Number.POSITIVE_INFINITY, count: child.count })
         series.push({ labels, buckets, sum: child.sum, count: child.count })
       } else {

@@ -2,7 +2,7 @@
  * @module ticket-keys: the session-ticket key ring (RFC 5077 §4, RFC 8446 §4.6.1): the key new tickets are sealed
  * with, plus the previous ones for a grace period, owned by the runtime so that sessions survive a reload.
  */
-import { randomBytes } from "node:crypto"
+import { hkdfSync, randomBytes } from "node:crypto"
 import { Secret } from "../core/secret.ts"
 
 /** TICKET_KEY_BYTES: Node's ticketKeys format: 16-byte key name, 16-byte HMAC secret, 16-byte AES key. */
@@ -27,7 +27,16 @@ export interface TicketKey {
  * discarded (the callback returns 0), so the client gets a full handshake; this holds for TLS 1.2 tickets and
  * TLS 1.3 PSK tickets alike. Hence sessions survive a reload only when the new contexts get the same current key,
  * and the previous keys here cannot be honoured by a context through Node's public API: they are kept for an owner
- * that can (a ticket-key callback, another process), and a rotation ends resumption for tickets of older keys.
+ * that can, and a rotation ends resumption for tickets of older keys.
+ *
+ * How a rotation reaches contexts: today, by a reload (each new context takes current()). In place, an onChange
+ * listener would call `context.context.setTicketKeys(material)` on every SecureContext of the running stores (what
+ * tls.Server#setTicketKeys does), which again drops older tickets at once. Honouring the grace period needs the
+ * native `enableTicketKeyCallback()` with an `onticketkeycallback(name, iv, encrypt)` on each context that looks the
+ * name up in keys() and answers [1|2, hmac, aes(, name, iv)] (2: decrypt with an old key, then issue a new ticket).
+ * Tried on Node 24.21 with TlsListener's direct TLSSocket path, it resumes tickets of a previous key; but Node marks
+ * that callback as existing only for its own regression test, and an answer without both 16-byte buffers aborts the
+ * process (a CHECK in TicketKeyCallback), so it is not used here.
  */
 export interface TicketKeyRing {
   current(): TicketKey
@@ -35,6 +44,15 @@ export interface TicketKeyRing {
   rotate(): TicketKey
   /** onChange calls listener after every change of keys; returns the function that unsubscribes it. */
   onChange(listener: (ring: TicketKeyRing) => void): () => void
+}
+
+/**
+ * deriveTicketKey gives one listener its own 48-byte key from a ring key (HKDF-SHA256, RFC 5869, info = scope):
+ * a ticket then resumes only on the listener that issued it, as when each listener drew its own random key, and
+ * every process that shares the ring derives the same key for the same listener.
+ */
+export function deriveTicketKey(key: TicketKey, scope: string): Buffer {
+  return Buffer.from(hkdfSync("sha256", key.material.reveal(), "portcullis session tickets", scope, TICKET_KEY_BYTES))
 }
 
 /** MemoryTicketKeyRingOptions: how many previous keys to keep, for how long, and where keys and time come from. */

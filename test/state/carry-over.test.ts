@@ -71,14 +71,14 @@ after(async () => {
   await admin?.close()
   await pc?.close()
   await echo?.close()
-  pki?.close()
+  await pki?.close()
 })
 
 type Name = keyof typeof HOSTS
 
 interface Status {
   generation: number
-  listeners: { name: string; accepted: number; handshakes: number; handshake_errors: number }[]
+  listeners: { name: string; connections: number; accepted: number; handshakes: number; handshake_errors: number }[]
   clients: Record<string, { refused_requests: number; refused_connections: number }>
   sockets: Record<string, { connections: number; refused: number }>
 }

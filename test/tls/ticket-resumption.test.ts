@@ -36,6 +36,10 @@ listeners:
     address: "127.0.0.1:0"
     tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }
     upstream: echo
+  - name: other
+    address: "127.0.0.2:0"
+    tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }
+    upstream: echo
 upstreams:
   echo: { backends: ["127.0.0.1:${echo.port}"] }
 `
@@ -52,18 +56,22 @@ after(async () => {
   await admin?.close()
   await pc?.close()
   await echo?.close()
-  pki?.close()
+  await pki?.close()
   rmSync(dir, { recursive: true, force: true })
 })
 
 /** connect makes one TLS connection, sends one request, and returns whether it resumed and the last session. */
-function connect(version: Version, session?: Buffer): Promise<{ reused: boolean; session: Buffer | undefined }> {
+function connect(
+  version: Version,
+  session?: Buffer,
+  listener: "web" | "other" = "web",
+): Promise<{ reused: boolean; session: Buffer | undefined }> {
   return new Promise((resolve, reject) => {
     let last: Buffer | undefined
     let reused = false
     const socket = tls.connect({
-      host: "127.0.0.1",
-      port: pc.port("web"),
+      host: listener === "web" ? "127.0.0.1" : "127.0.0.2",
+      port: pc.port(listener),
       servername: "localhost",
       ca: readFileSync(pki.ca.certPath),
       minVersion: version,
@@ -176,6 +184,18 @@ describe("a ticket whose key the ring has dropped gets a full handshake", () => 
       assert.ok(again.session, "the full handshake issues a new ticket")
       // The new ticket is sealed with the ring's current key: it resumes.
       assert.equal((await connect(version, again.session)).reused, true)
+    })
+  }
+})
+
+describe("tickets stay with the listener that issued them (as when each listener drew its own key)", () => {
+  for (const version of ["TLSv1.2", "TLSv1.3"] as const) {
+    test(`${version}: a ticket from one listener gets a full handshake on another with the same certificate`, async () => {
+      const first = await connect(version)
+      assert.ok(first.session)
+      assert.equal((await connect(version, first.session, "other")).reused, false)
+      // Control: it does resume where it was issued.
+      assert.equal((await connect(version, first.session)).reused, true)
     })
   }
 })
