@@ -233,7 +233,13 @@ export class TlsListener {
       handshakes: this.stats.handshakes.value,
       handshake_errors: this.stats.handshakeErrors.value,
       proxy_header_errors: this.stats.proxyHeaderErrors.value,
-      certificates: this.certs.status(),
+      certificates: this.certs.status().map((c) => ({
+        names: c.names,
+        key_type: c.keyType,
+        not_after: c.notAfter,
+        fingerprint256: c.fingerprint256,
+        source: c.source,
+      })),
     }
   }
 }

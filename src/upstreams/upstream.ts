@@ -23,15 +23,35 @@ export interface UpstreamStatus {
     state: string
     weight: number
     backup: boolean
-    inFlight: number
-    maxConnections: number | null
+    in_flight: number
+    max_connections: number | null
     ejected: boolean
-    ejectedUntil: number
+    ejected_until: number
   }[]
-  health: HealthStatus[] | undefined
-  passive: OutlierStatus[] | undefined
+  health: HealthCheckStatus[] | undefined
+  passive: PassiveStatus[] | undefined
   queue: { waiting: number; size: number }
   stats: UpstreamStats
+}
+
+/** HealthCheckStatus is one backend's active health record as the admin API shows it (snake_case names). */
+export interface HealthCheckStatus {
+  id: string
+  state: string
+  healthy: boolean | undefined
+  consecutive_successes: number
+  consecutive_failures: number
+  last_error: string | undefined
+  last_check_at: number
+  last_duration_ms: number
+}
+
+/** PassiveStatus is one backend's passive health as the admin API shows it. */
+export interface PassiveStatus {
+  id: string
+  consecutive_failures: number
+  times_ejected: number
+  ejected_until: number
 }
 
 /** UpstreamStats is the status view of an upstream's counters (which the runtime keeps across reloads). */
@@ -291,13 +311,13 @@ export class Upstream {
         state: b.state,
         weight: b.weight,
         backup: b.backup,
-        inFlight: b.inFlight,
-        maxConnections: Number.isFinite(b.maxConnections) ? b.maxConnections : null,
+        in_flight: b.inFlight,
+        max_connections: Number.isFinite(b.maxConnections) ? b.maxConnections : null,
         ejected: b.ejectedUntil > now,
-        ejectedUntil: b.ejectedUntil,
+        ejected_until: b.ejectedUntil,
       })),
-      health: this.health?.status(),
-      passive: this.outliers?.status(),
+      health: this.health?.status().map(healthCheckStatus),
+      passive: this.outliers?.status().map(passiveStatus),
       queue: { waiting: this.#waiters.size, size: this.config.queue.size },
       stats: {
         retries: this.stats.retries.value,
@@ -308,6 +328,28 @@ export class Upstream {
         tcp_rejected: this.stats.tcpRejected.value,
       },
     }
+  }
+}
+
+function healthCheckStatus(h: HealthStatus): HealthCheckStatus {
+  return {
+    id: h.id,
+    state: h.state,
+    healthy: h.healthy,
+    consecutive_successes: h.consecutiveSuccesses,
+    consecutive_failures: h.consecutiveFailures,
+    last_error: h.lastError,
+    last_check_at: h.lastCheckAt,
+    last_duration_ms: h.lastDurationMs,
+  }
+}
+
+function passiveStatus(p: OutlierStatus): PassiveStatus {
+  return {
+    id: p.id,
+    consecutive_failures: p.consecutiveFailures,
+    times_ejected: p.timesEjected,
+    ejected_until: p.ejectedUntil,
   }
 }
 

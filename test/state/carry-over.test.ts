@@ -22,7 +22,7 @@ let cert: string
 
 // Port 0 on distinct loopback addresses: each listener's socket is kept by its address across reloads, and the
 // bound port is read back from the runtime.
-const HOSTS = { web: "127.0.0.2", small: "127.0.0.3", gated: "127.0.0.4", relimited: "127.0.0.5" }
+const HOSTS = { web: "127.0.0.2", small: "127.0.0.3", gated: "127.0.0.4", relimited: "127.0.0.5", dead: "127.0.0.6" }
 
 function config(relimitedBurst: number): string {
   return `
@@ -47,8 +47,14 @@ listeners:
     tls: { ${cert} }
     limits: { rate: { per_second: 0.001, burst: ${relimitedBurst} } }
     upstream: echo
+  - name: dead
+    address: "${HOSTS.dead}:0"
+    tls: { ${cert} }
+    upstream: dead
 upstreams:
-  echo: { backends: ["127.0.0.1:${echo.port}"] }
+  echo: { backends: ["127.0.0.1:${echo.port}"], health: { path: /, interval: 1m } }
+  # Port 1 on loopback: nothing listens, so a request there fails and passive health keeps a record.
+  dead: { backends: ["127.0.0.1:1"], retries: 0 }
 `
 }
 
@@ -173,5 +179,27 @@ describe("the per-client gate tables are kept by listener address across a reloa
     } finally {
       yaml = config(2)
     }
+  })
+})
+
+describe("GET /status names", () => {
+  test("every field name is snake_case (keys that are data, such as addresses and listener names, aside)", async () => {
+    assert.equal(await get("dead"), 502)
+    const status = (await getStatus()) as unknown as Record<string, unknown>
+    const bad: string[] = []
+    const walk = (value: unknown, path: string, dataKeys: boolean): void => {
+      if (Array.isArray(value)) return value.forEach((v, i) => walk(v, `${path}[${i}]`, false))
+      if (value === null || typeof value !== "object") return
+      for (const [k, v] of Object.entries(value)) {
+        if (!dataKeys && !/^[a-z][a-z0-9_]*$/.test(k)) bad.push(`${path}.${k}`)
+        // clients, sockets and ports are maps by address or listener name.
+        walk(v, `${path}.${k}`, path === "" && ["clients", "sockets", "ports"].includes(k))
+      }
+    }
+    walk(status, "", false)
+    const upstreams = status["upstreams"] as { health?: unknown[]; passive?: unknown[] }[]
+    assert.ok(upstreams[0]?.health?.length, "health entries are there to check")
+    assert.ok(upstreams[1]?.passive?.length, "passive entries are there to check")
+    assert.deepEqual(bad, [])
   })
 })

@@ -65,7 +65,7 @@ after(async () => {
 describe("backend max_connections and the queue", () => {
   test("one slot, one queue place: the third request is refused with 503 at once, the queued one is served", async () => {
     const first = request({ port: ports.web, host: "queue.test", path: "/slow?ms=600", ca: pki.ca.cert })
-    await waitUntil(() => upstreamStatus(pc, "queued").backends[0]!.inFlight === 1, "first request in flight")
+    await waitUntil(() => upstreamStatus(pc, "queued").backends[0]!.in_flight === 1, "first request in flight")
     const second = request({ port: ports.web, host: "queue.test", path: "/slow?ms=10", ca: pki.ca.cert })
     await waitUntil(() => upstreamStatus(pc, "queued").queue.waiting === 1, "second request queued")
     const third = await request({ port: ports.web, host: "queue.test", path: "/slow?ms=10", ca: pki.ca.cert })
@@ -78,12 +78,12 @@ describe("backend max_connections and the queue", () => {
     const status = upstreamStatus(pc, "queued")
     assert.equal(status.stats.queue_full, 1)
     assert.equal(status.stats.queued, 1)
-    assert.equal(status.backends[0]!.maxConnections, 1)
+    assert.equal(status.backends[0]!.max_connections, 1)
   })
 
   test("a request that waits longer than queue.timeout gets 503", async () => {
     const holder = request({ port: ports.web, host: "wait.test", path: "/slow?ms=1500", ca: pki.ca.cert })
-    await waitUntil(() => upstreamStatus(pc, "waiting").backends[0]!.inFlight === 1, "holder in flight")
+    await waitUntil(() => upstreamStatus(pc, "waiting").backends[0]!.in_flight === 1, "holder in flight")
     const waited = await request({ port: ports.web, host: "wait.test", path: "/", ca: pki.ca.cert })
     assert.equal(waited.status, 503)
     assert.equal(upstreamStatus(pc, "waiting").stats.queue_timeouts, 1)
