@@ -188,7 +188,10 @@ describe("GET /status names", () => {
     const status = (await getStatus()) as unknown as Record<string, unknown>
     const bad: string[] = []
     const walk = (value: unknown, path: string, dataKeys: boolean): void => {
-      if (Array.isArray(value)) return value.forEach((v, i) => walk(v, `${path}[${i}]`, false))
+      if (Array.isArray(value)) {
+        for (let i = 0; i < value.length; i++) walk(value[i], `${path}[${i}]`, false)
+        return
+      }
       if (value === null || typeof value !== "object") return
       for (const [k, v] of Object.entries(value)) {
         if (!dataKeys && !/^[a-z][a-z0-9_]*$/.test(k)) bad.push(`${path}.${k}`)
