@@ -160,6 +160,8 @@ for (const version of ["TLSv1.2", "TLSv1.3"] as const) {
       const saved = await sClient(version, file, "save")
       assert.match(saved, /^New, /m, saved)
       assert.match(saved, /HTTP\/1\.1 200/)
+      // Control: the saved session resumes on the generation that issued it.
+      assert.match(await sClient(version, file, "offer"), new RegExp(`^Reused, ${version}`, "m"))
       await reloadByAdmin()
       const resumed = await sClient(version, file, "offer")
       assert.match(resumed, new RegExp(`^Reused, ${version}`, "m"), resumed)
