@@ -4,12 +4,14 @@ import type { Config } from "./config/schema.ts"
 import { PortcullisError } from "./core/errors.ts"
 import type { Logger } from "./core/log.ts"
 import { ClientGate } from "./listeners/limits/client-gate.ts"
+import { ClientLimiter } from "./listeners/limits/client-limiter.ts"
 import { addressKey, ListenerSocket } from "./listeners/listener-socket.ts"
 import { RedirectListener } from "./listeners/redirect-listener.ts"
 import { type Engine, TlsListener } from "./listeners/tls-listener.ts"
 import { HttpEngine } from "./proxy/http/engine.ts"
 import { TcpEngine } from "./proxy/tcp/engine.ts"
 import { Router } from "./routing/router.ts"
+import { RuntimeState } from "./state/runtime-state.ts"
 import { CertStore } from "./tls/cert-store.ts"
 import { HealthRegistry } from "./upstreams/health/active.ts"
 import { Upstream } from "./upstreams/upstream.ts"
@@ -33,7 +35,8 @@ export class Generation {
 
   /**
    * build makes a generation without binding anything; a failure leaves nothing running. Health records come from
-   * `registries` (by upstream name, kept across reloads); drain and ejection state from the `previous` generation.
+   * `registries` (by upstream name, kept across reloads); drain and ejection state from the `previous` generation;
+   * counters, client gate tables and the ticket key from `state` (the runtime's; a fresh one when built alone).
    */
   static async build(
     id: number,
@@ -41,8 +44,10 @@ export class Generation {
     log: Logger,
     registries?: Map<string, HealthRegistry>,
     previous?: Generation,
+    state: RuntimeState = new RuntimeState(),
   ): Promise<Generation> {
     const gen = new Generation(id, config)
+    const counters = state.instruments
     try {
       for (const [name, upstreamConfig] of Object.entries(config.upstreams)) {
         let registry = registries?.get(name)
@@ -55,6 +60,7 @@ export class Generation {
           log,
           healthRegistry: registry,
           previous: previous?.upstreams.get(name),
+          stats: counters.upstream(name),
         })
         gen.upstreams.set(name, upstream)
       }
@@ -65,11 +71,19 @@ export class Generation {
           gen.listeners.set(key, new RedirectListener(listener))
           continue
         }
-        const certs = await CertStore.load(listener.tls!, { dataDir: config.data_dir, engine: listener.engine })
+        const certs = await CertStore.load(listener.tls!, {
+          dataDir: config.data_dir,
+          engine: listener.engine,
+          ticketKeys: state.ticketKeys,
+          ticketScope: listener.name,
+        })
         const routes = listener.routes ?? [{ upstream: listener.upstream! }]
         const router = new Router(routes)
         const engineLog = log.child({ listener: listener.name })
-        const gate = ClientGate.fromConfig(listener.limits)
+        // The table is the runtime's, by address: this generation's limits reach it in applyLimits(), once in service.
+        const gate = ClientGate.fromConfig(listener.limits, (limits) =>
+          state.clientLimiters.get(key, () => new ClientLimiter({ ...limits, counters: counters.clientGate(key) })),
+        )
         let engine: Engine =
           listener.engine === "tcp"
             ? new TcpEngine({ listener, router, upstreams: gen.upstreams, log: engineLog })
@@ -78,7 +92,7 @@ export class Generation {
           gen.gates.set(key, gate)
           engine = gate.wrap(engine)
         }
-        gen.listeners.set(key, new TlsListener(listener, certs, engine, engineLog))
+        gen.listeners.set(key, new TlsListener(listener, certs, engine, engineLog, counters.listener(listener.name)))
       }
     } catch (err) {
       gen.destroy()
@@ -90,6 +104,11 @@ export class Generation {
   /** start runs each upstream's first round of health checks, so no request goes to a backend known to be down. */
   async start(): Promise<void> {
     await Promise.all([...this.upstreams.values()].map((u) => u.start()))
+  }
+
+  /** applyLimits puts this generation's per-client limits on the runtime's gate tables (when it takes over). */
+  applyLimits(): void {
+    for (const gate of this.gates.values()) gate.apply()
   }
 
   /** drain stops new requests to a backend (in-flight ones finish), or puts it back in service. */
@@ -130,16 +149,20 @@ export class Generation {
     return {
       generation: this.id,
       clients,
-      loadedAt: this.createdAt.toISOString(),
+      loaded_at: this.createdAt.toISOString(),
       listeners: [...this.listeners.values()].map((l) => l.status()),
       upstreams: [...this.upstreams.values()].map((u) => u.status()),
     }
   }
 }
 
-/** Runtime owns the bound sockets (keyed by address, kept across reloads) and the current generation. */
+/**
+ * Runtime owns the bound sockets (keyed by address, kept across reloads), the current generation, and the state
+ * every generation is handed: health records, and the RuntimeState (counters, client gate tables, ticket keys).
+ */
 export class Runtime {
   readonly #log: Logger
+  readonly #state: RuntimeState
   readonly #sockets = new Map<string, ListenerSocket>()
   #current: Generation | undefined
   #nextId = 1
@@ -148,8 +171,14 @@ export class Runtime {
   readonly #health = new Map<string, HealthRegistry>()
   #reloading: Promise<void> | undefined
 
-  constructor(log: Logger) {
+  constructor(log: Logger, state: RuntimeState = new RuntimeState()) {
     this.#log = log
+    this.#state = state
+  }
+
+  /** state is what outlives generations: the metrics registry, the ticket key ring, the client gate tables. */
+  get state(): RuntimeState {
+    return this.#state
   }
 
   get generation(): Generation | undefined {
@@ -177,14 +206,14 @@ export class Runtime {
   }
 
   async #apply(config: Config): Promise<void> {
-    const gen = await Generation.build(this.#nextId, config, this.#log, this.#health, this.#current)
+    const gen = await Generation.build(this.#nextId, config, this.#log, this.#health, this.#current, this.#state)
     const added: ListenerSocket[] = []
     try {
       await gen.start()
       for (const key of gen.listeners.keys()) {
         if (this.#sockets.has(key)) continue
         const listener = config.listeners.find((l) => addressKey(l.address) === key)!
-        const socket = new ListenerSocket(listener.address, gen.handlerFor(key))
+        const socket = new ListenerSocket(listener.address, gen.handlerFor(key), this.#state.instruments.socket(key))
         await socket.start()
         added.push(socket)
       }
@@ -204,6 +233,8 @@ export class Runtime {
         void socket.close()
       }
     }
+    gen.applyLimits()
+    this.#state.clientLimiters.retain(gen.gates.keys())
     const old = this.#current
     this.#current = gen
     this.#log.info({ generation: gen.id, listeners: [...gen.listeners.keys()] }, old ? "reloaded" : "started")
@@ -239,6 +270,7 @@ export class Runtime {
     const gens = [...this.#draining, ...(this.#current ? [this.#current] : [])]
     this.#current = undefined
     await Promise.allSettled(gens.map((g) => g.close(grace)))
+    this.#state.close()
   }
 
   /** drain sets a backend of the current generation draining (no new requests; in-flight ones finish) or back. */

@@ -2,6 +2,8 @@
 import net from "node:net"
 import type { HostPort } from "../config/schema.ts"
 import { PortcullisError } from "../core/errors.ts"
+import type { SocketCounters } from "../state/instruments.ts"
+import { Counter } from "../state/registry.ts"
 
 /** SocketHandler takes an accepted raw TCP socket. */
 export type SocketHandler = (socket: net.Socket) => void
@@ -16,22 +18,27 @@ export class ListenerSocket {
   readonly address: HostPort
   readonly key: string
   handler: SocketHandler
-  /** Connections refused because the listener held max_connections (across generations). */
-  refused = 0
+  /** Connections refused because the listener held max_connections (the runtime's counter for this address). */
+  readonly counters: SocketCounters
   readonly #server: net.Server
 
-  constructor(address: HostPort, handler: SocketHandler) {
+  constructor(address: HostPort, handler: SocketHandler, counters?: SocketCounters) {
     this.address = address
     this.key = addressKey(address)
     this.handler = handler
+    this.counters = counters ?? { refused: new Counter() }
+    const refused = this.counters.refused
     this.#server = net.createServer({ noDelay: true, pauseOnConnect: false }, (socket) => {
       socket.on("error", ignore)
       this.handler(socket)
     })
     this.#server.on("error", ignore)
-    this.#server.on("drop", () => {
-      this.refused++
-    })
+    this.#server.on("drop", () => refused.inc())
+  }
+
+  /** refused is how many connections this address closed at accept, across generations and rebinds. */
+  get refused(): number {
+    return this.counters.refused.value
   }
 
   /** maxConnections: open client connections past which new ones are closed at accept (the listener's limit). */

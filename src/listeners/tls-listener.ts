@@ -6,6 +6,7 @@ import { unmapIPv4 } from "../core/address.ts"
 import { attachInfo, type ProxiedSource, readConnectionInfo } from "../core/connection-info.ts"
 import { errorMessage } from "../core/errors.ts"
 import type { Logger } from "../core/log.ts"
+import { detachedInstruments, type ListenerCounters } from "../state/instruments.ts"
 import type { CertStore, ClientAuthPolicy } from "../tls/cert-store.ts"
 import { readProxyHeader } from "./proxy-protocol/read-header.ts"
 import { compileCidrs } from "./proxy-protocol/trusted.ts"
@@ -36,14 +37,6 @@ interface Served {
   auth: ClientAuthPolicy
 }
 
-/** TlsListenerStats: counted per generation, shown in the admin status. */
-export interface TlsListenerStats {
-  accepted: number
-  handshakes: number
-  handshakeErrors: number
-  proxyHeaderErrors: number
-}
-
 /** The native handle's verification result: what tls.Server itself reads after a server-side handshake. */
 type VerifyingHandle = { verifyError(): (Error & { code?: string }) | null }
 
@@ -59,7 +52,8 @@ export class TlsListener {
   readonly config: ListenerConfig
   readonly engine: Engine
   readonly certs: CertStore
-  readonly stats: TlsListenerStats = { accepted: 0, handshakes: 0, handshakeErrors: 0, proxyHeaderErrors: 0 }
+  /** Counts by listener name, kept by the runtime across generations (so a reload keeps them). */
+  readonly stats: ListenerCounters
   readonly #log: Logger
   readonly #isTrusted: (address: string) => boolean
   readonly #served = new Map<tls.SecureContext, Served>()
@@ -68,8 +62,9 @@ export class TlsListener {
   readonly #onHandshakeError: (this: TLSSocket, err: Error) => void
   readonly #onEarlyClose: (this: TLSSocket) => void
 
-  constructor(config: ListenerConfig, certs: CertStore, engine: Engine, log: Logger) {
+  constructor(config: ListenerConfig, certs: CertStore, engine: Engine, log: Logger, stats?: ListenerCounters) {
     this.config = config
+    this.stats = stats ?? detachedInstruments().listener(config.name)
     this.certs = certs
     this.engine = engine
     this.#log = log
@@ -85,14 +80,14 @@ export class TlsListener {
     }
     // Any close before 'secure' is a failed handshake: a TLS error, a timeout, a reset, a refused certificate.
     this.#onEarlyClose = function (this: TLSSocket) {
-      listener.stats.handshakeErrors++
+      listener.stats.handshakeErrors.inc()
       endHandshake(this)
     }
   }
 
   /** accept takes a raw TCP socket from the listener socket. */
   accept(socket: net.Socket): void {
-    this.stats.accepted++
+    this.stats.accepted.inc()
     if (this.config.proxy_protocol !== "accept") {
       this.#handshake(socket)
       return
@@ -100,7 +95,7 @@ export class TlsListener {
     const peer = unmapIPv4(socket.remoteAddress)
     if (!this.#isTrusted(peer)) {
       // A PROXY header is only believed from trusted_proxies; anyone else is refused, not believed.
-      this.stats.proxyHeaderErrors++
+      this.stats.proxyHeaderErrors.inc()
       this.#log.debug({ listener: this.config.name, peer }, "proxy protocol from an untrusted peer refused")
       socket.destroy()
       return
@@ -111,7 +106,7 @@ export class TlsListener {
         this.#handshake(socket)
       },
       (err: unknown) => {
-        this.stats.proxyHeaderErrors++
+        this.stats.proxyHeaderErrors.inc()
         this.#log.debug({ listener: this.config.name, peer, err: errorMessage(err) }, "bad proxy protocol header")
         socket.destroy()
       },
@@ -135,7 +130,7 @@ export class TlsListener {
 
   #wrap(raw: net.Socket, secureContext: tls.SecureContext): void {
     if (raw.destroyed) {
-      this.stats.handshakeErrors++
+      this.stats.handshakeErrors.inc()
       return
     }
     const served = this.#servedBy(secureContext)
@@ -176,7 +171,7 @@ export class TlsListener {
     socket.on("error", ignore)
     const auth = raw?.[kServed]?.auth ?? this.certs.clientAuthOf(this.certs.contextFor(undefined))
     if (auth.mode !== "none" && !this.#verifyClient(socket, auth.mode === "require")) {
-      this.stats.handshakeErrors++
+      this.stats.handshakeErrors.inc()
       this.#log.debug({ listener: this.config.name, err: socket.authorizationError }, "client certificate refused")
       socket.destroy()
       return
@@ -184,7 +179,7 @@ export class TlsListener {
     // What tls.Server does once a handshake is done: errors become 'error' events and the socket counts as open.
     ;(socket as unknown as { _releaseControl(): boolean })._releaseControl()
     ;(socket as unknown as { secureConnecting: boolean }).secureConnecting = false
-    this.stats.handshakes++
+    this.stats.handshakes.inc()
     const info = readConnectionInfo(socket, this.config.name, {
       source: raw?.[kSource],
       isTrusted: this.#isTrusted,
@@ -234,8 +229,17 @@ export class TlsListener {
       address: this.config.address,
       engine: this.config.engine,
       connections: this.engine.connections,
-      ...this.stats,
-      certificates: this.certs.status(),
+      accepted: this.stats.accepted.value,
+      handshakes: this.stats.handshakes.value,
+      handshake_errors: this.stats.handshakeErrors.value,
+      proxy_header_errors: this.stats.proxyHeaderErrors.value,
+      certificates: this.certs.status().map((c) => ({
+        names: c.names,
+        key_type: c.keyType,
+        not_after: c.notAfter,
+        fingerprint256: c.fingerprint256,
+        source: c.source,
+      })),
     }
   }
 }

@@ -4,6 +4,7 @@ import type net from "node:net"
 import tls from "node:tls"
 import type { ListenerTlsConfig } from "../config/schema.ts"
 import { errorMessage, TlsError } from "../core/errors.ts"
+import { deriveTicketKey, type TicketKeyRing } from "../state/ticket-keys.ts"
 import { type CertificateStatus, certificateStatus, type LoadedCertificate, normalizeName } from "./certificate.ts"
 import { peekServerName } from "./client-hello.ts"
 import { type ServerTlsOptions, serverTlsOptions } from "./policy.ts"
@@ -25,8 +26,13 @@ const NO_CLIENT_AUTH: ClientAuthPolicy = { mode: "none", forwardCert: false }
 export interface CertStoreOptions {
   dataDir: string
   engine: "http" | "tcp"
-  /** 48 bytes of session ticket keys shared by instances (default: random per store) */
-  ticketKeys?: Buffer
+  /**
+   * The session-ticket key ring (the runtime's, so tickets resume across reloads): every context of the store
+   * takes its current key when built. Default: a random key per store.
+   */
+  ticketKeys?: TicketKeyRing | undefined
+  /** The listener's name: its tickets are sealed with a key derived for it, so they resume only there. */
+  ticketScope?: string | undefined
 }
 
 /**
@@ -71,7 +77,10 @@ export class CertStore {
     }
     // Each entry's client_auth (or the listener's) is its policy; a policy's options and session scope are built
     // once, and every context of the store shares one set of ticket keys.
-    const ticketKeys = options.ticketKeys ?? randomBytes(48)
+    // Node keeps one key per SecureContext and discards a ticket sealed under any other (state/ticket-keys.ts):
+    // every context takes the ring's current key (derived for the listener), so a reload keeps resumption working.
+    const ring = options.ticketKeys
+    const ticketKeys = ring ? deriveTicketKey(ring.current(), options.ticketScope ?? "") : randomBytes(48)
     const entryConfig = config.certificates.map((entry) => ({
       ...config,
       client_auth: entry.client_auth ?? config.client_auth,

@@ -5,6 +5,7 @@
 import type { UpstreamConfig } from "../config/schema.ts"
 import { BackendError } from "../core/errors.ts"
 import type { Logger } from "../core/log.ts"
+import { detachedInstruments, type UpstreamCounters } from "../state/instruments.ts"
 import { Backend } from "./backend.ts"
 import { type BackendTls, dialTls, loadBackendTls } from "./backend-tls.ts"
 import type { Balancer, PickContext } from "./balancer.ts"
@@ -25,26 +26,46 @@ export interface UpstreamStatus {
     state: string
     weight: number
     backup: boolean
-    inFlight: number
-    maxConnections: number | null
+    in_flight: number
+    max_connections: number | null
     ejected: boolean
-    ejectedUntil: number
+    ejected_until: number
   }[]
-  health: HealthStatus[] | undefined
-  passive: OutlierStatus[] | undefined
+  health: HealthCheckStatus[] | undefined
+  passive: PassiveStatus[] | undefined
   queue: { waiting: number; size: number }
   stats: UpstreamStats
 }
 
-/** UpstreamStats counts what happened to this upstream's requests in this generation. */
+/** HealthCheckStatus is one backend's active health record as the admin API shows it (snake_case names). */
+export interface HealthCheckStatus {
+  id: string
+  state: string
+  healthy: boolean | undefined
+  consecutive_successes: number
+  consecutive_failures: number
+  last_error: string | undefined
+  last_check_at: number
+  last_duration_ms: number
+}
+
+/** PassiveStatus is one backend's passive health as the admin API shows it. */
+export interface PassiveStatus {
+  id: string
+  consecutive_failures: number
+  times_ejected: number
+  ejected_until: number
+}
+
+/** UpstreamStats is the status view of an upstream's counters (which the runtime keeps across reloads). */
 export interface UpstreamStats {
   retries: number
   queued: number
-  queueFull: number
-  queueTimeouts: number
+  queue_full: number
+  queue_timeouts: number
   ejections: number
   /** tcp connections closed at once because every backend was at max_connections. */
-  tcpRejected: number
+  tcp_rejected: number
 }
 
 /** SlotWaiter is a request waiting for a backend under its max_connections (the http exchange). */
@@ -76,6 +97,8 @@ export interface UpstreamOptions {
   healthRegistry?: HealthRegistry | undefined
   /** The same upstream in the generation being replaced: drain and ejection state carry over by backend id. */
   previous?: Upstream | undefined
+  /** Counters by upstream name from the runtime's registry (default: counted here alone). */
+  stats?: UpstreamCounters | undefined
 }
 
 /** Upstream owns its backends, picks one per request and gives out that backend's connection pool. */
@@ -91,14 +114,8 @@ export class Upstream {
   /** Passive health, unless `passive.enabled: false`. */
   readonly outliers: OutlierDetector | undefined
   readonly health: HealthChecker | undefined
-  readonly stats: UpstreamStats = {
-    retries: 0,
-    queued: 0,
-    queueFull: 0,
-    queueTimeouts: 0,
-    ejections: 0,
-    tcpRejected: 0,
-  }
+  /** Counts by upstream name, kept by the runtime across generations. */
+  readonly stats: UpstreamCounters
   /** Some backend has max_connections: releases must wake waiters. */
   readonly limited: boolean
   readonly #balancer: Balancer
@@ -111,6 +128,7 @@ export class Upstream {
     const { log } = options
     this.name = name
     this.config = config
+    this.stats = options.stats ?? detachedInstruments().upstream(name)
     this.tls = loadBackendTls(name, config, log)
     this.backends = config.backends.map(
       (b) =>
@@ -206,7 +224,7 @@ export class Upstream {
   /** failed feeds passive health; returns true when it ejected the backend. */
   failed(backend: Backend, kind: FailureKind): boolean {
     if (!this.outliers?.onFailure(backend, kind)) return false
-    this.stats.ejections++
+    this.stats.ejections.inc()
     return true
   }
 
@@ -230,16 +248,16 @@ export class Upstream {
   wait(waiter: SlotWaiter): void {
     const queue = this.config.queue
     if (this.#waiters.size >= queue.size) {
-      this.stats.queueFull++
+      this.stats.queueFull.inc()
       throw new BackendError(
         "PC_BACKEND_QUEUE_FULL",
         `upstream ${this.name}: every backend is at max_connections and ${queue.size} requests already wait`,
       )
     }
-    this.stats.queued++
+    this.stats.queued.inc()
     const timer = setTimeout(() => {
       this.#waiters.delete(waiter)
-      this.stats.queueTimeouts++
+      this.stats.queueTimeouts.inc()
       waiter.onQueueTimeout()
     }, queue.timeout)
     this.#waiters.set(waiter, timer)
@@ -303,16 +321,45 @@ export class Upstream {
         state: b.state,
         weight: b.weight,
         backup: b.backup,
-        inFlight: b.inFlight,
-        maxConnections: Number.isFinite(b.maxConnections) ? b.maxConnections : null,
+        in_flight: b.inFlight,
+        max_connections: Number.isFinite(b.maxConnections) ? b.maxConnections : null,
         ejected: b.ejectedUntil > now,
-        ejectedUntil: b.ejectedUntil,
+        ejected_until: b.ejectedUntil,
       })),
-      health: this.health?.status(),
-      passive: this.outliers?.status(),
+      health: this.health?.status().map(healthCheckStatus),
+      passive: this.outliers?.status().map(passiveStatus),
       queue: { waiting: this.#waiters.size, size: this.config.queue.size },
-      stats: { ...this.stats },
+      stats: {
+        retries: this.stats.retries.value,
+        queued: this.stats.queued.value,
+        queue_full: this.stats.queueFull.value,
+        queue_timeouts: this.stats.queueTimeouts.value,
+        ejections: this.stats.ejections.value,
+        tcp_rejected: this.stats.tcpRejected.value,
+      },
     }
+  }
+}
+
+function healthCheckStatus(h: HealthStatus): HealthCheckStatus {
+  return {
+    id: h.id,
+    state: h.state,
+    healthy: h.healthy,
+    consecutive_successes: h.consecutiveSuccesses,
+    consecutive_failures: h.consecutiveFailures,
+    last_error: h.lastError,
+    last_check_at: h.lastCheckAt,
+    last_duration_ms: h.lastDurationMs,
+  }
+}
+
+function passiveStatus(p: OutlierStatus): PassiveStatus {
+  return {
+    id: p.id,
+    consecutive_failures: p.consecutiveFailures,
+    times_ejected: p.timesEjected,
+    ejected_until: p.ejectedUntil,
   }
 }
 

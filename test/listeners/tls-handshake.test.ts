@@ -248,6 +248,6 @@ describe("bad clients", () => {
     })
     assert.equal(reply.status, 200)
     const status = pc.runtime.status().listeners.find((l) => l.name === "main")
-    assert.ok(status && "handshakeErrors" in status && status.handshakeErrors >= 3)
+    assert.ok(status && "handshake_errors" in status && status.handshake_errors >= 3)
   })
 })

@@ -2,6 +2,7 @@
 import assert from "node:assert/strict"
 import { after, before, test } from "node:test"
 import { inspect } from "node:util"
+import { MemoryTicketKeyRing, type TicketKeyRing } from "../../src/state/ticket-keys.ts"
 import { CertStore } from "../../src/tls/cert-store.ts"
 import { scanClientHello } from "../../src/tls/client-hello.ts"
 import { type CertFiles, createPki, type Pki } from "../helpers/pki.ts"
@@ -24,7 +25,7 @@ before(async () => {
 })
 after(() => pki?.close())
 
-function load(files: CertFiles[], extra: Record<string, unknown> = {}, ticketKeys?: Buffer) {
+function load(files: CertFiles[], extra: Record<string, unknown> = {}, ticketKeys?: TicketKeyRing) {
   const certificates = files.map((f) => ({ cert: f.certPath, key: f.keyPath }))
   return CertStore.load(tlsConfig({ certificates, ...extra }), { dataDir: pki.dir, engine: "http", ticketKeys })
 }
@@ -170,7 +171,7 @@ test("a session resumes on the same listener, also for a name served after an SN
 })
 
 test("a session from a listener without client_auth does not resume where client_auth is required (shared ticket keys)", async (t) => {
-  const keys = Buffer.alloc(48, 7)
+  const keys = new MemoryTicketKeyRing()
   const client = await pki.issue({ names: [], commonName: "client", client: true })
   const open = await startStoreServer(t, await load([first, site1], {}, keys))
   const twin = await startStoreServer(t, await load([first, site1], {}, keys))

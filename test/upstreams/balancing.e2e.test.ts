@@ -135,7 +135,7 @@ describe("drain through the admin API", () => {
     const slow = get("drain.test", { path: "/slow?ms=400" })
     let busy = ""
     await waitUntil(() => {
-      busy = upstreamStatus(pc, "drained").backends.find((x) => x.inFlight === 1)?.id ?? ""
+      busy = upstreamStatus(pc, "drained").backends.find((x) => x.in_flight === 1)?.id ?? ""
       return busy !== ""
     }, "slow request in flight")
     const drained = await adminCall(admin, "POST", `/upstreams/drained/backends/${busy}/drain`)

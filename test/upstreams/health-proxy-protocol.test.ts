@@ -71,7 +71,7 @@ describe("active health checks send the PROXY header first", () => {
     test(`${name}: nginx with proxy_protocol is found up`, async () => {
       await upstreamHealth(name)
       const { state, check } = healthOf(name)
-      assert.equal(check.lastError, undefined)
+      assert.equal(check.last_error, undefined)
       assert.equal(check.healthy, true)
       assert.equal(state, "up")
     })

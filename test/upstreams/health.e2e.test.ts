@@ -100,7 +100,7 @@ describe("passive health", () => {
       for (let i = 0; i < 40 && !backendOf("passive", bad).ejected; i++) await get("passive.test")
       const status = backendOf("passive", bad)
       assert.ok(status.ejected, `round ${round}: ejected`)
-      ejections.push(status.ejectedUntil - Date.now())
+      ejections.push(status.ejected_until - Date.now())
       const before = bad.total()
       for (let i = 0; i < 4; i++) assert.equal((await get("passive.test")).text, "fine")
       assert.equal(bad.total(), before, "no request reaches an ejected backend")
@@ -110,7 +110,7 @@ describe("passive health", () => {
     assert.ok(ejections[1]! > 600 && ejections[1]! <= 1200, `second ejection ${ejections[1]} ms`)
     const passive = upstreamStatus(pc, "passive")
     assert.equal(passive.stats.ejections, 2)
-    assert.equal(passive.passive?.find((p) => p.id === `127.0.0.1:${bad.port}`)?.timesEjected, 2)
+    assert.equal(passive.passive?.find((p) => p.id === `127.0.0.1:${bad.port}`)?.times_ejected, 2)
 
     bad.mode = "ok"
     await sleep(10)

@@ -65,7 +65,7 @@ after(async () => {
 describe("backend max_connections and the queue", () => {
   test("one slot, one queue place: the third request is refused with 503 at once, the queued one is served", async () => {
     const first = request({ port: ports.web, host: "queue.test", path: "/slow?ms=600", ca: pki.ca.cert })
-    await waitUntil(() => upstreamStatus(pc, "queued").backends[0]!.inFlight === 1, "first request in flight")
+    await waitUntil(() => upstreamStatus(pc, "queued").backends[0]!.in_flight === 1, "first request in flight")
     const second = request({ port: ports.web, host: "queue.test", path: "/slow?ms=10", ca: pki.ca.cert })
     await waitUntil(() => upstreamStatus(pc, "queued").queue.waiting === 1, "second request queued")
     const third = await request({ port: ports.web, host: "queue.test", path: "/slow?ms=10", ca: pki.ca.cert })
@@ -76,17 +76,17 @@ describe("backend max_connections and the queue", () => {
     assert.equal(queued.status, 200)
     assert.equal(queued.text, "slow one")
     const status = upstreamStatus(pc, "queued")
-    assert.equal(status.stats.queueFull, 1)
+    assert.equal(status.stats.queue_full, 1)
     assert.equal(status.stats.queued, 1)
-    assert.equal(status.backends[0]!.maxConnections, 1)
+    assert.equal(status.backends[0]!.max_connections, 1)
   })
 
   test("a request that waits longer than queue.timeout gets 503", async () => {
     const holder = request({ port: ports.web, host: "wait.test", path: "/slow?ms=1500", ca: pki.ca.cert })
-    await waitUntil(() => upstreamStatus(pc, "waiting").backends[0]!.inFlight === 1, "holder in flight")
+    await waitUntil(() => upstreamStatus(pc, "waiting").backends[0]!.in_flight === 1, "holder in flight")
     const waited = await request({ port: ports.web, host: "wait.test", path: "/", ca: pki.ca.cert })
     assert.equal(waited.status, 503)
-    assert.equal(upstreamStatus(pc, "waiting").stats.queueTimeouts, 1)
+    assert.equal(upstreamStatus(pc, "waiting").stats.queue_timeouts, 1)
     assert.equal((await holder).status, 200)
   })
 })
@@ -102,8 +102,8 @@ describe("client limits", () => {
     }
     assert.deepEqual(statuses, [200, 200, 200, 429, 429])
     assert.ok(Number(retryAfter) >= 1, `Retry-After: ${retryAfter}`)
-    const clients = pc.runtime.status().clients as Record<string, { refusedRequests: number }>
-    assert.equal(clients[`127.0.0.1:${ports.rated}`]?.refusedRequests, 2)
+    const clients = pc.runtime.status().clients as Record<string, { refused_requests: number }>
+    assert.equal(clients[`127.0.0.1:${ports.rated}`]?.refused_requests, 2)
   })
 
   test("per_client_connections: a client's third connection is closed; after one closes, a new one is served", async () => {

@@ -101,7 +101,7 @@ describe("timeouts.total", () => {
     assert.equal(reply.status, 504)
     assert.equal(reply.text, "Gateway Timeout\n")
     await waitUntil(() => backend.abandoned() === before + 1, "the backend saw its request cut")
-    await waitUntil(() => upstreamStatus(pc, "total").backends[0]!.inFlight === 0, "the backend slot is released")
+    await waitUntil(() => upstreamStatus(pc, "total").backends[0]!.in_flight === 0, "the backend slot is released")
   })
 
   test("the response began but did not finish within it: the client sees a broken response, never a short whole one", async () => {
@@ -136,7 +136,7 @@ describe("timeouts.total", () => {
     assert.equal(outcome.body, "part of it")
     assert.equal(outcome.ended, false, "the response must not end as if it were whole")
     assert.notEqual(outcome.error, "client timeout", "cut by the proxy, not by the client's own deadline")
-    await waitUntil(() => upstreamStatus(pc, "total").backends[0]!.inFlight === 0, "the backend slot is released")
+    await waitUntil(() => upstreamStatus(pc, "total").backends[0]!.in_flight === 0, "the backend slot is released")
   })
 
   test("a response that finishes within it is whole", async () => {

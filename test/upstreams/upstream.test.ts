@@ -58,7 +58,7 @@ test("passive failures eject through the upstream and are counted", () => {
   const backend = u.backends[0]!
   assert.equal(u.failed(backend, "connect"), true)
   assert.ok(!backend.available)
-  assert.equal(u.stats.ejections, 1)
+  assert.equal(u.stats.ejections.value, 1)
 })
 
 let pki: Pki
@@ -102,7 +102,7 @@ access_log: { enabled: false }
   await pc.reload(yaml("20s"))
   const status = upstreamStatus(pc, "app")
   assert.equal(status.backends[0]!.state, "down", "one passing check is not rise: 2")
-  assert.equal(status.health![0]!.consecutiveSuccesses, 1)
+  assert.equal(status.health![0]!.consecutive_successes, 1)
   for (let i = 0; i < 4; i++) assert.equal((await request({ port, ca: pki.ca.cert })).text, "up")
   assert.equal(down.total(), 0)
 })

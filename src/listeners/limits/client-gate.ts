@@ -3,7 +3,10 @@ import type { TLSSocket } from "node:tls"
 import type { ListenerConfig } from "../../config/schema.ts"
 import { infoOf } from "../../core/connection-info.ts"
 import type { Engine } from "../tls-listener.ts"
-import { ClientLimiter, type ClientLimiterStatus, clientKey } from "./client-limiter.ts"
+import { ClientLimiter, type ClientLimiterOptions, type ClientLimiterStatus, clientKey } from "./client-limiter.ts"
+
+/** GateLimits: the limits one generation sets for a listener. */
+export type GateLimits = Pick<ClientLimiterOptions, "maxConnections" | "rate">
 
 const kGate = Symbol("portcullis.clientGate")
 type WithGate = { [kGate]?: { gate: ClientGate; key: string } }
@@ -16,21 +19,40 @@ type WithGate = { [kGate]?: { gate: ClientGate; key: string } }
  */
 export class ClientGate {
   readonly limiter: ClientLimiter
+  /** The limits this generation sets; apply() puts them on a limiter shared across generations. */
+  readonly limits: GateLimits
+  /** The limiter is this gate's alone (not a runtime's table): close() ends it. */
+  readonly #owned: boolean
 
-  constructor(limiter: ClientLimiter) {
+  constructor(limiter: ClientLimiter, limits?: GateLimits) {
     this.limiter = limiter
+    this.limits = limits ?? { maxConnections: 0 }
+    this.#owned = limits === undefined
     limiter.start()
   }
 
-  /** fromConfig makes a gate when the listener sets a per-client limit, else returns undefined (nothing to do). */
-  static fromConfig(limits: ListenerConfig["limits"]): ClientGate | undefined {
+  /**
+   * fromConfig makes a gate when the listener sets a per-client limit, else returns undefined (nothing to do).
+   * With `table`, the limiter comes from it (the runtime's, by listener address, kept across reloads) and this
+   * generation's limits reach it only on apply(), once the generation is in service.
+   */
+  static fromConfig(
+    limits: ListenerConfig["limits"],
+    table?: (limits: GateLimits) => ClientLimiter,
+  ): ClientGate | undefined {
     const rate = limits.rate && {
       perSecond: limits.rate.per_second,
       burst: limits.rate.burst ?? Math.max(1, Math.ceil(limits.rate.per_second)),
     }
     const maxConnections = limits.per_client_connections ?? 0
     if (maxConnections === 0 && rate === undefined) return undefined
+    if (table) return new ClientGate(table({ maxConnections, rate }), { maxConnections, rate })
     return new ClientGate(new ClientLimiter({ maxConnections, rate }))
+  }
+
+  /** apply sets this generation's limits on the shared limiter (no-op for a gate that owns its limiter). */
+  apply(): void {
+    if (!this.#owned) this.limiter.configure(this.limits)
   }
 
   /** wrap returns an engine that counts each client's connections before handing them on. */
@@ -48,8 +70,9 @@ export class ClientGate {
     return Math.max(1, this.limiter.retryAfterSeconds(clientKey(address)))
   }
 
+  /** close ends an owned limiter; a shared one belongs to the runtime, which ends it. */
   close(): void {
-    this.limiter.close()
+    if (this.#owned) this.limiter.close()
   }
 
   status(): ClientLimiterStatus {

@@ -1,5 +1,7 @@
 /** @module client-limiter: per client IP limits on open connections and on request rate, in bounded memory. */
 import { isIPv6 } from "node:net"
+import type { ClientGateCounters } from "../../state/instruments.ts"
+import { Counter } from "../../state/registry.ts"
 import { TokenBucket } from "./token-bucket.ts"
 
 /**
@@ -33,6 +35,8 @@ export interface ClientLimiterOptions {
   maxClients?: number
   /** A client with no open connection and a full bucket is forgotten after this many ms (default 60,000). */
   idleMs?: number
+  /** Where refusals are counted (the runtime's registry, by listener address); default: counted here alone. */
+  counters?: ClientGateCounters | undefined
 }
 
 interface ClientEntry {
@@ -44,8 +48,8 @@ interface ClientEntry {
 /** ClientLimiterStatus is the admin API's view: how many clients are tracked and how often limits refused. */
 export interface ClientLimiterStatus {
   clients: number
-  refusedConnections: number
-  refusedRequests: number
+  refused_connections: number
+  refused_requests: number
 }
 
 /** How many of the oldest entries one insert looks at to find one it may evict. */
@@ -60,20 +64,39 @@ const EVICT_SCAN = 32
  * Forgetting an idle client resets its bucket to a full burst, which only errs towards letting it through.
  */
 export class ClientLimiter {
-  readonly #maxConnections: number
-  readonly #rate: { perSecond: number; burst: number } | undefined
+  #maxConnections: number
+  #rate: { perSecond: number; burst: number } | undefined
   readonly #maxClients: number
   readonly #idleMs: number
   readonly #clients = new Map<string, ClientEntry>()
   #timer: NodeJS.Timeout | undefined
-  #refusedConnections = 0
-  #refusedRequests = 0
+  readonly #counters: ClientGateCounters
 
   constructor(options: ClientLimiterOptions) {
     this.#maxConnections = options.maxConnections
     this.#rate = options.rate
     this.#maxClients = options.maxClients ?? 100_000
     this.#idleMs = options.idleMs ?? 60_000
+    this.#counters = options.counters ?? { refusedConnections: new Counter(), refusedRequests: new Counter() }
+  }
+
+  /**
+   * configure applies a new generation's limits to the same table: open connections stay counted; a client's
+   * bucket is kept when the rate is unchanged and otherwise starts full at the new rate.
+   */
+  configure(options: Pick<ClientLimiterOptions, "maxConnections" | "rate">): void {
+    const old = this.#rate
+    const next = options.rate
+    this.#maxConnections = options.maxConnections
+    this.#rate = next
+    if (old?.perSecond !== next?.perSecond || old?.burst !== next?.burst) {
+      for (const entry of this.#clients.values()) entry.bucket = undefined
+    }
+    if (!this.enabled && this.#timer !== undefined) {
+      clearInterval(this.#timer)
+      this.#timer = undefined
+    }
+    this.start()
   }
 
   /** enabled is false when neither limit is set: the listener can skip the limiter altogether. */
@@ -95,7 +118,7 @@ export class ClientLimiter {
     if (!this.enabled) return true
     const entry = this.#entry(ip, now)
     if (this.#maxConnections > 0 && entry.connections >= this.#maxConnections) {
-      this.#refusedConnections++
+      this.#counters.refusedConnections.inc()
       return false
     }
     entry.connections++
@@ -116,7 +139,7 @@ export class ClientLimiter {
     const entry = this.#entry(ip, now)
     entry.bucket ??= new TokenBucket(this.#rate.perSecond, this.#rate.burst, now)
     if (entry.bucket.take(now)) return true
-    this.#refusedRequests++
+    this.#counters.refusedRequests.inc()
     return false
   }
 
@@ -159,8 +182,8 @@ export class ClientLimiter {
   status(): ClientLimiterStatus {
     return {
       clients: this.#clients.size,
-      refusedConnections: this.#refusedConnections,
-      refusedRequests: this.#refusedRequests,
+      refused_connections: this.#counters.refusedConnections.value,
+      refused_requests: this.#counters.refusedRequests.value,
     }
   }
 

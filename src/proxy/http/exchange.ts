@@ -351,7 +351,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
         { backend: backend.id, err: errorMessage(err), attempt: this.attempt },
         "retrying on another backend",
       )
-      this.upstream.stats.retries++
+      this.upstream.stats.retries.inc()
       this.lastError = err
       this.tried ??= new Set()
       this.tried.add(backend)

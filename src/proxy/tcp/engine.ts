@@ -66,7 +66,7 @@ export class TcpEngine {
           // Every backend that could take it is at max_connections: HAProxy would queue; an L4 client is closed.
           if (!full && upstream.saturated(tried)) {
             full = true
-            upstream.stats.tcpRejected++
+            upstream.stats.tcpRejected.inc()
           }
           return Promise.reject(
             new PortcullisError(

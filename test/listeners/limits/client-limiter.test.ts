@@ -12,7 +12,7 @@ test("refuses a client's connection past its limit, and allows it again after on
   limiter.closeConnection("10.0.0.1", 1)
   assert.equal(limiter.openConnection("10.0.0.1", 1), true)
   assert.equal(limiter.connections("10.0.0.1"), 2)
-  assert.equal(limiter.status().refusedConnections, 1)
+  assert.equal(limiter.status().refused_connections, 1)
 })
 
 test("an extra closeConnection does not make room for more", () => {
@@ -31,7 +31,7 @@ test("limits each client's request rate with a burst and says when to retry", ()
   assert.equal(limiter.takeRequest("10.0.0.2", 1000), true, "another client has its own bucket")
   assert.equal(limiter.retryAfterSeconds("10.0.0.1", 1000), 1)
   assert.equal(limiter.takeRequest("10.0.0.1", 1500), true)
-  assert.equal(limiter.status().refusedRequests, 1)
+  assert.equal(limiter.status().refused_requests, 1)
 })
 
 test("with no limits configured it is disabled and tracks nothing", () => {

@@ -175,12 +175,12 @@ describe("draining a backend of a tcp upstream", () => {
       const echoed = new Promise<string>((resolve) => held.once("data", (c: Buffer) => resolve(c.toString())))
       held.write("still here\n")
       assert.equal(await echoed, "still here\n")
-      assert.equal(upstreamStatus(pc, "drain").backends[1]!.inFlight, 1)
+      assert.equal(upstreamStatus(pc, "drain").backends[1]!.in_flight, 1)
     } finally {
       held.destroy()
       pc.runtime.drain("drain", target.id, false)
     }
-    await waitUntil(() => upstreamStatus(pc, "drain").backends[1]!.inFlight === 0, "drained connection released")
+    await waitUntil(() => upstreamStatus(pc, "drain").backends[1]!.in_flight === 0, "drained connection released")
   })
 })
 
@@ -191,28 +191,28 @@ describe("backend max_connections on a tcp upstream", () => {
     assert.deepEqual([first.banner, second.banner].sort(), ["limit-a", "limit-b"], "the second skipped the full one")
     let status = upstreamStatus(pc, "limit")
     assert.deepEqual(
-      status.backends.map((b) => b.inFlight),
+      status.backends.map((b) => b.in_flight),
       [1, 1],
     )
     const acceptedBefore = backends["limit-a"]!.accepted() + backends["limit-b"]!.accepted()
     const third = await connect("limit")
     assert.equal(third.banner, undefined, "closed without reaching a backend")
     status = upstreamStatus(pc, "limit")
-    assert.equal(status.stats.tcpRejected, 1)
+    assert.equal(status.stats.tcp_rejected, 1)
     assert.equal(backends["limit-a"]!.accepted() + backends["limit-b"]!.accepted(), acceptedBefore)
     const freed = first.banner!
     first.socket.destroy()
     await waitUntil(
-      () => upstreamStatus(pc, "limit").backends.every((b) => b.inFlight === (b.id === backends[freed]!.id ? 0 : 1)),
+      () => upstreamStatus(pc, "limit").backends.every((b) => b.in_flight === (b.id === backends[freed]!.id ? 0 : 1)),
       "the closed connection's slot is free",
     )
     assert.equal(await once("limit"), freed)
     second.socket.destroy()
     await waitUntil(
-      () => upstreamStatus(pc, "limit").backends.every((b) => b.inFlight === 0),
+      () => upstreamStatus(pc, "limit").backends.every((b) => b.in_flight === 0),
       "every slot free after the clients closed",
     )
-    assert.equal(upstreamStatus(pc, "limit").stats.tcpRejected, 1)
+    assert.equal(upstreamStatus(pc, "limit").stats.tcp_rejected, 1)
   })
 })
 

@@ -1,0 +1,203 @@
+/**
+ * Session resumption across a reload (issue 9): TLS 1.2 session tickets and TLS 1.3 PSK tickets issued before
+ * `POST /reload` (or runtime.reload) resume after it, with Node's tls client and with openssl s_client; and a
+ * ticket whose key the ring has dropped gets a full handshake.
+ */
+import assert from "node:assert/strict"
+import { execFile } from "node:child_process"
+import { mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { after, before, describe, test } from "node:test"
+import tls from "node:tls"
+import { AdminApi } from "../../src/admin/api.ts"
+import { silentLogger } from "../../src/core/log.ts"
+import { startEchoBackend, type TestBackend } from "../helpers/backends.ts"
+import { createPki, type Pki } from "../helpers/pki.ts"
+import { type RunningPortcullis, startPortcullis } from "../helpers/portcullis.ts"
+
+type Version = "TLSv1.2" | "TLSv1.3"
+
+let pki: Pki
+let echo: TestBackend
+let pc: RunningPortcullis
+let admin: AdminApi
+let yaml: string
+const dir = mkdtempSync(join(tmpdir(), "pc-resume-"))
+
+before(async () => {
+  pki = await createPki()
+  echo = await startEchoBackend("echo")
+  const site = await pki.issue({ names: ["localhost"] })
+  // Port 0: the socket is kept by its configured address across reloads, and the bound port is read back.
+  yaml = `
+listeners:
+  - name: web
+    address: "127.0.0.1:0"
+    tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }
+    upstream: echo
+  - name: other
+    address: "127.0.0.2:0"
+    tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }
+    upstream: echo
+upstreams:
+  echo: { backends: ["127.0.0.1:${echo.port}"] }
+`
+  pc = await startPortcullis(yaml)
+  admin = new AdminApi(
+    { host: "127.0.0.1", port: 0 },
+    { status: () => pc.runtime.status(), reload: () => pc.reload(yaml), drain: () => {} },
+    silentLogger(),
+  )
+  await admin.start()
+})
+
+after(async () => {
+  await admin?.close()
+  await pc?.close()
+  await echo?.close()
+  await pki?.close()
+  rmSync(dir, { recursive: true, force: true })
+})
+
+/** connect makes one TLS connection, sends one request, and returns whether it resumed and the last session. */
+function connect(
+  version: Version,
+  session?: Buffer,
+  listener: "web" | "other" = "web",
+): Promise<{ reused: boolean; session: Buffer | undefined }> {
+  return new Promise((resolve, reject) => {
+    let last: Buffer | undefined
+    let reused = false
+    const socket = tls.connect({
+      host: listener === "web" ? "127.0.0.1" : "127.0.0.2",
+      port: pc.port(listener),
+      servername: "localhost",
+      ca: readFileSync(pki.ca.certPath),
+      minVersion: version,
+      maxVersion: version,
+      ...(session && { session }),
+    })
+    const timer = setTimeout(() => socket.destroy(new Error("no answer within 10 s")), 10_000)
+    socket.on("session", (s: Buffer) => {
+      last = s
+    })
+    socket.once("secureConnect", () => {
+      reused = socket.isSessionReused()
+      socket.write("GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+    })
+    let text = ""
+    socket.on("data", (d: Buffer) => {
+      text += d.toString()
+    })
+    socket.once("error", (err) => {
+      clearTimeout(timer)
+      reject(err)
+    })
+    socket.once("close", () => {
+      clearTimeout(timer)
+      if (!text.startsWith("HTTP/1.1 200"))
+        reject(new Error(`expected a 200, got ${JSON.stringify(text.slice(0, 40))}`))
+      else resolve({ reused, session: last })
+    })
+  })
+}
+
+async function reloadByAdmin(): Promise<void> {
+  const before = pc.runtime.status().generation
+  const res = await fetch(`http://127.0.0.1:${admin.port}/reload`, { method: "POST" })
+  assert.equal(res.status, 200, await res.text())
+  assert.equal(pc.runtime.status().generation, before + 1, "a new generation serves")
+}
+
+/** sClient runs openssl s_client once, saving (-sess_out) or offering (-sess_in) a session; returns its output. */
+function sClient(version: Version, sessionFile: string, mode: "save" | "offer"): Promise<string> {
+  const args = [
+    "s_client",
+    "-connect",
+    `127.0.0.1:${pc.port("web")}`,
+    "-servername",
+    "localhost",
+    "-CAfile",
+    pki.ca.certPath,
+    version === "TLSv1.3" ? "-tls1_3" : "-tls1_2",
+    mode === "save" ? "-sess_out" : "-sess_in",
+    sessionFile,
+    // Wait for the server to close (after its answer): a TLS 1.3 ticket arrives after the handshake.
+    "-ign_eof",
+  ]
+  return new Promise((resolve, reject) => {
+    const child = execFile("openssl", args, { timeout: 15_000 }, (err, stdout) => {
+      if (err && !stdout) reject(err)
+      else resolve(stdout)
+    })
+    child.stdin!.end("GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+  })
+}
+
+for (const version of ["TLSv1.2", "TLSv1.3"] as const) {
+  const kind = version === "TLSv1.2" ? "session ticket" : "PSK ticket"
+  describe(`${version}: a ${kind} issued before a reload resumes after it`, () => {
+    test("with Node's tls client, across POST /reload", async () => {
+      const first = await connect(version)
+      assert.equal(first.reused, false)
+      assert.ok(first.session, "the server sent a ticket")
+      // Control: the ticket resumes on the generation that issued it.
+      assert.equal((await connect(version, first.session)).reused, true)
+      await reloadByAdmin()
+      assert.equal((await connect(version, first.session)).reused, true, "resumed on the new generation")
+    })
+
+    test("with Node's tls client, across runtime.reload", async () => {
+      const first = await connect(version)
+      assert.ok(first.session)
+      await pc.reload(yaml)
+      assert.equal((await connect(version, first.session)).reused, true)
+    })
+
+    test("with openssl s_client -sess_out / -sess_in, across POST /reload", async () => {
+      const file = join(dir, `${version}.sess`)
+      const saved = await sClient(version, file, "save")
+      assert.match(saved, /^New, /m, saved)
+      assert.match(saved, /HTTP\/1\.1 200/)
+      // Control: the saved session resumes on the generation that issued it.
+      assert.match(await sClient(version, file, "offer"), new RegExp(`^Reused, ${version}`, "m"))
+      await reloadByAdmin()
+      const resumed = await sClient(version, file, "offer")
+      assert.match(resumed, new RegExp(`^Reused, ${version}`, "m"), resumed)
+      assert.match(resumed, /HTTP\/1\.1 200/)
+    })
+  })
+}
+
+describe("a ticket whose key the ring has dropped gets a full handshake", () => {
+  for (const version of ["TLSv1.2", "TLSv1.3"] as const) {
+    test(`${version}: rotate past keep, reload, and the old ticket is refused (the connection still serves)`, async () => {
+      const first = await connect(version)
+      assert.ok(first.session)
+      const ring = pc.runtime.state.ticketKeys
+      const issuedUnder = ring.current().name
+      // The default ring keeps 2 previous keys: three rotations drop the key the ticket was sealed with.
+      for (let i = 0; i < 3; i++) ring.rotate()
+      assert.ok(!ring.keys().some((k) => k.name === issuedUnder), "the ring no longer holds the key")
+      await pc.reload(yaml)
+      const again = await connect(version, first.session)
+      assert.equal(again.reused, false, "a full handshake, not a resumption")
+      assert.ok(again.session, "the full handshake issues a new ticket")
+      // The new ticket is sealed with the ring's current key: it resumes.
+      assert.equal((await connect(version, again.session)).reused, true)
+    })
+  }
+})
+
+describe("tickets stay with the listener that issued them (as when each listener drew its own key)", () => {
+  for (const version of ["TLSv1.2", "TLSv1.3"] as const) {
+    test(`${version}: a ticket from one listener gets a full handshake on another with the same certificate`, async () => {
+      const first = await connect(version)
+      assert.ok(first.session)
+      assert.equal((await connect(version, first.session, "other")).reused, false)
+      // Control: it does resume where it was issued.
+      assert.equal((await connect(version, first.session)).reused, true)
+    })
+  }
+})
