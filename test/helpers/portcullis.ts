@@ -8,7 +8,11 @@ import { parseConfig } from "../../src/config/load.ts"
 import { silentLogger } from "../../src/core/log.ts"
 import { Runtime } from "../../src/runtime.ts"
 
-/** freePort asks the kernel for a free loopback port (closed again before use). */
+/**
+ * freePort asks the kernel for a free loopback port and closes it again before use: a race (another process may bind
+ * it first). Do not add uses: listen on port 0 and read the port back (Runtime.ports(), runningPorts for a child),
+ * or use refusingPort for an address where nothing listens.
+ */
 export function freePort(): Promise<number> {
   return new Promise((resolvePort, reject) => {
     const s = net.createServer()
@@ -19,6 +23,46 @@ export function freePort(): Promise<number> {
       s.close(() => resolvePort(port))
     })
   })
+}
+
+/** HeldPort is a loopback port kept for a test until close(). */
+export interface HeldPort {
+  port: number
+  close: () => void
+}
+
+/**
+ * refusingPort holds a loopback port where a TCP connect is refused (ECONNREFUSED), for a backend that is down.
+ * The port is the local end of an open loopback connection: SYNs to it meet no listener, so the kernel answers
+ * RST, and while the connection is open no one can bind or listen on it (bind conflicts, EADDRINUSE). Unlike
+ * a port from a closed socket, nothing can start listening there during the test.
+ */
+export async function refusingPort(): Promise<HeldPort> {
+  const server = net.createServer((s) => s.on("error", () => {}))
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r))
+  const a = server.address()
+  const client = net.connect({ host: "127.0.0.1", port: typeof a === "object" && a ? a.port : 0 })
+  client.on("error", () => {})
+  await new Promise<void>((r, reject) => {
+    client.once("connect", r)
+    client.once("error", reject)
+  })
+  return {
+    port: client.localPort!,
+    close: () => {
+      client.destroy()
+      server.close()
+    },
+  }
+}
+
+/**
+ * loopback(n) is the nth loopback address (1 → 127.0.0.1, 2 → 127.0.0.2): several listeners of one runtime can
+ * each bind port 0 on their own address (the runtime keys bound sockets by address, so two "127.0.0.1:0" would be
+ * one). Linux routes all of 127.0.0.0/8 to lo.
+ */
+export function loopback(n: number): string {
+  return `127.0.0.${n}`
 }
 
 export interface RunningPortcullis {
@@ -109,6 +153,22 @@ export function spawnPortcullis(
       return exited
     },
   }
+}
+
+/** RunningPorts are the ports a child reported in its "portcullis is running" line. */
+export interface RunningPorts {
+  /** listener name to bound port */
+  ports: Record<string, number>
+  /** the admin API's port, if it has one */
+  admin?: number
+}
+
+/** runningPorts waits for the child's "portcullis is running" log line and reads the bound ports from it. */
+export async function runningPorts(pc: ChildPortcullis, timeoutMs?: number): Promise<RunningPorts> {
+  const line = await pc.waitFor(/^.*"portcullis is running".*$/m, timeoutMs)
+  const entry = JSON.parse(line) as { ports: Record<string, number>; admin?: string }
+  const admin = entry.admin ? Number(entry.admin.slice(entry.admin.lastIndexOf(":") + 1)) : undefined
+  return admin === undefined ? { ports: entry.ports } : { ports: entry.ports, admin }
 }
 
 /** writeTemp writes a file into dir and returns its path. */
