@@ -68,6 +68,8 @@ export function loopback(n: number): string {
 export interface RunningPortcullis {
   runtime: Runtime
   port: (listener?: string) => number
+  /** host is the listener's configured address (127.0.0.1 unless the test gave it another, see loopback) */
+  host: (listener?: string) => string
   reload: (yaml: string) => Promise<void>
   close: () => Promise<void>
 }
@@ -85,9 +87,18 @@ export async function startPortcullis(
       const ports = runtime.ports()
       return listener ? ports[listener]! : Object.values(ports)[0]!
     },
+    host: (listener) => listenerHost(runtime, listener),
     reload: async (next) => runtime.reload(parseConfig(next, "test.yaml", dir)),
     close: () => runtime.close(200),
   }
+}
+
+/** listenerHost is the host a listener of the current generation binds (the first listener's by default). */
+export function listenerHost(runtime: Runtime, listener?: string): string {
+  const listeners = runtime.generation?.config.listeners ?? []
+  const l = listener ? listeners.find((x) => x.name === listener) : listeners[0]
+  if (!l) throw new Error(`no listener ${listener ?? "at all"}`)
+  return l.address.host
 }
 
 export const ROOT = resolve(import.meta.dirname, "../..")
