@@ -117,7 +117,9 @@ describe("client limits", () => {
       const third = await connect()
       open.push(third)
       await waitUntil(() => third.destroyed || third.readyState === "closed", "third connection closed", 5000)
-      const reply = await request({ address: HOSTS.perclient, port: ports.perclient, ca: pki.ca.cert }).catch((err: Error) => err)
+      const reply = await request({ address: HOSTS.perclient, port: ports.perclient, ca: pki.ca.cert }).catch(
+        (err: Error) => err,
+      )
       assert.ok(reply instanceof Error, "a new connection is refused while the client holds two")
       open[0]!.destroy()
       await waitUntil(() => clientConnections("perclient") < 2, "first connection counted out")
