@@ -11,7 +11,8 @@ import { Runtime } from "../../src/runtime.ts"
 /**
  * freePort asks the kernel for a free loopback port and closes it again before use: a race (another process may bind
  * it first). Do not add uses: listen on port 0 and read the port back (Runtime.ports(), runningPorts for a child),
- * or use refusingPort for an address where nothing listens.
+ * or use refusingPort for an address where nothing listens. The one use left is signals.test.ts, whose admin port
+ * must be written into the config file before the child starts; it retries a candidate it lost.
  */
 export function freePort(): Promise<number> {
   return new Promise((resolvePort, reject) => {

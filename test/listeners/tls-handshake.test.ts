@@ -69,8 +69,12 @@ interface Seen {
 function handshake(listener: "main" | "modern" | "old", options: tls.ConnectionOptions): Promise<Seen> {
   return new Promise((resolve, reject) => {
     const socket = tls.connect({ host: pc.host(listener), port: pc.port(listener), ca: pki.ca.cert, ...options })
-    const timer = setTimeout(() => socket.destroy(new Error("no handshake within 5 s")), 5000)
+    const timer = setTimeout(
+      () => socket.destroy(new Error("no handshake (or no TLS 1.3 session ticket) within 5 s")),
+      5000,
+    )
     let seen: Seen | undefined
+    let ticket: Buffer | undefined
     socket.on("secureConnect", () => {
       // A resumed TLS 1.3 session shows no certificate.
       const raw = socket.getPeerCertificate().raw as Buffer | undefined
@@ -81,11 +85,16 @@ function handshake(listener: "main" | "modern" | "old", options: tls.ConnectionO
         keyType: cert?.publicKey.asymmetricKeyType ?? "",
         reused: socket.isSessionReused(),
       }
-      // TLS 1.3 tickets arrive after the handshake; give them a moment, then leave.
-      setTimeout(() => socket.end(), seen.protocol === "TLSv1.3" ? 50 : 0)
+      if (ticket) seen.session = ticket
+      // A full TLS 1.3 handshake's tickets arrive after it: leave on the first one (the 5 s deadline fails a
+      // listener that sends none). TLS 1.2 has its ticket in the handshake; a resumed session gets no new one here.
+      if (seen.protocol !== "TLSv1.3" || seen.reused || ticket) socket.end()
     })
     socket.on("session", (session: Buffer) => {
-      if (seen) seen.session = session
+      ticket ??= session
+      if (!seen) return
+      seen.session ??= session
+      if (seen.protocol === "TLSv1.3") socket.end()
     })
     socket.on("error", (err) => {
       clearTimeout(timer)

@@ -7,7 +7,7 @@ import { request, tlsConnect } from "../helpers/clients.ts"
 import { createPki, type Pki } from "../helpers/pki.ts"
 import { loopback, type RunningPortcullis, startPortcullis } from "../helpers/portcullis.ts"
 import { waitUntil } from "../helpers/wait.ts"
-import { type FlakyBackend, sleep, startFlakyBackend, upstreamStatus } from "./harness.ts"
+import { type FlakyBackend, startFlakyBackend, upstreamStatus } from "./harness.ts"
 
 let pki: Pki
 let pc: RunningPortcullis
@@ -146,7 +146,6 @@ describe("client limits", () => {
       assert.equal(socketStatus("small").refused, 1)
       for (const s of open) s.destroy()
       await waitUntil(() => socketStatus("small").connections === 0, "connections closed")
-      await sleep(10)
       assert.equal((await request({ address: HOSTS.small, port: ports.small, ca: pki.ca.cert })).status, 200)
     } finally {
       for (const s of open) s.destroy()
