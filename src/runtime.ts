@@ -86,7 +86,13 @@ export class Generation {
         )
         let engine: Engine =
           listener.engine === "tcp"
-            ? new TcpEngine({ listener, router, upstreams: gen.upstreams, log: engineLog })
+            ? new TcpEngine({
+                listener,
+                router,
+                upstreams: gen.upstreams,
+                log: engineLog,
+                accessLog: accessLog && engineLog.child({ type: "access" }),
+              })
             : new HttpEngine({ listener, router, upstreams: gen.upstreams, log: engineLog, accessLog, gate })
         if (gate) {
           gen.gates.set(key, gate)

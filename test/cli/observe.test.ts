@@ -8,7 +8,7 @@ import tls from "node:tls"
 import { startEchoBackend, type TestBackend } from "../helpers/backends.ts"
 import { request } from "../helpers/clients.ts"
 import { type CertFiles, createPki, type Pki } from "../helpers/pki.ts"
-import { type ChildPortcullis, freePort, spawnPortcullis, writeTemp } from "../helpers/portcullis.ts"
+import { type ChildPortcullis, runningPorts, spawnPortcullis, writeTemp } from "../helpers/portcullis.ts"
 import { waitUntil } from "../helpers/wait.ts"
 
 let pki: Pki
@@ -22,24 +22,24 @@ before(async () => {
   pki = await createPki()
   backend = await startEchoBackend("app")
   site = await pki.issue({ names: ["localhost"] })
-  port = await freePort()
-  adminPort = await freePort()
   const file = writeTemp(
     pki.dir,
     "observe.yaml",
     `listeners:
   - name: web
-    address: 127.0.0.1:${port}
+    address: 127.0.0.1:0
     tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }
     routes: [{ upstream: app }]
     limits: { idle_timeout: 500ms }
 upstreams:
   app: { backends: ["127.0.0.1:${backend.port}"] }
-admin: { address: "127.0.0.1:${adminPort}" }
+admin: { address: "127.0.0.1:0" }
 `,
   )
   pc = spawnPortcullis(["--config", file])
-  await pc.waitFor(/portcullis is running/)
+  const running = await runningPorts(pc)
+  port = running.ports["web"]!
+  adminPort = running.admin!
 })
 
 after(async () => {

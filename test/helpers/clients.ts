@@ -15,6 +15,8 @@ export interface Reply {
 
 export interface RequestOptions {
   port: number
+  /** the IP address to connect to (default 127.0.0.1; see loopback in portcullis.ts) */
+  address?: string
   path?: string
   method?: string
   host?: string
@@ -28,12 +30,12 @@ export interface RequestOptions {
   tlsOptions?: tls.ConnectionOptions
 }
 
-/** request sends one HTTPS/1.1 request to 127.0.0.1:port with SNI servername (default "localhost"). */
+/** request sends one HTTPS/1.1 request to 127.0.0.1:port (or address:port) with SNI servername (default "localhost"). */
 export function request(options: RequestOptions): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const req = https.request(
       {
-        host: "127.0.0.1",
+        host: options.address ?? "127.0.0.1",
         port: options.port,
         path: options.path ?? "/",
         method: options.method ?? "GET",
@@ -71,7 +73,7 @@ export function request(options: RequestOptions): Promise<Reply> {
 /** h2request opens an HTTP/2 session, sends one request and closes the session. */
 export function h2request(options: RequestOptions): Promise<Reply> {
   return new Promise((resolve, reject) => {
-    const session = http2.connect(`https://127.0.0.1:${options.port}`, {
+    const session = http2.connect(`https://${options.address ?? "127.0.0.1"}:${options.port}`, {
       servername: options.servername ?? "localhost",
       ca: options.ca,
       ...options.tlsOptions,

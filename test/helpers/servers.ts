@@ -1,5 +1,5 @@
 /** Real third-party servers for end-to-end tests: a plain nginx and a plain redis-server on free loopback ports. */
-import { type ChildProcess, spawn } from "node:child_process"
+import { type ChildProcess, execFile, spawn } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import net from "node:net"
 import { tmpdir } from "node:os"
@@ -8,7 +8,7 @@ import { Writable } from "node:stream"
 import { pino } from "pino"
 import { parseConfig } from "../../src/config/load.ts"
 import { Runtime } from "../../src/runtime.ts"
-import { freePort, type RunningPortcullis } from "./portcullis.ts"
+import { listenerHost, type RunningPortcullis } from "./portcullis.ts"
 
 /** ExternalServer is a child process listening on 127.0.0.1:port; close() stops it and removes its dir. */
 export interface ExternalServer {
@@ -31,53 +31,90 @@ export function canConnect(port: number): Promise<boolean> {
   })
 }
 
-async function runUntilListening(
+/** listensOn is true when process pid holds a listening TCP socket on 127.0.0.1:port (read with `ss -ltnp`). */
+function listensOn(pid: number, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    execFile("ss", ["-Hltnp", `sport = :${port}`], { timeout: 5000 }, (err, stdout) => {
+      resolve(!err && stdout.split("\n").some((l) => l.includes(`127.0.0.1:${port} `) && l.includes(`pid=${pid},`)))
+    })
+  })
+}
+
+/**
+ * runOnFreePort starts a server that cannot listen on port 0 (redis-server's --port 0 turns TCP off; nginx refuses
+ * port 0) on a candidate port the kernel just gave out, and checks that the process itself holds the port (a
+ * connect alone could reach whoever took it first). Another process may bind the candidate between our probe and
+ * the server's bind: then the server exits (EADDRINUSE) and the next candidate is tried, up to 5.
+ */
+async function runOnFreePort(
   name: string,
   command: string,
-  args: string[],
-  port: number,
+  argsFor: (port: number) => string[],
   dir: string,
 ): Promise<ExternalServer> {
-  const child: ChildProcess = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] })
-  let text = ""
-  child.stdout?.on("data", (c: Buffer) => {
-    text += c.toString()
-  })
-  child.stderr?.on("data", (c: Buffer) => {
-    text += c.toString()
-  })
-  const exited = new Promise<void>((r) => child.once("exit", () => r()))
-  const close = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill("SIGTERM")
-      const timer = setTimeout(() => child.kill("SIGKILL"), 5000)
-      await exited
-      clearTimeout(timer)
+  let last = ""
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const port = await candidatePort()
+    const child: ChildProcess = spawn(command, argsFor(port), { stdio: ["ignore", "pipe", "pipe"] })
+    let text = ""
+    child.stdout?.on("data", (c: Buffer) => {
+      text += c.toString()
+    })
+    child.stderr?.on("data", (c: Buffer) => {
+      text += c.toString()
+    })
+    const exited = new Promise<void>((r) => child.once("exit", () => r()))
+    const stop = async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill("SIGTERM")
+        const timer = setTimeout(() => child.kill("SIGKILL"), 5000)
+        await exited
+        clearTimeout(timer)
+      }
     }
-    rmSync(dir, { recursive: true, force: true })
+    const close = async () => {
+      await stop()
+      rmSync(dir, { recursive: true, force: true })
+    }
+    const deadline = Date.now() + 10_000
+    for (;;) {
+      if (child.exitCode !== null || child.signalCode !== null) break
+      if (await listensOn(child.pid!, port)) return { port, dir, output: () => text, close }
+      if (Date.now() > deadline) {
+        await close()
+        throw new Error(`${name} did not listen on ${port}: ${text}`)
+      }
+      await new Promise((r) => setTimeout(r, 25))
+    }
+    await stop()
+    last = text
+    if (!/in use/i.test(text)) break
   }
-  const deadline = Date.now() + 10_000
-  for (;;) {
-    if (child.exitCode !== null) {
-      await close()
-      throw new Error(`${name} exited: ${text}`)
-    }
-    if (await canConnect(port)) break
-    if (Date.now() > deadline) {
-      await close()
-      throw new Error(`${name} did not listen on ${port}: ${text}`)
-    }
-    await new Promise((r) => setTimeout(r, 25))
-  }
-  return { port, dir, output: () => text, close }
+  rmSync(dir, { recursive: true, force: true })
+  throw new Error(`${name} exited: ${last}`)
+}
+
+/** candidatePort is a port the kernel reports free now; runOnFreePort checks it was really won. */
+function candidatePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const s = net.createServer()
+    s.once("error", reject)
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as net.AddressInfo).port
+      s.close(() => resolvePort(port))
+    })
+  })
 }
 
 /** startRedis runs a plain redis-server (no persistence) on a free loopback port. */
 export async function startRedis(): Promise<ExternalServer> {
   const dir = mkdtempSync(join(tmpdir(), "pc-redis-"))
-  const port = await freePort()
-  const args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir]
-  return runUntilListening("redis-server", "redis-server", args, port, dir)
+  return runOnFreePort(
+    "redis-server",
+    "redis-server",
+    (port) => ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir],
+    dir,
+  )
 }
 
 /** NginxServer: the access log (format `log_format` given to startNginx) is at accessLog. */
@@ -93,12 +130,12 @@ export interface NginxServer extends ExternalServer {
  */
 export async function startNginx(server: string, logFormat = "$remote_addr $request_uri"): Promise<NginxServer> {
   const dir = mkdtempSync(join(tmpdir(), "pc-nginx-"))
-  const port = await freePort()
   const accessLog = join(dir, "access.log")
   const conf = join(dir, "nginx.conf")
-  writeFileSync(
-    conf,
-    `worker_processes 1;
+  const writeConf = (port: number) =>
+    writeFileSync(
+      conf,
+      `worker_processes 1;
 master_process off;
 pid ${dir}/nginx.pid;
 error_log stderr warn;
@@ -116,8 +153,16 @@ http {
   }
 }
 `,
+    )
+  const base = await runOnFreePort(
+    "nginx",
+    "nginx",
+    (port) => {
+      writeConf(port)
+      return ["-c", conf, "-p", dir, "-g", "daemon off;"]
+    },
+    dir,
   )
-  const base = await runUntilListening("nginx", "nginx", ["-c", conf, "-p", dir, "-g", "daemon off;"], port, dir)
   return {
     ...base,
     accessLog,
@@ -168,6 +213,7 @@ export async function startLoggedPortcullis(
       const ports = runtime.ports()
       return listener ? ports[listener]! : Object.values(ports)[0]!
     },
+    host: (listener) => listenerHost(runtime, listener),
     reload: async (next) => runtime.reload(parseConfig(next, "test.yaml", dir)),
     close: () => runtime.close(200),
   }

@@ -6,7 +6,7 @@ import tls from "node:tls"
 import { encodeProxyV1, encodeProxyV2 } from "../../src/protocols/proxy-protocol/encode.ts"
 import { startEchoBackend, type TestBackend } from "../helpers/backends.ts"
 import { createPki, type Pki } from "../helpers/pki.ts"
-import { freePort } from "../helpers/portcullis.ts"
+import { loopback } from "../helpers/portcullis.ts"
 import { type LoggedPortcullis, startLoggedPortcullis } from "../helpers/servers.ts"
 import { waitUntil } from "../helpers/wait.ts"
 
@@ -16,6 +16,8 @@ let lineBackend: net.Server
 let firstLines: string[]
 let pc: LoggedPortcullis
 const ports: Record<string, number> = {}
+/** Each listener binds port 0 on its own loopback address (see loopback). */
+const hosts = { trusted: loopback(1), untrusted: loopback(2), tcp: loopback(3) }
 
 before(async () => {
   pki = await createPki()
@@ -37,24 +39,23 @@ before(async () => {
   })
   await new Promise<void>((r) => lineBackend.listen(0, "127.0.0.1", r))
   const linePort = (lineBackend.address() as net.AddressInfo).port
-  for (const name of ["trusted", "untrusted", "tcp"]) ports[name] = await freePort()
   const tlsBlock = `{ certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }], handshake_timeout: 500ms }`
   pc = await startLoggedPortcullis(`
 listeners:
   - name: trusted
-    address: "127.0.0.1:${ports.trusted}"
+    address: "${hosts.trusted}:0"
     proxy_protocol: accept
     trusted_proxies: [127.0.0.1/32]
     tls: ${tlsBlock}
     upstream: echo
   - name: untrusted
-    address: "127.0.0.1:${ports.untrusted}"
+    address: "${hosts.untrusted}:0"
     proxy_protocol: accept
     trusted_proxies: [10.0.0.0/8]
     tls: ${tlsBlock}
     upstream: echo
   - name: tcp
-    address: "127.0.0.1:${ports.tcp}"
+    address: "${hosts.tcp}:0"
     engine: tcp
     proxy_protocol: accept
     trusted_proxies: [127.0.0.0/8]
@@ -65,6 +66,7 @@ upstreams:
   echo: { backends: ["127.0.0.1:${echo.port}"] }
   lines: { backends: ["127.0.0.1:${linePort}"] }
 `)
+  for (const name of Object.keys(hosts)) ports[name] = pc.port(name)
 })
 
 after(async () => {
@@ -75,9 +77,9 @@ after(async () => {
 })
 
 /** connectWithHeader opens TCP, writes header bytes, then runs TLS over the same socket. */
-function connectWithHeader(port: number, header: Buffer): Promise<tls.TLSSocket> {
+function connectWithHeader(listener: keyof typeof hosts, header: Buffer): Promise<tls.TLSSocket> {
   return new Promise((resolve, reject) => {
-    const raw = net.connect({ port, host: "127.0.0.1" }, () => {
+    const raw = net.connect({ port: ports[listener]!, host: hosts[listener] }, () => {
       raw.write(header)
       const socket = tls.connect({ socket: raw, servername: "localhost", ca: pki.ca.cert }, () => resolve(socket))
       socket.once("error", reject)
@@ -127,12 +129,12 @@ const CLIENT = { address: "203.0.113.7", port: 40123 }
 
 describe("PROXY in from a trusted peer", () => {
   for (const [version, header] of [
-    ["v1", () => encodeProxyV1({ source: CLIENT, destination: { address: "127.0.0.1", port: ports.trusted! } })],
-    ["v2", () => encodeProxyV2({ source: CLIENT, destination: { address: "127.0.0.1", port: ports.trusted! } })],
+    ["v1", () => encodeProxyV1({ source: CLIENT, destination: { address: hosts.trusted, port: ports.trusted! } })],
+    ["v2", () => encodeProxyV2({ source: CLIENT, destination: { address: hosts.trusted, port: ports.trusted! } })],
   ] as const) {
     test(`the ${version} header's client address is in X-Forwarded-For, Forwarded and the access log`, async () => {
       const path = `/echo?proxy-in-${version}`
-      const socket = await connectWithHeader(ports.trusted!, header())
+      const socket = await connectWithHeader("trusted", header())
       const seen = await echoOver(socket, path)
       assert.equal(seen.headers["x-forwarded-for"], CLIENT.address)
       assert.match(seen.headers.forwarded ?? "", /for=203\.0\.113\.7/)
@@ -143,31 +145,31 @@ describe("PROXY in from a trusted peer", () => {
   }
 
   test("the tcp engine passes the PROXY-in client on in its own PROXY-out header", async () => {
-    const header = encodeProxyV1({ source: CLIENT, destination: { address: "127.0.0.1", port: ports.tcp! } })
-    const socket = await connectWithHeader(ports.tcp!, header)
+    const header = encodeProxyV1({ source: CLIENT, destination: { address: hosts.tcp, port: ports.tcp! } })
+    const socket = await connectWithHeader("tcp", header)
     socket.write("hello\r\n")
     await waitUntil(() => firstLines.length > 0, "the backend read a PROXY line")
     socket.destroy()
-    assert.equal(firstLines[0], `PROXY TCP4 203.0.113.7 127.0.0.1 40123 ${ports.tcp}`)
+    assert.equal(firstLines[0], `PROXY TCP4 203.0.113.7 ${hosts.tcp} 40123 ${ports.tcp}`)
   })
 })
 
 describe("PROXY in refused or cut short", () => {
   test("a peer outside trusted_proxies is refused, not believed", async () => {
-    const raw = net.connect({ port: ports.untrusted!, host: "127.0.0.1" })
-    raw.write(encodeProxyV1({ source: CLIENT, destination: { address: "127.0.0.1", port: ports.untrusted! } }))
+    const raw = net.connect({ port: ports.untrusted!, host: hosts.untrusted })
+    raw.write(encodeProxyV1({ source: CLIENT, destination: { address: hosts.untrusted, port: ports.untrusted! } }))
     const outcome = await closedWithoutReply(raw)
     assert.deepEqual(outcome, { closed: true, bytes: 0 })
   })
 
   test("a malformed header is closed", async () => {
-    const raw = net.connect({ port: ports.trusted!, host: "127.0.0.1" })
+    const raw = net.connect({ port: ports.trusted!, host: hosts.trusted })
     raw.write("PROXY TCP4 not-an-address 127.0.0.1 1 2\r\n")
     assert.deepEqual(await closedWithoutReply(raw), { closed: true, bytes: 0 })
   })
 
   test("a client that sends TLS without the expected header is closed", async () => {
-    const raw = net.connect({ port: ports.trusted!, host: "127.0.0.1" })
+    const raw = net.connect({ port: ports.trusted!, host: hosts.trusted })
     const socket = tls.connect({ socket: raw, servername: "localhost", ca: pki.ca.cert })
     socket.on("error", () => {})
     assert.equal((await closedWithoutReply(raw)).closed, true)
@@ -175,7 +177,7 @@ describe("PROXY in refused or cut short", () => {
   })
 
   test("a header that never completes is closed within the handshake timeout", async () => {
-    const raw = net.connect({ port: ports.trusted!, host: "127.0.0.1" })
+    const raw = net.connect({ port: ports.trusted!, host: hosts.trusted })
     raw.write("PROXY TCP4 203.0.113.7 ")
     // handshake_timeout is 500ms; the 5 s deadline only bounds the wait.
     assert.deepEqual(await closedWithoutReply(raw, 5000), { closed: true, bytes: 0 })

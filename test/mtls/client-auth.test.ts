@@ -7,13 +7,15 @@ import type tls from "node:tls"
 import { startEchoBackend, type TestBackend } from "../helpers/backends.ts"
 import { h2request } from "../helpers/clients.ts"
 import { type CertFiles, createPki, type Pki } from "../helpers/pki.ts"
-import { freePort, type RunningPortcullis, startPortcullis } from "../helpers/portcullis.ts"
+import { loopback, type RunningPortcullis, startPortcullis } from "../helpers/portcullis.ts"
 
 let pki: Pki
 let otherPki: Pki
 let echo: TestBackend
 let pc: RunningPortcullis
 const ports: Record<string, number> = {}
+/** Each listener binds port 0 on its own loopback address (see loopback). */
+const hosts: Record<string, string> = {}
 const clients: Record<string, CertFiles | undefined> = {}
 
 const SPOOFED = {
@@ -41,7 +43,8 @@ before(async () => {
   clients.revoked = await pki.issue({ names: [], commonName: "bob", client: true })
   const crl = await pki.revoke(clients.revoked)
   echo = await startEchoBackend("echo")
-  for (const name of ["require", "request", "none", "open", "secure", "mixed"]) ports[name] = await freePort()
+  for (const [i, name] of ["require", "request", "none", "open", "secure", "mixed"].entries())
+    hosts[name] = loopback(i + 1)
   const openCert = await pki.issue({ names: ["open.test"] })
   const secureCert = await pki.issue({ names: ["secure.test"] })
   const cert = `certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }]`
@@ -49,27 +52,27 @@ before(async () => {
   pc = await startPortcullis(`
 listeners:
   - name: require
-    address: "127.0.0.1:${ports.require}"
+    address: "${hosts.require}:0"
     tls: { ${cert}, client_auth: { mode: require, ca: ${ca}, crl: ${crl}, forward_cert: true } }
     upstream: echo
   - name: request
-    address: "127.0.0.1:${ports.request}"
+    address: "${hosts.request}:0"
     tls: { ${cert}, client_auth: { mode: request, ca: ${ca}, crl: ${crl} } }
     upstream: echo
   - name: none
-    address: "127.0.0.1:${ports.none}"
+    address: "${hosts.none}:0"
     tls: { ${cert} }
     upstream: echo
   - name: open
-    address: "127.0.0.1:${ports.open}"
+    address: "${hosts.open}:0"
     tls: { ${cert} }
     upstream: echo
   - name: secure
-    address: "127.0.0.1:${ports.secure}"
+    address: "${hosts.secure}:0"
     tls: { ${cert}, client_auth: { mode: require, ca: ${ca} } }
     upstream: echo
   - name: mixed
-    address: "127.0.0.1:${ports.mixed}"
+    address: "${hosts.mixed}:0"
     tls:
       certificates:
         - { cert: ${openCert.certPath}, key: ${openCert.keyPath} }
@@ -79,6 +82,7 @@ upstreams:
   echo: { backends: ["127.0.0.1:${echo.port}"] }
 access_log: { enabled: false }
 `)
+  for (const name of Object.keys(hosts)) ports[name] = pc.port(name)
 })
 
 after(async () => {
@@ -109,7 +113,7 @@ function get(
     let session: Buffer | undefined
     const req = https.request(
       {
-        host: "127.0.0.1",
+        host: hosts[listener],
         port: ports[listener],
         path: "/echo",
         servername: options.servername ?? "localhost",
@@ -229,7 +233,13 @@ describe("client_auth mode none", () => {
   })
 
   test("spoofed X-Client-* headers sent over HTTP/2 are dropped too", async () => {
-    const reply = await h2request({ port: ports.none!, path: "/echo", ca: pki.ca.cert, headers: SPOOFED })
+    const reply = await h2request({
+      address: hosts.none!,
+      port: ports.none!,
+      path: "/echo",
+      ca: pki.ca.cert,
+      headers: SPOOFED,
+    })
     assert.equal(reply.status, 200)
     assert.equal(reply.alpn, "h2")
     const seen = JSON.parse(reply.text) as { headers: Record<string, string | undefined> }

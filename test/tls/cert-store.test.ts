@@ -6,7 +6,7 @@ import { MemoryTicketKeyRing, type TicketKeyRing } from "../../src/state/ticket-
 import { CertStore } from "../../src/tls/cert-store.ts"
 import { scanClientHello } from "../../src/tls/client-hello.ts"
 import { type CertFiles, createPki, type Pki } from "../helpers/pki.ts"
-import { handshake, startPeekingServer, startStoreServer, tlsConfig } from "./harness.ts"
+import { handshake, startStoreServer, tlsConfig } from "./harness.ts"
 
 let pki: Pki
 let first: CertFiles
@@ -62,7 +62,7 @@ test("matches names case-insensitively and ignores a trailing dot", async (t) =>
 
 test("an ECDSA-only and an RSA-only client each get their certificate for the same name", async (t) => {
   const store = await load([first, dualEc, dualRsa])
-  const port = await startPeekingServer(t, store)
+  const port = await startStoreServer(t, store)
   const ec = await handshake(port, { servername: "dual.test", ...ECDSA_ONLY })
   assert.deepEqual([ec.cn, ec.keyType], ["dual-ecdsa", "ec"])
   const rsa = await handshake(port, { servername: "dual.test", ...RSA_ONLY })
@@ -81,13 +81,13 @@ test("an ECDSA-only and an RSA-only client each get their certificate for the sa
   assert.deepEqual([rsa12.cn, rsa12.protocol], ["dual-rsa", "TLSv1.2"])
 })
 
-test("the default name serves ECDSA and RSA through the plain tls.Server (no SNI switch)", async (t) => {
+test("without SNI the default name serves ECDSA or RSA by what the client accepts", async (t) => {
   const port = await startStoreServer(t, await load([dualEc, dualRsa, first]))
   assert.equal((await handshake(port, ECDSA_ONLY)).cn, "dual-ecdsa")
   assert.equal((await handshake(port, RSA_ONLY)).cn, "dual-rsa")
 })
 
-test("after an SNI switch a shared ECDSA+RSA context serves ECDSA (Node installs one certificate)", async (t) => {
+test("a client that accepts both key types gets ECDSA for a name with ECDSA and RSA (its sigalgs list ECDSA first)", async (t) => {
   const port = await startStoreServer(t, await load([first, dualRsa, dualEc]))
   assert.equal((await handshake(port, { servername: "dual.test" })).cn, "dual-ecdsa")
 })

@@ -1,11 +1,12 @@
-/** Shared pieces of the tls tests: a listener TLS config from a plain object, a bare TLS server, a recording client. */
+/** Shared pieces of the tls tests: a listener TLS config from a plain object, a CertStore served by the production TlsListener, a recording client. */
 import { X509Certificate } from "node:crypto"
-import net, { type AddressInfo } from "node:net"
 import type { TestContext } from "node:test"
 import tls from "node:tls"
 import { configSchema, type ListenerTlsConfig } from "../../src/config/schema.ts"
+import { silentLogger } from "../../src/core/log.ts"
+import { ListenerSocket } from "../../src/listeners/listener-socket.ts"
+import { type Engine, TlsListener } from "../../src/listeners/tls-listener.ts"
 import type { CertStore } from "../../src/tls/cert-store.ts"
-import { peekServerName } from "../../src/tls/client-hello.ts"
 
 /** tlsConfig validates a listener `tls:` section through the real schema, so defaults apply as in a config file. */
 export function tlsConfig(tls: Record<string, unknown>, engine: "http" | "tcp" = "http"): ListenerTlsConfig {
@@ -16,21 +17,52 @@ export function tlsConfig(tls: Record<string, unknown>, engine: "http" | "tcp" =
   return config.listeners[0]!.tls!
 }
 
-/** startStoreServer runs a bare tls.Server from a CertStore on 127.0.0.1:0, closed after the test. */
-export async function startStoreServer(t: TestContext, store: CertStore): Promise<number> {
-  return startServer(t, { ...store.secureOptions, SNICallback: store.sniCallback })
-}
-
-/** startServer runs a tls.Server that greets each client with "hi\n" and closes; returns the port. */
-export async function startServer(t: TestContext, options: tls.TlsOptions): Promise<number> {
-  const server = tls.createServer(options, (socket) => {
-    socket.on("error", () => {})
-    socket.end("hi\n")
+/**
+ * startStoreServer serves a CertStore the way production does: a ListenerSocket on 127.0.0.1:0 hands each
+ * connection to a TlsListener (ClientHello peek, the name's SecureContext, client_auth), whose engine greets each
+ * client with "hi\n" and closes. `listener` is more of the listener's config (e.g. handshake_timeout under tls).
+ * Closed after the test; returns the port.
+ */
+export async function startStoreServer(
+  t: TestContext,
+  store: CertStore,
+  listener: Record<string, unknown> = {},
+): Promise<number> {
+  const config = configSchema.parse({
+    listeners: [
+      {
+        name: "t",
+        address: "127.0.0.1:0",
+        tls: { certificates: [{ cert: "unused.pem", key: "unused.key" }] },
+        upstream: "u",
+        ...listener,
+      },
+    ],
+    upstreams: { u: { backends: ["127.0.0.1:2"] } },
+  }).listeners[0]!
+  const greeted = new Set<tls.TLSSocket>()
+  const engine: Engine = {
+    handle(socket) {
+      greeted.add(socket)
+      socket.on("close", () => greeted.delete(socket))
+      socket.end("hi\n")
+    },
+    close: async () => {},
+    destroy: () => {
+      for (const s of greeted) s.destroy()
+    },
+    get connections() {
+      return greeted.size
+    },
+  }
+  const tlsListener = new TlsListener(config, store, engine, silentLogger())
+  const socket = new ListenerSocket(config.address, (raw) => tlsListener.accept(raw))
+  await socket.start()
+  t.after(async () => {
+    await socket.close()
+    tlsListener.destroy()
   })
-  server.on("tlsClientError", () => {})
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-  t.after(() => new Promise<void>((resolve) => server.close(() => resolve())))
-  return (server.address() as AddressInfo).port
+  return socket.port
 }
 
 /** Handshake is what a client saw. */
@@ -106,32 +138,4 @@ export async function refused(port: number, options: tls.ConnectionOptions): Pro
     return err as Error & { code?: string }
   }
   throw new Error(`expected the handshake to be refused, but it succeeded with ${JSON.stringify(options)}`)
-}
-
-/**
- * startPeekingServer reads the SNI name from the ClientHello first and builds the TLSSocket on the store's context
- * for it, so every certificate of that context (ECDSA and RSA) is available; Node's SNICallback would install one.
- */
-export async function startPeekingServer(t: TestContext, store: CertStore): Promise<number> {
-  const options = store.secureOptions
-  const server = net.createServer((raw) => {
-    raw.on("error", () => {})
-    peekServerName(raw, 5000).then(
-      (servername) => {
-        const socket = new tls.TLSSocket(raw, {
-          isServer: true,
-          secureContext: store.contextFor(servername),
-          requestCert: options.requestCert ?? false,
-          rejectUnauthorized: options.rejectUnauthorized ?? false,
-          ALPNProtocols: options.ALPNProtocols as string[] | undefined,
-        })
-        socket.on("error", () => socket.destroy())
-        socket.on("secure", () => socket.end("hi\n"))
-      },
-      () => raw.destroy(),
-    )
-  })
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-  t.after(() => new Promise<void>((resolve) => server.close(() => resolve())))
-  return (server.address() as AddressInfo).port
 }

@@ -5,9 +5,10 @@ import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { after, before, test } from "node:test"
+import { CertStore } from "../../src/tls/cert-store.ts"
 import { loadSelfSigned } from "../../src/tls/sources/self-signed.ts"
 import { createPki, type Pki } from "../helpers/pki.ts"
-import { handshake, startServer } from "./harness.ts"
+import { handshake, startStoreServer, tlsConfig } from "./harness.ts"
 
 let pki: Pki
 let dataDir: string
@@ -46,8 +47,12 @@ test("makes a certificate for localhost with 127.0.0.1 and ::1, valid a year, ke
       .map((f) => f.replace(/^[0-9a-f]{16}/, "H")),
     ["H.key", "H.pem"],
   )
-  // A client that trusts this certificate verifies it for localhost.
-  const port = await startServer(t, { cert: cert.chainPem, key: cert.key.reveal() })
+  // A client that trusts this certificate verifies it for localhost, served from the kept files.
+  const store = await CertStore.load(tlsConfig({ certificates: [{ cert: certPath, key: keyPath }] }), {
+    dataDir,
+    engine: "http",
+  })
+  const port = await startStoreServer(t, store)
   const got = await handshake(port, { servername: "localhost", ca: cert.chainPem, rejectUnauthorized: true })
   assert.equal(got.authorized, true)
 })

@@ -4,7 +4,7 @@ import { after, before, describe, test } from "node:test"
 import type { AdminApi } from "../../src/admin/api.ts"
 import { request } from "../helpers/clients.ts"
 import { createPki, type Pki } from "../helpers/pki.ts"
-import { freePort, type RunningPortcullis, startPortcullis } from "../helpers/portcullis.ts"
+import { type RunningPortcullis, startPortcullis } from "../helpers/portcullis.ts"
 import { waitUntil } from "../helpers/wait.ts"
 import { adminCall, type FlakyBackend, startAdmin, startFlakyBackend, upstreamStatus } from "./harness.ts"
 
@@ -24,12 +24,11 @@ before(async () => {
   a = await startFlakyBackend("a")
   b = await startFlakyBackend("b")
   c = await startFlakyBackend("c")
-  port = await freePort()
   const all = `["127.0.0.1:${a.port}", "127.0.0.1:${b.port}", "127.0.0.1:${c.port}"]`
   pc = await startPortcullis(`
 listeners:
   - name: web
-    address: 127.0.0.1:${port}
+    address: 127.0.0.1:0
     tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }
     routes:
       - { hosts: [sticky.test], upstream: sticky }
@@ -47,6 +46,7 @@ upstreams:
   drained: { backends: ["127.0.0.1:${a.port}", "127.0.0.1:${b.port}"], balance: round_robin }
 access_log: { enabled: false }
 `)
+  port = pc.port()
   admin = await startAdmin(pc)
 })
 

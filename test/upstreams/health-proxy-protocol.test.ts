@@ -3,7 +3,7 @@ import assert from "node:assert/strict"
 import { after, before, describe, test } from "node:test"
 import { request } from "../helpers/clients.ts"
 import { createPki, type Pki } from "../helpers/pki.ts"
-import { freePort, type RunningPortcullis, startPortcullis } from "../helpers/portcullis.ts"
+import { type RunningPortcullis, startPortcullis } from "../helpers/portcullis.ts"
 import { type NginxServer, startNginx } from "../helpers/servers.ts"
 import { upstreamStatus } from "./harness.ts"
 
@@ -34,7 +34,7 @@ before(async () => {
   pc = await startPortcullis(`
 listeners:
   - name: web
-    address: 127.0.0.1:${await freePort()}
+    address: 127.0.0.1:0
     tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }
     routes:
       - { hosts: [v1.test], upstream: http_v1 }

@@ -9,7 +9,7 @@ import { after, before, describe, test } from "node:test"
 import tls from "node:tls"
 import { type Reply, request } from "../helpers/clients.ts"
 import { createPki, type Pki } from "../helpers/pki.ts"
-import { freePort, type RunningPortcullis, startPortcullis } from "../helpers/portcullis.ts"
+import { type HeldPort, type RunningPortcullis, refusingPort, startPortcullis } from "../helpers/portcullis.ts"
 import { waitUntil } from "../helpers/wait.ts"
 
 /** BackendRequest: one request as the scripted backend read it. */
@@ -145,7 +145,7 @@ async function startBlackhole(): Promise<{ port: number; close: () => void }> {
 let pki: Pki
 let pc: RunningPortcullis
 let port: number
-let deadPort: number
+let dead: HeldPort
 let blackhole: { port: number; close: () => void }
 let solo: ScriptedBackend
 let bad: ScriptedBackend
@@ -231,12 +231,11 @@ before(async () => {
   limited = await startScripted(SCRIPTS)
   capped = await startScripted(SCRIPTS)
   blackhole = await startBlackhole()
-  deadPort = await freePort()
-  port = await freePort()
+  dead = await refusingPort()
   pc = await startPortcullis(`
 listeners:
   - name: web
-    address: 127.0.0.1:${port}
+    address: 127.0.0.1:0
     tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }
     routes:
       - { hosts: [solo.test], upstream: solo }
@@ -256,7 +255,7 @@ upstreams:
     balance: round_robin
     passive: { enabled: false }
   refused:
-    backends: ["127.0.0.1:${deadPort}", "127.0.0.1:${good.port}"]
+    backends: ["127.0.0.1:${dead.port}", "127.0.0.1:${good.port}"]
     balance: round_robin
     passive: { enabled: false }
   timeout:
@@ -277,9 +276,11 @@ upstreams:
     passive: { enabled: false }
 access_log: { enabled: false }
 `)
+  port = pc.port()
 })
 
 after(async () => {
+  dead?.close()
   await pc?.close()
   for (const b of [solo, bad, good, limited, capped]) await b?.close()
   blackhole?.close()

@@ -5,42 +5,43 @@ import { after, before, describe, test } from "node:test"
 import type tls from "node:tls"
 import { request, tlsConnect } from "../helpers/clients.ts"
 import { createPki, type Pki } from "../helpers/pki.ts"
-import { freePort, type RunningPortcullis, startPortcullis } from "../helpers/portcullis.ts"
+import { loopback, type RunningPortcullis, startPortcullis } from "../helpers/portcullis.ts"
 import { waitUntil } from "../helpers/wait.ts"
-import { type FlakyBackend, sleep, startFlakyBackend, upstreamStatus } from "./harness.ts"
+import { type FlakyBackend, startFlakyBackend, upstreamStatus } from "./harness.ts"
 
 let pki: Pki
 let pc: RunningPortcullis
 let ports: { web: number; rated: number; perclient: number; small: number }
+/** Each listener binds port 0 on its own loopback address (see loopback). */
+const HOSTS = { web: loopback(1), rated: loopback(2), perclient: loopback(3), small: loopback(4) }
 let backend: FlakyBackend
 
 before(async () => {
   pki = await createPki()
   const site = await pki.issue({ names: ["localhost", "queue.test", "wait.test"] })
   backend = await startFlakyBackend("one")
-  ports = { web: await freePort(), rated: await freePort(), perclient: await freePort(), small: await freePort() }
   const tlsBlock = `tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }`
   pc = await startPortcullis(`
 listeners:
   - name: web
-    address: 127.0.0.1:${ports.web}
+    address: ${HOSTS.web}:0
     ${tlsBlock}
     routes:
       - { hosts: [queue.test], upstream: queued }
       - { hosts: [wait.test], upstream: waiting }
       - { upstream: plain }
   - name: rated
-    address: 127.0.0.1:${ports.rated}
+    address: ${HOSTS.rated}:0
     ${tlsBlock}
     limits: { rate: { per_second: 0.5, burst: 3 } }
     upstream: plain
   - name: perclient
-    address: 127.0.0.1:${ports.perclient}
+    address: ${HOSTS.perclient}:0
     ${tlsBlock}
     limits: { per_client_connections: 2 }
     upstream: plain
   - name: small
-    address: 127.0.0.1:${ports.small}
+    address: ${HOSTS.small}:0
     ${tlsBlock}
     limits: { max_connections: 2 }
     upstream: plain
@@ -54,6 +55,7 @@ upstreams:
     queue: { size: 5, timeout: 200ms }
 access_log: { enabled: false }
 `)
+  ports = { web: pc.port("web"), rated: pc.port("rated"), perclient: pc.port("perclient"), small: pc.port("small") }
 })
 
 after(async () => {
@@ -96,30 +98,32 @@ describe("client limits", () => {
     const statuses: number[] = []
     let retryAfter: string | string[] | undefined
     for (let i = 0; i < 5; i++) {
-      const reply = await request({ port: ports.rated, ca: pki.ca.cert })
+      const reply = await request({ address: HOSTS.rated, port: ports.rated, ca: pki.ca.cert })
       statuses.push(reply.status)
       if (reply.status === 429) retryAfter = reply.headers["retry-after"]
     }
     assert.deepEqual(statuses, [200, 200, 200, 429, 429])
     assert.ok(Number(retryAfter) >= 1, `Retry-After: ${retryAfter}`)
     const clients = pc.runtime.status().clients as Record<string, { refused_requests: number }>
-    assert.equal(clients[`127.0.0.1:${ports.rated}`]?.refused_requests, 2)
+    assert.equal(clients[`${HOSTS.rated}:0`]?.refused_requests, 2)
   })
 
   test("per_client_connections: a client's third connection is closed; after one closes, a new one is served", async () => {
     const open: tls.TLSSocket[] = []
     const connect = () =>
-      tlsConnect({ host: "127.0.0.1", port: ports.perclient, servername: "localhost", ca: pki.ca.cert })
+      tlsConnect({ host: HOSTS.perclient, port: ports.perclient, servername: "localhost", ca: pki.ca.cert })
     try {
       open.push(await connect(), await connect())
       const third = await connect()
       open.push(third)
       await waitUntil(() => third.destroyed || third.readyState === "closed", "third connection closed", 5000)
-      const reply = await request({ port: ports.perclient, ca: pki.ca.cert }).catch((err: Error) => err)
+      const reply = await request({ address: HOSTS.perclient, port: ports.perclient, ca: pki.ca.cert }).catch(
+        (err: Error) => err,
+      )
       assert.ok(reply instanceof Error, "a new connection is refused while the client holds two")
       open[0]!.destroy()
-      await waitUntil(() => clientConnections(ports.perclient) < 2, "first connection counted out")
-      assert.equal((await request({ port: ports.perclient, ca: pki.ca.cert })).status, 200)
+      await waitUntil(() => clientConnections("perclient") < 2, "first connection counted out")
+      assert.equal((await request({ address: HOSTS.perclient, port: ports.perclient, ca: pki.ca.cert })).status, 200)
     } finally {
       for (const s of open) s.destroy()
     }
@@ -129,32 +133,31 @@ describe("client limits", () => {
     const open: net.Socket[] = []
     try {
       for (let i = 0; i < 2; i++) {
-        const s = net.connect(ports.small, "127.0.0.1")
+        const s = net.connect(ports.small, HOSTS.small)
         s.on("error", () => {})
         await new Promise((r) => s.once("connect", r))
         open.push(s)
       }
-      await waitUntil(() => socketStatus(ports.small).connections === 2, "two connections open")
-      const extra = net.connect(ports.small, "127.0.0.1")
+      await waitUntil(() => socketStatus("small").connections === 2, "two connections open")
+      const extra = net.connect(ports.small, HOSTS.small)
       extra.on("error", () => {})
       open.push(extra)
       await new Promise((r) => extra.once("close", r))
-      assert.equal(socketStatus(ports.small).refused, 1)
+      assert.equal(socketStatus("small").refused, 1)
       for (const s of open) s.destroy()
-      await waitUntil(() => socketStatus(ports.small).connections === 0, "connections closed")
-      await sleep(10)
-      assert.equal((await request({ port: ports.small, ca: pki.ca.cert })).status, 200)
+      await waitUntil(() => socketStatus("small").connections === 0, "connections closed")
+      assert.equal((await request({ address: HOSTS.small, port: ports.small, ca: pki.ca.cert })).status, 200)
     } finally {
       for (const s of open) s.destroy()
     }
   })
 })
 
-function socketStatus(port: number): { connections: number; refused: number } {
-  return pc.runtime.status().sockets[`127.0.0.1:${port}`]!
+function socketStatus(listener: keyof typeof HOSTS): { connections: number; refused: number } {
+  return pc.runtime.status().sockets[`${HOSTS[listener]}:0`]!
 }
 
-function clientConnections(port: number): number {
-  const gate = pc.runtime.generation!.gates.get(`127.0.0.1:${port}`)!
+function clientConnections(listener: keyof typeof HOSTS): number {
+  const gate = pc.runtime.generation!.gates.get(`${HOSTS[listener]}:0`)!
   return gate.limiter.connections("127.0.0.1")
 }

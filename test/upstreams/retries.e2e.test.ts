@@ -3,13 +3,13 @@ import assert from "node:assert/strict"
 import { after, before, beforeEach, describe, test } from "node:test"
 import { request } from "../helpers/clients.ts"
 import { createPki, type Pki } from "../helpers/pki.ts"
-import { freePort, type RunningPortcullis, startPortcullis } from "../helpers/portcullis.ts"
+import { type HeldPort, type RunningPortcullis, refusingPort, startPortcullis } from "../helpers/portcullis.ts"
 import { type FlakyBackend, startFlakyBackend, upstreamStatus } from "./harness.ts"
 
 let pki: Pki
 let pc: RunningPortcullis
 let port: number
-let deadPort: number
+let dead: HeldPort
 let failing: FlakyBackend
 let good: FlakyBackend
 
@@ -18,13 +18,12 @@ before(async () => {
   const site = await pki.issue({ names: ["localhost", "refused.test", "failing.test", "big.test", "budget.test"] })
   failing = await startFlakyBackend("failing")
   good = await startFlakyBackend("good")
-  deadPort = await freePort()
-  port = await freePort()
+  dead = await refusingPort()
   // round_robin starts at the first backend, so each test's first request meets the bad one first.
   pc = await startPortcullis(`
 listeners:
   - name: web
-    address: 127.0.0.1:${port}
+    address: 127.0.0.1:0
     tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }
     routes:
       - { hosts: [refused.test], upstream: refused }
@@ -34,7 +33,7 @@ listeners:
       - { upstream: refused }
 upstreams:
   refused:
-    backends: ["127.0.0.1:${deadPort}", "127.0.0.1:${good.port}"]
+    backends: ["127.0.0.1:${dead.port}", "127.0.0.1:${good.port}"]
     balance: round_robin
     passive: { enabled: false }
   failing:
@@ -42,20 +41,22 @@ upstreams:
     balance: round_robin
     passive: { enabled: false }
   big:
-    backends: ["127.0.0.1:${deadPort}", "127.0.0.1:${good.port}"]
+    backends: ["127.0.0.1:${dead.port}", "127.0.0.1:${good.port}"]
     balance: round_robin
     retry_body_limit: 1KiB
     passive: { enabled: false }
   budget:
-    backends: ["127.0.0.1:${deadPort}", "127.0.0.1:${good.port}"]
+    backends: ["127.0.0.1:${dead.port}", "127.0.0.1:${good.port}"]
     balance: round_robin
     retries: 0
     passive: { enabled: false }
 access_log: { enabled: false }
 `)
+  port = pc.port()
 })
 
 after(async () => {
+  dead?.close()
   await pc?.close()
   await failing?.kill()
   await good?.kill()

@@ -8,7 +8,7 @@ import https from "node:https"
 import { after, before, test } from "node:test"
 import { request } from "../helpers/clients.ts"
 import { createPki, type Pki } from "../helpers/pki.ts"
-import { freePort, type RunningPortcullis, startPortcullis } from "../helpers/portcullis.ts"
+import { type RunningPortcullis, startPortcullis } from "../helpers/portcullis.ts"
 import { waitUntil } from "../helpers/wait.ts"
 import { type FlakyBackend, sleep, startFlakyBackend } from "./harness.ts"
 
@@ -26,12 +26,11 @@ before(async () => {
   pki = await createPki()
   const site = await pki.issue({ names: ["localhost"] })
   backends = [await startFlakyBackend("a"), await startFlakyBackend("b"), await startFlakyBackend("c")]
-  port = await freePort()
   agent = new https.Agent({ keepAlive: true, maxSockets: CLIENTS, ca: pki.ca.cert })
   pc = await startPortcullis(`
 listeners:
   - name: web
-    address: 127.0.0.1:${port}
+    address: 127.0.0.1:0
     tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }
     upstream: app
 upstreams:
@@ -41,6 +40,7 @@ upstreams:
     timeouts: { connect: 1s }
 access_log: { enabled: false }
 `)
+  port = pc.port()
 })
 
 after(async () => {
@@ -55,12 +55,17 @@ function get(path = "/") {
 }
 
 test("two of three backends killed under load: every GET gets a 200; all killed: 502/503 fast; back within rise x interval", async () => {
-  // 8 clients send GETs back to back for about 2.4 s; two backends die abruptly at 0.8 s.
+  // 8 clients send GETs back to back; once every backend has served some of them, two die abruptly; the load goes
+  // on for 400 more GETs (all of them sent after the kill), then stops.
   const failures: string[] = []
   let ok = 0
-  const stopAt = Date.now() + 2400
+  let killed = false
+  let afterKill = 0
+  const AFTER_KILL = 400
+  const giveUpAt = Date.now() + 30_000
   const client = async (n: number) => {
-    for (let i = 0; i < 2000 && Date.now() < stopAt; i++) {
+    for (let i = 0; i < 5000 && afterKill < AFTER_KILL && Date.now() < giveUpAt; i++) {
+      if (killed) afterKill++
       try {
         const reply = await get(i % 3 === 0 ? "/slow?ms=20" : `/?client=${n}`)
         if (reply.status === 200) ok++
@@ -71,10 +76,12 @@ test("two of three backends killed under load: every GET gets a 200; all killed:
     }
   }
   const load = Promise.all(Array.from({ length: CLIENTS }, (_, n) => client(n)))
-  await sleep(800)
+  await waitUntil(() => backends.every((b) => b.total() >= 20), "every backend served 20 GETs of the load", 15_000)
   const servedBefore = backends.map((b) => b.total())
   await Promise.all([backends[0]!.kill(), backends[1]!.kill()])
+  killed = true
   await load
+  assert.ok(afterKill >= AFTER_KILL, `only ${afterKill} GETs were sent after the kill`)
   assert.deepEqual(failures, [], `${failures.length} failed GETs out of ${ok + failures.length}`)
   assert.ok(ok > 100, `only ${ok} GETs completed`)
   assert.ok(

@@ -7,7 +7,7 @@ import { after, before, describe, test } from "node:test"
 import { parseConfig } from "../../src/config/load.ts"
 import { request } from "../helpers/clients.ts"
 import { createPki, type Pki } from "../helpers/pki.ts"
-import { freePort, type RunningPortcullis, startPortcullis } from "../helpers/portcullis.ts"
+import { type RunningPortcullis, startPortcullis } from "../helpers/portcullis.ts"
 import { waitUntil } from "../helpers/wait.ts"
 import { upstreamStatus } from "./harness.ts"
 
@@ -63,7 +63,7 @@ before(async () => {
   pc = await startPortcullis(`
 listeners:
   - name: web
-    address: 127.0.0.1:${await freePort()}
+    address: 127.0.0.1:0
     tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }
     routes:
       - { hosts: [total.test], upstream: total }

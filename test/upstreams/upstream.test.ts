@@ -7,7 +7,7 @@ import { effectiveWeight } from "../../src/upstreams/health/slow-start.ts"
 import { compileHashKey, Upstream } from "../../src/upstreams/upstream.ts"
 import { request } from "../helpers/clients.ts"
 import { createPki, type Pki } from "../helpers/pki.ts"
-import { freePort, type RunningPortcullis, startPortcullis } from "../helpers/portcullis.ts"
+import { type RunningPortcullis, startPortcullis } from "../helpers/portcullis.ts"
 import { type FlakyBackend, startFlakyBackend, upstreamStatus } from "./harness.ts"
 
 function upstreamFrom(yaml: string): Upstream {
@@ -82,11 +82,10 @@ after(async () => {
 
 test("a reload keeps active health: a backend found down stays down, and gets no request in between", async () => {
   const site = await pki.issue({ names: ["localhost"] })
-  const port = await freePort()
   const yaml = (interval: string) => `
 listeners:
   - name: web
-    address: 127.0.0.1:${port}
+    address: 127.0.0.1:0
     tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }
     upstream: app
 upstreams:
@@ -96,6 +95,7 @@ upstreams:
 access_log: { enabled: false }
 `
   pc = await startPortcullis(yaml("10s"))
+  const port = pc.port()
   assert.equal(upstreamStatus(pc, "app").backends[0]!.state, "down")
   // The new generation's first check finds it down again; before and after, it stays down (rise needs 2).
   down.healthy = true

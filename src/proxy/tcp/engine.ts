@@ -17,6 +17,8 @@ export interface TcpEngineOptions {
   router: Router
   upstreams: ReadonlyMap<string, Upstream>
   log: Logger
+  /** Where a closed connection's access line goes; undefined when `access_log.enabled` is false. */
+  accessLog: Logger | undefined
 }
 
 /** TcpEngine serves one tcp listener's decrypted connections for one generation. */
@@ -33,7 +35,7 @@ export class TcpEngine {
   }
 
   handle(socket: TLSSocket): void {
-    const { listener, router, upstreams, log } = this.#options
+    const { listener, router, upstreams, log, accessLog } = this.#options
     const info = infoOf(socket)
     const route = router.match(normalizeHost(info?.servername), "/")
     if (!route) {
@@ -93,8 +95,7 @@ export class TcpEngine {
         )
       },
       onClose: (stats) => {
-        log.info({
-          type: "access",
+        accessLog?.info({
           client: info?.clientAddress,
           sni: info?.servername,
           tls: info?.tlsVersion,

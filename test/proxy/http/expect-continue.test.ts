@@ -11,13 +11,13 @@ import { join } from "node:path"
 import { after, before, describe, test } from "node:test"
 import { curl, tlsConnect } from "../../helpers/clients.ts"
 import { createPki, type Pki } from "../../helpers/pki.ts"
-import { type RunningPortcullis, startPortcullis } from "../../helpers/portcullis.ts"
+import { type HeldPort, type RunningPortcullis, refusingPort, startPortcullis } from "../../helpers/portcullis.ts"
 
 let pki: Pki
 let pc: RunningPortcullis
 let backend: http.Server
 let backendPort: number
-let deadPort: number
+let dead: HeldPort
 let bigFile: string
 let bigHash: string
 const BIG = 100 * 1024 * 1024
@@ -49,12 +49,8 @@ before(async () => {
   backendPort = await new Promise<number>((resolve) =>
     backend.listen(0, "127.0.0.1", () => resolve((backend.address() as { port: number }).port)),
   )
-  // A port where nothing listens: a closed server's port (refused at once; the test only needs "no backend").
-  const dead = http.createServer()
-  deadPort = await new Promise<number>((resolve) =>
-    dead.listen(0, "127.0.0.1", () => resolve((dead.address() as { port: number }).port)),
-  )
-  await new Promise<void>((resolve) => dead.close(() => resolve()))
+  // A port where nothing listens, held for the test (refused at once; the test only needs "no backend").
+  dead = await refusingPort()
   pc = await startPortcullis(`
 listeners:
   - name: web
@@ -65,12 +61,13 @@ listeners:
       - { upstream: app }
 upstreams:
   app: { backends: ["127.0.0.1:${backendPort}"] }
-  dead: { backends: ["127.0.0.1:${deadPort}"], retries: 0 }
+  dead: { backends: ["127.0.0.1:${dead.port}"], retries: 0 }
 access_log: { enabled: false }
 `)
 })
 
 after(async () => {
+  dead?.close()
   await pc?.close()
   await new Promise<void>((resolve) => (backend ? backend.close(() => resolve()) : resolve()))
   await pki?.close()

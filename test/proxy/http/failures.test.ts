@@ -4,24 +4,23 @@ import { after, before, describe, test } from "node:test"
 import { startEchoBackend, type TestBackend } from "../../helpers/backends.ts"
 import { request, tlsConnect } from "../../helpers/clients.ts"
 import { createPki, type Pki } from "../../helpers/pki.ts"
-import { freePort, type RunningPortcullis, startPortcullis } from "../../helpers/portcullis.ts"
+import { type HeldPort, type RunningPortcullis, refusingPort, startPortcullis } from "../../helpers/portcullis.ts"
 
 let pki: Pki
 let good: TestBackend
 let pc: RunningPortcullis
 let port: number
-let deadPort: number
+let dead: HeldPort
 
 before(async () => {
   pki = await createPki()
   const site = await pki.issue({ names: ["localhost", "down.test", "slow.test", "retry.test", "trusted.test"] })
   good = await startEchoBackend("good")
-  deadPort = await freePort()
-  port = await freePort()
+  dead = await refusingPort()
   pc = await startPortcullis(`
 listeners:
   - name: web
-    address: 127.0.0.1:${port}
+    address: 127.0.0.1:0
     trusted_proxies: [127.0.0.1]
     tls:
       certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }]
@@ -33,14 +32,16 @@ listeners:
       - { upstream: good }
 upstreams:
   good: { backends: ["127.0.0.1:${good.port}"] }
-  down: { backends: ["127.0.0.1:${deadPort}"], retries: 0 }
+  down: { backends: ["127.0.0.1:${dead.port}"], retries: 0 }
   slow: { backends: ["127.0.0.1:${good.port}"], timeouts: { response: 300ms } }
-  retry: { backends: ["127.0.0.1:${deadPort}", "127.0.0.1:${good.port}"], balance: round_robin, retries: 1 }
+  retry: { backends: ["127.0.0.1:${dead.port}", "127.0.0.1:${good.port}"], balance: round_robin, retries: 1 }
 access_log: { enabled: false }
 `)
+  port = pc.port()
 })
 
 after(async () => {
+  dead?.close()
   await pc?.close()
   await good?.close()
   await pki?.close()

@@ -5,7 +5,7 @@ import { after, before, describe, test } from "node:test"
 import { startEchoBackend, type TestBackend } from "../../helpers/backends.ts"
 import { curl, h2request, request } from "../../helpers/clients.ts"
 import { createPki, type Pki } from "../../helpers/pki.ts"
-import { freePort, type RunningPortcullis, startPortcullis } from "../../helpers/portcullis.ts"
+import { type RunningPortcullis, startPortcullis } from "../../helpers/portcullis.ts"
 
 let pki: Pki
 let web: TestBackend
@@ -18,11 +18,10 @@ before(async () => {
   pki = await createPki()
   const site = await pki.issue({ names: ["localhost", "api.example.com", "*.example.com", "www.example.com"] })
   ;[web, api, wild] = await Promise.all([startEchoBackend("web"), startEchoBackend("api"), startEchoBackend("wild")])
-  port = await freePort()
   pc = await startPortcullis(`
 listeners:
   - name: web
-    address: 127.0.0.1:${port}
+    address: 127.0.0.1:0
     trusted_proxies: [10.9.9.9/32]
     tls:
       certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }]
@@ -37,6 +36,7 @@ upstreams:
   wild: { backends: ["127.0.0.1:${wild.port}"] }
 access_log: { enabled: false }
 `)
+  port = pc.port()
 })
 
 after(async () => {

@@ -12,7 +12,7 @@ import net from "node:net"
 import { after, before, describe, test } from "node:test"
 import { type EchoServer, echoClient, grpc, type Msg, startEchoServer, unary } from "../../helpers/grpc.ts"
 import { createPki, type Pki } from "../../helpers/pki.ts"
-import { type RunningPortcullis, startPortcullis } from "../../helpers/portcullis.ts"
+import { type HeldPort, type RunningPortcullis, refusingPort, startPortcullis } from "../../helpers/portcullis.ts"
 import { waitUntil } from "../../helpers/wait.ts"
 import { upstreamStatus } from "../../upstreams/harness.ts"
 
@@ -21,7 +21,7 @@ let plain: EchoServer
 let secure: EchoServer
 let pc: RunningPortcullis
 let resetter: net.Server
-let deadPort: number
+let dead: HeldPort
 
 /** established counts ESTABLISHED TCP connections to 127.0.0.1:port (/proc/net/tcp, remote side = port). */
 function established(port: number): number {
@@ -48,11 +48,7 @@ before(async () => {
   // A backend that accepts and resets every connection, and a port where nothing listens.
   resetter = net.createServer((socket) => socket.resetAndDestroy())
   await new Promise<void>((resolve) => resetter.listen(0, "127.0.0.1", () => resolve()))
-  const closed = net.createServer()
-  deadPort = await new Promise<number>((resolve) =>
-    closed.listen(0, "127.0.0.1", () => resolve((closed.address() as net.AddressInfo).port)),
-  )
-  await new Promise<void>((resolve) => closed.close(() => resolve()))
+  dead = await refusingPort()
   pc = await startPortcullis(`
 listeners:
   - name: web
@@ -65,7 +61,7 @@ listeners:
       - { hosts: [reset.test], upstream: grpc_reset }
       - { path_prefix: /echo.Echo/, upstream: grpc }
 upstreams:
-  grpc_dead: { backends: ["127.0.0.1:${deadPort}"], protocol: h2c, retries: 0 }
+  grpc_dead: { backends: ["127.0.0.1:${dead.port}"], protocol: h2c, retries: 0 }
   grpc_slow: { backends: ["127.0.0.1:${plain.port}"], protocol: h2c, timeouts: { response: 200ms } }
   grpc_checked:
     backends: ["127.0.0.1:${plain.port}"]
@@ -84,6 +80,7 @@ access_log: { enabled: false }
 })
 
 after(async () => {
+  dead?.close()
   await pc?.close()
   await plain?.close()
   await secure?.close()

@@ -7,7 +7,7 @@ import https from "node:https"
 import type net from "node:net"
 import { after, before, test } from "node:test"
 import { createPki, type Pki } from "../../helpers/pki.ts"
-import { freePort, type RunningPortcullis, startPortcullis } from "../../helpers/portcullis.ts"
+import { type RunningPortcullis, startPortcullis } from "../../helpers/portcullis.ts"
 
 const SIZE = 24 * 1024 * 1024
 /** A random body, sent in pieces of odd sizes so reads and chunks never line up with 64 KiB. */
@@ -41,17 +41,17 @@ before(async () => {
   })
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r))
   const backendPort = (server.address() as net.AddressInfo).port
-  port = await freePort()
   pc = await startPortcullis(`
 listeners:
   - name: web
-    address: 127.0.0.1:${port}
+    address: 127.0.0.1:0
     tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }
     routes: [{ upstream: web }]
 upstreams:
   web: { backends: ["127.0.0.1:${backendPort}"] }
 access_log: { enabled: false }
 `)
+  port = pc.port()
 })
 
 after(async () => {

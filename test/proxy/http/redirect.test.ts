@@ -3,7 +3,7 @@ import assert from "node:assert/strict"
 import http from "node:http"
 import { after, before, test } from "node:test"
 import { createPki, type Pki } from "../../helpers/pki.ts"
-import { freePort, type RunningPortcullis, startPortcullis } from "../../helpers/portcullis.ts"
+import { loopback, type RunningPortcullis, startPortcullis } from "../../helpers/portcullis.ts"
 
 let pki: Pki
 let pc: RunningPortcullis
@@ -12,20 +12,19 @@ let port: number
 before(async () => {
   pki = await createPki()
   const site = await pki.issue({ names: ["localhost"] })
-  port = await freePort()
-  const tlsPort = await freePort()
   pc = await startPortcullis(`
 listeners:
   - name: redirect
-    address: 127.0.0.1:${port}
+    address: ${loopback(1)}:0
     redirect_https: 8443
   - name: web
-    address: 127.0.0.1:${tlsPort}
+    address: ${loopback(2)}:0
     tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }
     routes: [{ upstream: app }]
 upstreams:
   app: { backends: ["127.0.0.1:9"] }
 `)
+  port = pc.port("redirect")
 })
 
 after(async () => {

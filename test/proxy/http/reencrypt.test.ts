@@ -6,7 +6,7 @@ import { after, before, describe, test } from "node:test"
 import tls from "node:tls"
 import { request, tlsConnect } from "../../helpers/clients.ts"
 import { type CertFiles, createPki, type Pki } from "../../helpers/pki.ts"
-import { freePort } from "../../helpers/portcullis.ts"
+import { loopback } from "../../helpers/portcullis.ts"
 import { type LoggedPortcullis, startLoggedPortcullis } from "../../helpers/servers.ts"
 import { waitUntil } from "../../helpers/wait.ts"
 
@@ -110,20 +110,17 @@ before(async () => {
   expired = await startHttpsBackend({ cert: expiredCert })
   mutual = await startHttpsBackend({ cert: backendCert, clientCa: pki.ca.cert })
   tlsEcho = await startTlsEcho(backendCert)
-  port = await freePort()
-  tcpPort = await freePort()
-  tcpWrongPort = await freePort()
   const ca = pki.ca.certPath
   const cert = `certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }]`
   pc = await startLoggedPortcullis(`
 listeners:
   - name: web
-    address: "127.0.0.1:${port}"
+    address: "${loopback(1)}:0"
     tls: { ${cert} }
     routes:
 ${HOSTS.map((h) => `      - { hosts: [${h}.test], upstream: ${h} }`).join("\n")}
-  - { name: tcp, address: "127.0.0.1:${tcpPort}", engine: tcp, tls: { ${cert} }, upstream: tcp_good }
-  - { name: tcp_wrong, address: "127.0.0.1:${tcpWrongPort}", engine: tcp, tls: { ${cert} }, upstream: tcp_wrong }
+  - { name: tcp, address: "${loopback(2)}:0", engine: tcp, tls: { ${cert} }, upstream: tcp_good }
+  - { name: tcp_wrong, address: "${loopback(3)}:0", engine: tcp, tls: { ${cert} }, upstream: tcp_wrong }
 upstreams:
   good: { backends: ["127.0.0.1:${good.port}"], tls: { ca: ${ca}, servername: backend.test } }
   wrongname: { backends: ["127.0.0.1:${good.port}"], tls: { ca: ${ca}, servername: other.test }, retries: 0 }
@@ -138,6 +135,9 @@ upstreams:
   tcp_good: { backends: ["127.0.0.1:${tlsEcho.port}"], tls: { ca: ${ca}, servername: backend.test } }
   tcp_wrong: { backends: ["127.0.0.1:${tlsEcho.port}"], tls: { ca: ${ca}, servername: other.test }, retries: 0 }
 `)
+  port = pc.port("web")
+  tcpPort = pc.port("tcp")
+  tcpWrongPort = pc.port("tcp_wrong")
 })
 
 after(async () => {
@@ -223,7 +223,7 @@ describe("re-encryption to an https backend", () => {
 
 describe("re-encryption from a tcp listener", () => {
   test("bytes go through a verified TLS connection to the backend", async () => {
-    const socket = await tlsConnect({ port: tcpPort, servername: "localhost", ca: pki.ca.cert })
+    const socket = await tlsConnect({ host: pc.host("tcp"), port: tcpPort, servername: "localhost", ca: pki.ca.cert })
     const echoed = await new Promise<string>((resolve) => {
       socket.once("data", (c: Buffer) => resolve(c.toString()))
       socket.write("ping over tls\n")
@@ -236,7 +236,7 @@ describe("re-encryption from a tcp listener", () => {
   test("later tcp connections resume the TLS session to the backend", async () => {
     const before = tlsEcho.handshakes.length
     for (let i = 0; i < 3; i++) {
-      const socket = await tlsConnect({ port: tcpPort, servername: "localhost", ca: pki.ca.cert })
+      const socket = await tlsConnect({ host: pc.host("tcp"), port: tcpPort, servername: "localhost", ca: pki.ca.cert })
       await new Promise<void>((resolve) => {
         socket.once("data", () => resolve())
         socket.write("x")
@@ -252,7 +252,12 @@ describe("re-encryption from a tcp listener", () => {
   })
 
   test("a backend certificate that does not match closes the client connection, never falls back to plain", async () => {
-    const socket = await tlsConnect({ port: tcpWrongPort, servername: "localhost", ca: pki.ca.cert })
+    const socket = await tlsConnect({
+      host: pc.host("tcp_wrong"),
+      port: tcpWrongPort,
+      servername: "localhost",
+      ca: pki.ca.cert,
+    })
     const got = await new Promise<number>((resolve) => {
       let n = 0
       socket.on("data", (c: Buffer) => {

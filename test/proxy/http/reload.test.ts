@@ -6,7 +6,7 @@ import { ConfigError } from "../../../src/core/errors.ts"
 import { startEchoBackend, type TestBackend } from "../../helpers/backends.ts"
 import { request } from "../../helpers/clients.ts"
 import { type CertFiles, createPki, type Pki } from "../../helpers/pki.ts"
-import { freePort, type RunningPortcullis, startPortcullis } from "../../helpers/portcullis.ts"
+import { type RunningPortcullis, startPortcullis } from "../../helpers/portcullis.ts"
 
 let pki: Pki
 let backend: TestBackend
@@ -18,7 +18,7 @@ let second: CertFiles
 const configWith = (cert: CertFiles) => `
 listeners:
   - name: web
-    address: 127.0.0.1:${port}
+    address: 127.0.0.1:0
     tls: { certificates: [{ cert: ${cert.certPath}, key: ${cert.keyPath} }] }
     routes: [{ upstream: app }]
 upstreams:
@@ -32,8 +32,8 @@ before(async () => {
   first = await pki.issue({ names: ["localhost"], commonName: "first" })
   second = await pki.issue({ names: ["localhost"], commonName: "second" })
   backend = await startEchoBackend("app")
-  port = await freePort()
   pc = await startPortcullis(configWith(first))
+  port = pc.port()
 })
 
 after(async () => {

@@ -6,7 +6,7 @@ import { Readable } from "node:stream"
 import { after, before, test } from "node:test"
 import { startEchoBackend, type TestBackend } from "../../helpers/backends.ts"
 import { createPki, type Pki } from "../../helpers/pki.ts"
-import { type ChildPortcullis, freePort, spawnPortcullis, writeTemp } from "../../helpers/portcullis.ts"
+import { type ChildPortcullis, runningPorts, spawnPortcullis, writeTemp } from "../../helpers/portcullis.ts"
 
 const SIZE = 100 * 1024 * 1024
 /**
@@ -72,13 +72,12 @@ before(async () => {
   pki = await createPki()
   const site = await pki.issue({ names: ["localhost"] })
   backend = await startEchoBackend("bulk")
-  port = await freePort()
   const config = writeTemp(
     pki.dir,
     "stream.yaml",
     `listeners:
   - name: web
-    address: 127.0.0.1:${port}
+    address: 127.0.0.1:0
     tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }
     routes: [{ upstream: bulk }]
 upstreams:
@@ -87,7 +86,7 @@ access_log: { enabled: false }
 `,
   )
   pc = spawnPortcullis(["--config", config])
-  await pc.waitFor(/portcullis is running/)
+  port = (await runningPorts(pc)).ports["web"]!
 })
 
 after(async () => {

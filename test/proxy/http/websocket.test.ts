@@ -4,7 +4,7 @@ import { after, before, test } from "node:test"
 import { startEchoBackend, type TestBackend } from "../../helpers/backends.ts"
 import { tlsConnect, wsFrame, wsParse } from "../../helpers/clients.ts"
 import { createPki, type Pki } from "../../helpers/pki.ts"
-import { freePort, type RunningPortcullis, startPortcullis } from "../../helpers/portcullis.ts"
+import { type RunningPortcullis, startPortcullis } from "../../helpers/portcullis.ts"
 
 let pki: Pki
 let backend: TestBackend
@@ -15,17 +15,17 @@ before(async () => {
   pki = await createPki()
   const site = await pki.issue({ names: ["localhost"] })
   backend = await startEchoBackend("ws")
-  port = await freePort()
   pc = await startPortcullis(`
 listeners:
   - name: web
-    address: 127.0.0.1:${port}
+    address: 127.0.0.1:0
     tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }
     routes: [{ upstream: ws }]
 upstreams:
   ws: { backends: ["127.0.0.1:${backend.port}"] }
 access_log: { enabled: false }
 `)
+  port = pc.port()
 })
 
 after(async () => {

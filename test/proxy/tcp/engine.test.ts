@@ -7,7 +7,13 @@ import { after, before, describe, test } from "node:test"
 import type tls from "node:tls"
 import { curl, tlsConnect } from "../../helpers/clients.ts"
 import { createPki, type Pki } from "../../helpers/pki.ts"
-import { freePort, type RunningPortcullis, startPortcullis } from "../../helpers/portcullis.ts"
+import {
+  type HeldPort,
+  loopback,
+  type RunningPortcullis,
+  refusingPort,
+  startPortcullis,
+} from "../../helpers/portcullis.ts"
 import { type ExternalServer, type NginxServer, startNginx, startRedis } from "../../helpers/servers.ts"
 import { waitUntil } from "../../helpers/wait.ts"
 
@@ -89,8 +95,9 @@ let alpha: RawBackend
 let beta: RawBackend
 let halfClose: RawBackend
 let silent: RawBackend
+let silentReceived = ""
 let pc: RunningPortcullis
-let deadPort: number
+let dead: HeldPort
 
 before(async () => {
   pki = await createPki()
@@ -110,16 +117,21 @@ before(async () => {
     })
     s.on("end", () => s.end(`${n} ${hash.digest("hex")}\n`))
   })
-  silent = await startRawBackend(() => {})
-  deadPort = await freePort()
-  const [p1, p2, p3] = [await freePort(), await freePort(), await freePort()]
+  // Greets, then keeps what it reads and never writes again: traffic moves once each way, then the line goes quiet.
+  silent = await startRawBackend((s) => {
+    s.write("idle\n")
+    s.on("data", (c: Buffer) => {
+      silentReceived += c.toString()
+    })
+  })
+  dead = await refusingPort()
   const cert = `certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }]`
   pc = await startPortcullis(`
 listeners:
-  - { name: redis, address: "127.0.0.1:${p1}", engine: tcp, tls: { ${cert} }, upstream: redis }
-  - { name: nginx, address: "127.0.0.1:${p2}", engine: tcp, tls: { ${cert} }, upstream: nginx }
+  - { name: redis, address: "${loopback(1)}:0", engine: tcp, tls: { ${cert} }, upstream: redis }
+  - { name: nginx, address: "${loopback(2)}:0", engine: tcp, tls: { ${cert} }, upstream: nginx }
   - name: sni
-    address: "127.0.0.1:${p3}"
+    address: "${loopback(3)}:0"
     engine: tcp
     tls: { ${cert} }
     routes:
@@ -136,7 +148,7 @@ upstreams:
   half: { backends: ["127.0.0.1:${halfClose.port}"] }
   silent: { backends: ["127.0.0.1:${silent.port}"], timeouts: { idle: 300ms } }
   failover:
-    backends: ["127.0.0.1:${deadPort}", "127.0.0.1:${alpha.port}"]
+    backends: ["127.0.0.1:${dead.port}", "127.0.0.1:${alpha.port}"]
     balance: round_robin
     retries: 1
     passive: { enabled: false }
@@ -153,11 +165,12 @@ after(async () => {
     halfClose?.close(),
     silent?.close(),
   ])
+  dead?.close()
   await pki?.close()
 })
 
 function redisCli(args: string[], input?: Buffer) {
-  const base = ["--tls", "--cacert", pki.ca.certPath, "--sni", "localhost", "-h", "127.0.0.1", "-p"]
+  const base = ["--tls", "--cacert", pki.ca.certPath, "--sni", "localhost", "-h", pc.host("redis"), "-p"]
   return run("redis-cli", [...base, String(pc.port("redis")), ...args], input)
 }
 
@@ -191,7 +204,7 @@ describe("curl (HTTP/1.1) through a tcp listener to a plain nginx", () => {
       "--cacert",
       pki.ca.certPath,
       "--resolve",
-      `localhost:${port}:127.0.0.1`,
+      `localhost:${port}:${pc.host("nginx")}`,
       `https://localhost:${port}/through-portcullis`,
     ])
     assert.equal(r.code, 0, r.stderr)
@@ -207,7 +220,7 @@ describe("curl (HTTP/1.1) through a tcp listener to a plain nginx", () => {
       "--cacert",
       pki.ca.certPath,
       "--resolve",
-      `localhost:${port}:127.0.0.1`,
+      `localhost:${port}:${pc.host("nginx")}`,
       `${url}/one`,
       `${url}/two`,
     ])
@@ -222,7 +235,7 @@ describe("SNI routing on one tcp listener", () => {
     ["b.test", "beta\n"],
   ] as const) {
     test(`SNI ${name} reaches its own upstream`, async () => {
-      const socket = await tlsConnect({ port: pc.port("sni"), servername: name, ca: pki.ca.cert })
+      const socket = await tlsConnect({ host: pc.host("sni"), port: pc.port("sni"), servername: name, ca: pki.ca.cert })
       const got = await new Promise<string>((resolve) => socket.once("data", (c: Buffer) => resolve(c.toString())))
       socket.destroy()
       assert.equal(got, banner)
@@ -230,7 +243,12 @@ describe("SNI routing on one tcp listener", () => {
   }
 
   test("an SNI no route takes is closed after the handshake", async () => {
-    const socket = await tlsConnect({ port: pc.port("sni"), servername: "localhost", ca: pki.ca.cert })
+    const socket = await tlsConnect({
+      host: pc.host("sni"),
+      port: pc.port("sni"),
+      servername: "localhost",
+      ca: pki.ca.cert,
+    })
     const got = await readAll(socket)
     assert.equal(got.length, 0)
   })
@@ -239,6 +257,7 @@ describe("SNI routing on one tcp listener", () => {
 describe("half-close through the full proxy", () => {
   test("a client that ends its write side still gets the whole reply", async () => {
     const socket = await tlsConnect({
+      host: pc.host("sni"),
       port: pc.port("sni"),
       servername: "half.test",
       ca: pki.ca.cert,
@@ -255,10 +274,28 @@ describe("half-close through the full proxy", () => {
 
 describe("idle timeout", () => {
   test("a connection with no traffic either way is closed after the upstream's idle timeout", async () => {
-    const socket = await tlsConnect({ port: pc.port("sni"), servername: "idle.test", ca: pki.ca.cert })
-    const got = await readAll(socket, 10_000)
-    assert.equal(got.length, 0)
-    assert.ok(socket.destroyed || socket.readableEnded)
+    const accepted = silent.accepted()
+    const socket = await tlsConnect({
+      host: pc.host("sni"),
+      port: pc.port("sni"),
+      servername: "idle.test",
+      ca: pki.ca.cert,
+    })
+    const closed = new Promise<number>((resolve) => socket.once("close", () => resolve(performance.now())))
+    const greeting = await new Promise<string>((resolve, reject) => {
+      socket.once("data", (c: Buffer) => resolve(c.toString()))
+      socket.once("close", () => reject(new Error("closed before the backend's greeting")))
+    })
+    assert.equal(greeting, "idle\n", "the backend was reached and its bytes came through")
+    socket.write("ping\n")
+    // The last byte moves now: the idle timer restarts at the latest when the proxy reads it.
+    const lastTraffic = performance.now()
+    await waitUntil(() => silentReceived.endsWith("ping\n"), "the client's bytes reached the backend")
+    assert.equal(silent.accepted() - accepted, 1)
+    const elapsed = (await closed) - lastTraffic
+    // idle is 300 ms; 20 ms of margin for timer and clock granularity (Node timers never fire early).
+    assert.ok(elapsed >= 280, `closed ${elapsed.toFixed(0)} ms after the last traffic, before the 300 ms idle timeout`)
+    assert.ok(elapsed < 5000, `closed only after ${elapsed.toFixed(0)} ms`)
     socket.destroy()
   })
 })
@@ -267,7 +304,12 @@ describe("connect failover", () => {
   test("a refused backend is skipped: every connection reaches the live one", async () => {
     const before = alpha.accepted()
     for (let i = 0; i < 4; i++) {
-      const socket = await tlsConnect({ port: pc.port("sni"), servername: "fail.test", ca: pki.ca.cert })
+      const socket = await tlsConnect({
+        host: pc.host("sni"),
+        port: pc.port("sni"),
+        servername: "fail.test",
+        ca: pki.ca.cert,
+      })
       const got = await new Promise<string>((resolve, reject) => {
         socket.once("data", (c: Buffer) => resolve(c.toString()))
         socket.once("close", () => reject(new Error(`connection ${i} closed without the banner`)))
@@ -296,7 +338,7 @@ describe("shutdown", () => {
     const own = await startPortcullis(`
 listeners:
   - name: t
-    address: "127.0.0.1:${await freePort()}"
+    address: "127.0.0.1:0"
     engine: tcp
     tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }
     upstream: sticky

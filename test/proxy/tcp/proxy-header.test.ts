@@ -1,10 +1,6 @@
 /** encodeProxyV1/V2 and tlvsFromTlsSocket: exact bytes, round trips through the v2 decoder, real TLS sockets, and nginx as a real parser. */
 import assert from "node:assert/strict"
-import { type ChildProcess, spawn } from "node:child_process"
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import net from "node:net"
-import { tmpdir } from "node:os"
-import { join } from "node:path"
 import { after, before, describe, test } from "node:test"
 import tls from "node:tls"
 import {
@@ -15,6 +11,7 @@ import {
 } from "../../../src/protocols/proxy-protocol/encode.ts"
 import { parseV1 } from "../../../src/protocols/proxy-protocol/parse.ts"
 import { decodeProxyV2 } from "../../helpers/proxy-v2-decoder.ts"
+import { type NginxServer, startNginx } from "../../helpers/servers.ts"
 import { waitFor, withDeadline } from "../../listeners/proxy-protocol/harness.ts"
 import { makeOpensslPki, type OpensslPki } from "../../listeners/proxy-protocol/openssl-pki.ts"
 
@@ -217,63 +214,16 @@ describe("tlvsFromTlsSocket", () => {
 })
 
 describe("PROXY headers read by nginx", () => {
-  let dir: string
-  let port: number
-  let nginx: ChildProcess
-  let stderr = ""
+  let nginx: NginxServer
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), "pc-nginx-pp-"))
-    port = await freePort()
-    const conf = join(dir, "nginx.conf")
-    writeFileSync(
-      conf,
-      `worker_processes 1;
-master_process off;
-pid ${dir}/nginx.pid;
-error_log stderr info;
-events { worker_connections 64; }
-http {
-  log_format pp '$proxy_protocol_addr $proxy_protocol_port $proxy_protocol_server_addr $proxy_protocol_server_port $request_uri';
-  access_log ${dir}/access.log pp;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  server {
-    listen 127.0.0.1:${port} proxy_protocol;
-    location / { return 200 "ok\\n"; }
-  }
-}
-`,
+    nginx = await startNginx(
+      `listen LISTEN proxy_protocol; location / { return 200 "ok\\n"; }`,
+      "$proxy_protocol_addr $proxy_protocol_port $proxy_protocol_server_addr $proxy_protocol_server_port $request_uri",
     )
-    nginx = spawn("nginx", ["-c", conf, "-p", dir, "-g", "daemon off;"], { stdio: ["ignore", "ignore", "pipe"] })
-    nginx.stderr?.on("data", (c: Buffer) => {
-      stderr += c.toString()
-    })
-    let exited = false
-    nginx.on("exit", () => {
-      exited = true
-    })
-    // Ready when the port accepts (the probe sends nothing; nginx just times it out).
-    const deadline = Date.now() + 10_000
-    for (;;) {
-      if (exited) throw new Error(`nginx exited: ${stderr}`)
-      if (await canConnect(port)) break
-      if (Date.now() > deadline) throw new Error(`nginx did not listen on ${port}: ${stderr}`)
-      await new Promise((r) => setTimeout(r, 25))
-    }
   })
 
-  after(async () => {
-    if (nginx.exitCode === null) {
-      const exited = new Promise((r) => nginx.once("exit", r))
-      nginx.kill("SIGTERM")
-      await withDeadline(exited, 5000, "nginx exited")
-    }
-    rmSync(dir, { recursive: true, force: true })
-  })
+  after(() => nginx?.close())
 
   const cases: [string, Buffer, string][] = [
     ["v1 TCP4", encodeProxyV1(v4), "192.0.2.1 51000 198.51.100.7 443"],
@@ -294,51 +244,19 @@ http {
     test(`nginx logs the client address from a ${name} header`, async () => {
       const path = `/${name.replace(/[^a-z0-9]+/gi, "-")}`
       const response = await exchange(
-        port,
+        nginx.port,
         Buffer.concat([header, Buffer.from(`GET ${path} HTTP/1.0\r\nHost: x\r\n\r\n`)]),
       )
-      assert.match(response, /^HTTP\/1\.1 200 /, `nginx answered: ${response}\n${stderr}`)
-      const log = join(dir, "access.log")
+      assert.match(response, /^HTTP\/1\.1 200 /, `nginx answered: ${response}\n${nginx.output()}`)
       let line = ""
       await waitFor(() => {
-        line = readLog(log).find((l) => l.endsWith(` ${path}`)) ?? ""
+        line = nginx.logLines().find((l) => l.endsWith(` ${path}`)) ?? ""
         return line !== ""
       }, `nginx logged ${path}`)
       assert.equal(line, `${logged} ${path}`)
     })
   }
 })
-
-function readLog(path: string): string[] {
-  try {
-    return readFileSync(path, "utf8").split("\n")
-  } catch {
-    return []
-  }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer()
-    s.once("error", reject)
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as net.AddressInfo
-      s.close(() => resolve(port))
-    })
-  })
-}
-
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect({ port, host: "127.0.0.1" })
-    s.once("connect", () => {
-      s.destroy()
-      resolve(true)
-    })
-    s.once("error", () => resolve(false))
-  })
-}
-
 /** exchange writes bytes in one write and reads until the server closes. */
 function exchange(port: number, bytes: Buffer): Promise<string> {
   const done = new Promise<string>((resolve, reject) => {

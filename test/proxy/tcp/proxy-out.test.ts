@@ -8,7 +8,7 @@ import type tls from "node:tls"
 import { PP2_CLIENT_CERT_CONN, PP2_CLIENT_SSL } from "../../../src/protocols/proxy-protocol/parse.ts"
 import { tlsConnect } from "../../helpers/clients.ts"
 import { type CertFiles, createPki, type Pki } from "../../helpers/pki.ts"
-import { freePort } from "../../helpers/portcullis.ts"
+import { loopback } from "../../helpers/portcullis.ts"
 import { type DecodedProxyV2, decodeProxyV2 } from "../../helpers/proxy-v2-decoder.ts"
 import { type LoggedPortcullis, type NginxServer, startLoggedPortcullis, startNginx } from "../../helpers/servers.ts"
 import { waitUntil } from "../../helpers/wait.ts"
@@ -74,7 +74,11 @@ let nginxPlain: NginxServer
 let nginxTls: NginxServer
 let decoder: HeaderBackend
 let pc: LoggedPortcullis
-const ports: Record<string, number> = {}
+const LISTENERS = ["tcp_v1", "tcp_v2", "tcp_tlv", "http_v1", "http_v2", "http_v2_tls", "http_v2_decoder"] as const
+type Listener = (typeof LISTENERS)[number]
+/** Each listener binds port 0 on its own loopback address (see loopback). */
+const hosts = Object.fromEntries(LISTENERS.map((l, i) => [l, loopback(i + 1)])) as Record<Listener, string>
+const ports = {} as Record<Listener, number>
 
 const LOG_FORMAT = "$proxy_protocol_addr $proxy_protocol_port $request_uri"
 const ANSWER = 'location / { return 200 "$proxy_protocol_addr $proxy_protocol_port\\n"; }'
@@ -90,16 +94,13 @@ before(async () => {
     LOG_FORMAT,
   )
   decoder = await startHeaderBackend()
-  for (const name of ["tcp_v1", "tcp_v2", "tcp_tlv", "http_v1", "http_v2", "http_v2_tls", "http_v2_decoder"]) {
-    ports[name] = await freePort()
-  }
   const cert = `certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }]`
   pc = await startLoggedPortcullis(`
 listeners:
-  - { name: tcp_v1, address: "127.0.0.1:${ports.tcp_v1}", engine: tcp, tls: { ${cert} }, upstream: nginx, send_proxy_protocol: v1 }
-  - { name: tcp_v2, address: "127.0.0.1:${ports.tcp_v2}", engine: tcp, tls: { ${cert} }, upstream: nginx, send_proxy_protocol: v2 }
+  - { name: tcp_v1, address: "${hosts.tcp_v1}:0", engine: tcp, tls: { ${cert} }, upstream: nginx, send_proxy_protocol: v1 }
+  - { name: tcp_v2, address: "${hosts.tcp_v2}:0", engine: tcp, tls: { ${cert} }, upstream: nginx, send_proxy_protocol: v2 }
   - name: tcp_tlv
-    address: "127.0.0.1:${ports.tcp_tlv}"
+    address: "${hosts.tcp_tlv}:0"
     engine: tcp
     tls:
       ${cert}
@@ -107,10 +108,10 @@ listeners:
       client_auth: { mode: request, ca: ${pki.ca.certPath} }
     upstream: decoder
     send_proxy_protocol: v2
-  - { name: http_v1, address: "127.0.0.1:${ports.http_v1}", tls: { ${cert} }, upstream: nginx_v1 }
-  - { name: http_v2, address: "127.0.0.1:${ports.http_v2}", tls: { ${cert} }, upstream: nginx_v2 }
-  - { name: http_v2_tls, address: "127.0.0.1:${ports.http_v2_tls}", tls: { ${cert} }, upstream: nginx_tls }
-  - { name: http_v2_decoder, address: "127.0.0.1:${ports.http_v2_decoder}", tls: { ${cert} }, upstream: decoder_http }
+  - { name: http_v1, address: "${hosts.http_v1}:0", tls: { ${cert} }, upstream: nginx_v1 }
+  - { name: http_v2, address: "${hosts.http_v2}:0", tls: { ${cert} }, upstream: nginx_v2 }
+  - { name: http_v2_tls, address: "${hosts.http_v2_tls}:0", tls: { ${cert} }, upstream: nginx_tls }
+  - { name: http_v2_decoder, address: "${hosts.http_v2_decoder}:0", tls: { ${cert} }, upstream: decoder_http }
 upstreams:
   nginx: { backends: ["127.0.0.1:${nginxPlain.port}"] }
   decoder: { backends: ["127.0.0.1:${decoder.port}"] }
@@ -123,6 +124,7 @@ upstreams:
   decoder_http: { backends: ["127.0.0.1:${decoder.port}"], send_proxy_protocol: v2 }
 access_log: { enabled: false }
 `)
+  for (const name of LISTENERS) ports[name] = pc.port(name)
 })
 
 after(async () => {
@@ -132,8 +134,13 @@ after(async () => {
 })
 
 /** rawHttp sends one HTTP/1.0 request over a TLS connection to a tcp listener; returns the reply and the client port. */
-async function rawHttp(port: number, path: string): Promise<{ reply: string; clientPort: number }> {
-  const socket = await tlsConnect({ port, servername: "localhost", ca: pki.ca.cert })
+async function rawHttp(listener: Listener, path: string): Promise<{ reply: string; clientPort: number }> {
+  const socket = await tlsConnect({
+    host: hosts[listener],
+    port: ports[listener],
+    servername: "localhost",
+    ca: pki.ca.cert,
+  })
   const clientPort = socket.localPort!
   const reply = await new Promise<string>((resolve, reject) => {
     const chunks: Buffer[] = []
@@ -158,7 +165,7 @@ describe("PROXY out from a tcp listener, read by nginx", () => {
   for (const version of ["v1", "v2"] as const) {
     test(`nginx logs the client's address and port from a ${version} header`, async () => {
       const path = `/tcp-${version}`
-      const { reply, clientPort } = await rawHttp(ports[`tcp_${version}`]!, path)
+      const { reply, clientPort } = await rawHttp(`tcp_${version}`, path)
       assert.match(reply, /^HTTP\/1\.1 200 /)
       assert.match(reply, new RegExp(`\\r\\n\\r\\n127\\.0\\.0\\.1 ${clientPort}\\n$`))
       assert.equal(await loggedLine(nginxPlain, path), `127.0.0.1 ${clientPort} ${path}`)
@@ -170,6 +177,7 @@ describe("PROXY v2 out from a tcp listener, read by our decoder", () => {
   async function connectAndDecode(options: tls.ConnectionOptions) {
     const seen = decoder.headers.length
     const socket = await tlsConnect({
+      host: hosts.tcp_tlv,
       port: ports.tcp_tlv!,
       servername: "pp.test",
       ca: pki.ca.cert,
@@ -189,7 +197,7 @@ describe("PROXY v2 out from a tcp listener, read by our decoder", () => {
     assert.equal(header.command, "proxy")
     assert.equal(header.family, "inet")
     assert.deepEqual(header.source, { address: "127.0.0.1", port: client.port })
-    assert.deepEqual(header.destination, { address: "127.0.0.1", port: ports.tcp_tlv })
+    assert.deepEqual(header.destination, { address: hosts.tcp_tlv, port: ports.tcp_tlv })
     assert.equal(header.tlvs.alpn, "http/1.1")
     assert.equal(header.tlvs.authority, "pp.test")
     assert.equal(header.tlvs.ssl?.client, PP2_CLIENT_SSL)
@@ -222,14 +230,14 @@ describe("PROXY v2 out from a tcp listener, read by our decoder", () => {
 /** getVia sends GET path over a keep-alive agent; returns body and the client's local port. */
 function getVia(
   agent: https.Agent,
-  port: number,
+  listener: Listener,
   path: string,
 ): Promise<{ status: number; body: string; port: number }> {
   return new Promise((resolve, reject) => {
     const req = https.get(
       {
-        host: "127.0.0.1",
-        port,
+        host: hosts[listener],
+        port: ports[listener],
         path,
         servername: "localhost",
         ca: pki.ca.cert,
@@ -260,7 +268,7 @@ describe("PROXY out from an http upstream (send_proxy_protocol)", () => {
     test(`${name}: the backend sees the client's address and port`, async () => {
       const agent = new https.Agent({ keepAlive: true, maxSockets: 1 })
       try {
-        const r = await getVia(agent, ports[listener]!, `/${listener}`)
+        const r = await getVia(agent, listener, `/${listener}`)
         const warnings = pc.logs.filter((l) => Number(l.level) >= 40)
         assert.equal(r.status, 200, `${r.body} ${JSON.stringify(warnings)}`)
         assert.equal(r.body, `127.0.0.1 ${r.port}\n`)
@@ -277,10 +285,9 @@ describe("PROXY out from an http upstream (send_proxy_protocol)", () => {
     const b = new https.Agent({ keepAlive: true, maxSockets: 1 })
     try {
       const seen = decoder.headers.length
-      const port = ports.http_v2_decoder!
       const replies = []
       for (const agent of [a, b, a, b, a]) {
-        const r = await getVia(agent, port, "/header")
+        const r = await getVia(agent, "http_v2_decoder", "/header")
         assert.equal(r.status, 200)
         const body = JSON.parse(r.body) as { header: DecodedProxyV2["header"] }
         replies.push({ clientPort: r.port, proxied: body.header.source?.port })
@@ -301,7 +308,7 @@ describe("PROXY out from an http upstream (send_proxy_protocol)", () => {
 
   test("a client's backend connection closes when the client's connection closes", async () => {
     const agent = new https.Agent({ keepAlive: true, maxSockets: 1 })
-    const r = await getVia(agent, ports.http_v2_decoder!, "/header")
+    const r = await getVia(agent, "http_v2_decoder", "/header")
     assert.equal(r.status, 200)
     const open = decoder.connections()
     assert.ok(open >= 1)

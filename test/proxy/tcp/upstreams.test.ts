@@ -5,7 +5,7 @@ import { after, before, describe, test } from "node:test"
 import type tls from "node:tls"
 import { tlsConnect } from "../../helpers/clients.ts"
 import { createPki, type Pki } from "../../helpers/pki.ts"
-import { freePort } from "../../helpers/portcullis.ts"
+import { loopback } from "../../helpers/portcullis.ts"
 import { type LoggedPortcullis, startLoggedPortcullis } from "../../helpers/servers.ts"
 import { waitUntil } from "../../helpers/wait.ts"
 import { upstreamStatus } from "../../upstreams/harness.ts"
@@ -63,11 +63,11 @@ before(async () => {
   const site = await pki.issue({ names: ["localhost"] })
   for (const u of UPSTREAMS) {
     for (const n of ["a", "b", "c"]) backends[`${u}-${n}`] = await startBannerBackend(`${u}-${n}`)
-    ports[u] = await freePort()
   }
   const tlsBlock = `tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }`
+  // Each listener binds port 0 on its own loopback address (see loopback).
   const listeners = UPSTREAMS.map(
-    (u) => `  - { name: ${u}, address: "127.0.0.1:${ports[u]}", engine: tcp, upstream: ${u}, ${tlsBlock} }`,
+    (u, i) => `  - { name: ${u}, address: "${loopback(i + 1)}:0", engine: tcp, upstream: ${u}, ${tlsBlock} }`,
   ).join("\n")
   const addr = (name: string) => `"127.0.0.1:${backends[name]!.port}"`
   pc = await startLoggedPortcullis(`
@@ -95,6 +95,7 @@ upstreams:
     hash_key: client_ip
 access_log: { enabled: true }
 `)
+  for (const u of UPSTREAMS) ports[u] = pc.port(u)
 })
 
 after(async () => {
@@ -106,7 +107,12 @@ after(async () => {
 
 /** connect opens a TLS connection to a tcp listener and reads the backend's banner; undefined when closed without one. */
 async function connect(listener: string): Promise<{ socket: tls.TLSSocket; banner: string | undefined }> {
-  const socket = await tlsConnect({ port: ports[listener]!, servername: "localhost", ca: pki.ca.cert })
+  const socket = await tlsConnect({
+    host: pc.host(listener),
+    port: ports[listener]!,
+    servername: "localhost",
+    ca: pki.ca.cert,
+  })
   open.add(socket)
   socket.on("close", () => open.delete(socket))
   const banner = await new Promise<string | undefined>((resolve, reject) => {
