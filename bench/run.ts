@@ -31,6 +31,7 @@ const QUICK_WORKLOADS: WorkloadId[] = ["W1", "W2", "W3"]
 /** Workloads each target runs unless --only says otherwise (portcullis-tcp is the "W2 through the tcp engine" row). */
 const TARGET_WORKLOADS: Record<string, WorkloadId[]> = {
   "portcullis-tcp": ["W2", "W4", "W6", "W7"],
+  "baseline-tcp": ["W2", "W4", "W6", "W7"],
 }
 /** The access-log-off rows run the throughput and latency workloads: a log line costs per request, not per idle byte. */
 const LOG_OFF_WORKLOADS: WorkloadId[] = ["W1", "W2", "W3", "W4", "W7"]

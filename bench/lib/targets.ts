@@ -211,24 +211,27 @@ ${log ? "" : "access_log: { enabled: false }\n"}data_dir: ${join(ctx.dir, "data"
 `
 }
 
-const mainTs = join(repoDir, "src", "main.ts")
-
-function portcullisTarget(engine: "http" | "tcp", log = true): TargetSpec {
-  const base = engine === "http" ? "portcullis" : "portcullis-tcp"
+/**
+ * portcullisTarget runs Portcullis from `root` (this checkout; PORTCULLIS_BENCH_BASELINE names another checkout, e.g.
+ * the commit before a change, run in the same pass as `baseline` rows so before and after share one machine state).
+ */
+function portcullisTarget(engine: "http" | "tcp", log = true, root = repoDir, prefix = "portcullis"): TargetSpec {
+  const base = engine === "http" ? prefix : `${prefix}-tcp`
+  const mainTs = join(root, "src", "main.ts")
   return {
     name: log ? base : `${base}${LOG_OFF}`,
     layer: engine === "http" ? "L7" : "L4",
-    description: `Portcullis, engine ${engine}${engine === "tcp" ? " (L4)" : ""}, one process, ${log ? "defaults (access log on, stdout to a file)" : "defaults but access_log off"}`,
+    description: `Portcullis${root === repoDir ? "" : ` at ${root}`}, engine ${engine}${engine === "tcp" ? " (L4)" : ""}, one process, ${log ? "defaults (access log on, stdout to a file)" : "defaults but access_log off"}`,
     version: () => {
       const pkg = execFileSync(
         process.execPath,
-        ["-p", `require(${JSON.stringify(join(repoDir, "package.json"))}).version`],
+        ["-p", `require(${JSON.stringify(join(root, "package.json"))}).version`],
         {
           encoding: "utf8",
         },
       ).trim()
-      const commit = execFileSync("git", ["-C", repoDir, "rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim()
-      return `portcullis ${pkg} (HEAD ${commit}${dirty() ? ", uncommitted changes" : ""}) on node ${process.version}`
+      const commit = execFileSync("git", ["-C", root, "rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim()
+      return `portcullis ${pkg} (HEAD ${commit}${dirty(root) ? ", uncommitted changes" : ""}) on node ${process.version}`
     },
     launch(ctx) {
       const conf = join(ctx.dir, `portcullis-${engine}.yaml`)
@@ -241,11 +244,9 @@ function portcullisTarget(engine: "http" | "tcp", log = true): TargetSpec {
   }
 }
 
-function dirty(): boolean {
+function dirty(root: string): boolean {
   try {
-    return (
-      execFileSync("git", ["-C", repoDir, "status", "--porcelain", "--", "src"], { encoding: "utf8" }).trim() !== ""
-    )
+    return execFileSync("git", ["-C", root, "status", "--porcelain", "--", "src"], { encoding: "utf8" }).trim() !== ""
   } catch {
     return false
   }
@@ -262,6 +263,13 @@ export const TARGETS: readonly TargetSpec[] = [
   portcullisTarget("http"),
   portcullisTarget("http", false),
   portcullisTarget("tcp"),
+  ...(process.env["PORTCULLIS_BENCH_BASELINE"]
+    ? [
+        portcullisTarget("http", true, process.env["PORTCULLIS_BENCH_BASELINE"], "baseline"),
+        portcullisTarget("http", false, process.env["PORTCULLIS_BENCH_BASELINE"], "baseline"),
+        portcullisTarget("tcp", true, process.env["PORTCULLIS_BENCH_BASELINE"], "baseline"),
+      ]
+    : []),
 ]
 
 /**
