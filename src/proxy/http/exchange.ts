@@ -8,6 +8,7 @@ import type { Logger } from "../../core/log.ts"
 import type { Backend } from "../../upstreams/backend.ts"
 import type { StickyContext } from "../../upstreams/balancers/index.ts"
 import type { FailureKind } from "../../upstreams/health/passive.ts"
+import { type LeanDispatchOptions, RELAYS_CONTINUE } from "../../upstreams/h1/lean-pool.ts"
 import { canRetry, IDEMPOTENT_METHODS } from "../../upstreams/retry-policy.ts"
 import type { HashKey, SlotWaiter, Upstream } from "../../upstreams/upstream.ts"
 import { errorResponse } from "../respond-error.ts"
@@ -214,7 +215,9 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
         headers: this.headers,
         body: this.body,
         idempotent: IDEMPOTENT_METHODS.has(method),
-      },
+        // The lean HTTP/1.1 client asks the backend the same and relays its 100 (or its early final answer).
+        expectContinue: this.expectsContinue,
+      } as LeanDispatchOptions,
       this,
       this.info,
     )
@@ -251,11 +254,13 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     )
   }
 
-  onRequestStart(controller: Dispatcher.DispatchController): void {
+  onRequestStart(controller: Dispatcher.DispatchController, context?: object): void {
     this.controller = controller
     this.sent = true
-    // A streamed body goes out once the backend connection is open: that is when the client may send it.
-    if (this.expectsContinue) this.continueClient()
+    // A streamed body goes out once the backend connection is open: that is when the client may send it; unless the
+    // backend client relays the backend's own answer to Expect (lean-pool.ts RELAYS_CONTINUE): then its 100 (or a
+    // final status before any body) is what the client gets.
+    if (this.expectsContinue && context !== RELAYS_CONTINUE) this.continueClient()
     if (this.done) controller.abort(new Error("client went away"))
   }
 
@@ -270,7 +275,11 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     _statusMessage?: string,
     endStream?: boolean,
   ): void {
-    if (statusCode < 200) return // 1xx: Node's server sends its own 100 Continue
+    if (statusCode < 200) {
+      // The backend's 100 to our Expect: the client may send its body now. Other 1xx are not passed on.
+      if (statusCode === 100) this.continueClient()
+      return
+    }
     if (this.done) return
     this.responseStarted = true
     this.status = statusCode
@@ -290,7 +299,8 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
         // An HTTP/2 backend may end with trailers (gRPC always does): the client's stream must wait for them.
         if (endStream === true) res.writeHead(statusCode, out, true)
         else {
-          if (upstream.config.protocol !== "http1") res.expectTrailers()
+          // An HTTP/1.1 backend that announces trailers (Trailer, RFC 9110 §6.6.2) sends them after a chunked body.
+          if (upstream.config.protocol !== "http1" || headers.trailer !== undefined) res.expectTrailers()
           res.writeHead(statusCode, out)
         }
       } else res.writeHead(statusCode, out)

@@ -37,6 +37,13 @@ export class H2Request {
    */
   bodyStream(): Readable {
     const body = new PassThrough()
+    // Request trailers (RFC 9113 §8.1) arrive before the end: kept on the body, as IncomingMessage keeps them, for a
+    // backend client that forwards them (lean-pool.ts chunked bodies, h2-pool.ts).
+    this.stream.once("trailers", (trailers: IncomingHttpHeaders) => {
+      const out: Record<string, string | string[]> = {}
+      for (const name in trailers) if (name.charCodeAt(0) !== 58) out[name] = trailers[name] as string | string[]
+      ;(body as PassThrough & { trailers?: Record<string, string | string[]> }).trailers = out
+    })
     this.stream.pipe(body)
     return body
   }

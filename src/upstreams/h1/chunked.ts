@@ -1,6 +1,20 @@
 /** @module chunked: a strict decoder for a chunked response body (RFC 9112 §7.1), fed the socket's bytes as they come. */
 import { BackendProtocolError } from "./response-head.ts"
 
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
+/** Fields a trailer may not carry (RFC 9110 §6.5.1: framing, routing, connection control): dropped. */
+const FORBIDDEN_TRAILERS = new Set([
+  "transfer-encoding",
+  "content-length",
+  "host",
+  "connection",
+  "keep-alive",
+  "te",
+  "trailer",
+  "upgrade",
+  "proxy-connection",
+])
+
 const SIZE_LINE = /^([0-9A-Fa-f]{1,12})[\t ]*(?:;[\t\x20-\x7e\x80-\xff]*)?$/
 /** A chunk-size line or a trailer line longer than this is refused (llhttp has similar limits). */
 const MAX_LINE = 8 * 1024
@@ -19,6 +33,8 @@ const DONE = 4
 export class ChunkedDecoder {
   data: Buffer | undefined = undefined
   done = false
+  /** The trailer section (RFC 9112 §7.1.2), names lower-cased; undefined when there was none. */
+  trailers: Record<string, string | string[]> | undefined = undefined
   #state = SIZE
   #remaining = 0
   #line = ""
@@ -71,10 +87,25 @@ export class ChunkedDecoder {
       return
     }
     if (this.#state === TRAILERS) {
-      // Trailers are read and dropped (the client side is not told about them, as before with undici's handler).
       this.#trailerBytes += line.length + 2
       if (this.#trailerBytes > MAX_TRAILERS) throw new BackendProtocolError("trailers too large", "HPE_HEADER_OVERFLOW")
-      if (line === "") this.#state = DONE
+      if (line === "") {
+        this.#state = DONE
+        return
+      }
+      // Parsed as strictly as the head: a malformed trailer line is an error, never guessed at.
+      const colon = line.indexOf(":")
+      const name = colon > 0 ? line.slice(0, colon) : ""
+      if (!TOKEN.test(name)) throw new BackendProtocolError("invalid trailer line", "HPE_INVALID_HEADER_TOKEN")
+      const value = line.slice(colon + 1).trim()
+      if (/[\0\r\n]/.test(value)) throw new BackendProtocolError("invalid trailer value", "HPE_INVALID_HEADER_TOKEN")
+      const lower = name.toLowerCase()
+      if (FORBIDDEN_TRAILERS.has(lower)) return
+      const trailers = (this.trailers ??= {})
+      const existing = trailers[lower]
+      if (existing === undefined) trailers[lower] = value
+      else if (Array.isArray(existing)) existing.push(value)
+      else trailers[lower] = [existing, value]
       return
     }
     const m = SIZE_LINE.exec(line)

@@ -18,6 +18,7 @@
  * is idempotent, as browsers and Go's http.Transport do; other failures go to the exchange, which may retry elsewhere.
  */
 import type net from "node:net"
+import type { Readable } from "node:stream"
 import type { Dispatcher } from "undici"
 import type { Backend } from "../backend.ts"
 import type { Dialer } from "../dial.ts"
@@ -51,6 +52,9 @@ export interface LeanPoolOptions {
   fallback: () => BackendPool
 }
 
+const NO_CONTEXT = Object.freeze({})
+/** How long a request with Expect: 100-continue waits for the backend's 100 before its body goes anyway (as curl). */
+const EXPECT_WAIT_MS = 1000
 const PAYLOAD_METHODS = new Set(["POST", "PUT", "PATCH"])
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 const BAD_VALUE = /[\0\r\n]/
@@ -83,14 +87,23 @@ export class LeanPool implements BackendPool {
 
   dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
     const reset = options.reset === true || this.options.backend.inFlight > this.options.keepalive
-    const head = this.#closed ? undefined : serializeHead(options, reset, this.#host)
+    const head = this.#closed ? undefined : serializeHead(options as LeanDispatchOptions, reset, this.#host)
     if (head === undefined) {
       this.#fallback ??= this.options.fallback()
       return this.#fallback.dispatch(options, handler)
     }
-    const request = new LeanRequest(handler, options.method, head, options.body as Buffer | null)
+    const body = options.body
+    const streamed = body !== null && body !== undefined && !Buffer.isBuffer(body)
+    const request = new LeanRequest(handler, options.method, head.text, streamed ? null : (body as Buffer | null))
     request.reset = reset
-    request.idempotent = options.idempotent === true
+    if (streamed) {
+      request.stream = body as Readable
+      request.chunked = head.chunked
+      request.expectContinue = head.expectContinue
+      request.contentLength = head.contentLength
+    }
+    // A streamed body is read once: such a request is never sent again after a keep-alive race.
+    request.idempotent = options.idempotent === true && !streamed
     this.#queue.push(request)
     this.#schedule()
     return true
@@ -173,11 +186,34 @@ export class LeanPool implements BackendPool {
   }
 }
 
-/** serializeHead writes the request head, or undefined when the request is not one this client does. */
-function serializeHead(options: Dispatcher.DispatchOptions, reset: boolean, host: string): string | undefined {
+/** RELAYS_CONTINUE: the onRequestStart context of a request whose Expect this client relays (the exchange waits). */
+export const RELAYS_CONTINUE = Object.freeze({ relaysContinue: true })
+
+/** LeanDispatchOptions: undici's options plus what the exchange tells this client alone. */
+export interface LeanDispatchOptions extends Dispatcher.DispatchOptions {
+  /** The client sent Expect: 100-continue: ask the backend the same and wait for its 100 before the body. */
+  expectContinue?: boolean
+}
+
+/** SerializedHead: the request head, and how a streamed body that follows it is framed. */
+interface SerializedHead {
+  text: string
+  chunked: boolean
+  expectContinue: boolean
+  /** The Content-Length a streamed body must match (-1: chunked or none). */
+  contentLength: number
+}
+
+/**
+ * serializeHead writes the request head, or undefined when the request is not one this client does. A streamed
+ * body keeps the client's Content-Length, or goes chunked when it had none (the client's own Transfer-Encoding is
+ * hop-by-hop and already gone); with `expectContinue` the head asks for 100-continue.
+ */
+function serializeHead(options: LeanDispatchOptions, reset: boolean, host: string): SerializedHead | undefined {
   const { body, headers } = options
   if (options.upgrade || !Array.isArray(headers)) return undefined
-  if (body !== null && body !== undefined && !Buffer.isBuffer(body)) return undefined
+  const streamed = body !== null && body !== undefined && !Buffer.isBuffer(body)
+  if (streamed && typeof (body as Readable).on !== "function") return undefined
   const path = options.path
   if (!TOKEN.test(options.method) || typeof path !== "string" || /[^\x21-\x7e]/.test(path)) return undefined
   let head = `${options.method} ${path} HTTP/1.1\r\n`
@@ -195,14 +231,29 @@ function serializeHead(options: Dispatcher.DispatchOptions, reset: boolean, host
   }
   // RFC 9112 §3.2: an HTTP/1.1 request carries Host.
   if (!sawHost) head += `host: ${host}\r\n`
-  const length = body ? body.length : 0
-  if (contentLength !== undefined) {
-    // The client's own Content-Length must describe what we send; anything else is the slow path's to refuse.
-    if (contentLength !== String(length)) return undefined
-  } else if (body || PAYLOAD_METHODS.has(options.method)) {
-    head += `content-length: ${length}\r\n`
+  let chunked = false
+  const expectContinue = streamed && options.expectContinue === true
+  if (streamed) {
+    if (contentLength === undefined) {
+      head += "transfer-encoding: chunked\r\n"
+      chunked = true
+    } else if (!/^\d{1,15}$/.test(contentLength)) return undefined
+    if (expectContinue) head += "expect: 100-continue\r\n"
+  } else {
+    const length = body ? (body as Buffer).length : 0
+    if (contentLength !== undefined) {
+      // The client's own Content-Length must describe what we send; anything else is the slow path's to refuse.
+      if (contentLength !== String(length)) return undefined
+    } else if (body || PAYLOAD_METHODS.has(options.method)) {
+      head += `content-length: ${length}\r\n`
+    }
   }
-  return reset ? `${head}connection: close\r\n\r\n` : `${head}\r\n`
+  return {
+    text: reset ? `${head}connection: close\r\n\r\n` : `${head}\r\n`,
+    chunked,
+    expectContinue,
+    contentLength: streamed && !chunked ? Number(contentLength) : -1,
+  }
 }
 
 /** LeanRequest is one request and its undici DispatchController (pause, resume, abort). */
@@ -211,6 +262,16 @@ class LeanRequest implements Dispatcher.DispatchController {
   readonly method: string
   readonly head: string
   readonly body: Buffer | null
+  /** A streamed body (read once: never sent again after a keep-alive race). */
+  stream: Readable | undefined
+  /** The streamed body is framed chunked (the client sent no Content-Length). */
+  chunked = false
+  /** The head carries Expect: 100-continue: the body waits for the backend's 100 (or a short timer). */
+  expectContinue = false
+  /** Every byte of a streamed body is written. */
+  bodySent = false
+  /** The Content-Length a streamed body must match; -1 when chunked. */
+  contentLength = -1
   connection: Connection | undefined
   /** Ask for Connection: close; the connection is not reused after this response. */
   reset = false
@@ -262,13 +323,70 @@ class LeanRequest implements Dispatcher.DispatchController {
   fail(err: Error): void {
     if (this.settled) return
     this.settled = true
+    this.detachBody()
     this.handler.onResponseError?.(this, err)
   }
 
-  end(): void {
+  end(trailers: Record<string, string | string[]> = {}): void {
     if (this.settled) return
     this.settled = true
-    this.handler.onResponseEnd?.(this, {})
+    this.detachBody()
+    this.handler.onResponseEnd?.(this, trailers)
+  }
+
+  /** detachBody stops reading a streamed body (the request is over, or the backend answered before it was sent). */
+  detachBody(): void {
+    const body = this.stream
+    if (body === undefined || this.#onBodyData === undefined) return
+    body.off("data", this.#onBodyData)
+    body.off("end", this.#onBodyEnd!)
+    body.off("error", this.#onBodyError!)
+    this.#onBodyData = undefined
+  }
+
+  #onBodyData: ((chunk: Buffer) => void) | undefined
+  #onBodyEnd: (() => void) | undefined
+  #onBodyError: ((err: Error) => void) | undefined
+
+  /**
+   * pipeBody writes a streamed body to the socket with backpressure (content-length framing as the client's, else
+   * chunked with the client's trailers at the end); done is called once all of it is written.
+   */
+  pipeBody(socket: net.Socket, done: () => void, failed: (err: Error) => void): void {
+    const body = this.stream!
+    const chunked = this.chunked
+    let written = 0
+    this.#onBodyData = (chunk: Buffer) => {
+      if (chunk.length === 0) return
+      written += chunk.length
+      const ok = chunked
+        ? socket.write(`${chunk.length.toString(16)}\r\n`, "latin1") && socket.write(chunk) && socket.write("\r\n", "latin1")
+        : socket.write(chunk)
+      if (!ok) {
+        body.pause()
+        socket.once("drain", () => body.resume())
+      }
+    }
+    this.#onBodyEnd = () => {
+      this.detachBody()
+      if (!chunked && written !== this.contentLength) {
+        // The backend was promised Content-Length bytes (RFC 9112 §6.3): a shorter body leaves the connection
+        // mid-request, so it is never reused.
+        failed(failure("UND_ERR_REQ_CONTENT_LENGTH_MISMATCH", "Request body length does not match content-length header"))
+        return
+      }
+      this.bodySent = true
+      if (chunked) socket.write(`0\r\n${trailerLines((body as { trailers?: unknown }).trailers)}\r\n`, "latin1")
+      done()
+    }
+    this.#onBodyError = (err: Error) => {
+      this.detachBody()
+      failed(err)
+    }
+    body.on("data", this.#onBodyData)
+    body.once("end", this.#onBodyEnd)
+    body.once("error", this.#onBodyError)
+    body.resume()
   }
 }
 
@@ -379,10 +497,17 @@ class Connection {
     this.#head = undefined
     this.#untouched = true
     this.socket.setTimeout(this.pool.options.headersTimeout)
-    request.handler.onRequestStart?.(request, {})
+    request.handler.onRequestStart?.(request, request.expectContinue ? RELAYS_CONTINUE : NO_CONTEXT)
     if (request.settled || this.#gone) return
     const socket = this.socket
-    if (request.body && request.body.length > 0) {
+    if (request.stream !== undefined) {
+      socket.write(request.head, "latin1")
+      if (request.expectContinue) {
+        // RFC 9110 §10.1.1: wait a little for the backend's 100 (or its final answer) before the body; a backend
+        // that ignores Expect gets the body after the wait.
+        this.#continueTimer = setTimeout(onExpectTimeout, EXPECT_WAIT_MS, this)
+      } else this.#startBody(request)
+    } else if (request.body && request.body.length > 0) {
       socket.cork()
       socket.write(request.head, "latin1")
       socket.write(request.body)
@@ -390,6 +515,29 @@ class Connection {
     } else {
       socket.write(request.head, "latin1")
     }
+  }
+
+  #continueTimer: NodeJS.Timeout | undefined
+
+  /** continued: the backend said 100 Continue (or the wait passed): tell the handler, then send the body. */
+  continued(): void {
+    const request = this.request
+    if (this.#continueTimer === undefined || request === undefined) return
+    clearTimeout(this.#continueTimer)
+    this.#continueTimer = undefined
+    // The exchange answers its client's Expect with this (exchange.ts onResponseStart, status 100).
+    request.handler.onResponseStart?.(request, 100, {}, "Continue")
+    if (!request.settled && !this.#gone) this.#startBody(request)
+  }
+
+  #startBody(request: LeanRequest): void {
+    request.pipeBody(
+      this.socket,
+      () => {},
+      (err) => {
+        if (this.request === request) this.#fail(err)
+      },
+    )
   }
 
   /** #nextReadBuffer: the same buffer while no handler holds a view of it, else a free or new one. */
@@ -476,7 +624,13 @@ class Connection {
     this.#head = undefined
     if (head.status < 200) {
       if (head.status === 101) throw new BackendProtocolError("101 to a request that asked no upgrade")
+      if (head.status === 100) this.continued()
       return next // 100 Continue and other interim responses: the final one follows
+    }
+    if (this.#continueTimer !== undefined) {
+      // A final answer before the body (e.g. 413, 401): the body is never sent, and the connection is not reused.
+      clearTimeout(this.#continueTimer)
+      this.#continueTimer = undefined
     }
     this.#phase = BODY
     this.#framing = head.framing
@@ -532,8 +686,10 @@ class Connection {
     // the next request (or the backend closing an idle connection) must be read.
     if (request.paused) this.socket.resume()
     this.reused = true
-    this.pool.released(this, clean && this.#keepAlive && !request.reset && !this.#eof && !this.#gone)
-    request.end()
+    // A request whose body was not all sent (the backend answered early) leaves the connection mid-request.
+    const sentWhole = request.stream === undefined || request.bodySent
+    this.pool.released(this, clean && sentWhole && this.#keepAlive && !request.reset && !this.#eof && !this.#gone)
+    request.end(this.#chunked?.trailers)
   }
 
   #fail(err: Error): void {
@@ -615,6 +771,8 @@ class Connection {
 
   /** destroy closes the socket and takes the connection out of the pool's count (once). */
   destroy(): void {
+    if (this.#continueTimer !== undefined) clearTimeout(this.#continueTimer)
+    this.#continueTimer = undefined
     if (this.#gone) return
     this.#gone = true
     this.socket.destroy()
@@ -632,6 +790,9 @@ class Connection {
     }
     if (request) this.#failOrResend(request, failure("UND_ERR_SOCKET", "other side closed"))
   }
+}
+function onExpectTimeout(connection: Connection): void {
+  connection.continued()
 }
 function onConnect(this: WithConnection): void {
   this[kConnection]!.connected()
@@ -651,4 +812,15 @@ function onClose(this: WithConnection): void {
 }
 function onTimeout(this: WithConnection): void {
   this[kConnection]!.timedOut()
+}
+
+/** trailerLines renders a request's trailer fields for the last chunk (RFC 9112 §7.1.2); unsafe ones are dropped. */
+function trailerLines(trailers: unknown): string {
+  if (trailers === null || typeof trailers !== "object") return ""
+  let out = ""
+  for (const [name, value] of Object.entries(trailers as Record<string, string | string[] | undefined>)) {
+    if (value === undefined || !TOKEN.test(name)) continue
+    for (const v of Array.isArray(value) ? value : [value]) if (!BAD_VALUE.test(v)) out += `${name}: ${v}\r\n`
+  }
+  return out
 }

@@ -176,6 +176,8 @@ export class H2Pool implements BackendPool {
     try {
       stream = entry.session.request(request.headers, {
         endStream: request.body === null,
+        // A client that announced request trailers (Trailer, RFC 9110 §6.6.2) gets them passed on after the body.
+        waitForTrailers: request.body !== null && request.headers.trailer !== undefined,
       })
     } catch (err) {
       // The session went away between pick and request (GOAWAY, closed): nothing was sent; try another.
@@ -417,7 +419,17 @@ class H2Request implements Dispatcher.DispatchController {
       stream.end(body)
       return
     }
-    // A stream: forward with backpressure; its end ends ours (request trailers are not carried yet).
+    if (this.headers.trailer !== undefined) {
+      stream.once("wantTrailers", () => {
+        const trailers = (body as { trailers?: Record<string, string | string[]> }).trailers ?? {}
+        try {
+          stream.sendTrailers(withoutConnectionSpecific(trailers))
+        } catch {
+          if (!stream.destroyed) stream.close(NGHTTP2_CANCEL)
+        }
+      })
+    }
+    // A stream: forward with backpressure; its end ends ours (then the trailers, when announced).
     const onData = (chunk: Buffer) => {
       if (!stream.write(chunk)) body.pause()
     }
@@ -439,6 +451,18 @@ function withoutPseudo(headers: IncomingHttpHeaders): Record<string, string | st
     if (name.charCodeAt(0) === 58 /* : */) continue
     const value = headers[name]
     if (value !== undefined) out[name] = value
+  }
+  return out
+}
+
+/** withoutConnectionSpecific drops fields HTTP/2 refuses (RFC 9113 §8.2.2) from request trailers. */
+function withoutConnectionSpecific(trailers: Record<string, string | string[]>): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {}
+  for (const name in trailers) {
+    const lower = name.toLowerCase()
+    if (!CONNECTION_SPECIFIC.has(lower) && lower !== "te" && lower !== "host" && lower !== "content-length") {
+      out[lower] = trailers[name]!
+    }
   }
   return out
 }

@@ -1,12 +1,16 @@
 /**
  * Expect: 100-continue as real clients send it (issue 15, item 1): curl adds it by itself to large HTTP/1.1 uploads
- * and waits for the 100 before it sends the body. Portcullis answers 100 when it is ready to take the body and
- * never forwards the expectation, so the backend gets an ordinary request.
+ * and waits for the 100 before it sends the body. To a plain HTTP/1.1 backend the lean client asks the same and
+ * relays the backend's answer: its 100 lets the body flow, its final status before the body (413, 401) reaches the
+ * client and no body is sent; a backend that ignores Expect gets the body after a short wait. A small body the proxy
+ * holds for retries is answered 100 by the proxy itself (it is ready to take it).
  */
+
 import assert from "node:assert/strict"
 import { createHash, randomBytes } from "node:crypto"
 import { writeFileSync } from "node:fs"
 import http from "node:http"
+import net from "node:net"
 import { join } from "node:path"
 import { after, before, describe, test } from "node:test"
 import { curl, tlsConnect } from "../../helpers/clients.ts"
@@ -23,15 +27,32 @@ let bigHash: string
 const BIG = 100 * 1024 * 1024
 /** What the backend saw per request: the expect header (must never arrive) and the body's length and hash. */
 const seen: { expect: string | undefined; bytes: number; sha256: string }[] = []
+let ignoring: net.Server
+let ignoringSawExpect = false
+let refused = 0
+let refusedBytes = 0
 
 before(async () => {
   pki = await createPki()
-  const site = await pki.issue({ names: ["localhost", "dead.test"] })
+  const site = await pki.issue({ names: ["localhost", "dead.test", "ignoring.test"] })
   const data = randomBytes(BIG)
   bigHash = createHash("sha256").update(data).digest("hex")
   bigFile = join(pki.dir, "big.bin")
   writeFileSync(bigFile, data)
-  backend = http.createServer((req, res) => {
+  backend = http.createServer(answer)
+  // Node answers 100 by itself when there is no 'checkContinue' listener; with one, /refuse answers 413 unread.
+  backend.on("checkContinue", (req, res) => {
+    if (req.url?.startsWith("/refuse")) {
+      refused++
+      req.on("data", (c: Buffer) => (refusedBytes += c.length))
+      res.writeHead(413, { "content-type": "text/plain", connection: "close" })
+      res.end("too large\n")
+      return
+    }
+    res.writeContinue()
+    answer(req, res)
+  })
+  function answer(req: http.IncomingMessage, res: http.ServerResponse) {
     const hash = createHash("sha256")
     let bytes = 0
     req.on("data", (c: Buffer) => {
@@ -44,7 +65,29 @@ before(async () => {
       res.setHeader("content-type", "application/json")
       res.end(JSON.stringify(entry))
     })
+  }
+  // A backend that ignores Expect: never sends 100, reads the body by Content-Length, then answers.
+  ignoring = net.createServer((socket) => {
+    let head = ""
+    let need = -1
+    let got = 0
+    socket.on("data", (d: Buffer) => {
+      if (need < 0) {
+        head += d.toString("latin1")
+        const end = head.indexOf("\r\n\r\n")
+        if (end === -1) return
+        ignoringSawExpect = /\r\nexpect: 100-continue/i.test(head.slice(0, end))
+        need = Number(/content-length: (\d+)/i.exec(head.slice(0, end))?.[1] ?? 0)
+        got = head.length - (end + 4)
+      } else got += d.length
+      if (got >= need) {
+        const body = `{"bytes":${got}}`
+        socket.end(`HTTP/1.1 200 OK\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`)
+      }
+    })
+    socket.on("error", () => {})
   })
+  await new Promise<void>((resolve) => ignoring.listen(0, "127.0.0.1", () => resolve()))
   // A backend that gets the request without Expect never sends 100 itself.
   backendPort = await new Promise<number>((resolve) =>
     backend.listen(0, "127.0.0.1", () => resolve((backend.address() as { port: number }).port)),
@@ -58,8 +101,10 @@ listeners:
     tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }
     routes:
       - { hosts: [dead.test], upstream: dead }
+      - { hosts: [ignoring.test], upstream: ignoring }
       - { upstream: app }
 upstreams:
+  ignoring: { backends: ["127.0.0.1:${(ignoring.address() as net.AddressInfo).port}"] }
   app: { backends: ["127.0.0.1:${backendPort}"] }
   dead: { backends: ["127.0.0.1:${dead.port}"], retries: 0 }
 access_log: { enabled: false }
@@ -68,12 +113,13 @@ access_log: { enabled: false }
 
 after(async () => {
   dead?.close()
+  ignoring?.close()
   await pc?.close()
   await new Promise<void>((resolve) => (backend ? backend.close(() => resolve()) : resolve()))
   await pki?.close()
 })
 
-function curlUpload(extra: string[], host = "localhost") {
+function curlUpload(extra: string[], host = "localhost", path = "/upload") {
   return curl(
     [
       "-v",
@@ -84,7 +130,7 @@ function curlUpload(extra: string[], host = "localhost") {
       "--data-binary",
       `@${bigFile}`,
       ...extra,
-      `https://${host}:${pc.port()}/upload`,
+      `https://${host}:${pc.port()}${path}`,
     ],
     120_000,
   )
@@ -99,7 +145,7 @@ describe("Expect: 100-continue", () => {
     const reply = JSON.parse(out.stdout) as (typeof seen)[number]
     assert.equal(reply.bytes, BIG)
     assert.equal(reply.sha256, bigHash)
-    assert.equal(reply.expect, undefined, "the expectation is met by the proxy, not forwarded")
+    assert.equal(reply.expect, "100-continue", "the lean client asked the backend, whose 100 was relayed")
   })
 
   test("curl --http2 uploads 100 MiB with Expect: 100-continue", async () => {
@@ -109,7 +155,7 @@ describe("Expect: 100-continue", () => {
     const reply = JSON.parse(out.stdout) as (typeof seen)[number]
     assert.equal(reply.bytes, BIG)
     assert.equal(reply.sha256, bigHash)
-    assert.equal(reply.expect, undefined)
+    assert.equal(reply.expect, "100-continue")
   })
 
   test("a small body (held for retries) with Expect: 100-continue gets 100, then the backend's answer", async () => {
@@ -130,7 +176,7 @@ describe("Expect: 100-continue", () => {
     assert.match(out.stderr, /< HTTP\/1\.1 100 Continue/)
     const reply = JSON.parse(out.stdout) as (typeof seen)[number]
     assert.equal(reply.bytes, 5)
-    assert.equal(reply.expect, undefined)
+    assert.equal(reply.expect, undefined, "a body held for retries is answered 100 by the proxy")
   })
 
   test("with no backend to take it, the client gets the final status and no 100, and never has to send the body", async () => {
@@ -171,5 +217,37 @@ describe("Expect: 100-continue", () => {
       `https://localhost:${pc.port()}/`,
     ])
     assert.equal(out.stdout, "417")
+  })
+
+  test("a backend that answers 413 to the head: the client gets 413 and no body is sent", async () => {
+    const before = refused
+    const out = await curlUpload(["--http1.1", "-o", "/dev/null", "-w", "%{http_code}"], "localhost", "/refuse")
+    assert.equal(out.stdout, "413", out.stderr)
+    assert.equal(refused, before + 1)
+    assert.equal(refusedBytes, 0, "not a byte of the body reached the backend")
+    assert.doesNotMatch(out.stderr, /< HTTP\/1\.1 100 Continue/)
+  })
+
+  test("a backend that ignores Expect gets the body after a short wait", async () => {
+    const out = await curl(
+      [
+        "--http1.1",
+        "--cacert",
+        pki.ca.certPath,
+        "--resolve",
+        `ignoring.test:${pc.port()}:127.0.0.1`,
+        "-H",
+        "Expect: 100-continue",
+        "--expect100-timeout",
+        "30",
+        "--data-binary",
+        `@${bigFile}`,
+        `https://ignoring.test:${pc.port()}/upload`,
+      ],
+      120_000,
+    )
+    assert.equal(out.code, 0, out.stderr)
+    assert.equal(JSON.parse(out.stdout).bytes, BIG)
+    assert.ok(ignoringSawExpect, "the backend was asked")
   })
 })
