@@ -1,6 +1,6 @@
 /** @module connector: the pool factory: makes a backend's pool (lean HTTP/1.1, undici, per-client PROXY, HTTP/2). */
 import type { TLSSocket } from "node:tls"
-import { type Dispatcher, Pool } from "undici"
+import { Client, type Dispatcher, Pool } from "undici"
 import type { UpstreamConfig } from "../config/schema.ts"
 import { type ConnectionInfo, socketOf } from "../core/connection-info.ts"
 import type { Backend } from "./backend.ts"
@@ -34,6 +34,7 @@ export function createBackendPool(backend: Backend, config: UpstreamConfig, dial
     maxHeaderSize: 64 * 1024,
     // The backend's dialer: one SNI rule and one TLS session cache for every pool (and per-client pool) to it.
     connect: dialer.connector({ alpn: H1_ALPN }),
+    factory: listenedClient,
   }
   if (config.protocol !== "http1") return createH2Pool(backend, config, dialer)
   const version = config.send_proxy_protocol
@@ -206,3 +207,15 @@ class ProxiedPool extends CappedPool {
 }
 
 function ignore(): void {}
+
+/**
+ * listenedClient is the pools' Client factory. undici emits 'error' on a Client when a handler's onResponseError
+ * throws (lib/core/util.js errorRequest); a Pool adds no listener for it, so that would end the process. The exchange
+ * and the upgrade handler never throw (see exchange.ts); this is the net under them.
+ */
+function listenedClient(origin: URL, options: object): Dispatcher {
+  const client = new Client(origin, options)
+  // Client's typings list only its documented events; 'error' is emitted all the same.
+  ;(client as unknown as NodeJS.EventEmitter).on("error", ignore)
+  return client
+}

@@ -4,16 +4,17 @@
  */
 import type { UpstreamConfig } from "../config/schema.ts"
 import { BackendError } from "../core/errors.ts"
+import type { Failure } from "../core/failure.ts"
 import type { Logger } from "../core/log.ts"
 import { detachedInstruments, type UpstreamCounters } from "../state/instruments.ts"
 import { Backend } from "./backend.ts"
 import { type BackendTls, dialTls, loadBackendTls } from "./backend-tls.ts"
 import type { Balancer, PickContext } from "./balancer.ts"
-import { createBalancer, StickyCookie } from "./balancers/index.ts"
+import { compileHashKey, createBalancer, type HashKey, StickyCookie } from "./balancers/index.ts"
 import { createBackendPool } from "./connector.ts"
 import { Dialer } from "./dial.ts"
 import { HealthChecker, type HealthRegistry, type HealthStatus } from "./health/active.ts"
-import { type FailureKind, OutlierDetector, type OutlierStatus } from "./health/passive.ts"
+import { OutlierDetector, type OutlierStatus } from "./health/passive.ts"
 import type { BackendPool } from "./pool.ts"
 
 /** UpstreamStatus is the admin API's view of an upstream. */
@@ -74,20 +75,6 @@ export interface SlotWaiter {
   onSlot(): void
   /** Waited queue.timeout in vain. */
   onQueueTimeout(): void
-}
-
-/** HashKey is the compiled `hash_key`: what part of a request the hash balancer hashes. */
-export type HashKey =
-  | { kind: "client_ip" }
-  | { kind: "path" }
-  | { kind: "header"; name: string }
-  | { kind: "cookie"; name: string }
-
-/** compileHashKey parses "client_ip" | "path" | "header:NAME" | "cookie:NAME" (the schema has checked it). */
-export function compileHashKey(text: string): HashKey {
-  if (text.startsWith("header:")) return { kind: "header", name: text.slice(7).toLowerCase() }
-  if (text.startsWith("cookie:")) return { kind: "cookie", name: text.slice(7) }
-  return text === "path" ? { kind: "path" } : { kind: "client_ip" }
 }
 
 /** UpstreamOptions: what the generation passes besides the config. */
@@ -215,17 +202,47 @@ export class Upstream {
     return pool
   }
 
+  // Accounting: the engines touch a backend's state (in flight, passive health, counters, the wait queue) only
+  // through acquire, release, succeeded and failed, so each rule lives here once.
+
+  /** acquire counts one request (http) or connection (tcp) in flight on the backend; release ends it. */
+  acquire(backend: Backend): void {
+    backend.inFlight++
+  }
+
   /** release ends one request on the backend and hands a freed slot to the oldest waiter, if any. */
   release(backend: Backend): void {
     backend.inFlight--
     if (this.limited && this.#waiters.size > 0) this.#wakeOne()
   }
 
-  /** failed feeds passive health; returns true when it ejected the backend. */
-  failed(backend: Backend, kind: FailureKind): boolean {
-    if (!this.outliers?.onFailure(backend, kind)) return false
+  /** succeeded: the backend answered (a response below 500, or a tcp connection opened); ends its failure streak. */
+  succeeded(backend: Backend): void {
+    this.outliers?.onSuccess(backend)
+  }
+
+  /**
+   * failed feeds passive health with a classified failure, or a 5xx response; returns true when it ejected the
+   * backend. A failure that is not the backend's (the client's body, the client leaving, our own bug) is ignored
+   * here, so one bad client can never eject a healthy backend.
+   */
+  failed(backend: Backend, failure: Failure | "5xx"): boolean {
+    const outliers = this.outliers
+    if (outliers === undefined) return false
+    if (failure !== "5xx" && (failure.source !== "backend" || failure.kind === "unavailable")) return false
+    if (!outliers.onFailure(backend, failure === "5xx" ? failure : failure.kind)) return false
     this.stats.ejections.inc()
     return true
+  }
+
+  /** retried counts a request sent again to another backend. */
+  retried(): void {
+    this.stats.retries.inc()
+  }
+
+  /** rejectedFull counts a tcp connection closed at once because every backend was at max_connections. */
+  rejectedFull(): void {
+    this.stats.tcpRejected.inc()
   }
 
   /**

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict"
 import { describe, test } from "node:test"
 import { RoundRobin } from "../../src/upstreams/balancers/round-robin.ts"
-import { effectiveWeight, type FailureKind, OutlierDetector } from "../../src/upstreams/health/passive.ts"
+import { effectiveWeight, OutlierDetector, type OutlierKind } from "../../src/upstreams/health/passive.ts"
 import { makeBackends } from "./balancer.contract.ts"
 
 const T0 = 1_700_000_000_000
@@ -20,7 +20,7 @@ describe("OutlierDetector", () => {
   test("a success in between resets the streak", () => {
     const [b] = makeBackends([1])
     const detector = new OutlierDetector({ consecutiveErrors: 3 })
-    const events: (FailureKind | "ok")[] = ["connect", "connect", "ok", "connect", "connect"]
+    const events: (OutlierKind | "ok")[] = ["connect", "connect", "ok", "connect", "connect"]
     for (const e of events) {
       if (e === "ok") detector.onSuccess(b!, T0)
       else assert.equal(detector.onFailure(b!, e, T0), false)

@@ -2,9 +2,10 @@
 import assert from "node:assert/strict"
 import { after, before, test } from "node:test"
 import { parseConfig } from "../../src/config/load.ts"
+import { classifyCode } from "../../src/core/failure.ts"
 import { silentLogger } from "../../src/core/log.ts"
 import { effectiveWeight } from "../../src/upstreams/health/slow-start.ts"
-import { compileHashKey, Upstream } from "../../src/upstreams/upstream.ts"
+import { Upstream } from "../../src/upstreams/upstream.ts"
 import { request } from "../helpers/clients.ts"
 import { createPki, type Pki } from "../helpers/pki.ts"
 import { type RunningPortcullis, startPortcullis } from "../helpers/portcullis.ts"
@@ -46,19 +47,30 @@ test("slow_start reaches every backend: a returning one ramps up from 10%", () =
   assert.equal(effectiveWeight(backend, now + 10_000), 10)
 })
 
-test("hash_key compiles; header names are matched lower case", () => {
-  assert.deepEqual(compileHashKey("client_ip"), { kind: "client_ip" })
-  assert.deepEqual(compileHashKey("path"), { kind: "path" })
-  assert.deepEqual(compileHashKey("header:X-Tenant"), { kind: "header", name: "x-tenant" })
-  assert.deepEqual(compileHashKey("cookie:session"), { kind: "cookie", name: "session" })
-})
-
 test("passive failures eject through the upstream and are counted", () => {
   const u = upstreamFrom("    backends: [127.0.0.1:3000, 127.0.0.1:3001]\n    passive: { consecutive_errors: 1 }\n")
   const backend = u.backends[0]!
-  assert.equal(u.failed(backend, "connect"), true)
+  assert.equal(u.failed(backend, classifyCode("ECONNREFUSED")), true)
   assert.ok(!backend.available)
   assert.equal(u.stats.ejections.value, 1)
+})
+
+test("a failure that is not the backend's never counts against it", () => {
+  const u = upstreamFrom("    backends: [127.0.0.1:3000, 127.0.0.1:3001]\n    passive: { consecutive_errors: 1 }\n")
+  const backend = u.backends[0]!
+  // A client body shorter than its content-length (undici refuses it), a client gone, a client's reset, no backend.
+  for (const failure of [
+    classifyCode("UND_ERR_REQ_CONTENT_LENGTH_MISMATCH"),
+    classifyCode("UND_ERR_ABORTED"),
+    classifyCode("ECONNRESET", "client"),
+    classifyCode("PC_NO_BACKEND"),
+    classifyCode("PC_INTERNAL"),
+  ]) {
+    assert.equal(u.failed(backend, failure), false, failure.code)
+  }
+  assert.ok(backend.available)
+  assert.deepEqual(u.status().passive, [])
+  assert.equal(u.failed(backend, classifyCode("ECONNRESET")), true, "the same code from the backend's side counts")
 })
 
 let pki: Pki
@@ -118,7 +130,7 @@ test("an ejected backend that active checks bring back up is in service at once,
   await u.start()
   const backend = u.backends[0]!
   assert.equal(backend.state, "down")
-  u.failed(backend, "reset")
+  u.failed(backend, classifyCode("ECONNRESET"))
   assert.ok(backend.ejectedUntil > Date.now() + 60_000)
   flaky.healthy = true
   await u.health!.checkNow()

@@ -5,10 +5,12 @@ import type { Duplex } from "node:stream"
 import type { TLSSocket } from "node:tls"
 import type { ListenerConfig } from "../../config/schema.ts"
 import { type ConnectionInfo, infoOf } from "../../core/connection-info.ts"
+import { classify, classifyCode } from "../../core/failure.ts"
 import type { Logger } from "../../core/log.ts"
 import type { ClientGate } from "../../listeners/limits/client-gate.ts"
 import { normalizeHost, type Router } from "../../routing/router.ts"
 import type { Upstream } from "../../upstreams/upstream.ts"
+import { errorResponse, rawResponse } from "../respond-error.ts"
 import { type ClientRequest, type ClientResponse, Exchange, type ExchangeContext, sendPlain } from "./exchange.ts"
 import { isGrpc } from "./grpc-status.ts"
 import { H2Request, H2Response } from "./h2-stream.ts"
@@ -24,6 +26,13 @@ export interface HttpEngineOptions {
   /** Per-client limits; the engine applies the request rate (429). */
   gate?: ClientGate | undefined
 }
+
+// The engine's own refusals, mapped once by the one mapping (respond-error.ts).
+const NO_INFO = errorResponse(classifyCode("PC_INTERNAL"))
+const TOO_MANY_HEADERS = errorResponse(classifyCode("HPE_HEADER_OVERFLOW", "client"))
+const NO_ROUTE = errorResponse(classifyCode("PC_NO_ROUTE"))
+const RATE_LIMITED = errorResponse(classifyCode("PC_RATE_LIMITED"))
+const NO_ROUTE_RAW = rawResponse(NO_ROUTE.status, NO_ROUTE.body)
 
 const kEngine = Symbol("portcullis.engine")
 type WithEngine = { [kEngine]?: HttpEngine }
@@ -143,11 +152,11 @@ export class HttpEngine implements ExchangeContext {
   #onRequest(req: ClientRequest, res: ClientResponse): void {
     const info = infoOf(req.socket)
     if (!info) {
-      sendPlain(res, 500, "Internal Server Error\n", this)
+      sendPlain(res, NO_INFO.status, NO_INFO.body, this)
       return
     }
     if (req.rawHeaders.length / 2 > this.#maxHeaders) {
-      sendPlain(res, 431, "Request Header Fields Too Large\n", this)
+      sendPlain(res, TOO_MANY_HEADERS.status, TOO_MANY_HEADERS.body, this)
       return
     }
     const gate = this.#rateGate
@@ -159,8 +168,8 @@ export class HttpEngine implements ExchangeContext {
     const route = this.#router.match(normalizeHost(rawHost), req.url ?? "/")
     if (!route) {
       if (this.closing && !("stream" in res)) res.setHeader("connection", "close")
-      sendPlain(res, 404, "Not Found\n", this)
-      this.#logLocal(req, info, rawHost, 404, "no route")
+      sendPlain(res, NO_ROUTE.status, NO_ROUTE.body, this)
+      this.#logLocal(req, info, rawHost, NO_ROUTE.status, NO_ROUTE.reason)
       return
     }
     const upstream = this.#upstreams.get(route.upstream)!
@@ -169,16 +178,16 @@ export class HttpEngine implements ExchangeContext {
 
   /** #tooManyRequests answers 429 with Retry-After: the client is over its request rate. */
   #tooManyRequests(req: ClientRequest, res: ClientResponse, info: ConnectionInfo, retryAfter: number): void {
-    const body = "Too Many Requests\n"
+    const { status, body, reason } = RATE_LIMITED
     const headers: Record<string, string | number> = {
       "content-type": "text/plain; charset=utf-8",
       "content-length": body.length,
       "retry-after": retryAfter,
     }
     if (this.hsts) headers["strict-transport-security"] = this.hsts
-    ;(res as ServerResponse).writeHead(429, headers)
+    ;(res as ServerResponse).writeHead(status, headers)
     res.end(body)
-    this.#logLocal(req, info, req.headers.host, 429, "rate limited")
+    this.#logLocal(req, info, req.headers.host, status, reason)
   }
 
   #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
@@ -186,7 +195,7 @@ export class HttpEngine implements ExchangeContext {
     const rawHost = req.headers.host
     const route = info && this.#router.match(normalizeHost(rawHost), req.url ?? "/")
     if (!info || !route || String(req.headers.upgrade).toLowerCase() !== "websocket") {
-      socket.end("HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 10\r\n\r\nNot Found\n")
+      socket.end(NO_ROUTE_RAW)
       return
     }
     proxyUpgrade(this, req, socket, head, info, this.#upstreams.get(route.upstream)!, rawHost)
@@ -248,22 +257,18 @@ function onSocketClose(this: TLSSocket): void {
   ;(this as WithEngine)[kEngine]?.forget(this)
 }
 
-/** onClientError answers malformed requests (400), oversized headers (431) and slow ones (408), then closes. */
+/**
+ * onClientError answers what Node's parser refused, through the one mapping: malformed (400), oversized headers
+ * (431), too slow (408); a client connection that broke is closed. Then the connection closes.
+ */
 function onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
   if (!socket.writable || (socket as Duplex & { _httpMessage?: ServerResponse })._httpMessage?.headersSent) {
     socket.destroy()
     return
   }
-  const code = err.code ?? ""
-  const [status, text] =
-    code === "HPE_HEADER_OVERFLOW"
-      ? [431, "Request Header Fields Too Large"]
-      : code === "ERR_HTTP_REQUEST_TIMEOUT"
-        ? [408, "Request Timeout"]
-        : [400, "Bad Request"]
-  socket.end(
-    `HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${text.length + 1}\r\n\r\n${text}\n`,
-  )
+  const mapped = errorResponse(classify(err, "client"))
+  if (mapped.close) socket.destroy()
+  else socket.end(rawResponse(mapped.status, mapped.body))
 }
 
 function ignore(): void {}

@@ -3,14 +3,14 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:
 import type { Readable } from "node:stream"
 import type { Dispatcher } from "undici"
 import type { ConnectionInfo } from "../../core/connection-info.ts"
-import { BackendError, errorCode, errorMessage, PortcullisError } from "../../core/errors.ts"
+import { BackendError, errorMessage, PortcullisError } from "../../core/errors.ts"
+import { classify, classifyCode, type Failure } from "../../core/failure.ts"
 import type { Logger } from "../../core/log.ts"
 import type { Backend } from "../../upstreams/backend.ts"
-import type { StickyContext } from "../../upstreams/balancers/index.ts"
-import type { FailureKind } from "../../upstreams/health/passive.ts"
+import { addStickyCookie, hashKeyOf, readCookie, type StickyContext } from "../../upstreams/balancers/index.ts"
 import { type LeanDispatchOptions, RELAYS_CONTINUE } from "../../upstreams/h1/lean-pool.ts"
 import { canRetry, IDEMPOTENT_METHODS } from "../../upstreams/retry-policy.ts"
-import type { HashKey, SlotWaiter, Upstream } from "../../upstreams/upstream.ts"
+import type { SlotWaiter, Upstream } from "../../upstreams/upstream.ts"
 import { errorResponse } from "../respond-error.ts"
 import { grpcMessage, grpcStatusFor, parseGrpcTimeout } from "./grpc-status.ts"
 import type { H2Request, H2Response } from "./h2-stream.ts"
@@ -31,40 +31,17 @@ export interface ExchangeContext {
   readonly closing: boolean
 }
 
-/**
- * Failures before any response byte that another backend may not share: refused, unreachable, reset, closed.
- * Whether the request may be sent again is canRetry's call (what was sent, the method, attempts, time).
- */
-const RETRYABLE = new Set([
-  "ECONNREFUSED",
-  "ECONNRESET",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "EPIPE",
-  "UND_ERR_SOCKET",
-  "UND_ERR_CONNECT_TIMEOUT",
-  "UND_ERR_CLOSED",
-  "PC_BACKEND_STREAM_REFUSED",
-])
-
 const kExchange = Symbol("portcullis.exchange")
 type WithExchange = { [kExchange]?: Exchange }
 
-/** Failures where the backend got nothing of the request: the connection never opened. */
-/** Failures where the backend got nothing of the request: the connection never opened, or (HTTP/2) the backend
- * refused the stream unprocessed (RFC 9113 §8.7), so any method may go elsewhere. */
-const CONNECT_PHASE = new Set([
-  "ECONNREFUSED",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "UND_ERR_CONNECT_TIMEOUT",
-  "PC_BACKEND_STREAM_REFUSED",
-])
-
-/** Timeouts waiting on the backend, for passive health. */
-const TIMEOUTS = new Set(["UND_ERR_HEADERS_TIMEOUT", "UND_ERR_BODY_TIMEOUT", "UND_ERR_CONNECT_TIMEOUT"])
-
-/** Exchange carries one request through the backend; it is undici's dispatch handler for each try. */
+/**
+ * Exchange carries one request through the backend; it is undici's dispatch handler for each try.
+ *
+ * No exception may leave a handler callback (onRequestStart ... onResponseError): undici turns one into an 'error'
+ * on its Client, and the lean client (h1/lean-pool.ts) into one on a socket's event, and either ends the process.
+ * Writes to the client are no-ops once its response is over (writeChunk; H2Response does the same), and each
+ * callback ends in #internal if anything throws anyway.
+ */
 export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
   readonly ctx: ExchangeContext
   readonly req: ClientRequest
@@ -132,7 +109,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     if (total > 0) this.totalTimer = setTimeout(onTotalTimeout, total, this)
     if (upstream.sticky !== undefined || upstream.hashKey !== undefined) {
       this.pickContext = {
-        key: upstream.hashKey && hashKeyOf(upstream.hashKey, req, this.info),
+        key: upstream.hashKey && hashKeyOf(upstream.hashKey, req, this.info.clientAddress),
         cookie: upstream.sticky && readCookie(req.headers.cookie, upstream.sticky.cookieName),
       }
     }
@@ -206,21 +183,27 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     this.attempt++
     this.sent = false
     this.controller = undefined
-    backend.inFlight++
+    upstream.acquire(backend)
     const method = this.req.method ?? "GET"
-    upstream.poolFor(backend).dispatch(
-      {
-        path: this.req.url ?? "/",
-        method,
-        headers: this.headers,
-        body: this.body,
-        idempotent: IDEMPOTENT_METHODS.has(method),
-        // The lean HTTP/1.1 client asks the backend the same and relays its 100 (or its early final answer).
-        expectContinue: this.expectsContinue,
-      } as LeanDispatchOptions,
-      this,
-      this.info,
-    )
+    try {
+      upstream.poolFor(backend).dispatch(
+        {
+          path: this.req.url ?? "/",
+          method,
+          headers: this.headers,
+          body: this.body,
+          idempotent: IDEMPOTENT_METHODS.has(method),
+          // The lean HTTP/1.1 client asks the backend the same and relays its 100 (or its early final answer).
+          expectContinue: this.expectsContinue,
+        } as LeanDispatchOptions,
+        this,
+        this.info,
+      )
+    } catch (err) {
+      // A pool that throws instead of calling onResponseError (e.g. a PROXY header it cannot encode): ours.
+      this.#release()
+      this.#fail(err, classifyCode("PC_INTERNAL"))
+    }
   }
 
   /**
@@ -281,16 +264,23 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
       return
     }
     if (this.done) return
+    try {
+      this.#respond(statusCode, headers, endStream)
+    } catch (err) {
+      this.#internal(err)
+    }
+  }
+
+  #respond(statusCode: number, headers: Record<string, string | string[] | undefined>, endStream?: boolean): void {
     this.responseStarted = true
     this.status = statusCode
     const upstream = this.upstream
     const backend = this.backend!
-    if (upstream.outliers !== undefined) {
-      if (statusCode >= 500) upstream.failed(backend, "5xx")
-      else upstream.outliers.onSuccess(backend)
-    }
+    if (statusCode >= 500) upstream.failed(backend, "5xx")
+    else upstream.succeeded(backend)
     const out = responseHeadersForClient(headers)
-    if (upstream.sticky !== undefined) addStickyCookie(out, upstream, backend, this.pickContext?.cookie)
+    const sticky = upstream.sticky
+    if (sticky !== undefined) addStickyCookie(out, sticky, backend, this.pickContext?.cookie)
     if (this.ctx.hsts) out["strict-transport-security"] = this.ctx.hsts
     if (this.ctx.closing && this.info.alpn !== "h2") out["connection"] = "close"
     try {
@@ -313,7 +303,11 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.done) return
     this.bytes += chunk.length
-    if (!(this.res as ServerResponse).write(chunk)) controller.pause()
+    try {
+      if (!writeChunk(this.res, chunk, undefined)) controller.pause()
+    } catch (err) {
+      this.#internal(err)
+    }
   }
 
   /**
@@ -326,53 +320,70 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
       return
     }
     this.bytes += chunk.length
-    if (!(this.res as ServerResponse).write(chunk, release)) controller.pause()
+    try {
+      if (!writeChunk(this.res, chunk, release)) controller.pause()
+    } catch (err) {
+      this.#internal(err)
+    }
   }
 
   /** onResponseEnd ends the client's response, with the backend's trailers when it sent any (RFC 9110 §6.5). */
   onResponseEnd(_controller: Dispatcher.DispatchController, trailers: IncomingHttpHeaders): void {
-    this.#release()
-    if (this.done) return
-    const res = this.res
-    if (trailers !== undefined && hasKeys(trailers)) {
-      if ("stream" in res) {
-        res.end(undefined, trailers as Record<string, string | string[]>)
-        return
+    try {
+      this.#release()
+      if (this.done) return
+      const res = this.res
+      if (trailers !== undefined && hasKeys(trailers)) {
+        if ("stream" in res) {
+          res.end(undefined, trailers as Record<string, string | string[]>)
+          return
+        }
+        // HTTP/1.1 carries trailers only in a chunked body (no Content-Length was set).
+        if (!res.hasHeader("content-length") && !res.writableEnded) res.addTrailers(trailers as Record<string, string>)
       }
-      // HTTP/1.1 carries trailers only in a chunked body (no Content-Length was set).
-      if (!res.hasHeader("content-length")) res.addTrailers(trailers as Record<string, string>)
+      endResponse(res)
+    } catch (err) {
+      this.#internal(err)
     }
-    res.end()
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
-    this.#release()
-    if (this.done) return
-    const code = errorCode(err)
+    try {
+      this.#release()
+      if (this.done) return
+      this.#failed(err)
+    } catch (thrown) {
+      this.#internal(thrown)
+    }
+  }
+
+  /** #failed: a try failed. Passive health hears it (if it is the backend's), then it is retried or answered. */
+  #failed(err: Error): void {
+    const failure = classify(err)
     if (this.responseStarted) {
-      this.#fail(err)
+      this.#fail(err, failure)
       return
     }
     const backend = this.backend!
-    const sent = this.sent && !CONNECT_PHASE.has(code)
-    this.upstream.failed(backend, failureKind(code, sent))
-    if (this.#mayRetry(code, sent)) {
+    const sent = this.sent && failure.phase !== "connect"
+    this.upstream.failed(backend, failure)
+    if (failure.retryable && this.#mayRetry(sent)) {
       this.ctx.log.debug(
         { backend: backend.id, err: errorMessage(err), attempt: this.attempt },
         "retrying on another backend",
       )
-      this.upstream.stats.retries.inc()
+      this.upstream.retried()
       this.lastError = err
       this.tried ??= new Set()
       this.tried.add(backend)
       this.#try()
       return
     }
-    this.#fail(err)
+    this.#fail(err, failure)
   }
 
-  #mayRetry(code: string, sent: boolean): boolean {
-    if (!RETRYABLE.has(code) || this.streamed) return false
+  #mayRetry(sent: boolean): boolean {
+    if (this.streamed) return false
     const config = this.upstream.config
     return canRetry({
       method: this.req.method ?? "GET",
@@ -394,7 +405,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     }
   }
 
-  #fail(err: unknown): void {
+  #fail(err: unknown, failure: Failure = classify(err)): void {
     const res = this.res
     if (res.headersSent) {
       // The response has begun: the client must see a broken response, never a short one that looks whole.
@@ -402,14 +413,50 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
       destroyResponse(res, err)
       return
     }
-    const mapped = errorResponse(err)
+    const mapped = errorResponse(failure)
     this.reason = `${mapped.reason}: ${errorMessage(err)}`
-    this.ctx.log.warn(
-      { upstream: this.upstream.name, backend: this.backend?.id, err: errorMessage(err), code: errorCode(err) },
-      mapped.reason,
-    )
-    sendPlain(res, mapped.status, mapped.body, this.ctx)
     this.status = mapped.status
+    // Answer first: a log destination that fails (a full disk) must not cost the client its answer.
+    if (mapped.close) closeResponse(res, failure.kind === "truncated")
+    else sendPlain(res, mapped.status, mapped.body, this.ctx)
+    const fields = {
+      upstream: this.upstream.name,
+      backend: this.backend?.id,
+      err: errorMessage(err),
+      code: failure.code,
+    }
+    // A client's own failure is its business, not the operator's: debug, so one bad client cannot flood the log.
+    if (failure.source === "client") this.ctx.log.debug(fields, mapped.reason)
+    else this.ctx.log.warn(fields, mapped.reason)
+  }
+
+  /**
+   * #internal: one of our own callbacks threw (a bug). It must not reach undici: log it, answer 500 if nothing was
+   * sent yet, else break the response; nothing here may throw again.
+   */
+  #internal(err: unknown): void {
+    try {
+      this.ctx.log.error(
+        { upstream: this.upstream.name, backend: this.backend?.id, err: errorMessage(err) },
+        "internal error in the http exchange",
+      )
+    } catch {}
+    try {
+      const res = this.res
+      if (this.done || responseOver(res)) return
+      if (res.headersSent) {
+        destroyResponse(res, undefined)
+        return
+      }
+      const mapped = errorResponse(classifyCode("PC_INTERNAL"))
+      this.status = mapped.status
+      this.reason = `${mapped.reason}: ${errorMessage(err)}`
+      sendPlain(res, mapped.status, mapped.body, this.ctx)
+    } catch {
+      try {
+        destroyResponse(this.res, undefined)
+      } catch {}
+    }
   }
 
   /** expire ends the request when timeouts.total passes: 504 before the response began, else a broken response. */
@@ -473,12 +520,6 @@ function isExpectContinue(value: string | string[] | undefined): boolean {
   return (Array.isArray(value) ? value.join(",") : value).trim().toLowerCase() === "100-continue"
 }
 
-/** failureKind classifies a failed try for passive health. */
-function failureKind(code: string, sent: boolean): FailureKind {
-  if (TIMEOUTS.has(code)) return "timeout"
-  return sent ? "reset" : "connect"
-}
-
 /** bufferBody reads a request body of known, small length into one Buffer, then hands it to the exchange. */
 function bufferBody(exchange: Exchange, length: number): void {
   const req = exchange.req
@@ -494,57 +535,40 @@ function bufferBody(exchange: Exchange, length: number): void {
   })
 }
 
-/** hashKeyOf reads the request's hash key; undefined (no such header or cookie) falls back to round robin. */
-function hashKeyOf(hashKey: HashKey, req: ClientRequest, info: ConnectionInfo): string | undefined {
-  switch (hashKey.kind) {
-    case "client_ip":
-      return info.clientAddress
-    case "path": {
-      const url = req.url ?? "/"
-      const q = url.indexOf("?")
-      return q === -1 ? url : url.slice(0, q)
-    }
-    case "header": {
-      const value = req.headers[hashKey.name]
-      return Array.isArray(value) ? value.join(",") : value
-    }
-    case "cookie":
-      return readCookie(req.headers.cookie, hashKey.name)
-  }
-}
-
-/** readCookie finds one cookie's value in a Cookie header (HTTP/2 joins several with "; "). */
-export function readCookie(header: string | string[] | undefined, name: string): string | undefined {
-  if (header === undefined) return undefined
-  const text = Array.isArray(header) ? header.join("; ") : header
-  let start = 0
-  while (start < text.length) {
-    let end = text.indexOf(";", start)
-    if (end === -1) end = text.length
-    const eq = text.indexOf("=", start)
-    if (eq !== -1 && eq < end && text.slice(start, eq).trim() === name) return text.slice(eq + 1, end).trim()
-    start = end + 1
-  }
-  return undefined
-}
-
-/** addStickyCookie pins the client to the backend that answered, unless its cookie already names that backend. */
-function addStickyCookie(
-  out: Record<string, string | string[]>,
-  upstream: Upstream,
-  backend: Backend,
-  cookie: string | undefined,
-): void {
-  const sticky = upstream.sticky!
-  if (cookie === sticky.valueFor(backend)) return
-  const value = sticky.cookieFor(backend)
-  const existing = out["set-cookie"]
-  out["set-cookie"] = existing === undefined ? value : [...(Array.isArray(existing) ? existing : [existing]), value]
-}
-
 function destroyResponse(res: ClientResponse, err: unknown): void {
   if ("stream" in res) res.stream.close(0x2 /* INTERNAL_ERROR */)
   else res.destroy(err instanceof Error ? err : undefined)
+}
+
+/** closeResponse sends nothing more: a malformed request's stream is reset with PROTOCOL_ERROR (RFC 9113 §8.1.1). */
+function closeResponse(res: ClientResponse, malformed: boolean): void {
+  if ("stream" in res) res.stream.close(malformed ? 0x1 /* PROTOCOL_ERROR */ : 0x8 /* CANCEL */)
+  else res.destroy()
+}
+
+/**
+ * writeChunk writes a piece of the response body. Once the client's response is over (ended or destroyed) it is a
+ * no-op, as a write to a destroyed socket is: ServerResponse would emit 'error' for a write after end, with no
+ * listener. H2Response checks the same itself.
+ */
+function writeChunk(res: ClientResponse, chunk: Buffer, release: (() => void) | undefined): boolean {
+  if ("stream" in res) return res.write(chunk, release)
+  if (responseOver(res)) {
+    if (release) queueMicrotask(release)
+    return true
+  }
+  return release ? res.write(chunk, release) : res.write(chunk)
+}
+
+/** endResponse ends the response unless it is over already (see writeChunk). */
+function endResponse(res: ClientResponse): void {
+  if (!responseOver(res)) res.end()
+}
+
+/** responseOver: the response was ended or destroyed; nothing more may be written. */
+function responseOver(res: ClientResponse): boolean {
+  if ("stream" in res) return res.gone || res.stream.writableEnded
+  return res.writableEnded || res.destroyed
 }
 
 /** sendPlain answers with a small plain-text body; used for every error status. */

@@ -3,14 +3,18 @@ import type { IncomingMessage } from "node:http"
 import type { Duplex } from "node:stream"
 import type { Dispatcher } from "undici"
 import type { ConnectionInfo } from "../../core/connection-info.ts"
-import { errorCode, errorMessage } from "../../core/errors.ts"
+import { errorMessage } from "../../core/errors.ts"
+import { classify, classifyCode, type Failure } from "../../core/failure.ts"
 import type { Backend } from "../../upstreams/backend.ts"
 import type { Upstream } from "../../upstreams/upstream.ts"
-import { errorResponse } from "../respond-error.ts"
+import { errorResponse, rawResponse } from "../respond-error.ts"
 import type { ExchangeContext } from "./exchange.ts"
 import { buildRequestHeaders } from "./request-headers.ts"
 
-/** Upgrade is the dispatch handler for one upgrade request. */
+/**
+ * Upgrade is the dispatch handler for one upgrade request. As the exchange's, its callbacks never throw into the
+ * backend client: writes to a destroyed client socket are no-ops, and anything else that throws closes both sides.
+ */
 class Upgrade implements Dispatcher.DispatchHandler {
   readonly ctx: ExchangeContext
   readonly client: Duplex
@@ -35,6 +39,15 @@ class Upgrade implements Dispatcher.DispatchHandler {
     headers: Record<string, string | string[] | undefined>,
     socket: Duplex,
   ): void {
+    try {
+      this.#join(statusCode, headers, socket)
+    } catch (err) {
+      this.#internal(err)
+      socket.destroy()
+    }
+  }
+
+  #join(statusCode: number, headers: Record<string, string | string[] | undefined>, socket: Duplex): void {
     const client = this.client
     let head = `HTTP/1.1 ${statusCode} Switching Protocols\r\n`
     for (const name in headers) {
@@ -57,28 +70,57 @@ class Upgrade implements Dispatcher.DispatchHandler {
 
   onResponseStart(_c: Dispatcher.DispatchController, statusCode: number): void {
     // The backend refused the upgrade with a normal response: tell the client plainly and close.
-    this.#reject(statusCode, `backend answered ${statusCode} to the upgrade`)
+    try {
+      this.#reject(statusCode, `backend answered ${statusCode} to the upgrade\n`)
+    } catch (err) {
+      this.#internal(err)
+    }
   }
 
   onResponseData(): void {}
   onResponseEnd(): void {}
 
   onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
-    const mapped = errorResponse(err)
-    this.ctx.log.warn(
-      { upstream: this.upstream.name, backend: this.backend.id, err: errorMessage(err), code: errorCode(err) },
-      `websocket: ${mapped.reason}`,
-    )
-    this.#reject(mapped.status, mapped.body.trim())
+    this.fail(err)
   }
 
-  #reject(status: number, text: string): void {
+  /** fail answers a failed upgrade through the one mapping (respond-error.ts): 502 for a refused backend, as a GET. */
+  fail(err: unknown, failure: Failure = classify(err)): void {
+    try {
+      const mapped = errorResponse(failure)
+      const fields = {
+        upstream: this.upstream.name,
+        backend: this.backend.id,
+        err: errorMessage(err),
+        code: failure.code,
+      }
+      if (failure.source === "client") this.ctx.log.debug(fields, `websocket: ${mapped.reason}`)
+      else this.ctx.log.warn(fields, `websocket: ${mapped.reason}`)
+      if (mapped.close) {
+        this.#release()
+        this.client.destroy()
+      } else this.#reject(mapped.status, mapped.body)
+    } catch (thrown) {
+      this.#internal(thrown)
+    }
+  }
+
+  #reject(status: number, body: string): void {
     this.#release()
     if (this.client.destroyed) return
-    const body = `${text}\n`
-    this.client.end(
-      `HTTP/1.1 ${status} ${status === 502 ? "Bad Gateway" : "Error"}\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
-    )
+    this.client.end(rawResponse(status, body))
+  }
+
+  /** #internal: a bug of ours in a callback; log it and close the client, throwing nothing. */
+  #internal(err: unknown): void {
+    try {
+      this.#release()
+      this.ctx.log.error(
+        { upstream: this.upstream.name, err: errorMessage(err) },
+        "internal error in a websocket upgrade",
+      )
+    } catch {}
+    this.client.destroy()
   }
 
   #release(): void {
@@ -102,18 +144,21 @@ export function proxyUpgrade(
   client.on("error", () => client.destroy())
   const backend = upstream.pick()
   if (!backend) {
-    client.end("HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
+    const mapped = errorResponse(classifyCode("PC_NO_BACKEND"))
+    client.end(rawResponse(mapped.status, mapped.body))
     return
   }
-  backend.inFlight++
+  upstream.acquire(backend)
   const headers = buildRequestHeaders(req.rawHeaders, info, host)
   // undici writes Connection: upgrade and Upgrade itself from opts.upgrade.
   const upgrade = String(req.headers.upgrade ?? "websocket")
-  upstream
-    .poolFor(backend)
-    .dispatch(
-      { path: req.url ?? "/", method: req.method ?? "GET", headers, upgrade, body: null },
-      new Upgrade(ctx, client, head, upstream, backend),
-      info,
-    )
+  const handler = new Upgrade(ctx, client, head, upstream, backend)
+  try {
+    upstream
+      .poolFor(backend)
+      .dispatch({ path: req.url ?? "/", method: req.method ?? "GET", headers, upgrade, body: null }, handler, info)
+  } catch (err) {
+    // A pool that throws instead of calling onResponseError: ours.
+    handler.fail(err, classifyCode("PC_INTERNAL"))
+  }
 }

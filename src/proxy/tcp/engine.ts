@@ -3,7 +3,8 @@ import type net from "node:net"
 import type { TLSSocket } from "node:tls"
 import type { ListenerConfig } from "../../config/schema.ts"
 import { infoOf } from "../../core/connection-info.ts"
-import { errorCode, PortcullisError } from "../../core/errors.ts"
+import { PortcullisError } from "../../core/errors.ts"
+import { classify } from "../../core/failure.ts"
 import type { Logger } from "../../core/log.ts"
 import { normalizeHost, type Router } from "../../routing/router.ts"
 import type { Backend } from "../../upstreams/backend.ts"
@@ -68,7 +69,7 @@ export class TcpEngine {
           // Every backend that could take it is at max_connections: HAProxy would queue; an L4 client is closed.
           if (!full && upstream.saturated(tried)) {
             full = true
-            upstream.stats.tcpRejected.inc()
+            upstream.rejectedFull()
           }
           return Promise.reject(
             new PortcullisError(
@@ -80,16 +81,16 @@ export class TcpEngine {
         }
         tried.add(backend)
         current = backend
-        backend.inFlight++
+        upstream.acquire(backend)
         return connectBackend(upstream, backend, dial).then(
           (s) => {
-            upstream.outliers?.onSuccess(backend)
+            upstream.succeeded(backend)
             return { socket: s, release: () => upstream.release(backend) }
           },
           (err: unknown) => {
             upstream.release(backend)
             // Passive health: a backend that keeps refusing is ejected, so later clients skip it at once.
-            upstream.failed(backend, errorCode(err) === "PC_BACKEND_CONNECT_TIMEOUT" ? "timeout" : "connect")
+            upstream.failed(backend, classify(err))
             throw err
           },
         )
@@ -108,11 +109,12 @@ export class TcpEngine {
           ...(stats.error && { error: stats.error.message }),
         })
         const err = stats.error
-        if (err && (err as PortcullisError).source !== "client") {
+        const failure = err && classify(err)
+        if (failure && failure.source !== "client") {
           // A backend that could not be reached (e.g. a TLS verification failure) is the operator's to fix: say why.
           log.warn(
-            { upstream: upstream.name, backend: current?.id, err: err.message, code: errorCode(err) },
-            `backend error (${errorCode(err)})`,
+            { upstream: upstream.name, backend: current?.id, err: err.message, code: failure.code },
+            `backend error (${failure.code})`,
           )
         }
       },

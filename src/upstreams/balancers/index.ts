@@ -6,10 +6,11 @@ import { PowerOfTwo } from "./p2c.ts"
 import { RoundRobin } from "./round-robin.ts"
 
 export { ConsistentHash } from "./hash.ts"
+export { compileHashKey, type HashKey, hashKeyOf, readCookie } from "./hash-key.ts"
 export { LeastConn } from "./least-conn.ts"
 export { PowerOfTwo } from "./p2c.ts"
 export { RoundRobin } from "./round-robin.ts"
-export { type StickyContext, StickyCookie, stickyValue } from "./sticky-cookie.ts"
+export { addStickyCookie, type StickyContext, StickyCookie, stickyValue } from "./sticky-cookie.ts"
 
 /** BalancerName is a value of the upstream `balance` key. */
 export type BalancerName = "round_robin" | "least_conn" | "p2c" | "hash"

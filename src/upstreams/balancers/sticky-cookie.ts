@@ -79,3 +79,16 @@ export class StickyCookie implements Balancer {
     for (const backend of backends) this.#byValue.set(this.valueFor(backend), backend)
   }
 }
+
+/** addStickyCookie pins the client to the backend that answered, unless its cookie already names that backend. */
+export function addStickyCookie(
+  out: Record<string, string | string[]>,
+  sticky: StickyCookie,
+  backend: Backend,
+  cookie: string | undefined,
+): void {
+  if (cookie === sticky.valueFor(backend)) return
+  const value = sticky.cookieFor(backend)
+  const existing = out["set-cookie"]
+  out["set-cookie"] = existing === undefined ? value : [...(Array.isArray(existing) ? existing : [existing]), value]
+}

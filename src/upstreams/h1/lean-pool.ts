@@ -360,7 +360,9 @@ class LeanRequest implements Dispatcher.DispatchController {
       if (chunk.length === 0) return
       written += chunk.length
       const ok = chunked
-        ? socket.write(`${chunk.length.toString(16)}\r\n`, "latin1") && socket.write(chunk) && socket.write("\r\n", "latin1")
+        ? socket.write(`${chunk.length.toString(16)}\r\n`, "latin1") &&
+          socket.write(chunk) &&
+          socket.write("\r\n", "latin1")
         : socket.write(chunk)
       if (!ok) {
         body.pause()
@@ -372,7 +374,9 @@ class LeanRequest implements Dispatcher.DispatchController {
       if (!chunked && written !== this.contentLength) {
         // The backend was promised Content-Length bytes (RFC 9112 §6.3): a shorter body leaves the connection
         // mid-request, so it is never reused.
-        failed(failure("UND_ERR_REQ_CONTENT_LENGTH_MISMATCH", "Request body length does not match content-length header"))
+        failed(
+          failure("UND_ERR_REQ_CONTENT_LENGTH_MISMATCH", "Request body length does not match content-length header"),
+        )
         return
       }
       this.bodySent = true

@@ -1,12 +1,17 @@
 /** @module passive: outlier detection; a backend that keeps failing real requests is ejected for a while. */
+import type { FailureKind } from "../../core/failure.ts"
 import type { Logger } from "../../core/log.ts"
 import { formatDuration } from "../../core/units.ts"
 import type { Backend } from "../backend.ts"
 
 export { effectiveWeight } from "./slow-start.ts"
 
-/** FailureKind is how a request to a backend failed; "5xx" counts only when count5xx is on. */
-export type FailureKind = "connect" | "reset" | "timeout" | "5xx"
+/**
+ * OutlierKind is how a request to a backend failed: a classified backend failure (core/failure.ts; only the
+ * upstream passes them, and only those whose source is the backend), or a 5xx response, counted only when count5xx
+ * is on.
+ */
+export type OutlierKind = FailureKind | "5xx"
 
 /** OutlierOptions is the upstream's `passive` config slice (durations in ms). */
 export interface OutlierOptions {
@@ -85,7 +90,7 @@ export class OutlierDetector {
   }
 
   /** onFailure counts a failure; returns true when this one ejected the backend. */
-  onFailure(backend: Backend, kind: FailureKind, now = Date.now()): boolean {
+  onFailure(backend: Backend, kind: OutlierKind, now = Date.now()): boolean {
     if (kind === "5xx" && !this.count5xx) return false
     if (backend.ejectedUntil > now) return false
     let record = this.#records.get(backend.id)
