@@ -164,7 +164,7 @@ export class HttpEngine implements ExchangeContext {
       return
     }
     const upstream = this.#upstreams.get(route.upstream)!
-    new Exchange(this, req, res, info, upstream, rawHost).start()
+    new Exchange(this, req, res, info, upstream, rawHost, route).start()
   }
 
   /** #tooManyRequests answers 429 with Retry-After: the client is over its request rate. */

@@ -71,6 +71,8 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
   readonly info: ConnectionInfo
   readonly upstream: Upstream
   readonly host: string | undefined
+  /** The route that chose the upstream: with `client`, who saw a failure, for passive health (FailureSource). */
+  readonly route: object | undefined
   readonly started = performance.now()
   /** Date.now() at the start, for try_duration. */
   readonly startedAt = Date.now()
@@ -108,6 +110,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     info: ConnectionInfo,
     upstream: Upstream,
     host: string | undefined,
+    route?: object,
   ) {
     this.ctx = ctx
     this.req = req
@@ -115,6 +118,12 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     this.info = info
     this.upstream = upstream
     this.host = host
+    this.route = route
+  }
+
+  /** client is the client's address, for passive health (FailureSource). */
+  get client(): string {
+    return this.info.clientAddress
   }
 
   /** start builds the backend request once and sends the first try. */
@@ -277,7 +286,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     const upstream = this.upstream
     const backend = this.backend!
     if (upstream.outliers !== undefined) {
-      if (statusCode >= 500) upstream.failed(backend, "5xx")
+      if (statusCode >= 500) upstream.failed(backend, "5xx", this)
       else upstream.outliers.onSuccess(backend)
     }
     const out = responseHeadersForClient(headers)
@@ -345,7 +354,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     }
     const backend = this.backend!
     const sent = this.sent && !CONNECT_PHASE.has(code)
-    this.upstream.failed(backend, failureKind(code, sent))
+    this.upstream.failed(backend, failureKind(code, sent), this)
     if (this.#mayRetry(code, sent)) {
       this.ctx.log.debug(
         { backend: backend.id, err: errorMessage(err), attempt: this.attempt },

@@ -89,7 +89,10 @@ export class TcpEngine {
           (err: unknown) => {
             upstream.release(backend)
             // Passive health: a backend that keeps refusing is ejected, so later clients skip it at once.
-            upstream.failed(backend, errorCode(err) === "PC_BACKEND_CONNECT_TIMEOUT" ? "timeout" : "connect")
+            upstream.failed(backend, errorCode(err) === "PC_BACKEND_CONNECT_TIMEOUT" ? "timeout" : "connect", {
+              client: info?.clientAddress,
+              route,
+            })
             throw err
           },
         )
