@@ -192,6 +192,16 @@ const listenerLimits = z
     header_timeout: duration().prefault("10s").describe("time to receive the request headers (default 10s)"),
     idle_timeout: duration().prefault("60s").describe("keep-alive idle time between requests (default 60s)"),
     request_timeout: duration().prefault("5m").describe("time to receive the whole request (default 5m)"),
+    body_buffer: size()
+      .prefault("64KiB")
+      .describe(
+        "request body read before a backend connection is taken (the rest is streamed), so slow uploads do not hold backends; 0 = off (default 64KiB)",
+      ),
+    body_timeout: duration()
+      .prefault("60s")
+      .describe(
+        "longest pause between reads of a request body (then 408 and close), and of a client reading a response (then closed) (default 60s)",
+      ),
     per_client_connections: z
       .number()
       .int()

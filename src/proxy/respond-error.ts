@@ -19,6 +19,9 @@ export function errorResponse(err: unknown): ErrorResponse {
   if (code === "PC_BACKEND_QUEUE_FULL" || code === "PC_BACKEND_QUEUE_TIMEOUT") {
     return { status: 503, body: "Service Unavailable\n", reason: code }
   }
+  if (code === "PC_CLIENT_BODY_TIMEOUT") {
+    return { status: 408, body: "Request Timeout\n", reason: "client body timeout" }
+  }
   if (code.startsWith("PC_CLIENT_")) return { status: 400, body: "Bad Request\n", reason: code }
   // Refused, reset, TLS failure toward the backend, malformed backend response: all are the backend's.
   return { status: 502, body: "Bad Gateway\n", reason: `backend error (${code})` }

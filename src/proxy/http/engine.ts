@@ -37,6 +37,8 @@ export class HttpEngine implements ExchangeContext {
   readonly log: Logger
   readonly accessLog: Logger | undefined
   readonly hsts: string | undefined
+  readonly bodyBuffer: number
+  readonly bodyTimeout: number
   closing = false
   readonly #router: Router
   readonly #upstreams: ReadonlyMap<string, Upstream>
@@ -59,6 +61,8 @@ export class HttpEngine implements ExchangeContext {
     this.#router = options.router
     this.#upstreams = options.upstreams
     this.#maxHeaders = limits.max_headers
+    this.bodyBuffer = limits.body_buffer
+    this.bodyTimeout = limits.body_timeout
     this.#rateGate = limits.rate ? options.gate : undefined
     const hsts = listener.tls?.hsts
     this.hsts = hsts

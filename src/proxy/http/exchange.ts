@@ -1,9 +1,9 @@
 /** @module exchange: one proxied HTTP request: pick a backend, stream the request, stream the response, retry or fail. */
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http"
-import type { Readable } from "node:stream"
+import { PassThrough, type Readable } from "node:stream"
 import type { Dispatcher } from "undici"
 import type { ConnectionInfo } from "../../core/connection-info.ts"
-import { BackendError, errorCode, errorMessage, PortcullisError } from "../../core/errors.ts"
+import { BackendError, ClientError, errorCode, errorMessage, PortcullisError } from "../../core/errors.ts"
 import type { Logger } from "../../core/log.ts"
 import type { Backend } from "../../upstreams/backend.ts"
 import type { StickyContext } from "../../upstreams/balancers/index.ts"
@@ -28,6 +28,10 @@ export interface ExchangeContext {
   readonly hsts: string | undefined
   /** The generation is closing: answer with Connection: close so clients move to the new one. */
   readonly closing: boolean
+  /** limits.body_buffer: request body bytes read before a backend is picked (0: none). */
+  readonly bodyBuffer: number
+  /** limits.body_timeout: longest pause of a client sending a body or reading a response, in ms. */
+  readonly bodyTimeout: number
 }
 
 /**
@@ -83,7 +87,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
   controller: Dispatcher.DispatchController | undefined
   headers: string[] = []
   body: Readable | Buffer | null = null
-  /** The body is a stream that cannot be sent twice. */
+  /** The body cannot be sent twice: a stream, or held only to shield the backend (over retry_body_limit). */
   streamed = false
   /** The pick context when the upstream hashes or pins (sticky); undefined otherwise. */
   pickContext: StickyContext | undefined
@@ -102,6 +106,12 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
   totalTimer: NodeJS.Timeout | undefined
   /** The client sent Expect: 100-continue and waits for our 100 before it sends the body. */
   expectsContinue = false
+  /** The request body's idle timer (limits.body_timeout), refreshed by every piece; made for requests with a body. */
+  bodyTimer: NodeJS.Timeout | undefined
+  /** Where the request body comes from, while it is read (the HTTP/2 stream, or the HTTP/1.1 request). */
+  bodySource: Readable | undefined
+  /** The client-read idle timer: armed when the client stops taking the response (made on the first stop). */
+  readTimer: NodeJS.Timeout | undefined
 
   constructor(
     ctx: ExchangeContext,
@@ -150,17 +160,94 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     if (hasBody(req)) {
       this.expectsContinue = isExpectContinue(req.headers.expect)
       const length = Number(req.headers["content-length"])
-      if (upstream.config.retries > 0 && length > 0 && length <= upstream.config.retry_body_limit) {
-        // Small enough to hold: read it all, so a failed try can be sent again elsewhere.
+      // gRPC streams its messages both ways and may idle between them: neither held nor timed (a bidirectional
+      // call would wait forever for a reply to a message we held).
+      const grpc = "stream" in this.res && this.res.grpc
+      const bodyBuffer = grpc ? 0 : this.ctx.bodyBuffer
+      this.bodySource = "stream" in req ? req.stream : req
+      if (this.ctx.bodyTimeout > 0 && !grpc) {
+        this.bodyTimer = setTimeout(onBodyTimeout, this.ctx.bodyTimeout, this)
+      }
+      const retryable = upstream.config.retries > 0 && length > 0 && length <= upstream.config.retry_body_limit
+      if (retryable || (length > 0 && length <= bodyBuffer)) {
+        // Small enough to hold: read it all before a backend is taken (a slow client holds none), and, within
+        // retry_body_limit, so a failed try can be sent again elsewhere. Held only for the first reason, it is
+        // sent once, as it would have been streamed.
+        this.streamed = !retryable
         this.continueClient()
         bufferBody(this, length)
+        return
+      }
+      if (bodyBuffer > 0) {
+        // Slow-client shielding (as nginx's proxy_request_buffering, bounded): the first body_buffer bytes, or the
+        // whole body if shorter, arrive before a backend connection is taken; the rest is streamed.
+        this.streamed = true
+        this.continueClient()
+        bufferBodyHead(this, bodyBuffer, Number.isNaN(length) ? -1 : length)
         return
       }
       // HTTP/2: the body through its own Readable (undici ends what it sent; the stream carries the response too).
       this.body = "stream" in req ? req.bodyStream() : req
       this.streamed = true
+      watchBody(this, this.bodySource)
     }
     this.#try()
+  }
+
+  /** bodyHeadBuffered: the first part of a longer body is held; `rest` streams it all, held part first. */
+  bodyHeadBuffered(rest: Readable): void {
+    if (this.done) return
+    this.body = rest
+    this.streamed = true
+    this.#try()
+  }
+
+  /**
+   * bodyIdle: the client sent no body byte for limits.body_timeout while we were reading (nginx's
+   * client_body_timeout). 408 and the connection closed; the try in flight is aborted without counting against the
+   * backend, which did nothing wrong.
+   */
+  bodyIdle(): void {
+    if (this.done) return
+    const source = this.bodySource
+    // Paused by backpressure (the backend is not taking the body): not the client's pause.
+    if (source !== undefined && source.readableFlowing === false) {
+      this.bodyTimer?.refresh()
+      return
+    }
+    const res = this.res
+    if (!res.headersSent && !("stream" in res)) (res as ServerResponse).shouldKeepAlive = false
+    this.#fail(new ClientError("PC_CLIENT_BODY_TIMEOUT", `no request body byte for ${this.ctx.bodyTimeout} ms`))
+    const controller = this.controller
+    this.finish()
+    controller?.abort(new Error("client body timeout"))
+    // undici finishes an aborted request only when its body stream does: end ours (never the client request).
+    const body = this.body
+    if (body !== null && body !== this.req && !Buffer.isBuffer(body)) body.destroy()
+    // HTTP/2: the request side is still open. RST_STREAM NO_ERROR after the 408 asks the client to stop sending
+    // (RFC 9113 §8.1); Node sends it once the response is written.
+    if ("stream" in res && !res.gone) res.stream.close(0x0 /* NO_ERROR */)
+  }
+
+  /**
+   * readIdle: the client took no response byte for limits.body_timeout. Its connection (HTTP/2: its stream) is
+   * closed and the backend request aborted, so the backend connection is freed.
+   */
+  readIdle(): void {
+    if (this.done || this.controller?.paused !== true) return
+    this.reason = `client read nothing for ${this.ctx.bodyTimeout} ms`
+    const controller = this.controller
+    this.finish()
+    controller.abort(new Error("client read timeout"))
+    destroyResponse(this.res, new Error(this.reason))
+  }
+
+  /** clientStalled: a write to the client was not taken at once; arm the read idle timer. */
+  clientStalled(): void {
+    const ms = this.ctx.bodyTimeout
+    if (ms <= 0) return
+    if (this.readTimer === undefined) this.readTimer = setTimeout(onReadTimeout, ms, this)
+    else this.readTimer.refresh()
   }
 
   /** bodyBuffered is called once the whole request body is held in memory. */
@@ -312,7 +399,10 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.done) return
     this.bytes += chunk.length
-    if (!(this.res as ServerResponse).write(chunk)) controller.pause()
+    if (!(this.res as ServerResponse).write(chunk)) {
+      controller.pause()
+      this.clientStalled()
+    }
   }
 
   /**
@@ -325,7 +415,10 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
       return
     }
     this.bytes += chunk.length
-    if (!(this.res as ServerResponse).write(chunk, release)) controller.pause()
+    if (!(this.res as ServerResponse).write(chunk, release)) {
+      controller.pause()
+      this.clientStalled()
+    }
   }
 
   /** onResponseEnd ends the client's response, with the backend's trailers when it sent any (RFC 9110 §6.5). */
@@ -428,6 +521,8 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     if (this.done) return
     this.done = true
     if (this.totalTimer !== undefined) clearTimeout(this.totalTimer)
+    if (this.bodyTimer !== undefined) clearTimeout(this.bodyTimer)
+    if (this.readTimer !== undefined) clearTimeout(this.readTimer)
     if (this.waiting) {
       this.waiting = false
       this.upstream.cancelWait(this)
@@ -442,6 +537,14 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
 
 function onTotalTimeout(exchange: Exchange): void {
   exchange.expire()
+}
+
+function onBodyTimeout(exchange: Exchange): void {
+  exchange.bodyIdle()
+}
+
+function onReadTimeout(exchange: Exchange): void {
+  exchange.readIdle()
 }
 
 function onClientDrain(this: ClientResponse): void {
@@ -483,14 +586,69 @@ function bufferBody(exchange: Exchange, length: number): void {
   const req = exchange.req
   const body = Buffer.allocUnsafe(length)
   let filled = 0
+  const timer = exchange.bodyTimer
   req.on("data", (chunk: Buffer) => {
+    timer?.refresh()
     // The parser holds a body to its Content-Length; guard the copy anyway.
     filled += chunk.copy(body, filled)
   })
   req.once("end", () => {
+    bodyDone(exchange)
     if (filled === length) exchange.bodyBuffered(body)
     else exchange.bodyShort(filled, length)
   })
+}
+
+/**
+ * bufferBodyHead holds the first `limit` bytes of a body longer than that, or of unknown length (-1): a body that
+ * ends first is handed over whole (bodyBuffered), else the held part and the rest as one stream (bodyHeadBuffered).
+ */
+function bufferBodyHead(exchange: Exchange, limit: number, length: number): void {
+  const source = exchange.bodySource!
+  const timer = exchange.bodyTimer
+  const chunks: Buffer[] = []
+  let held = 0
+  const onData = (chunk: Buffer) => {
+    timer?.refresh()
+    chunks.push(chunk)
+    held += chunk.length
+    if (held < limit) return
+    // Enough to take a backend: stop here, and stream the held part, then the rest, with backpressure.
+    source.pause()
+    source.off("data", onData)
+    source.off("end", onEnd)
+    const rest = new PassThrough()
+    for (const c of chunks) rest.write(c)
+    chunks.length = 0
+    source.pipe(rest)
+    // pipe() passes on no close: a client that leaves mid-body must end the backend's body stream too.
+    source.once("close", () => {
+      if (!source.readableEnded) rest.destroy()
+    })
+    watchBody(exchange, source)
+    exchange.bodyHeadBuffered(rest)
+  }
+  const onEnd = () => {
+    bodyDone(exchange)
+    if (length >= 0 && held !== length) exchange.bodyShort(held, length)
+    else exchange.bodyBuffered(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, held))
+  }
+  source.on("data", onData)
+  source.once("end", onEnd)
+}
+
+/** watchBody keeps the body idle timer running while a body streams to the backend. */
+function watchBody(exchange: Exchange, source: Readable): void {
+  const timer = exchange.bodyTimer
+  if (timer === undefined) return
+  source.on("data", () => timer.refresh())
+  source.once("end", () => bodyDone(exchange))
+}
+
+/** bodyDone: the whole request body has arrived; its idle timer ends. */
+function bodyDone(exchange: Exchange): void {
+  if (exchange.bodyTimer !== undefined) clearTimeout(exchange.bodyTimer)
+  exchange.bodySource = undefined
 }
 
 /** hashKeyOf reads the request's hash key; undefined (no such header or cookie) falls back to round robin. */
