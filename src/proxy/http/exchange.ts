@@ -178,11 +178,12 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
         bufferBody(this, length)
         return
       }
-      if (bodyBuffer > 0) {
+      if (bodyBuffer > 0 && !this.expectsContinue) {
         // Slow-client shielding (as nginx's proxy_request_buffering, bounded): the first body_buffer bytes, or the
-        // whole body if shorter, arrive before a backend connection is taken; the rest is streamed.
+        // whole body if shorter, arrive before a backend connection is taken; the rest is streamed. Not with
+        // Expect: 100-continue: that client sends nothing until the backend is ready, and a request no backend can
+        // take gets its final status without ever sending the body.
         this.streamed = true
-        this.continueClient()
         bufferBodyHead(this, bodyBuffer, Number.isNaN(length) ? -1 : length)
         return
       }
