@@ -81,7 +81,7 @@ upstreams:
       child.stderr.on("data", (d: Buffer) => {
         text += d.toString()
       })
-      const timer = setTimeout(() => child.kill(), 240_000)
+      const timer = setTimeout(() => child.kill(), 290_000)
       child.on("error", reject)
       child.on("exit", () => {
         clearTimeout(timer)
