@@ -4,7 +4,7 @@ import { test } from "node:test"
 import { problems, runTestssl } from "./testssl.ts"
 
 test("testssl finds nothing HIGH, no old protocol and no weak cipher list in the intermediate profile", {
-  timeout: 300_000,
+  timeout: 330_000,
 }, async () => {
   const findings = await runTestssl("intermediate")
   assert.deepEqual(problems(findings), [])
