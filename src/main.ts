@@ -4,7 +4,7 @@ import { parseArgs } from "node:util"
 import { AdminApi } from "./admin/api.ts"
 import { defaultConfig } from "./config/default.ts"
 import { loadConfigFile } from "./config/load.ts"
-import { type Config, parseHostPort } from "./config/schema.ts"
+import { type Config, type HostPort, parseHostPort } from "./config/schema.ts"
 import { ConfigError, errorMessage, PortcullisError } from "./core/errors.ts"
 import { createLogger, type Logger } from "./core/log.ts"
 import { type DemoBackend, startDemoBackend } from "./demo/backend.ts"
@@ -60,30 +60,41 @@ async function run(file: string | undefined): Promise<number> {
   }
   const runtime = new Runtime(log)
   await runtime.start(config)
+  let admin: AdminApi | undefined
   const reloadFromFile = async () => {
     if (!file)
       throw new PortcullisError("PC_RELOAD_NO_FILE", "running the embedded default: there is no config file to reload")
     const next = loadConfigFile(file).config
-    await runtime.reload(next)
-    await restartAdmin(next)
+    // The admin API moves with the reload, all or nothing: the new address is bound before the swap, and the old
+    // one closes (after answering the POST /reload that asked) only once the new generation is live.
+    const want = next.admin?.address
+    const same = admin !== undefined && want !== undefined && sameAddress(admin.address, want)
+    let moved: AdminApi | undefined
+    await runtime.reload(next, {
+      prepare: async () => {
+        if (same || !want) return
+        moved = new AdminApi(want, actions, log)
+        await moved.start()
+      },
+      rollback: async () => {
+        await moved?.close()
+      },
+      commit: () => {
+        if (same) return
+        admin?.retire()
+        admin = moved
+      },
+    })
   }
-  let admin: AdminApi | undefined
   const actions = {
     status: () => ({ pid: process.pid, config: file ?? "<embedded default>", ...runtime.status() }),
     reload: reloadFromFile,
     drain: (upstream: string, backend: string, on: boolean) => runtime.drain(upstream, backend, on),
   }
-  const restartAdmin = async (next: Config) => {
-    const want = next.admin?.address
-    if (admin && want && admin.address.host === want.host && admin.address.port === want.port) return
-    await admin?.close()
-    admin = undefined
-    if (want) {
-      admin = new AdminApi(want, actions, log)
-      await admin.start()
-    }
+  if (config.admin) {
+    admin = new AdminApi(config.admin.address, actions, log)
+    await admin.start()
   }
-  await restartAdmin(config)
   log.info(
     { ports: runtime.ports(), admin: admin ? `${admin.address.host}:${admin.port}` : undefined },
     "portcullis is running",
@@ -111,6 +122,10 @@ async function run(file: string | undefined): Promise<number> {
     process.on("SIGTERM", () => stop("SIGTERM"))
     process.on("SIGINT", () => stop("SIGINT"))
   })
+}
+
+function sameAddress(a: HostPort, b: HostPort): boolean {
+  return a.host === b.host && a.port === b.port
 }
 
 function logReloadError(log: Logger, err: unknown): void {

@@ -163,6 +163,17 @@ export class Generation {
 }
 
 /**
+ * ReloadStep is more work a reload must do with the listeners, all or nothing (main.ts moves the admin API with it):
+ * prepare runs after the new listener sockets are bound and before the swap; if it throws, the reload is refused
+ * and rollback undoes whatever prepare got done. commit runs once the new generation is live.
+ */
+export interface ReloadStep {
+  prepare(): Promise<void>
+  rollback(): Promise<void>
+  commit(): void
+}
+
+/**
  * Runtime owns the bound sockets (keyed by address, kept across reloads), the current generation, and the state
  * every generation is handed: health records, and the RuntimeState (counters, client gate tables, ticket keys).
  */
@@ -197,12 +208,13 @@ export class Runtime {
   }
 
   /**
-   * reload builds a new generation in full, binds any new addresses, then swaps; if anything fails the running
-   * generation stays and the error is thrown. The old generation finishes its connections in the background.
+   * reload builds a new generation in full, binds any new addresses (and runs step.prepare), then swaps; if anything
+   * fails the running generation stays, every new address is closed again, and the error is thrown. The old
+   * generation finishes its connections in the background.
    */
-  async reload(config: Config): Promise<void> {
+  async reload(config: Config, step?: ReloadStep): Promise<void> {
     while (this.#reloading) await this.#reloading.catch(() => {})
-    const run = this.#apply(config)
+    const run = this.#apply(config, step)
     this.#reloading = run
     try {
       await run
@@ -211,9 +223,10 @@ export class Runtime {
     }
   }
 
-  async #apply(config: Config): Promise<void> {
+  async #apply(config: Config, step?: ReloadStep): Promise<void> {
     const gen = await Generation.build(this.#nextId, config, this.#log, this.#health, this.#current, this.#state)
     const added: ListenerSocket[] = []
+    let prepared = false
     try {
       await gen.start()
       for (const key of gen.listeners.keys()) {
@@ -223,9 +236,11 @@ export class Runtime {
         await socket.start()
         added.push(socket)
       }
+      prepared = step !== undefined
+      await step?.prepare()
     } catch (err) {
       gen.destroy()
-      await Promise.allSettled(added.map((s) => s.close()))
+      await Promise.allSettled([...added.map((s) => s.close()), ...(prepared ? [step!.rollback()] : [])])
       throw err
     }
     this.#nextId++
@@ -243,6 +258,7 @@ export class Runtime {
     this.#state.clientLimiters.retain(gen.gates.keys())
     const old = this.#current
     this.#current = gen
+    step?.commit()
     this.#log.info({ generation: gen.id, listeners: [...gen.listeners.keys()] }, old ? "reloaded" : "started")
     if (old) this.#retire(old)
   }

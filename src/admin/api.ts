@@ -17,6 +17,8 @@ export class AdminApi {
   readonly #server: http.Server
   readonly #actions: AdminActions
   readonly #log: Logger
+  /** A reload moved the API elsewhere: answers close their connections. */
+  #retired = false
 
   constructor(address: HostPort, actions: AdminActions, log: Logger) {
     this.address = address
@@ -35,8 +37,10 @@ export class AdminApi {
     if (req.method === "POST" && url.pathname === "/reload") {
       try {
         await this.#actions.reload()
+        if (this.#retired) res.setHeader("connection", "close")
         return reply(res, 200, { reloaded: true })
       } catch (err) {
+        // The reload is all or nothing (runtime.ts): when it throws, the running generation and this API stay.
         const problems = err instanceof ConfigError ? err.problems : undefined
         this.#log.error({ err: errorMessage(err) }, "reload refused; the running config stays")
         return reply(res, 422, { reloaded: false, error: errorMessage(err), problems })
@@ -72,6 +76,17 @@ export class AdminApi {
   get port(): number {
     const a = this.#server.address()
     return a && typeof a === "object" ? a.port : 0
+  }
+
+  /**
+   * retire stops accepting after a reload moved the API: requests in progress (the POST /reload that asked) get their
+   * answer, idle connections close now, the rest when their answer is sent or after 5 s.
+   */
+  retire(): void {
+    this.#retired = true
+    this.#server.close()
+    this.#server.closeIdleConnections()
+    setTimeout(() => this.#server.closeAllConnections(), 5_000).unref()
   }
 
   close(): Promise<void> {

@@ -70,7 +70,7 @@ export function parseConfig(text: string, file: string, baseDir: string): Config
     throw new ConfigError([{ file, line: 1, column: 1, path: "", message }])
   }
   if (typeof data !== "object" || Array.isArray(data)) {
-    const got = Array.isArray(data) ? "a list" : JSON.stringify(data)
+    const got = describeValue(data)
     throw new ConfigError([
       {
         file,
@@ -230,9 +230,13 @@ const TYPE_WORDS: Record<string, string> = {
   null: "null",
 }
 
-/** describeValue renders a found value briefly: scalars as JSON, collections by kind. */
+/**
+ * describeValue renders a found value briefly: scalars as JSON, collections by kind. PEM text (a key pasted into the
+ * config, or a key file given as --config) is never repeated: messages reach terminals, logs and the admin API.
+ */
 function describeValue(value: unknown): string {
   if (value === undefined) return "nothing"
+  if (typeof value === "string" && /-----BEGIN[ A-Z0-9]*-----/.test(value)) return "PEM text (not shown)"
   if (Array.isArray(value)) return "a list"
   if (value !== null && typeof value === "object") return "a mapping"
   return JSON.stringify(value)

@@ -59,6 +59,26 @@ function hostPort() {
   })
 }
 
+/**
+ * A file path. PEM text pasted where its path belongs (a private key, most often) is refused, and the message never
+ * repeats the value: config errors reach terminals, logs and the admin API. A path has no line breaks either.
+ */
+export function filePath() {
+  return z
+    .string()
+    .min(1)
+    .superRefine((value, ctx) => {
+      if (/-----BEGIN[ A-Z0-9]*-----/.test(value)) {
+        ctx.addIssue({
+          code: "custom",
+          message: "expected a file path, got PEM text (not shown); put it in a file and give that file's path",
+        })
+      } else if (/[\r\n]/.test(value)) {
+        ctx.addIssue({ code: "custom", message: "expected a file path, got text with line breaks (not shown)" })
+      }
+    })
+}
+
 /** A CIDR block or a single address, e.g. "10.0.0.0/8" or "127.0.0.1". */
 const cidr = z.string().refine(
   (value) => {
@@ -81,8 +101,8 @@ const hostname = z
 const clientAuth = z
   .object({
     mode: z.enum(["none", "request", "require"]).default("none").describe("client certificate mode (default none)"),
-    ca: z.string().optional().describe("PEM file of the CAs that sign client certificates (required unless mode none)"),
-    crl: z.string().optional().describe("PEM file of certificate revocation lists (default none)"),
+    ca: filePath().optional().describe("PEM file of the CAs that sign client certificates (required unless mode none)"),
+    crl: filePath().optional().describe("PEM file of certificate revocation lists (default none)"),
     forward_cert: z.boolean().default(false).describe("also send the URL-encoded PEM in X-Client-Cert (default false)"),
   })
   .strict()
@@ -99,8 +119,8 @@ const certificateClientAuth = clientAuth
 
 const fileCertificate = z
   .object({
-    cert: z.string().min(1).describe("PEM file with the certificate, then its chain (required)"),
-    key: z.string().min(1).describe("PEM file with the private key (required)"),
+    cert: filePath().describe("PEM file with the certificate, then its chain (required)"),
+    key: filePath().describe("PEM file with the private key (required)"),
     client_auth: certificateClientAuth,
   })
   .strict()
@@ -172,6 +192,16 @@ const listenerLimits = z
     header_timeout: duration().prefault("10s").describe("time to receive the request headers (default 10s)"),
     idle_timeout: duration().prefault("60s").describe("keep-alive idle time between requests (default 60s)"),
     request_timeout: duration().prefault("5m").describe("time to receive the whole request (default 5m)"),
+    body_buffer: size()
+      .prefault("64KiB")
+      .describe(
+        "request body read before a backend connection is taken (the rest is streamed), so slow uploads do not hold backends; 0 = off (default 64KiB)",
+      ),
+    body_timeout: duration()
+      .prefault("60s")
+      .describe(
+        "longest pause between reads of a request body (then 408 and close), and of a client reading a response (then closed) (default 60s)",
+      ),
     per_client_connections: z
       .number()
       .int()
@@ -303,10 +333,10 @@ const queue = z
 
 const upstreamTls = z
   .object({
-    ca: z.string().optional().describe("PEM file of CAs to verify backends with (default the system store)"),
+    ca: filePath().optional().describe("PEM file of CAs to verify backends with (default the system store)"),
     servername: z.string().optional().describe("SNI and the name checked on the backend certificate (default host)"),
-    cert: z.string().optional().describe("client certificate for mTLS to the backend (default none)"),
-    key: z.string().optional().describe("its private key"),
+    cert: filePath().optional().describe("client certificate for mTLS to the backend (default none)"),
+    key: filePath().optional().describe("its private key"),
     insecure_skip_verify: z.boolean().default(false).describe("do not verify backends (default false; warns)"),
   })
   .strict()

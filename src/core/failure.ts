@@ -87,6 +87,8 @@ const TABLE: Readonly<Record<string, Row>> = {
   UND_ERR_RES_CONTENT_LENGTH_MISMATCH: ["truncated", "backend", false, "response"],
   // undici refusing the request body we pass on: the client's body ended short of (or ran past) its length.
   UND_ERR_REQ_CONTENT_LENGTH_MISMATCH: ["truncated", "client", false, "request"],
+  // The client's request body stopped for longer than limits.body_timeout (exchange.ts): 408.
+  PC_CLIENT_BODY_TIMEOUT: ["timeout", "client", false, "request"],
   // undici's request was aborted: by us when the client left, or the client's body stream closed early.
   UND_ERR_ABORTED: ["aborted", "client", false, "any"],
   // Node's HTTP server: a request slower than headers_timeout / request_timeout.

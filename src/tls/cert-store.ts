@@ -231,7 +231,8 @@ function sessionOptions(config: ListenerTlsConfig, policy: ServerTlsOptions, tic
     sessionIdContext: scope.digest("hex").slice(0, 32),
     ticketKeys,
   }
-  if (!config.session_tickets) options.secureOptions = constants.SSL_OP_NO_TICKET
+  // Spread after the policy's options: keep its secureOptions flags (no renegotiation) and add ours.
+  if (!config.session_tickets) options.secureOptions = (policy.secureOptions ?? 0) | constants.SSL_OP_NO_TICKET
   return options
 }
 

@@ -14,7 +14,7 @@ import { compileHashKey, createBalancer, type HashKey, StickyCookie } from "./ba
 import { createBackendPool } from "./connector.ts"
 import { Dialer } from "./dial.ts"
 import { HealthChecker, type HealthRegistry, type HealthStatus } from "./health/active.ts"
-import { OutlierDetector, type OutlierStatus } from "./health/passive.ts"
+import { type FailureSource, OutlierDetector, type OutlierStatus } from "./health/passive.ts"
 import type { BackendPool } from "./pool.ts"
 
 /** UpstreamStatus is the admin API's view of an upstream. */
@@ -110,9 +110,15 @@ export class Upstream {
   readonly #dialers = new Map<Backend, Dialer>()
   /** Requests waiting for a slot, oldest first, with their timeout timers. */
   readonly #waiters = new Map<SlotWaiter, NodeJS.Timeout>()
+  readonly #log: Logger
+  /** Panic mode is on (logged once per episode). */
+  #panic = false
+  /** ejectedUntil of each backend while a panic pick lifts them (one array, reused). */
+  readonly #panicSaved: number[] = []
 
   constructor(name: string, config: UpstreamConfig, options: UpstreamOptions) {
     const { log } = options
+    this.#log = log
     this.name = name
     this.config = config
     this.stats = options.stats ?? detachedInstruments().upstream(name)
@@ -176,9 +182,54 @@ export class Upstream {
     await this.health?.start()
   }
 
-  /** pick chooses an available backend, or undefined when none is. */
+  /** pick chooses an available backend, or undefined when none is; in panic mode (see #panicPick) an ejected one. */
   pick(context?: PickContext): Backend | undefined {
-    return this.#balancer.pick(this.backends, context)
+    const picked = this.#balancer.pick(this.backends, context)
+    if (picked !== undefined || this.outliers === undefined) {
+      if (this.#panic && picked !== undefined && picked.ejectedUntil <= Date.now()) this.#endPanic()
+      return picked
+    }
+    return this.#panicPick(context)
+  }
+
+  /**
+   * panicPick is Envoy's panic threshold at 100%: when passive health has ejected every backend that is otherwise in
+   * service, a pick ignores the ejections, so the upstream degrades to "some requests may fail" rather than "every
+   * request gets 503". Returns undefined when some backend is in service and only busy (max_connections) or tried.
+   */
+  #panicPick(context: PickContext | undefined): Backend | undefined {
+    const now = Date.now()
+    const backends = this.backends
+    let ejected = 0
+    for (const b of backends) {
+      if (b.state !== "up") continue
+      if (b.ejectedUntil <= now) return undefined
+      ejected++
+    }
+    if (ejected === 0) return undefined
+    if (!this.#panic) {
+      this.#panic = true
+      this.#log.warn(
+        { upstream: this.name },
+        `every backend of upstream ${this.name} is ejected: panic mode, requests go to all of them`,
+      )
+    }
+    // Lift the ejections for this one synchronous pick, then put them back (the balancers read ejectedUntil).
+    const saved = this.#panicSaved
+    for (let i = 0; i < backends.length; i++) {
+      saved[i] = backends[i]!.ejectedUntil
+      backends[i]!.ejectedUntil = 0
+    }
+    try {
+      return this.#balancer.pick(backends, context)
+    } finally {
+      for (let i = 0; i < backends.length; i++) backends[i]!.ejectedUntil = saved[i]!
+    }
+  }
+
+  #endPanic(): void {
+    this.#panic = false
+    this.#log.info({ upstream: this.name }, `upstream ${this.name} has a backend in service again: panic mode ends`)
   }
 
   /** dialerFor returns the backend's dialer (its SNI and TLS session cache), shared by pools, tcp engine and health. */
@@ -222,15 +273,16 @@ export class Upstream {
   }
 
   /**
-   * failed feeds passive health with a classified failure, or a 5xx response; returns true when it ejected the
-   * backend. A failure that is not the backend's (the client's body, the client leaving, our own bug) is ignored
-   * here, so one bad client can never eject a healthy backend.
+   * failed feeds passive health with a classified failure, or a 5xx response (who saw it: `source`, the client and
+   * route, for the single-backend rule); returns true when it ejected the backend. A failure that is not the
+   * backend's (the client's body, the client leaving, our own bug) is ignored here, so one bad client can never
+   * eject a healthy backend.
    */
-  failed(backend: Backend, failure: Failure | "5xx"): boolean {
+  failed(backend: Backend, failure: Failure | "5xx", source?: FailureSource): boolean {
     const outliers = this.outliers
     if (outliers === undefined) return false
     if (failure !== "5xx" && (failure.source !== "backend" || failure.kind === "unavailable")) return false
-    if (!outliers.onFailure(backend, failure === "5xx" ? failure : failure.kind)) return false
+    if (!outliers.onFailure(backend, failure === "5xx" ? failure : failure.kind, Date.now(), source)) return false
     this.stats.ejections.inc()
     return true
   }

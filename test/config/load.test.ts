@@ -220,6 +220,8 @@ describe("good configs", () => {
       header_timeout: 10_000,
       idle_timeout: 60_000,
       request_timeout: 300_000,
+      body_buffer: 65_536,
+      body_timeout: 60_000,
     })
 
     assert.equal(cache.upstream, "cache")

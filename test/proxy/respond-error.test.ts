@@ -84,6 +84,7 @@ const TABLE: readonly Row[] = [
   ["ERR_HTTP_REQUEST_TIMEOUT", "client", "timeout", "client", false, 408],
   ["ERR_SSL_WRONG_VERSION_NUMBER", "client", "tls", "client", false, 400],
   ["PC_CLIENT_SOCKET", "client", "protocol", "client", false, 400],
+  ["PC_CLIENT_BODY_TIMEOUT", "client", "timeout", "client", false, 408],
   ["PC_TCP_IDLE_TIMEOUT", "client", "timeout", "client", false, CLOSED],
   ["PC_NO_ROUTE", "backend", "no_route", "client", false, 404],
   ["PC_RATE_LIMITED", "backend", "rate_limited", "client", false, 429],

@@ -46,6 +46,8 @@ export class HttpEngine implements ExchangeContext {
   readonly log: Logger
   readonly accessLog: Logger | undefined
   readonly hsts: string | undefined
+  readonly bodyBuffer: number
+  readonly bodyTimeout: number
   closing = false
   readonly #router: Router
   readonly #upstreams: ReadonlyMap<string, Upstream>
@@ -68,6 +70,8 @@ export class HttpEngine implements ExchangeContext {
     this.#router = options.router
     this.#upstreams = options.upstreams
     this.#maxHeaders = limits.max_headers
+    this.bodyBuffer = limits.body_buffer
+    this.bodyTimeout = limits.body_timeout
     this.#rateGate = limits.rate ? options.gate : undefined
     const hsts = listener.tls?.hsts
     this.hsts = hsts
@@ -173,7 +177,7 @@ export class HttpEngine implements ExchangeContext {
       return
     }
     const upstream = this.#upstreams.get(route.upstream)!
-    new Exchange(this, req, res, info, upstream, rawHost).start()
+    new Exchange(this, req, res, info, upstream, rawHost, route).start()
   }
 
   /** #tooManyRequests answers 429 with Retry-After: the client is over its request rate. */

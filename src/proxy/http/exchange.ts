@@ -1,9 +1,9 @@
 /** @module exchange: one proxied HTTP request: pick a backend, stream the request, stream the response, retry or fail. */
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http"
-import type { Readable } from "node:stream"
+import { PassThrough, type Readable } from "node:stream"
 import type { Dispatcher } from "undici"
 import type { ConnectionInfo } from "../../core/connection-info.ts"
-import { BackendError, errorMessage, PortcullisError } from "../../core/errors.ts"
+import { BackendError, ClientError, errorMessage, PortcullisError } from "../../core/errors.ts"
 import { classify, classifyCode, type Failure } from "../../core/failure.ts"
 import type { Logger } from "../../core/log.ts"
 import type { Backend } from "../../upstreams/backend.ts"
@@ -29,6 +29,10 @@ export interface ExchangeContext {
   readonly hsts: string | undefined
   /** The generation is closing: answer with Connection: close so clients move to the new one. */
   readonly closing: boolean
+  /** limits.body_buffer: request body bytes read before a backend is picked (0: none). */
+  readonly bodyBuffer: number
+  /** limits.body_timeout: longest pause of a client sending a body or reading a response, in ms. */
+  readonly bodyTimeout: number
 }
 
 const kExchange = Symbol("portcullis.exchange")
@@ -49,6 +53,8 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
   readonly info: ConnectionInfo
   readonly upstream: Upstream
   readonly host: string | undefined
+  /** The route that chose the upstream: with `client`, who saw a failure, for passive health (FailureSource). */
+  readonly route: object | undefined
   readonly started = performance.now()
   /** Date.now() at the start, for try_duration. */
   readonly startedAt = Date.now()
@@ -59,7 +65,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
   controller: Dispatcher.DispatchController | undefined
   headers: string[] = []
   body: Readable | Buffer | null = null
-  /** The body is a stream that cannot be sent twice. */
+  /** The body cannot be sent twice: a stream, or held only to shield the backend (over retry_body_limit). */
   streamed = false
   /** The pick context when the upstream hashes or pins (sticky); undefined otherwise. */
   pickContext: StickyContext | undefined
@@ -78,6 +84,12 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
   totalTimer: NodeJS.Timeout | undefined
   /** The client sent Expect: 100-continue and waits for our 100 before it sends the body. */
   expectsContinue = false
+  /** The request body's idle timer (limits.body_timeout), refreshed by every piece; made for requests with a body. */
+  bodyTimer: NodeJS.Timeout | undefined
+  /** Where the request body comes from, while it is read (the HTTP/2 stream, or the HTTP/1.1 request). */
+  bodySource: Readable | undefined
+  /** The client-read idle timer: armed when the client stops taking the response (made on the first stop). */
+  readTimer: NodeJS.Timeout | undefined
 
   constructor(
     ctx: ExchangeContext,
@@ -86,6 +98,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     info: ConnectionInfo,
     upstream: Upstream,
     host: string | undefined,
+    route?: object,
   ) {
     this.ctx = ctx
     this.req = req
@@ -93,6 +106,12 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     this.info = info
     this.upstream = upstream
     this.host = host
+    this.route = route
+  }
+
+  /** client is the client's address, for passive health (FailureSource). */
+  get client(): string {
+    return this.info.clientAddress
   }
 
   /** start builds the backend request once and sends the first try. */
@@ -119,17 +138,97 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     if (hasBody(req)) {
       this.expectsContinue = isExpectContinue(req.headers.expect)
       const length = Number(req.headers["content-length"])
-      if (upstream.config.retries > 0 && length > 0 && length <= upstream.config.retry_body_limit) {
-        // Small enough to hold: read it all, so a failed try can be sent again elsewhere.
+      // gRPC streams its messages both ways and may idle between them: neither held nor timed (a bidirectional
+      // call would wait forever for a reply to a message we held).
+      const grpc = "stream" in this.res && this.res.grpc
+      const bodyBuffer = grpc ? 0 : this.ctx.bodyBuffer
+      this.bodySource = "stream" in req ? req.stream : req
+      // HTTP/2 request trailers come as an event; kept on the stream as IncomingMessage keeps them (announced only).
+      if ("stream" in req && req.headers.trailer !== undefined) keepTrailers(req.stream)
+      if (this.ctx.bodyTimeout > 0 && !grpc) {
+        this.bodyTimer = setTimeout(onBodyTimeout, this.ctx.bodyTimeout, this)
+      }
+      const retryable = upstream.config.retries > 0 && length > 0 && length <= upstream.config.retry_body_limit
+      if (retryable || (length > 0 && length <= bodyBuffer)) {
+        // Small enough to hold: read it all before a backend is taken (a slow client holds none), and, within
+        // retry_body_limit, so a failed try can be sent again elsewhere. Held only for the first reason, it is
+        // sent once, as it would have been streamed.
+        this.streamed = !retryable
         this.continueClient()
         bufferBody(this, length)
+        return
+      }
+      if (bodyBuffer > 0 && !this.expectsContinue) {
+        // Slow-client shielding (as nginx's proxy_request_buffering, bounded): the first body_buffer bytes, or the
+        // whole body if shorter, arrive before a backend connection is taken; the rest is streamed. Not with
+        // Expect: 100-continue: that client sends nothing until the backend is ready, and a request no backend can
+        // take gets its final status without ever sending the body.
+        this.streamed = true
+        bufferBodyHead(this, bodyBuffer, Number.isNaN(length) ? -1 : length)
         return
       }
       // HTTP/2: the body through its own Readable (undici ends what it sent; the stream carries the response too).
       this.body = "stream" in req ? req.bodyStream() : req
       this.streamed = true
+      watchBody(this, this.bodySource)
     }
     this.#try()
+  }
+
+  /** bodyHeadBuffered: the first part of a longer body is held; `rest` streams it all, held part first. */
+  bodyHeadBuffered(rest: Readable): void {
+    if (this.done) return
+    this.body = rest
+    this.streamed = true
+    this.#try()
+  }
+
+  /**
+   * bodyIdle: the client sent no body byte for limits.body_timeout while we were reading (nginx's
+   * client_body_timeout). 408 and the connection closed; the try in flight is aborted without counting against the
+   * backend, which did nothing wrong.
+   */
+  bodyIdle(): void {
+    if (this.done) return
+    const source = this.bodySource
+    // Paused by backpressure (the backend is not taking the body): not the client's pause.
+    if (source !== undefined && source.readableFlowing === false) {
+      this.bodyTimer?.refresh()
+      return
+    }
+    const res = this.res
+    if (!res.headersSent && !("stream" in res)) (res as ServerResponse).shouldKeepAlive = false
+    this.#fail(new ClientError("PC_CLIENT_BODY_TIMEOUT", `no request body byte for ${this.ctx.bodyTimeout} ms`))
+    const controller = this.controller
+    this.finish()
+    controller?.abort(new Error("client body timeout"))
+    // undici finishes an aborted request only when its body stream does: end ours (never the client request).
+    const body = this.body
+    if (body !== null && body !== this.req && !Buffer.isBuffer(body)) body.destroy()
+    // HTTP/2: the request side is still open. RST_STREAM NO_ERROR after the 408 asks the client to stop sending
+    // (RFC 9113 §8.1); Node sends it once the response is written.
+    if ("stream" in res && !res.gone) res.stream.close(0x0 /* NO_ERROR */)
+  }
+
+  /**
+   * readIdle: the client took no response byte for limits.body_timeout. Its connection (HTTP/2: its stream) is
+   * closed and the backend request aborted, so the backend connection is freed.
+   */
+  readIdle(): void {
+    if (this.done || this.controller?.paused !== true) return
+    this.reason = `client read nothing for ${this.ctx.bodyTimeout} ms`
+    const controller = this.controller
+    this.finish()
+    controller.abort(new Error("client read timeout"))
+    destroyResponse(this.res, new Error(this.reason))
+  }
+
+  /** clientStalled: a write to the client was not taken at once; arm the read idle timer. */
+  clientStalled(): void {
+    const ms = this.ctx.bodyTimeout
+    if (ms <= 0) return
+    if (this.readTimer === undefined) this.readTimer = setTimeout(onReadTimeout, ms, this)
+    else this.readTimer.refresh()
   }
 
   /** bodyBuffered is called once the whole request body is held in memory. */
@@ -276,7 +375,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     this.status = statusCode
     const upstream = this.upstream
     const backend = this.backend!
-    if (statusCode >= 500) upstream.failed(backend, "5xx")
+    if (statusCode >= 500) upstream.failed(backend, "5xx", this)
     else upstream.succeeded(backend)
     const out = responseHeadersForClient(headers)
     const sticky = upstream.sticky
@@ -304,7 +403,10 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     if (this.done) return
     this.bytes += chunk.length
     try {
-      if (!writeChunk(this.res, chunk, undefined)) controller.pause()
+      if (!writeChunk(this.res, chunk, undefined)) {
+        controller.pause()
+        this.clientStalled()
+      }
     } catch (err) {
       this.#internal(err)
     }
@@ -321,7 +423,10 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     }
     this.bytes += chunk.length
     try {
-      if (!writeChunk(this.res, chunk, release)) controller.pause()
+      if (!writeChunk(this.res, chunk, release)) {
+        controller.pause()
+        this.clientStalled()
+      }
     } catch (err) {
       this.#internal(err)
     }
@@ -366,7 +471,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     }
     const backend = this.backend!
     const sent = this.sent && failure.phase !== "connect"
-    this.upstream.failed(backend, failure)
+    this.upstream.failed(backend, failure, this)
     if (failure.retryable && this.#mayRetry(sent)) {
       this.ctx.log.debug(
         { backend: backend.id, err: errorMessage(err), attempt: this.attempt },
@@ -476,6 +581,8 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     if (this.done) return
     this.done = true
     if (this.totalTimer !== undefined) clearTimeout(this.totalTimer)
+    if (this.bodyTimer !== undefined) clearTimeout(this.bodyTimer)
+    if (this.readTimer !== undefined) clearTimeout(this.readTimer)
     if (this.waiting) {
       this.waiting = false
       this.upstream.cancelWait(this)
@@ -490,6 +597,14 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
 
 function onTotalTimeout(exchange: Exchange): void {
   exchange.expire()
+}
+
+function onBodyTimeout(exchange: Exchange): void {
+  exchange.bodyIdle()
+}
+
+function onReadTimeout(exchange: Exchange): void {
+  exchange.readIdle()
 }
 
 function onClientDrain(this: ClientResponse): void {
@@ -525,14 +640,97 @@ function bufferBody(exchange: Exchange, length: number): void {
   const req = exchange.req
   const body = Buffer.allocUnsafe(length)
   let filled = 0
+  const timer = exchange.bodyTimer
   req.on("data", (chunk: Buffer) => {
+    timer?.refresh()
     // The parser holds a body to its Content-Length; guard the copy anyway.
     filled += chunk.copy(body, filled)
   })
   req.once("end", () => {
+    bodyDone(exchange)
     if (filled === length) exchange.bodyBuffered(body)
     else exchange.bodyShort(filled, length)
   })
+}
+
+/**
+ * bufferBodyHead holds the first `limit` bytes of a body longer than that, or of unknown length (-1): a body that
+ * ends first is handed over whole (bodyBuffered), else the held part and the rest as one stream (bodyHeadBuffered).
+ */
+function bufferBodyHead(exchange: Exchange, limit: number, length: number): void {
+  const source = exchange.bodySource!
+  const timer = exchange.bodyTimer
+  const chunks: Buffer[] = []
+  let held = 0
+  const onData = (chunk: Buffer) => {
+    timer?.refresh()
+    chunks.push(chunk)
+    held += chunk.length
+    if (held < limit) return
+    // Enough to take a backend: stop here, and stream the held part, then the rest, with backpressure.
+    source.pause()
+    source.off("data", onData)
+    source.off("end", onEnd)
+    const rest = new PassThrough()
+    // Request trailers come with the source's end (IncomingMessage.trailers, h2-stream.ts bodyStream): the backend
+    // client reads them off the stream it was given.
+    source.once("end", () => {
+      const trailers = (source as { trailers?: object }).trailers
+      if (trailers !== undefined) (rest as PassThrough & { trailers?: object }).trailers = trailers
+    })
+    for (const c of chunks) rest.write(c)
+    chunks.length = 0
+    source.pipe(rest)
+    // pipe() passes on no close: a client that leaves mid-body must end the backend's body stream too.
+    source.once("close", () => {
+      if (!source.readableEnded) rest.destroy()
+    })
+    watchBody(exchange, source)
+    exchange.bodyHeadBuffered(rest)
+  }
+  const onEnd = () => {
+    bodyDone(exchange)
+    if (length >= 0 && held !== length) {
+      exchange.bodyShort(held, length)
+      return
+    }
+    const trailers = (source as { trailers?: Record<string, unknown> }).trailers
+    if (trailers !== undefined && Object.keys(trailers).length > 0) {
+      // Request trailers (RFC 9110 §6.5) go after the body, so it stays a stream (chunked to an HTTP/1.1 backend).
+      const whole = new PassThrough() as PassThrough & { trailers?: object }
+      whole.trailers = trailers
+      for (const c of chunks) whole.write(c)
+      whole.end()
+      exchange.bodyHeadBuffered(whole)
+      return
+    }
+    exchange.bodyBuffered(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, held))
+  }
+  source.on("data", onData)
+  source.once("end", onEnd)
+}
+
+/** watchBody keeps the body idle timer running while a body streams to the backend. */
+function watchBody(exchange: Exchange, source: Readable): void {
+  const timer = exchange.bodyTimer
+  if (timer === undefined) return
+  source.on("data", () => timer.refresh())
+  source.once("end", () => bodyDone(exchange))
+}
+
+/** keepTrailers records an HTTP/2 request's trailers on its stream (without pseudo-headers) when they arrive. */
+function keepTrailers(stream: Readable): void {
+  stream.once("trailers", (trailers: IncomingHttpHeaders) => {
+    const out: Record<string, string | string[]> = {}
+    for (const name in trailers) if (name.charCodeAt(0) !== 58) out[name] = trailers[name] as string | string[]
+    ;(stream as Readable & { trailers?: object }).trailers = out
+  })
+}
+
+/** bodyDone: the whole request body has arrived; its idle timer ends. */
+function bodyDone(exchange: Exchange): void {
+  if (exchange.bodyTimer !== undefined) clearTimeout(exchange.bodyTimer)
+  exchange.bodySource = undefined
 }
 
 function destroyResponse(res: ClientResponse, err: unknown): void {

@@ -90,7 +90,7 @@ export class TcpEngine {
           (err: unknown) => {
             upstream.release(backend)
             // Passive health: a backend that keeps refusing is ejected, so later clients skip it at once.
-            upstream.failed(backend, classify(err))
+            upstream.failed(backend, classify(err), { client: info?.clientAddress, route })
             throw err
           },
         )

@@ -39,6 +39,22 @@ interface OutlierRecord {
   failures: number
   timesEjected: number
   lastEjectedAt: number
+  /** The client address and route of the streak's first failure (see FailureSource). */
+  client: string | undefined
+  route: object | undefined
+  /** The streak has failures from more than one client or route (or from an unknown one). */
+  mixed: boolean
+}
+
+/**
+ * FailureSource is who saw a failure: the client's address and the route it came through (any object that is one
+ * per route). A backend that is the upstream's only one is ejected only when its failures come from more than one
+ * source: one client that keeps asking for a path that breaks the backend must not take it away from everyone.
+ * A failure without a source counts as a new source.
+ */
+export interface FailureSource {
+  client?: string | undefined
+  route?: object | undefined
 }
 
 /** OutlierStatus is one backend's passive health for the admin API. */
@@ -54,6 +70,8 @@ export interface OutlierStatus {
  * backend (sets `backend.ejectedUntil`) for baseEjection × 2^(ejections − 1), capped at maxEjection; balancers skip
  * it until then. When the ejection ends the backend comes back with slow start (`returnedAt` is set to the end of
  * the ejection). A success more than 2 × maxEjection after the last ejection resets the doubling.
+ * The only backend of an upstream is ejected only by failures from more than one client or route (FailureSource);
+ * when every backend is ejected anyway, Upstream.pick ignores the ejections (panic mode) rather than answer 503.
  * Failures of requests that were already in flight while the backend is ejected are ignored. The engine calls
  * onSuccess/onFailure once per request (http) or connection (tcp); both are O(1).
  * Records are keyed by backend id, so a detector kept across a reload keeps its counts for the same addresses.
@@ -89,17 +107,35 @@ export class OutlierDetector {
     if (record.timesEjected === 0) this.#records.delete(backend.id)
   }
 
-  /** onFailure counts a failure; returns true when this one ejected the backend. */
-  onFailure(backend: Backend, kind: OutlierKind, now = Date.now()): boolean {
+  /** onFailure counts a failure (seen by `source`); returns true when this one ejected the backend. */
+  onFailure(backend: Backend, kind: OutlierKind, now = Date.now(), source?: FailureSource): boolean {
     if (kind === "5xx" && !this.count5xx) return false
     if (backend.ejectedUntil > now) return false
     let record = this.#records.get(backend.id)
     if (record === undefined) {
-      record = { failures: 0, timesEjected: 0, lastEjectedAt: 0 }
+      record = { failures: 0, timesEjected: 0, lastEjectedAt: 0, client: undefined, route: undefined, mixed: false }
       this.#records.set(backend.id, record)
+    }
+    const client = source?.client
+    const route = source?.route
+    if (record.failures === 0) {
+      record.client = client
+      record.route = route
+      record.mixed = client === undefined
+    } else if (client === undefined || client !== record.client || route !== record.route) {
+      record.mixed = true
     }
     record.failures++
     if (record.failures < this.consecutiveErrors) return false
+    if (!record.mixed && this.#backends?.length === 1) {
+      if (record.failures === this.consecutiveErrors) {
+        this.#log?.warn(
+          { upstream: this.#upstream, backend: backend.id, client },
+          `backend ${backend.id}, the only one of upstream ${this.#upstream}, is failing (${kind}) for one client and route only: not ejected`,
+        )
+      }
+      return false
+    }
     if (!this.#mayEject(now)) {
       this.#log?.warn(
         { upstream: this.#upstream, backend: backend.id },
@@ -108,6 +144,8 @@ export class OutlierDetector {
       return false
     }
     record.failures = 0
+    record.client = undefined
+    record.route = undefined
     record.timesEjected++
     record.lastEjectedAt = now
     const duration = Math.min(this.maxEjection, this.baseEjection * 2 ** (record.timesEjected - 1))

@@ -1,0 +1,11 @@
+/** testssl.sh -p -s -P -U against the intermediate profile (one file per profile, so the two run in parallel). */
+import assert from "node:assert/strict"
+import { test } from "node:test"
+import { problems, runTestssl } from "./testssl.ts"
+
+test("testssl finds nothing HIGH, no old protocol and no weak cipher list in the intermediate profile", {
+  timeout: 330_000,
+}, async () => {
+  const findings = await runTestssl("intermediate")
+  assert.deepEqual(problems(findings), [])
+})
