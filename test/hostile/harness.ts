@@ -190,3 +190,27 @@ export async function settle(value: () => number, quietMs: number, timeoutMs: nu
   }
   return last
 }
+
+/**
+ * sendRaw writes `wire` on a new TLS connection and returns what came back once the server closes it (or after
+ * timeoutMs, closing it then). Requests should ask for `Connection: close` when they expect to be served.
+ */
+export async function sendRaw(port: number, wire: string | Buffer, timeoutMs = 5_000): Promise<string> {
+  const client = await rawTls(port)
+  client.socket.write(wire)
+  const timer = setTimeout(() => client.socket.destroy(), timeoutMs)
+  await client.closed
+  clearTimeout(timer)
+  return client.text()
+}
+
+/** statusOf is the status code of the first response in raw HTTP/1.1 text, or 0 for none. */
+export function statusOf(text: string): number {
+  const m = /^HTTP\/1\.[01] (\d{3})/.exec(text)
+  return m ? Number(m[1]) : 0
+}
+
+/** hostLines lists the Host field values of a raw request head. */
+export function hostLines(head: string): string[] {
+  return [...head.matchAll(/\r\nhost:[ \t]*([^\r]*)/gi)].map((m) => m[1]!)
+}
