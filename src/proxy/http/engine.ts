@@ -12,6 +12,7 @@ import type { Upstream } from "../../upstreams/upstream.ts"
 import { h1Authority, h2Authority, Refusal } from "./authority.ts"
 import { type ClientRequest, type ClientResponse, Exchange, type ExchangeContext, sendPlain } from "./exchange.ts"
 import { isGrpc } from "./grpc-status.ts"
+import { H2Guard } from "./h2-guard.ts"
 import { H2Request, H2Response } from "./h2-stream.ts"
 import { proxyUpgrade } from "./websocket.ts"
 
@@ -30,7 +31,9 @@ const kEngine = Symbol("portcullis.engine")
 type WithEngine = { [kEngine]?: HttpEngine }
 /** The TLS socket under an HTTP/2 session (session.socket is a Proxy: slower, and per request). */
 const kTlsSocket = Symbol("portcullis.h2.socket")
-type WithTlsSocket = Http2Session & { [kTlsSocket]?: TLSSocket }
+type WithTlsSocket = Http2Session & { [kTlsSocket]?: TLSSocket; [kGuard]?: H2Guard }
+/** The frame-level guard the session runs on (h2-guard.ts). */
+const kGuard = Symbol("portcullis.h2.guard")
 /** Pipelined HTTP/1.1 requests parsed but not yet served on a socket (see #onH1Request). */
 const kQueued = Symbol("portcullis.h1.queued")
 type WithQueued = TLSSocket & { [kQueued]?: number }
@@ -53,6 +56,7 @@ export class HttpEngine implements ExchangeContext {
   readonly #sessions = new Set<Http2Session>()
   /** The socket being handed to the HTTP/2 server, for its 'session' event (emitted synchronously). */
   #accepting: TLSSocket | undefined
+  #acceptingGuard: H2Guard | undefined
 
   constructor(options: HttpEngineOptions) {
     const { listener, log } = options
@@ -103,6 +107,11 @@ export class HttpEngine implements ExchangeContext {
     )
     this.#h2.on("session", (session: Http2Session) => {
       ;(session as WithTlsSocket)[kTlsSocket] = this.#accepting
+      const guard = this.#acceptingGuard
+      if (guard) {
+        ;(session as WithTlsSocket)[kGuard] = guard
+        guard.session = session
+      }
       this.#sessions.add(session)
       session.on("close", () => this.#sessions.delete(session))
       session.on("error", () => {})
@@ -118,16 +127,22 @@ export class HttpEngine implements ExchangeContext {
     this.#sockets.add(socket)
     socket.on("close", onSocketClose)
     if (socket.alpnProtocol === "h2") {
+      // The session runs on the guard, which checks the client's frames before nghttp2 sees them (h2-guard.ts).
+      const guard = new H2Guard(socket)
       this.#accepting = socket
-      this.#h2.emit("connection", socket)
+      this.#acceptingGuard = guard
+      this.#h2.emit("connection", guard)
       this.#accepting = undefined
+      this.#acceptingGuard = undefined
     } else this.#h1.emit("connection", socket)
   }
 
   #onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, raw: string[]): void {
     // A reset or a broken session must not become an uncaught 'error'; the exchange sees 'close'.
     stream.on("error", ignore)
-    const socket = (stream.session as WithTlsSocket | undefined)?.[kTlsSocket]
+    const session = stream.session as WithTlsSocket | undefined
+    if (session?.[kGuard]?.adopt(stream) === false) return // reset: the guard found it in error
+    const socket = session?.[kTlsSocket]
     if (!socket) {
       stream.close(0x2 /* INTERNAL_ERROR */)
       return
