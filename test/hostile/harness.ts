@@ -18,12 +18,16 @@ export interface ProxyProcess {
 
 /**
  * spawnProxy runs Portcullis with a self-signed localhost listener ("web") whose routes are `routes` (YAML flow
- * list) and whose upstreams are `upstreams` (name -> backend port).
+ * list) and whose upstreams are `upstreams` (name -> backend port), each with `upstreamExtra` (YAML flow keys).
  */
-export async function spawnProxy(routes: string, upstreams: Record<string, number>): Promise<ProxyProcess> {
+export async function spawnProxy(
+  routes: string,
+  upstreams: Record<string, number>,
+  upstreamExtra = "",
+): Promise<ProxyProcess> {
   const dir = mkdtempSync(join(tmpdir(), "pc-hostile-"))
   const ups = Object.entries(upstreams)
-    .map(([name, port]) => `  ${name}: { backends: ["127.0.0.1:${port}"] }`)
+    .map(([name, port]) => `  ${name}: { backends: ["127.0.0.1:${port}"]${upstreamExtra ? `, ${upstreamExtra}` : ""} }`)
     .join("\n")
   const config = writeTemp(
     dir,
@@ -69,6 +73,10 @@ export interface RawBackend {
   received: Buffer[]
   /** Requests framed from those bytes (Content-Length or chunked, strictly). */
   requests: SeenRequest[]
+  /** Per connection: still open. */
+  open: boolean[]
+  /** Bytes received that do not (yet) make up a whole request, over all open connections. */
+  unframed: () => number
   connections: () => number
   /** What to answer to each request; the default is a 200 with body "ok". */
   respond: (req: SeenRequest) => string | Buffer
@@ -82,10 +90,17 @@ export interface RawBackend {
  */
 export async function startRawBackend(): Promise<RawBackend> {
   const sockets = new Set<net.Socket>()
+  const pendings = new Map<net.Socket, Buffer>()
   const backend: RawBackend = {
     port: 0,
     received: [],
     requests: [],
+    open: [],
+    unframed: () => {
+      let n = 0
+      for (const p of pendings.values()) n += p.length
+      return n
+    },
     connections: () => sockets.size,
     respond: () => "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
     close: async () => {
@@ -97,8 +112,13 @@ export async function startRawBackend(): Promise<RawBackend> {
     sockets.add(socket)
     const index = backend.received.length
     backend.received.push(Buffer.alloc(0))
+    backend.open.push(true)
     let pending = Buffer.alloc(0)
-    socket.on("close", () => sockets.delete(socket))
+    socket.on("close", () => {
+      sockets.delete(socket)
+      pendings.delete(socket)
+      backend.open[index] = false
+    })
     socket.on("error", () => {})
     socket.on("data", (chunk: Buffer) => {
       backend.received[index] = Buffer.concat([backend.received[index]!, chunk])
@@ -110,6 +130,7 @@ export async function startRawBackend(): Promise<RawBackend> {
         backend.requests.push(framed.request)
         if (!socket.destroyed) socket.write(backend.respond(framed.request))
       }
+      pendings.set(socket, pending)
     })
   })
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()))
