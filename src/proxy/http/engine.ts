@@ -115,7 +115,11 @@ export class HttpEngine implements ExchangeContext {
       this.#sessions.add(session)
       session.on("close", () => this.#sessions.delete(session))
       session.on("error", () => {})
-      session.setTimeout(limits.idle_timeout, () => session.close())
+      // The guard's idle timer, not session.setTimeout: Node 24's closeSession calls session.setTimeout(0) after
+      // marking the session destroyed, which then returns early, so the timer (and with it the session, its socket
+      // and buffers) lives until it fires: 60 s by default for every closed connection.
+      if (guard) guard.setIdleTimeout(limits.idle_timeout, () => session.close())
+      else session.setTimeout(limits.idle_timeout, () => session.close())
       if (this.closing) session.close()
     })
     this.#h2.on("sessionError", () => {})

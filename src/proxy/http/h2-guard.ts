@@ -83,6 +83,7 @@ export class H2Guard extends Duplex {
   #pingsOut = 0
   #streamErrors = 0
   #failed = false
+  #idle: NodeJS.Timeout | undefined
   // inbound parse state
   #preface = PREFACE_LENGTH
   #carry: Buffer | undefined
@@ -102,8 +103,18 @@ export class H2Guard extends Duplex {
     socket.on("data", (chunk: Buffer) => this.#onData(chunk))
     socket.on("end", () => this.push(null))
     socket.on("error", (err: Error) => this.destroy(err))
-    socket.on("close", () => this.destroy())
+    socket.on("close", () => {
+      clearTimeout(this.#idle)
+      this.destroy()
+    })
     socket.on("drain", () => this.emit("drain"))
+  }
+
+  /** setIdleTimeout calls onIdle once neither side has sent a byte for ms. */
+  setIdleTimeout(ms: number, onIdle: () => void): void {
+    clearTimeout(this.#idle)
+    this.#idle = setTimeout(onIdle, ms)
+    this.#idle.unref()
   }
 
   /** adopt: the session emitted this stream; false (and the stream is reset) when the guard already found it in error. */
@@ -125,6 +136,7 @@ export class H2Guard extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.#idle?.refresh()
     this.#outbound(chunk)
     if (this.socket.destroyed) {
       callback()
@@ -140,6 +152,7 @@ export class H2Guard extends Duplex {
     callback: (error?: Error | null) => void,
   ): void {
     const socket = this.socket
+    this.#idle?.refresh()
     for (let i = 0; i < chunks.length; i++) this.#outbound(chunks[i]!.chunk)
     if (socket.destroyed) {
       callback()
@@ -158,6 +171,7 @@ export class H2Guard extends Duplex {
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    clearTimeout(this.#idle)
     if (!this.socket.destroyed) this.socket.destroy(error ?? undefined)
     callback(error)
   }
@@ -166,6 +180,7 @@ export class H2Guard extends Duplex {
 
   #onData(chunk: Buffer): void {
     if (this.#failed) return
+    this.#idle?.refresh()
     let buf = chunk
     if (this.#carry !== undefined) {
       buf = Buffer.concat([this.#carry, chunk])
