@@ -152,3 +152,42 @@ export function connectRawH2(port: number, options: tls.ConnectionOptions = {}):
     socket.once("error", reject)
   })
 }
+
+/** HPACK static table entries 8-14 (RFC 7541 Appendix A): the :status values a response head can index. */
+const STATIC_STATUS: Record<number, number> = { 8: 200, 9: 204, 10: 206, 11: 304, 12: 400, 13: 404, 14: 500 }
+
+/**
+ * responseStatus reads :status from a response header block when it is the first field, as nghttp2 writes it:
+ * an indexed static entry, or a literal (any indexing mode) with name index 8-14 and a raw (non-Huffman) value.
+ * Undefined when the block starts otherwise.
+ */
+export function responseStatus(block: Buffer): number | undefined {
+  const first = block[0]
+  if (first === undefined) return undefined
+  if (first & 0x80) return STATIC_STATUS[first & 0x7f]
+  const nameIndex = first & 0x40 ? first & 0x3f : first & 0x0f
+  if (nameIndex < 8 || nameIndex > 14) return undefined
+  const length = block[1]
+  if (length === undefined || length & 0x80) return undefined
+  return Number(block.subarray(2, 2 + length).toString("latin1"))
+}
+
+/** GOAWAY payload: last stream id and error code (RFC 9113 §6.8). */
+export function goawayOf(payload: Buffer): { lastStreamId: number; code: number } {
+  return { lastStreamId: payload.readUInt32BE(0) & 0x7fffffff, code: payload.readUInt32BE(4) }
+}
+
+/** RFC 9113 §7 error codes. */
+export const ERROR = {
+  NO_ERROR: 0x0,
+  PROTOCOL_ERROR: 0x1,
+  INTERNAL_ERROR: 0x2,
+  FLOW_CONTROL_ERROR: 0x3,
+  SETTINGS_TIMEOUT: 0x4,
+  STREAM_CLOSED: 0x5,
+  FRAME_SIZE_ERROR: 0x6,
+  REFUSED_STREAM: 0x7,
+  CANCEL: 0x8,
+  COMPRESSION_ERROR: 0x9,
+  ENHANCE_YOUR_CALM: 0xb,
+} as const

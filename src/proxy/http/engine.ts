@@ -11,8 +11,10 @@ import type { ClientGate } from "../../listeners/limits/client-gate.ts"
 import { normalizeHost, type Router } from "../../routing/router.ts"
 import type { Upstream } from "../../upstreams/upstream.ts"
 import { errorResponse, rawResponse } from "../respond-error.ts"
+import { h1Authority, h2Authority, Refusal } from "./authority.ts"
 import { type ClientRequest, type ClientResponse, Exchange, type ExchangeContext, sendPlain } from "./exchange.ts"
 import { isGrpc } from "./grpc-status.ts"
+import { H2Guard } from "./h2-guard.ts"
 import { H2Request, H2Response } from "./h2-stream.ts"
 import { proxyUpgrade } from "./websocket.ts"
 
@@ -38,7 +40,12 @@ const kEngine = Symbol("portcullis.engine")
 type WithEngine = { [kEngine]?: HttpEngine }
 /** The TLS socket under an HTTP/2 session (session.socket is a Proxy: slower, and per request). */
 const kTlsSocket = Symbol("portcullis.h2.socket")
-type WithTlsSocket = Http2Session & { [kTlsSocket]?: TLSSocket }
+type WithTlsSocket = Http2Session & { [kTlsSocket]?: TLSSocket; [kGuard]?: H2Guard }
+/** The frame-level guard the session runs on (h2-guard.ts). */
+const kGuard = Symbol("portcullis.h2.guard")
+/** Pipelined HTTP/1.1 requests parsed but not yet served on a socket (see #onH1Request). */
+const kQueued = Symbol("portcullis.h1.queued")
+type WithQueued = TLSSocket & { [kQueued]?: number }
 
 /** HttpEngine serves one listener's decrypted connections for one generation. */
 export class HttpEngine implements ExchangeContext {
@@ -60,6 +67,7 @@ export class HttpEngine implements ExchangeContext {
   readonly #sessions = new Set<Http2Session>()
   /** The socket being handed to the HTTP/2 server, for its 'session' event (emitted synchronously). */
   #accepting: TLSSocket | undefined
+  #acceptingGuard: H2Guard | undefined
 
   constructor(options: HttpEngineOptions) {
     const { listener, log } = options
@@ -87,12 +95,12 @@ export class HttpEngine implements ExchangeContext {
         requireHostHeader: true,
         connectionsCheckingInterval: Math.min(1000, limits.header_timeout),
       },
-      (req, res) => this.#onRequest(req, res),
+      (req, res) => this.#onH1Request(req, res),
     )
     // Expect: 100-continue. Without a listener Node answers 100 at once, before we know there is a backend; the
     // exchange answers it when it starts to take the body (exchange.ts continueClient). Other expectations get
     // Node's 417 (no 'checkExpectation' listener).
-    this.#h1.on("checkContinue", (req: IncomingMessage, res: ServerResponse) => this.#onRequest(req, res))
+    this.#h1.on("checkContinue", (req: IncomingMessage, res: ServerResponse) => this.#onH1Request(req, res))
     // Node counts headers past maxHeadersCount silently; keep one more so that too many is seen and refused.
     this.#h1.maxHeadersCount = limits.max_headers + 1
     this.#h1.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => this.#onUpgrade(req, socket, head))
@@ -112,10 +120,19 @@ export class HttpEngine implements ExchangeContext {
     )
     this.#h2.on("session", (session: Http2Session) => {
       ;(session as WithTlsSocket)[kTlsSocket] = this.#accepting
+      const guard = this.#acceptingGuard
+      if (guard) {
+        ;(session as WithTlsSocket)[kGuard] = guard
+        guard.session = session
+      }
       this.#sessions.add(session)
       session.on("close", () => this.#sessions.delete(session))
       session.on("error", () => {})
-      session.setTimeout(limits.idle_timeout, () => session.close())
+      // The guard's idle timer, not session.setTimeout: Node 24's closeSession calls session.setTimeout(0) after
+      // marking the session destroyed, which then returns early, so the timer (and with it the session, its socket
+      // and buffers) lives until it fires: 60 s by default for every closed connection.
+      if (guard) guard.setIdleTimeout(limits.idle_timeout, () => session.close())
+      else session.setTimeout(limits.idle_timeout, () => session.close())
       if (this.closing) session.close()
     })
     this.#h2.on("sessionError", () => {})
@@ -127,16 +144,22 @@ export class HttpEngine implements ExchangeContext {
     this.#sockets.add(socket)
     socket.on("close", onSocketClose)
     if (socket.alpnProtocol === "h2") {
+      // The session runs on the guard, which checks the client's frames before nghttp2 sees them (h2-guard.ts).
+      const guard = new H2Guard(socket)
       this.#accepting = socket
-      this.#h2.emit("connection", socket)
+      this.#acceptingGuard = guard
+      this.#h2.emit("connection", guard)
       this.#accepting = undefined
+      this.#acceptingGuard = undefined
     } else this.#h1.emit("connection", socket)
   }
 
   #onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, raw: string[]): void {
     // A reset or a broken session must not become an uncaught 'error'; the exchange sees 'close'.
     stream.on("error", ignore)
-    const socket = (stream.session as WithTlsSocket | undefined)?.[kTlsSocket]
+    const session = stream.session as WithTlsSocket | undefined
+    if (session?.[kGuard]?.adopt(stream) === false) return // reset: the guard found it in error
+    const socket = session?.[kTlsSocket]
     if (!socket) {
       stream.close(0x2 /* INTERNAL_ERROR */)
       return
@@ -150,10 +173,60 @@ export class HttpEngine implements ExchangeContext {
       sendPlain(res, 417, "Expectation Failed\n", this)
       return
     }
-    this.#onRequest(req, res)
+    const host = h2Authority(req)
+    if (host instanceof Refusal) this.#refuse(req, res, host)
+    else this.#onRequest(req, res, host)
   }
 
-  #onRequest(req: ClientRequest, res: ClientResponse): void {
+  /**
+   * #onH1Request serves HTTP/1.1 requests one at a time per connection, as nginx and HAProxy do (issue 14,
+   * finding 2). Node's server parses every pipelined request in what it has read and emits 'request' for each at
+   * once, queueing only the responses: each would start its backend exchange concurrently, and a client that
+   * pipelines thousands of requests and never reads made thousands of backend requests and connections. A request
+   * whose response is queued behind another (res.socket is null until Node assigns it) waits for its turn (the
+   * response's 'socket' event, emitted when the one before it has finished) with reading paused, so no more of the
+   * pipeline is parsed while one is in flight.
+   */
+  #onH1Request(req: IncomingMessage, res: ServerResponse): void {
+    if (res.socket === null) {
+      this.#queue(req, res)
+      return
+    }
+    const host = h1Authority(req)
+    if (host instanceof Refusal) this.#refuse(req, res, host)
+    else this.#onRequest(req, res, host)
+  }
+
+  #queue(req: IncomingMessage, res: ServerResponse): void {
+    const socket = req.socket as WithQueued
+    const queued = socket[kQueued]
+    if (queued === undefined) {
+      socket.on("resume", onQueuedSocketResume)
+      // Node's parser reads the TLS socket directly and is handed all the cleartext of one read (up to 64 KiB, over
+      // a thousand small requests), pause or not. A 'data' listener detaches it (Node's socketListenerWrap): the
+      // rest of this read then waits in the socket as bytes, and each later 'data' chunk is one TLS record (16 KiB).
+      socket.on("data", ignore)
+    }
+    socket[kQueued] = (queued ?? 0) + 1
+    socket.pause()
+    res.once("socket", () => {
+      const left = socket[kQueued]! - 1
+      socket[kQueued] = left
+      // The last one parsed is now in flight: read on (its body, if any, and the requests after it).
+      if (left === 0) socket.resume()
+      this.#onH1Request(req, res)
+    })
+  }
+
+  /** #refuse answers 400 to a request whose target or authority is ambiguous; HTTP/1.1 closes the connection. */
+  #refuse(req: ClientRequest, res: ClientResponse, refusal: Refusal): void {
+    if (!("stream" in res)) res.shouldKeepAlive = false
+    sendPlain(res, 400, "Bad Request\n", this)
+    const info = infoOf(req.socket)
+    if (info) this.#logLocal(req, info, undefined, 400, refusal.reason)
+  }
+
+  #onRequest(req: ClientRequest, res: ClientResponse, rawHost: string | undefined): void {
     const info = infoOf(req.socket)
     if (!info) {
       sendPlain(res, NO_INFO.status, NO_INFO.body, this)
@@ -165,10 +238,9 @@ export class HttpEngine implements ExchangeContext {
     }
     const gate = this.#rateGate
     if (gate !== undefined && !gate.takeRequest(info.clientAddress)) {
-      this.#tooManyRequests(req, res, info, gate.retryAfter(info.clientAddress))
+      this.#tooManyRequests(req, res, info, gate.retryAfter(info.clientAddress), rawHost)
       return
     }
-    const rawHost = (req.headers[":authority"] as string | undefined) ?? req.headers.host
     const route = this.#router.match(normalizeHost(rawHost), req.url ?? "/")
     if (!route) {
       if (this.closing && !("stream" in res)) res.setHeader("connection", "close")
@@ -181,7 +253,13 @@ export class HttpEngine implements ExchangeContext {
   }
 
   /** #tooManyRequests answers 429 with Retry-After: the client is over its request rate. */
-  #tooManyRequests(req: ClientRequest, res: ClientResponse, info: ConnectionInfo, retryAfter: number): void {
+  #tooManyRequests(
+    req: ClientRequest,
+    res: ClientResponse,
+    info: ConnectionInfo,
+    retryAfter: number,
+    host: string | undefined,
+  ): void {
     const { status, body, reason } = RATE_LIMITED
     const headers: Record<string, string | number> = {
       "content-type": "text/plain; charset=utf-8",
@@ -191,12 +269,16 @@ export class HttpEngine implements ExchangeContext {
     if (this.hsts) headers["strict-transport-security"] = this.hsts
     ;(res as ServerResponse).writeHead(status, headers)
     res.end(body)
-    this.#logLocal(req, info, req.headers.host, status, reason)
+    this.#logLocal(req, info, host, status, reason)
   }
 
   #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const info = infoOf(socket)
-    const rawHost = req.headers.host
+    const rawHost = h1Authority(req)
+    if (rawHost instanceof Refusal) {
+      socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 12\r\n\r\nBad Request\n")
+      return
+    }
     const route = info && this.#router.match(normalizeHost(rawHost), req.url ?? "/")
     if (!info || !route || String(req.headers.upgrade).toLowerCase() !== "websocket") {
       socket.end(NO_ROUTE_RAW)
@@ -255,6 +337,11 @@ export class HttpEngine implements ExchangeContext {
     this.#h1.close()
     this.#h2.close()
   }
+}
+
+/** onQueuedSocketResume keeps a socket with queued pipelined requests paused: Node resumes it when it reads a body. */
+function onQueuedSocketResume(this: WithQueued): void {
+  if (this[kQueued]! > 0) this.pause()
 }
 
 function onSocketClose(this: TLSSocket): void {

@@ -22,9 +22,9 @@ const FORWARDING_HEADERS: ReadonlySet<string> = new Set([
 /**
  * buildRequestHeaders turns Node's rawHeaders ([name, value, ...], HTTP/1.1 or HTTP/2) into the flat list for the
  * backend: hop-by-hop and pseudo headers removed (RFC 9110 §7.6.1), HTTP/2 cookies joined (RFC 9113 §8.2.3),
- * Host kept (host: the Host or :authority the client asked for), X-Forwarded-For/-Proto/-Host and Forwarded
- * (RFC 7239) set, the client's own copies kept only when info.trusted (trusted_proxies); `te: trailers` passed on
- * when `trailers` (the backend's trailers reach the client).
+ * Host set to `host` (the authority the request was routed on, authority.ts), X-Forwarded-For/-Proto/-Host and
+ * Forwarded (RFC 7239) set, the client's own copies kept only when info.trusted (trusted_proxies); `te: trailers`
+ * passed on when `trailers` (the backend's trailers reach the client).
  */
 export function buildRequestHeaders(
   raw: readonly string[],
@@ -71,7 +71,12 @@ export function buildRequestHeaders(
       cookie = cookie === undefined ? value : `${cookie}; ${value}`
       continue
     }
-    if (lower === "host") sawHost = true
+    if (lower === "host") {
+      // The authority the request was routed on (authority.ts): one value for routing and for the backend.
+      sawHost = true
+      out.push(name, host ?? value)
+      continue
+    }
     out.push(name, value)
   }
   if (!sawHost && host) out.push("host", host)

@@ -1,0 +1,444 @@
+/**
+ * @module h2-guard: a frame-level check between the decrypted socket and Node's HTTP/2 session, for the protocol
+ * errors nghttp2 (as Node 24 uses it) leaves unanswered or answers wrongly (RFC 9113; issue 14, finding 9).
+ *
+ * Why here and not by options or events: none of these cases has a knob. Node exposes no per-frame receive hook
+ * (the session's 'frameError' is for frames it failed to send), and its options (settings, maxSessionInvalidFrames,
+ * maxSessionRejectedStreams, ...) do not change them. Measured on a bare http2.createSecureServer, Node 24.21:
+ * - DATA or HEADERS on a stream the client reset or closed: ignored, nothing sent (nghttp2 forgets closed streams
+ *   and deliberately ignores late HEADERS). RFC 9113 §5.1 and §6.1: STREAM_CLOSED.
+ * - HEADERS with a stream id lower than one already used: ignored. RFC 9113 §5.1.1: connection error PROTOCOL_ERROR.
+ * - PRIORITY on stream 0, or depending on its own stream: ignored (RFC 7540 priorities are off). RFC 9113 §6.3,
+ *   §5.3.1: PROTOCOL_ERROR.
+ * - an unsolicited PING ACK: Node treats it as a session error and closes the connection. It is to be ignored.
+ * - WINDOW_UPDATE taking a stream's window past 2^31-1: nghttp2 ends the connection (GOAWAY FLOW_CONTROL_ERROR).
+ *   RFC 9113 §6.9.1: a stream error; the connection stays.
+ * So the guard reads the client's frame headers (and the few bytes of small control frames), keeps per-stream state
+ * (who may still send, the send window), reads the headers of the frames the session writes (END_STREAM, RST_STREAM,
+ * DATA lengths, PINGs), and answers those cases itself: Node's stream.close(code) for a stream the session knows, a
+ * raw RST_STREAM between the session's frames for one it has forgotten, session.destroy(code) (GOAWAY) for a
+ * connection error. Everything else goes to nghttp2 unchanged, which does the rest of RFC 9113.
+ *
+ * Cost: the session reads and writes through this Duplex (Node wraps it in a JSStreamSocket) instead of consuming the
+ * TLS socket in C++: one JS call per TLS record each way, and a walk over the frame headers in it.
+ */
+import type { Http2Session, ServerHttp2Stream } from "node:http2"
+import { Duplex } from "node:stream"
+import type { TLSSocket } from "node:tls"
+
+const DATA = 0x0
+const HEADERS = 0x1
+const PRIORITY = 0x2
+const RST_STREAM = 0x3
+const SETTINGS = 0x4
+const PING = 0x6
+const WINDOW_UPDATE = 0x8
+const CONTINUATION = 0x9
+const END_STREAM = 0x1
+const ACK = 0x1
+const END_HEADERS = 0x4
+
+const PROTOCOL_ERROR = 0x1
+const FLOW_CONTROL_ERROR = 0x3
+const STREAM_CLOSED = 0x5
+const ENHANCE_YOUR_CALM = 0xb
+
+const MAX_WINDOW = 2 ** 31 - 1
+const PREFACE_LENGTH = 24
+/** Control frames held whole before they are passed on (their payload decides); longer ones go to nghttp2 as is. */
+const MAX_HELD = 64
+/** Streams remembered after they close, to tell a late frame on a closed stream from one on an unused id. */
+const RECENT = 64
+/** Stream errors this guard answers on one connection before it ends it (a flood of them is an attack). */
+const MAX_STREAM_ERRORS = 1000
+
+/** How a stream closed, for the frames that may still arrive on it. */
+const CLIENT_RESET = 1
+const ENDED = 2
+const SERVER_RESET = 3
+
+interface StreamState {
+  /** The client may still send on it (no END_STREAM or RST_STREAM from it yet). */
+  remote: boolean
+  /** The server may still send on it. */
+  local: boolean
+  /** The server's send window on it (RFC 9113 §6.9). */
+  window: number
+}
+
+/** H2Guard: the Duplex an HTTP/2 session runs on, in front of the client's TLS socket. */
+export class H2Guard extends Duplex {
+  readonly socket: TLSSocket
+  session: Http2Session | undefined
+  readonly #streams = new Map<number, StreamState>()
+  /** Streams the session has emitted, by id, for stream.close(code). */
+  readonly #known = new Map<number, ServerHttp2Stream>()
+  /** Stream errors found before the session emitted the stream ('stream' is emitted on the next tick). */
+  readonly #pending = new Map<number, number>()
+  readonly #recentIds = new Int32Array(RECENT)
+  readonly #recentHow = new Uint8Array(RECENT)
+  #recentAt = 0
+  #lastStreamId = 0
+  #initialWindow = 65_535
+  #pingsOut = 0
+  #streamErrors = 0
+  #failed = false
+  #idle: NodeJS.Timeout | undefined
+  // inbound parse state
+  #preface = PREFACE_LENGTH
+  #carry: Buffer | undefined
+  #skip = 0
+  #inHeaderBlock = false
+  // outbound parse state
+  #outSkip = 0
+  #outHead: Buffer | undefined
+  #inject: Buffer[] = []
+
+  constructor(socket: TLSSocket) {
+    super({ allowHalfOpen: false })
+    this.socket = socket
+    // What Node's session does to a TLS socket it runs on directly.
+    socket.setNoDelay(true)
+    socket.disableRenegotiation?.()
+    socket.on("data", (chunk: Buffer) => this.#onData(chunk))
+    socket.on("end", () => this.push(null))
+    socket.on("error", (err: Error) => this.destroy(err))
+    socket.on("close", () => {
+      clearTimeout(this.#idle)
+      this.destroy()
+    })
+    socket.on("drain", () => this.emit("drain"))
+  }
+
+  /** setIdleTimeout calls onIdle once neither side has sent a byte for ms. */
+  setIdleTimeout(ms: number, onIdle: () => void): void {
+    clearTimeout(this.#idle)
+    this.#idle = setTimeout(onIdle, ms)
+    this.#idle.unref()
+  }
+
+  /** adopt: the session emitted this stream; false (and the stream is reset) when the guard already found it in error. */
+  adopt(stream: ServerHttp2Stream): boolean {
+    const id = stream.id ?? 0
+    const code = this.#pending.get(id)
+    if (code !== undefined) {
+      this.#pending.delete(id)
+      stream.close(code)
+      return false
+    }
+    this.#known.set(id, stream)
+    stream.once("close", () => this.#known.delete(id))
+    return true
+  }
+
+  override _read(): void {
+    if (this.socket.isPaused()) this.socket.resume()
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.#idle?.refresh()
+    this.#outbound(chunk)
+    if (this.socket.destroyed) {
+      callback()
+      return
+    }
+    this.socket.write(chunk, callback as () => void)
+    this.#flushInjected()
+  }
+
+  /** _writev: the session writes a batch of frames at once (JSStreamSocket corks); one TLS write for all of them. */
+  override _writev(
+    chunks: Array<{ chunk: Buffer; encoding: BufferEncoding }>,
+    callback: (error?: Error | null) => void,
+  ): void {
+    const socket = this.socket
+    this.#idle?.refresh()
+    for (let i = 0; i < chunks.length; i++) this.#outbound(chunks[i]!.chunk)
+    if (socket.destroyed) {
+      callback()
+      return
+    }
+    socket.cork()
+    for (let i = 0; i < chunks.length - 1; i++) socket.write(chunks[i]!.chunk)
+    socket.write(chunks[chunks.length - 1]!.chunk, callback as () => void)
+    socket.uncork()
+    this.#flushInjected()
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    this.socket.end()
+    callback()
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    clearTimeout(this.#idle)
+    if (!this.socket.destroyed) this.socket.destroy(error ?? undefined)
+    callback(error)
+  }
+
+  // --- inbound: the client's frames -------------------------------------------------------------------------------
+
+  #onData(chunk: Buffer): void {
+    if (this.#failed) return
+    this.#idle?.refresh()
+    let buf = chunk
+    if (this.#carry !== undefined) {
+      buf = Buffer.concat([this.#carry, chunk])
+      this.#carry = undefined
+    }
+    let pos = 0
+    let from = 0 // start of the bytes not yet passed on
+    const end = buf.length
+    while (pos < end) {
+      if (this.#skip > 0) {
+        const n = Math.min(this.#skip, end - pos)
+        this.#skip -= n
+        pos += n
+        continue
+      }
+      if (this.#preface > 0) {
+        const n = Math.min(this.#preface, end - pos)
+        this.#preface -= n
+        pos += n
+        continue
+      }
+      if (end - pos < 9) break
+      const length = buf.readUIntBE(pos, 3)
+      const type = buf[pos + 3]!
+      const flags = buf[pos + 4]!
+      const id = buf.readUInt32BE(pos + 5) & 0x7fffffff
+      if (this.#inHeaderBlock) {
+        // Between HEADERS and its last CONTINUATION only CONTINUATION may come: nghttp2 judges (RFC 9113 §6.10).
+        if (type === CONTINUATION && flags & END_HEADERS) this.#inHeaderBlock = false
+        pos += 9
+        this.#skip = length
+        continue
+      }
+      if (isHeld(type) && length <= MAX_HELD) {
+        if (end - pos < 9 + length) break
+        const verdict = this.#control(type, flags, id, buf, pos + 9, length)
+        if (verdict === FAIL) return
+        if (verdict === DROP) {
+          if (pos > from) this.#pass(buf.subarray(from, pos))
+          from = pos + 9 + length
+        }
+        pos += 9 + length
+        continue
+      }
+      if (this.#streamFrame(type, flags, id) === FAIL) return
+      pos += 9
+      this.#skip = length
+    }
+    const stop = Math.min(pos, end)
+    if (stop > from) this.#pass(buf.subarray(from, stop))
+    if (stop < end) this.#carry = Buffer.from(buf.subarray(stop))
+  }
+
+  #pass(bytes: Buffer): void {
+    if (!this.push(bytes)) this.socket.pause()
+  }
+
+  /** #streamFrame judges a DATA, HEADERS or other frame from its header alone; the payload passes through. */
+  #streamFrame(type: number, flags: number, id: number): number {
+    if (type === HEADERS) {
+      if (!(flags & END_HEADERS)) this.#inHeaderBlock = true
+      if (id === 0 || (id & 1) === 0) return PASS // nghttp2: PROTOCOL_ERROR
+      const state = this.#streams.get(id)
+      if (state !== undefined) {
+        if (state.remote && flags & END_STREAM) this.#remoteDone(id, state)
+        return PASS // trailers; HEADERS on a half-closed (remote) stream is nghttp2's STREAM_CLOSED
+      }
+      if (id > this.#lastStreamId) {
+        this.#lastStreamId = id
+        this.#streams.set(id, { remote: !(flags & END_STREAM), local: true, window: this.#initialWindow })
+        return PASS
+      }
+      // A HEADERS on an id at or below the last one, on no open stream. nghttp2 decodes and ignores its block (the
+      // HPACK state stays in step), so it still goes through; the answer is the guard's.
+      const how = this.#recent(id)
+      if (how === SERVER_RESET) return PASS // RFC 9113 §5.1: frames after our RST_STREAM are ignored
+      // RFC 9113 §5.1 closed: after the client's RST_STREAM, a stream error; after its END_STREAM, a connection error.
+      if (how === CLIENT_RESET) return this.#streamError(id, STREAM_CLOSED)
+      if (how === ENDED) return this.#connectionError(STREAM_CLOSED)
+      return this.#connectionError(PROTOCOL_ERROR) // RFC 9113 §5.1.1: a lower id than one already used
+    }
+    if (type === DATA) {
+      if (id === 0 || id > this.#lastStreamId) return PASS // nghttp2: PROTOCOL_ERROR
+      const state = this.#streams.get(id)
+      if (state !== undefined) {
+        if (state.remote && flags & END_STREAM) this.#remoteDone(id, state)
+        return PASS // on a half-closed (remote) stream nghttp2 answers STREAM_CLOSED itself
+      }
+      // Passed on all the same: DATA counts against the connection's flow-control window (RFC 9113 §6.9).
+      const how = this.#recent(id)
+      if (how === SERVER_RESET) return PASS
+      if (how === ENDED) return this.#connectionError(STREAM_CLOSED)
+      return this.#streamError(id, STREAM_CLOSED) // RFC 9113 §6.1
+    }
+    return PASS
+  }
+
+  /** #control judges a small control frame from its whole payload. */
+  #control(type: number, flags: number, id: number, buf: Buffer, at: number, length: number): number {
+    switch (type) {
+      case PRIORITY: {
+        if (length !== 5) return PASS // nghttp2: FRAME_SIZE_ERROR
+        if (id === 0) return this.#connectionError(PROTOCOL_ERROR) // RFC 9113 §6.3
+        const dependency = buf.readUInt32BE(at) & 0x7fffffff
+        if (dependency !== id) return PASS
+        // RFC 9113 §5.3.1: a stream cannot depend on itself (a stream error); on an idle stream there is no stream
+        // to reset (RFC 9113 §6.4), so the connection ends.
+        if (id > this.#lastStreamId) return this.#connectionError(PROTOCOL_ERROR)
+        return this.#streamError(id, PROTOCOL_ERROR) === FAIL ? FAIL : DROP
+      }
+      case RST_STREAM: {
+        const state = this.#streams.get(id)
+        if (state !== undefined) this.#close(id, CLIENT_RESET)
+        return PASS
+      }
+      case SETTINGS: {
+        if (flags & ACK || id !== 0 || length % 6 !== 0) return PASS
+        for (let i = at; i < at + length; i += 6) {
+          if (buf.readUInt16BE(i) !== 0x4) continue
+          const value = buf.readUInt32BE(i + 2)
+          if (value > MAX_WINDOW) return PASS // nghttp2: FLOW_CONTROL_ERROR
+          // RFC 9113 §6.9.2: a new initial window size shifts every open stream's window by the difference.
+          const delta = value - this.#initialWindow
+          this.#initialWindow = value
+          for (const state of this.#streams.values()) state.window += delta
+        }
+        return PASS
+      }
+      case PING: {
+        if (!(flags & ACK)) return PASS
+        if (this.#pingsOut > 0) {
+          this.#pingsOut--
+          return PASS
+        }
+        return DROP // RFC 9113 §6.7: an ACK answers a PING; one that answers nothing is ignored
+      }
+      case WINDOW_UPDATE: {
+        if (id === 0 || length !== 4) return PASS // the connection window is nghttp2's (GOAWAY FLOW_CONTROL_ERROR)
+        const increment = buf.readUInt32BE(at) & 0x7fffffff
+        const state = this.#streams.get(id)
+        if (state === undefined || !state.local || increment === 0) return PASS
+        if (state.window + increment > MAX_WINDOW) {
+          // RFC 9113 §6.9.1: a stream error; nghttp2 would end the whole connection.
+          return this.#streamError(id, FLOW_CONTROL_ERROR) === FAIL ? FAIL : DROP
+        }
+        state.window += increment
+        return PASS
+      }
+    }
+    return PASS
+  }
+
+  #remoteDone(id: number, state: StreamState): void {
+    state.remote = false
+    if (!state.local) this.#close(id, ENDED)
+  }
+
+  #close(id: number, how: number): void {
+    this.#streams.delete(id)
+    this.#recentIds[this.#recentAt] = id
+    this.#recentHow[this.#recentAt] = how
+    this.#recentAt = (this.#recentAt + 1) % RECENT
+  }
+
+  #recent(id: number): number {
+    for (let i = 0; i < RECENT; i++) if (this.#recentIds[i] === id) return this.#recentHow[i]!
+    return 0
+  }
+
+  /** #streamError resets one stream (RFC 9113 §5.4.2), through the session when it knows the stream. */
+  #streamError(id: number, code: number): number {
+    if (++this.#streamErrors > MAX_STREAM_ERRORS) return this.#connectionError(ENHANCE_YOUR_CALM)
+    const state = this.#streams.get(id)
+    if (state !== undefined) {
+      const stream = this.#known.get(id)
+      if (stream !== undefined) stream.close(code)
+      else this.#pending.set(id, code)
+      return PASS
+    }
+    // A stream the session has forgotten: write the RST_STREAM ourselves, between two of its frames.
+    const frame = Buffer.alloc(13)
+    frame.writeUIntBE(4, 0, 3)
+    frame[3] = RST_STREAM
+    frame.writeUInt32BE(id, 5)
+    frame.writeUInt32BE(code, 9)
+    this.#inject.push(frame)
+    this.#flushInjected()
+    return PASS
+  }
+
+  /** #connectionError ends the connection with GOAWAY and the code (RFC 9113 §5.4.1); nothing more is read. */
+  #connectionError(code: number): number {
+    this.#failed = true
+    this.socket.pause()
+    const session = this.session
+    // destroy(code): GOAWAY with that code, then the connection closes.
+    if (session !== undefined && !session.destroyed) session.destroy(code as unknown as Error)
+    else this.destroy()
+    return FAIL
+  }
+
+  // --- outbound: the session's frames -----------------------------------------------------------------------------
+
+  /** #outbound follows the frame headers the session writes: END_STREAM, RST_STREAM, DATA lengths, PINGs. */
+  #outbound(chunk: Buffer): void {
+    let buf = chunk
+    if (this.#outHead !== undefined) {
+      buf = Buffer.concat([this.#outHead, chunk])
+      this.#outHead = undefined
+    }
+    let pos = 0
+    const end = buf.length
+    while (pos < end) {
+      if (this.#outSkip > 0) {
+        const n = Math.min(this.#outSkip, end - pos)
+        this.#outSkip -= n
+        pos += n
+        continue
+      }
+      if (end - pos < 9) {
+        this.#outHead = Buffer.from(buf.subarray(pos))
+        return
+      }
+      const length = buf.readUIntBE(pos, 3)
+      const type = buf[pos + 3]!
+      const flags = buf[pos + 4]!
+      const id = buf.readUInt32BE(pos + 5) & 0x7fffffff
+      pos += 9
+      this.#outSkip = length
+      if (type === DATA || type === HEADERS) {
+        const state = this.#streams.get(id)
+        if (state === undefined) continue
+        if (type === DATA) state.window -= length
+        if (flags & END_STREAM) {
+          state.local = false
+          if (!state.remote) this.#close(id, ENDED)
+        }
+      } else if (type === RST_STREAM) {
+        if (this.#streams.has(id)) this.#close(id, SERVER_RESET)
+      } else if (type === PING && !(flags & ACK)) {
+        this.#pingsOut++
+      }
+    }
+  }
+
+  /** #flushInjected writes the guard's own frames once the session's output stands between two frames. */
+  #flushInjected(): void {
+    if (this.#inject.length === 0 || this.#outSkip > 0 || this.#outHead !== undefined) return
+    if (this.socket.destroyed) return
+    for (const frame of this.#inject.splice(0)) this.socket.write(frame)
+  }
+}
+
+const PASS = 0
+const DROP = 1
+const FAIL = 2
+
+/** isHeld: the control frames whose payload the guard reads before passing them on. */
+function isHeld(type: number): boolean {
+  return type === PRIORITY || type === RST_STREAM || type === SETTINGS || type === PING || type === WINDOW_UPDATE
+}
