@@ -197,7 +197,14 @@ function partialConfig(
   const listeners: unknown[] = []
   const rawListeners = Array.isArray(record["listeners"]) ? (record["listeners"] as unknown[]) : []
   for (const [i, raw] of rawListeners.entries()) {
-    const listener = valid(["listeners", i], raw)
+    let listener = valid(["listeners", i], raw)
+    // A listener invalid elsewhere (its address, its routes) still has its certificates checked: a stand-in with
+    // its tls section (and engine) alone, when those are valid.
+    if (listener === undefined && raw && typeof raw === "object" && "tls" in raw) {
+      const { tls, engine } = raw as Record<string, unknown>
+      const standIn = { name: "-", address: "127.0.0.1:1", tls, routes: [] }
+      listener = valid(["listeners", i], valid(["listeners", i, "engine"], engine) ? { ...standIn, engine } : standIn)
+    }
     if (listener === undefined) continue
     original.push(i)
     listeners.push(listener)

@@ -3,7 +3,7 @@ import assert from "node:assert/strict"
 import { execFile } from "node:child_process"
 import { after, before, test } from "node:test"
 import { createPki, type Pki } from "../helpers/pki.ts"
-import { MAIN, writeTemp } from "../helpers/portcullis.ts"
+import { MAIN, spawnPortcullis, writeTemp } from "../helpers/portcullis.ts"
 
 let pki: Pki
 
@@ -179,4 +179,65 @@ upstreams:
   const problems = checked.stderr.trim().split("\n").slice(0, -1)
   assert.equal(problems.length, 3, checked.stderr)
   assert.equal(started.stderr.trim(), `portcullis: ${problems.join("\n")}`)
+})
+
+test("a listener the schema refuses still has its certificates built: a bad address and a missing cert file", async () => {
+  const site = await pki.issue({ names: ["www.example.com"] })
+  const missing = `${pki.dir}/also-missing.pem`
+  const file = writeTemp(
+    pki.dir,
+    "same-listener.yaml",
+    `listeners:
+  - name: web
+    address: localhost
+    tls: { certificates: [{ cert: ${missing}, key: ${site.keyPath} }] }
+    routes: [{ upstream: app }]
+upstreams:
+  app: { backends: [127.0.0.1:2] }
+`,
+  )
+  const out = await check(file)
+  assert.equal(out.code, 1)
+  assert.deepEqual(out.stderr.trim().split("\n"), [
+    `${file}:3:14 listeners[0].address: expected "host:port", got "localhost"; add a port, e.g. "localhost:8080"`,
+    `${file}:4:35 listeners[0].tls.certificates[0].cert: loading certificate ${missing}: reading ${missing}: ENOENT`,
+    `${file}: 2 error(s), 0 warning(s)`,
+  ])
+})
+
+test("a refused reload reports every build problem at file:line:col, and the running config stays", async (t) => {
+  const site = await pki.issue({ names: ["localhost"] })
+  const good = `listeners:
+  - name: web
+    address: 127.0.0.1:0
+    tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }
+    routes: [{ upstream: app }]
+upstreams:
+  app: { backends: [127.0.0.1:2] }
+admin: { address: "127.0.0.1:0" }
+`
+  const file = writeTemp(pki.dir, "reload.yaml", good)
+  const pc = spawnPortcullis(["--config", file])
+  t.after(() => pc.stop())
+  const running = await pc.waitFor(/"admin":"127\.0\.0\.1:\d+".*portcullis is running/)
+  const admin = /"admin":"127\.0\.0\.1:(\d+)"/.exec(running)?.[1]
+  assert.ok(admin, running)
+  const missing = `${pki.dir}/reload-missing.pem`
+  const noCa = `${pki.dir}/reload-no-ca.pem`
+  writeTemp(
+    pki.dir,
+    "reload.yaml",
+    good
+      .replace(site.certPath, missing)
+      .replace("app: { backends: [127.0.0.1:2] }", `app: { backends: [127.0.0.1:2], tls: { ca: ${noCa} } }`),
+  )
+  const res = await fetch(`http://127.0.0.1:${admin}/reload`, { method: "POST" })
+  const body = (await res.json()) as { reloaded: boolean; error?: string }
+  assert.equal(body.reloaded, false)
+  assert.deepEqual(body.error?.split("\n"), [
+    `${file}:4:35 listeners[0].tls.certificates[0].cert: loading certificate ${missing}: reading ${missing}: ENOENT`,
+    `${file}:7:46 upstreams.app.tls.ca: upstream app: reading ca ${noCa}: ENOENT`,
+  ])
+  const status = (await (await fetch(`http://127.0.0.1:${admin}/status`)).json()) as { generation: number }
+  assert.equal(status.generation, 1)
 })
