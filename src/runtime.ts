@@ -2,7 +2,7 @@
 import type net from "node:net"
 import { BuildError, type BuildProblem, type ConfigPath, problemsOf } from "./config/problems.ts"
 import type { Config, UpstreamConfig } from "./config/schema.ts"
-import { PortcullisError } from "./core/errors.ts"
+import { errorMessage, PortcullisError } from "./core/errors.ts"
 import type { Logger } from "./core/log.ts"
 import { ClientGate } from "./listeners/limits/client-gate.ts"
 import { ClientLimiter } from "./listeners/limits/client-limiter.ts"
@@ -85,6 +85,11 @@ export class Generation {
             engine: listener.engine,
             ticketKeys: state.ticketKeys,
             ticketScope: listener.name,
+            onWatchError: (err, entry) =>
+              log.warn(
+                { listener: listener.name, entry, err: errorMessage(err) },
+                "pushed certificates refused; the old ones stay",
+              ),
           })
         } catch (err) {
           problems.push(...problemsOf(err, ["listeners", index, "tls"]))
@@ -163,6 +168,7 @@ export class Generation {
 
   /** close finishes in-flight work within graceMs, then closes backend pools. */
   async close(graceMs: number, closeIdle = true): Promise<void> {
+    this.#stopCertificateWatches()
     await Promise.allSettled([...this.listeners.values()].map((l) => l.close(graceMs, closeIdle)))
     await Promise.allSettled([...this.upstreams.values()].map((u) => u.close()))
     for (const gate of this.gates.values()) gate.close()
@@ -173,7 +179,13 @@ export class Generation {
     for (const u of this.upstreams.values()) void u.health?.close()
   }
 
+  /** A generation on its way out takes no more certificates its sources push. */
+  #stopCertificateWatches(): void {
+    for (const l of this.listeners.values()) if (l instanceof TlsListener) l.certs.close()
+  }
+
   destroy(): void {
+    this.#stopCertificateWatches()
     for (const gate of this.gates.values()) gate.close()
     for (const l of this.listeners.values()) l.destroy()
     for (const u of this.upstreams.values()) void u.destroy()

@@ -202,7 +202,8 @@ function partialConfig(
     // its tls section (and engine) alone, when those are valid.
     if (listener === undefined && raw && typeof raw === "object" && "tls" in raw) {
       const { tls, engine } = raw as Record<string, unknown>
-      const standIn = { name: "-", address: "127.0.0.1:1", tls, routes: [] }
+      // An address of its own, so the build keeps it beside the others (it is never bound).
+      const standIn = { name: `-${i}`, address: `127.255.255.254:${65535 - i}`, tls, routes: [] }
       listener = valid(["listeners", i], valid(["listeners", i, "engine"], engine) ? { ...standIn, engine } : standIn)
     }
     if (listener === undefined) continue

@@ -3,13 +3,13 @@ import { constants, createHash, randomBytes } from "node:crypto"
 import type net from "node:net"
 import tls from "node:tls"
 import { BuildError, type BuildProblem, keyOf, problemsOf } from "../config/problems.ts"
-import type { ListenerTlsConfig } from "../config/schema.ts"
+import type { CertificateConfig, ListenerTlsConfig } from "../config/schema.ts"
 import { errorMessage, TlsError } from "../core/errors.ts"
 import { deriveTicketKey, type TicketKeyRing } from "../state/ticket-keys.ts"
 import { type CertificateStatus, certificateStatus, type LoadedCertificate, normalizeName } from "./certificate.ts"
 import { peekServerName } from "./client-hello.ts"
 import { type ServerTlsOptions, serverTlsOptions } from "./policy.ts"
-import { loadEntries } from "./sources/index.ts"
+import { type CertificateSource, loadEntries } from "./sources/index.ts"
 
 export type { CertificateStatus, LoadedCertificate } from "./certificate.ts"
 
@@ -33,6 +33,10 @@ export interface CertStoreOptions {
   ticketKeys?: TicketKeyRing | undefined
   /** The listener's name: its tickets are sealed with a key derived for it, so they resume only there. */
   ticketScope?: string | undefined
+  /** the source of each entry (default: sources/index.ts's certificateSource) */
+  sourceFor?: (entry: CertificateConfig, dataDir: string) => CertificateSource
+  /** called when certificates a source pushed (its watch) could not be swapped in; the old ones stay */
+  onWatchError?: (err: unknown, entry: number) => void
 }
 
 /** Policy is one client_auth policy's TLS options and session scope, shared by the entries that have it. */
@@ -71,6 +75,7 @@ export class CertStore {
   /** Ids for certificates, so an index can tell which contexts it may keep (a WeakMap: swapped-out ones go). */
   readonly #ids = new WeakMap<LoadedCertificate, number>()
   #nextId = 0
+  readonly #unwatch: (() => void)[] = []
 
   private constructor(policies: readonly Policy[], entries: readonly (readonly LoadedCertificate[])[]) {
     this.#policies = policies
@@ -93,7 +98,7 @@ export class CertStore {
    * BuildError listing every failure (each at its path under the tls section), or nothing.
    */
   static async load(config: ListenerTlsConfig, options: CertStoreOptions): Promise<CertStore> {
-    const loaded = await loadEntries(config, options.dataDir)
+    const loaded = await loadEntries(config, options.dataDir, options.sourceFor)
     const problems: BuildProblem[] = [...loaded.problems]
     // Each entry's client_auth (or the listener's) is its policy; a policy's options and session scope are built
     // once, and every context of the store shares one set of ticket keys.
@@ -133,10 +138,27 @@ export class CertStore {
       if (policy) entryPolicies.push(policy)
     }
     if (problems.length > 0) throw new BuildError(problems)
-    return new CertStore(
+    const store = new CertStore(
       entryPolicies,
       loaded.certificates.map((list) => list!),
     )
+    // A source that pushes renewed certificates has them swapped in for its entry until the store is closed.
+    for (const [i, source] of loaded.sources.entries()) {
+      const unwatch = source.watch?.((certificates) => {
+        try {
+          store.replace(i, certificates)
+        } catch (err) {
+          options.onWatchError?.(err, i)
+        }
+      })
+      if (unwatch) store.#unwatch.push(unwatch)
+    }
+    return store
+  }
+
+  /** close stops watching the sources: a generation that is retired takes no more pushed certificates. */
+  close(): void {
+    for (const unwatch of this.#unwatch.splice(0)) unwatch()
   }
 
   /**

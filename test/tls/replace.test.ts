@@ -4,11 +4,16 @@ import { X509Certificate } from "node:crypto"
 import { after, before, test } from "node:test"
 import type tls from "node:tls"
 import type { TlsListener } from "../../src/listeners/tls-listener.ts"
+import { CertStore } from "../../src/tls/cert-store.ts"
+import type { LoadedCertificate } from "../../src/tls/certificate.ts"
 import { FileSource } from "../../src/tls/sources/file.ts"
+import { certificateSource } from "../../src/tls/sources/index.ts"
+import type { CertificateSource } from "../../src/tls/sources/source.ts"
 import { startEchoBackend, type TestBackend } from "../helpers/backends.ts"
 import { tlsConnect } from "../helpers/clients.ts"
 import { type CertFiles, createPki, type Pki } from "../helpers/pki.ts"
 import { startPortcullis } from "../helpers/portcullis.ts"
+import { tlsConfig } from "./harness.ts"
 
 let pki: Pki
 let backend: TestBackend
@@ -155,5 +160,66 @@ upstreams:
   assert.deepEqual(
     store.status().map((c) => c.fingerprint256),
     [fingerprintOf(open), fingerprintOf(guarded)],
+  )
+})
+
+/** Pushing wraps a real source and lets the test push certificates through its watch, as a renewing source would. */
+class Pushing implements CertificateSource {
+  readonly inner: CertificateSource
+  listeners = new Set<(certificates: LoadedCertificate[]) => void>()
+
+  constructor(inner: CertificateSource) {
+    this.inner = inner
+  }
+
+  load(): Promise<LoadedCertificate[]> {
+    return this.inner.load()
+  }
+
+  watch(onChange: (certificates: LoadedCertificate[]) => void): () => void {
+    this.listeners.add(onChange)
+    return () => this.listeners.delete(onChange)
+  }
+
+  push(certificates: LoadedCertificate[]): void {
+    for (const listener of this.listeners) listener(certificates)
+  }
+}
+
+test("a source that pushes certificates (watch) has them swapped in until the store is closed", async () => {
+  const old = await pki.issue({ names: ["site.test"] })
+  const renewed = await pki.issue({ names: ["site.test"] })
+  const third = await pki.issue({ names: ["site.test"] })
+  const sources: Pushing[] = []
+  const errors: number[] = []
+  const store = await CertStore.load(tlsConfig({ certificates: [{ cert: old.certPath, key: old.keyPath }] }), {
+    dataDir: pki.dir,
+    engine: "http",
+    sourceFor: (entry, dataDir) => {
+      const source = new Pushing(certificateSource(entry, dataDir))
+      sources.push(source)
+      return source
+    },
+    onWatchError: (_err, entry) => errors.push(entry),
+  })
+  const before = store.contextFor("site.test")
+  sources[0]!.push(await new FileSource(renewed.certPath, renewed.keyPath).load())
+  assert.notEqual(store.contextFor("site.test"), before)
+  assert.deepEqual(
+    store.status().map((c) => c.fingerprint256),
+    [fingerprintOf(renewed)],
+  )
+  sources[0]!.push([])
+  assert.deepEqual(errors, [0], "a push that cannot be swapped in is reported, and the last good one stays")
+  assert.deepEqual(
+    store.status().map((c) => c.fingerprint256),
+    [fingerprintOf(renewed)],
+  )
+  store.close()
+  assert.equal(sources[0]!.listeners.size, 0)
+  sources[0]!.push(await new FileSource(third.certPath, third.keyPath).load())
+  assert.deepEqual(
+    store.status().map((c) => c.fingerprint256),
+    [fingerprintOf(renewed)],
   )
 })

@@ -24,8 +24,12 @@ export interface LoadedEntries {
 }
 
 /** loadEntries loads every entry of a listener's tls section through its source; one failure does not stop the rest. */
-export async function loadEntries(config: ListenerTlsConfig, dataDir: string): Promise<LoadedEntries> {
-  const sources = config.certificates.map((entry) => certificateSource(entry, dataDir))
+export async function loadEntries(
+  config: ListenerTlsConfig,
+  dataDir: string,
+  sourceFor: (entry: CertificateConfig, dataDir: string) => CertificateSource = certificateSource,
+): Promise<LoadedEntries> {
+  const sources = config.certificates.map((entry) => sourceFor(entry, dataDir))
   const problems: BuildProblem[] = []
   const certificates: (LoadedCertificate[] | undefined)[] = []
   // One after the other: two self-signed entries for the same names share their files under the data dir.

@@ -8,8 +8,9 @@ import type { LoadedCertificate } from "../certificate.ts"
  * TlsError whose message names the file or names at fault and never their contents (keys are Secrets).
  *
  * A source whose certificates change while a generation runs (a renewal, a new OCSP staple) may also offer `watch`:
- * it calls `onChange` with the new certificates, and whoever built the store passes them to CertStore.replace for
- * this entry, which swaps the entry's contexts without a reload. `watch` returns the function that stops watching.
+ * it calls `onChange` with the new certificates (outside any handshake), and the CertStore that loaded it swaps them
+ * in for this entry with CertStore.replace, without a reload. `watch` returns the function that stops watching;
+ * the store calls it when its generation closes.
  */
 export interface CertificateSource {
   load(): Promise<LoadedCertificate[]>
