@@ -3,12 +3,12 @@
 import { parseArgs } from "node:util"
 import { AdminApi } from "./admin/api.ts"
 import { defaultConfig } from "./config/default.ts"
-import { loadConfigFile } from "./config/load.ts"
+import { inspectConfigFile, type LoadedConfig, loadConfigFile, locateBuildError, sortProblems } from "./config/load.ts"
 import { type Config, type HostPort, parseHostPort } from "./config/schema.ts"
-import { ConfigError, errorMessage, PortcullisError } from "./core/errors.ts"
-import { createLogger, type Logger } from "./core/log.ts"
+import { ConfigError, type ConfigProblem, errorMessage, formatProblem, PortcullisError } from "./core/errors.ts"
+import { createLogger, type Logger, silentLogger } from "./core/log.ts"
 import { type DemoBackend, startDemoBackend } from "./demo/backend.ts"
-import { Runtime } from "./runtime.ts"
+import { Generation, Runtime } from "./runtime.ts"
 import { checkCertificates } from "./tls/check-certificates.ts"
 
 const USAGE = `usage:
@@ -53,38 +53,50 @@ async function run(file: string | undefined): Promise<number> {
   const log = createLogger()
   let demo: DemoBackend | undefined
   let config: Config
-  if (file) config = loadConfigFile(file).config
-  else {
+  let loaded: LoadedConfig | undefined
+  if (file) {
+    loaded = await loadComplete(file)
+    config = loaded.config
+  } else {
     demo = await startDemoBackend()
     config = defaultConfig(demo.port, process.cwd())
   }
   const runtime = new Runtime(log)
-  await runtime.start(config)
+  try {
+    await runtime.start(config)
+  } catch (err) {
+    throw loaded ? locateBuildError(err, loaded.locate) : err
+  }
   let admin: AdminApi | undefined
   const reloadFromFile = async () => {
     if (!file)
       throw new PortcullisError("PC_RELOAD_NO_FILE", "running the embedded default: there is no config file to reload")
-    const next = loadConfigFile(file).config
+    const loadedNext = await loadComplete(file)
+    const next = loadedNext.config
     // The admin API moves with the reload, all or nothing: the new address is bound before the swap, and the old
     // one closes (after answering the POST /reload that asked) only once the new generation is live.
     const want = next.admin?.address
     const same = admin !== undefined && want !== undefined && sameAddress(admin.address, want)
     let moved: AdminApi | undefined
-    await runtime.reload(next, {
-      prepare: async () => {
-        if (same || !want) return
-        moved = new AdminApi(want, actions, log)
-        await moved.start()
-      },
-      rollback: async () => {
-        await moved?.close()
-      },
-      commit: () => {
-        if (same) return
-        admin?.retire()
-        admin = moved
-      },
-    })
+    try {
+      await runtime.reload(next, {
+        prepare: async () => {
+          if (same || !want) return
+          moved = new AdminApi(want, actions, log)
+          await moved.start()
+        },
+        rollback: async () => {
+          await moved?.close()
+        },
+        commit: () => {
+          if (same) return
+          admin?.retire()
+          admin = moved
+        },
+      })
+    } catch (err) {
+      throw locateBuildError(err, loadedNext.locate)
+    }
   }
   const actions = {
     status: () => ({ pid: process.pid, config: file ?? "<embedded default>", ...runtime.status() }),
@@ -133,28 +145,64 @@ function logReloadError(log: Logger, err: unknown): void {
   log.error({ problems }, "reload refused; the running config stays")
 }
 
-/** check validates the config and its certificates without binding anything. */
+/**
+ * loadComplete loads a config file for start and reload; when it is invalid, the ConfigError lists what the schema
+ * found together with what building its valid parts found (unreadable files, policies), as `check` does.
+ */
+async function loadComplete(file: string): Promise<LoadedConfig> {
+  const inspection = inspectConfigFile(file)
+  if (inspection.loaded) return inspection.loaded
+  const problems = [...inspection.problems]
+  if (inspection.partial) {
+    for (const p of await Generation.check(inspection.partial, silentLogger())) {
+      problems.push(inspection.locate(inspection.fromPartial(p.path), p.message))
+    }
+  }
+  throw new ConfigError(sortProblems(problems), inspection.cause === undefined ? {} : { cause: inspection.cause })
+}
+
+/**
+ * check validates the config without binding anything: the schema and its cross checks, then the real build
+ * (Generation.check: certificates, contexts, routers, pools, upstream TLS files) of what is valid, then the
+ * certificates' own checks (expiry, chain order, route hosts covered). Every problem is printed, each at its
+ * file:line:col, in one run.
+ */
 async function check(file: string | undefined): Promise<number> {
   if (!file) {
     console.error("check needs --config FILE")
     return 2
   }
-  let config: Config
-  try {
-    config = loadConfigFile(file).config
-  } catch (err) {
-    console.error(errorMessage(err))
-    return 1
+  const inspection = inspectConfigFile(file)
+  const { locate, fromPartial } = inspection
+  const errors: ConfigProblem[] = [...inspection.problems]
+  const warnings: ConfigProblem[] = []
+  const config = inspection.loaded?.config ?? inspection.partial
+  let certificates = 0
+  if (config) {
+    const built = await Generation.check(config, silentLogger())
+    const builtAt = new Set<string>()
+    for (const p of built) {
+      const path = fromPartial(p.path)
+      builtAt.add(JSON.stringify(path))
+      errors.push(locate(path, p.message))
+    }
+    const report = await checkCertificates(config)
+    certificates = report.certificates.length
+    for (const finding of report.findings) {
+      const path = fromPartial(finding.path)
+      // A file the build could not load is reported once, by the build.
+      if (finding.severity === "error" && builtAt.has(JSON.stringify(path))) continue
+      ;(finding.severity === "error" ? errors : warnings).push(locate(path, finding.message))
+    }
   }
-  const report = await checkCertificates(config)
-  for (const w of report.warnings) console.error(`warning: ${w}`)
-  for (const e of report.errors) console.error(`error: ${e}`)
-  if (report.errors.length > 0) {
-    console.error(`${file}: ${report.errors.length} error(s), ${report.warnings.length} warning(s)`)
+  for (const w of sortProblems(warnings)) console.error(`warning: ${formatProblem(w)}`)
+  for (const e of sortProblems(errors)) console.error(formatProblem(e))
+  if (errors.length > 0) {
+    console.error(`${file}: ${errors.length} error(s), ${warnings.length} warning(s)`)
     return 1
   }
   console.log(
-    `${file}: ok (${config.listeners.length} listener(s), ${Object.keys(config.upstreams).length} upstream(s), ${report.certificates.length} certificate(s), ${report.warnings.length} warning(s))`,
+    `${file}: ok (${config!.listeners.length} listener(s), ${Object.keys(config!.upstreams).length} upstream(s), ${certificates} certificate(s), ${warnings.length} warning(s))`,
   )
   return 0
 }

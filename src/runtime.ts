@@ -1,7 +1,8 @@
 /** @module runtime: builds a generation from a Config, binds listener sockets, and swaps generations on reload. */
 import type net from "node:net"
-import type { Config } from "./config/schema.ts"
-import { PortcullisError } from "./core/errors.ts"
+import { BuildError, type BuildProblem, type ConfigPath, problemsOf } from "./config/problems.ts"
+import type { Config, UpstreamConfig } from "./config/schema.ts"
+import { errorMessage, PortcullisError } from "./core/errors.ts"
 import type { Logger } from "./core/log.ts"
 import { ClientGate } from "./listeners/limits/client-gate.ts"
 import { ClientLimiter } from "./listeners/limits/client-limiter.ts"
@@ -48,6 +49,8 @@ export class Generation {
   ): Promise<Generation> {
     const gen = new Generation(id, config)
     const counters = state.instruments
+    // Every part is built even after one failed, so one BuildError names every problem, each at its config path.
+    const problems: BuildProblem[] = []
     try {
       for (const [name, upstreamConfig] of Object.entries(config.upstreams)) {
         let registry = registries?.get(name)
@@ -56,27 +59,42 @@ export class Generation {
           registries.set(name, registry)
         }
         registry?.retain(upstreamConfig.backends.map((b) => addressKey(b.address)))
-        const upstream = new Upstream(name, upstreamConfig, {
-          log,
-          healthRegistry: registry,
-          previous: previous?.upstreams.get(name),
-          stats: counters.upstream(name),
-        })
-        gen.upstreams.set(name, upstream)
+        try {
+          const upstream = new Upstream(name, upstreamConfig, {
+            log,
+            healthRegistry: registry,
+            previous: previous?.upstreams.get(name),
+            stats: counters.upstream(name),
+          })
+          gen.upstreams.set(name, upstream)
+        } catch (err) {
+          problems.push(...problemsOf(err, upstreamPath(name, upstreamConfig, err)))
+        }
       }
       const accessLog = config.access_log.enabled ? log.child({ type: "access" }) : undefined
-      for (const listener of config.listeners) {
+      for (const [index, listener] of config.listeners.entries()) {
         const key = addressKey(listener.address)
         if (listener.redirect_https !== undefined) {
           gen.listeners.set(key, new RedirectListener(listener))
           continue
         }
-        const certs = await CertStore.load(listener.tls!, {
-          dataDir: config.data_dir,
-          engine: listener.engine,
-          ticketKeys: state.ticketKeys,
-          ticketScope: listener.name,
-        })
+        let certs: CertStore
+        try {
+          certs = await CertStore.load(listener.tls!, {
+            dataDir: config.data_dir,
+            engine: listener.engine,
+            ticketKeys: state.ticketKeys,
+            ticketScope: listener.name,
+            onWatchError: (err, entry) =>
+              log.warn(
+                { listener: listener.name, entry, err: errorMessage(err) },
+                "pushed certificates refused; the old ones stay",
+              ),
+          })
+        } catch (err) {
+          problems.push(...problemsOf(err, ["listeners", index, "tls"]))
+          continue
+        }
         const routes = listener.routes ?? [{ upstream: listener.upstream! }]
         const router = new Router(routes)
         const engineLog = log.child({ listener: listener.name })
@@ -100,11 +118,28 @@ export class Generation {
         }
         gen.listeners.set(key, new TlsListener(listener, certs, engine, engineLog, counters.listener(listener.name)))
       }
+      if (problems.length > 0) throw new BuildError(problems)
     } catch (err) {
       gen.destroy()
       throw err
     }
     return gen
+  }
+
+  /**
+   * check builds a generation from `config` as start would (certificates, contexts, routers, pools, upstream TLS
+   * files), binding nothing and starting no health check, then throws it away: `portcullis check` calls it.
+   * Resolves with every build problem at its config path; none means the config would start.
+   */
+  static async check(config: Config, log: Logger): Promise<BuildProblem[]> {
+    try {
+      const gen = await Generation.build(0, config, log)
+      gen.destroy()
+      return []
+    } catch (err) {
+      if (err instanceof BuildError) return [...err.problems]
+      return problemsOf(err, [])
+    }
   }
 
   /** start runs each upstream's first round of health checks, so no request goes to a backend known to be down. */
@@ -133,6 +168,7 @@ export class Generation {
 
   /** close finishes in-flight work within graceMs, then closes backend pools. */
   async close(graceMs: number, closeIdle = true): Promise<void> {
+    this.#stopCertificateWatches()
     await Promise.allSettled([...this.listeners.values()].map((l) => l.close(graceMs, closeIdle)))
     await Promise.allSettled([...this.upstreams.values()].map((u) => u.close()))
     for (const gate of this.gates.values()) gate.close()
@@ -143,7 +179,13 @@ export class Generation {
     for (const u of this.upstreams.values()) void u.health?.close()
   }
 
+  /** A generation on its way out takes no more certificates its sources push. */
+  #stopCertificateWatches(): void {
+    for (const l of this.listeners.values()) if (l instanceof TlsListener) l.certs.close()
+  }
+
   destroy(): void {
+    this.#stopCertificateWatches()
     for (const gate of this.gates.values()) gate.close()
     for (const l of this.listeners.values()) l.destroy()
     for (const u of this.upstreams.values()) void u.destroy()
@@ -171,6 +213,20 @@ export interface ReloadStep {
   prepare(): Promise<void>
   rollback(): Promise<void>
   commit(): void
+}
+
+/**
+ * upstreamPath is where an upstream's build failure belongs: a file read under `tls` names its key (ca, cert, key)
+ * by the path of the failed read; anything else is the upstream's.
+ */
+function upstreamPath(name: string, config: UpstreamConfig, err: unknown): ConfigPath {
+  const cause = err instanceof Error ? err.cause : undefined
+  const file = cause && typeof cause === "object" && "path" in cause ? cause.path : undefined
+  const tls = config.tls
+  for (const key of ["ca", "cert", "key"] as const) {
+    if (tls && file !== undefined && tls[key] === file) return ["upstreams", name, "tls", key]
+  }
+  return ["upstreams", name]
 }
 
 /**

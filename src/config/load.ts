@@ -4,7 +4,8 @@ import { dirname, isAbsolute, resolve } from "node:path"
 import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml"
 import type { z } from "zod"
 import { ConfigError, type ConfigProblem } from "../core/errors.ts"
-import { type Config, configSchema } from "./schema.ts"
+import { BuildError, type ConfigPath } from "./problems.ts"
+import { type Config, configSchema, crossCheck } from "./schema.ts"
 
 /** Keys of ARCHITECTURE.md's shape that this version does not implement yet: refused with a clear word. */
 const NOT_YET: Record<string, string> = {
@@ -19,14 +20,42 @@ const READ_ERRORS: Record<string, string> = {
   EISDIR: "it is a folder, not a file",
 }
 
-/** LoadedConfig is a validated Config plus where it came from. */
+/** Locate turns a config path and a message into a problem at that key's place in the file. */
+export type Locate = (path: ConfigPath, message: string) => ConfigProblem
+
+/** LoadedConfig is a validated Config plus where it came from, and where each of its keys was written. */
 export interface LoadedConfig {
   config: Config
   file: string
+  locate: Locate
+}
+
+/**
+ * Inspection is everything the loader can say about a file without giving up at the first stage: the problems of
+ * the YAML, the schema and the cross checks together, and the Config when there were none. When the schema failed,
+ * `partial` holds the listeners and upstreams that are valid on their own, so the build can still look at them;
+ * `fromPartial` maps a path in the partial config back to the file's (its listeners are a subset).
+ */
+export interface Inspection {
+  file: string
+  problems: ConfigProblem[]
+  loaded?: LoadedConfig
+  partial?: Config
+  fromPartial: (path: ConfigPath) => ConfigPath
+  locate: Locate
+  /** why the file could not be read */
+  cause?: unknown
 }
 
 /** loadConfigFile reads and validates a config file; throws ConfigError listing every problem. */
 export function loadConfigFile(file: string): LoadedConfig {
+  const inspection = inspectConfigFile(file)
+  if (!inspection.loaded) throw inspectionError(inspection)
+  return inspection.loaded
+}
+
+/** inspectConfigFile reads a config file and reports every problem of its text and schema; it never throws. */
+export function inspectConfigFile(file: string): Inspection {
   const path = resolve(file)
   let text: string
   try {
@@ -35,17 +64,62 @@ export function loadConfigFile(file: string): LoadedConfig {
     const code = (err as NodeJS.ErrnoException).code ?? "error"
     const why = READ_ERRORS[code]
     const message = `reading the config file: ${code}${why ? ` (${why})` : ""}`
-    throw new ConfigError([{ file, line: 0, column: 0, path: "", message }], { cause: err })
+    const problem = { file, line: 0, column: 0, path: "", message }
+    return {
+      file,
+      problems: [problem],
+      fromPartial: (p) => p,
+      locate: (_, m) => ({ ...problem, message: m }),
+      cause: err,
+    }
   }
-  return { config: parseConfig(text, file, dirname(path)), file: path }
+  const inspection = inspectConfig(text, file, dirname(path))
+  if (inspection.loaded) inspection.loaded.file = path
+  return inspection
 }
 
 /** parseConfig validates YAML text; `file` names it in errors, relative paths resolve against `baseDir`. */
 export function parseConfig(text: string, file: string, baseDir: string): Config {
+  const inspection = inspectConfig(text, file, baseDir)
+  if (!inspection.loaded) throw inspectionError(inspection)
+  return inspection.loaded.config
+}
+
+/** inspectionError is the ConfigError of an inspection's problems (its cause: why the file could not be read). */
+function inspectionError(inspection: Inspection): ConfigError {
+  const cause = inspection.cause
+  return new ConfigError(inspection.problems, cause === undefined ? {} : { cause })
+}
+
+/**
+ * locateBuildError turns a BuildError into the ConfigError of its problems, each at its key's file:line:col
+ * (paths through `fromPartial` when the build ran on a partial config); other errors pass through.
+ */
+export function locateBuildError(
+  err: unknown,
+  locate: Locate,
+  fromPartial: (path: ConfigPath) => ConfigPath = (p) => p,
+): unknown {
+  if (!(err instanceof BuildError)) return err
+  return new ConfigError(sortProblems(err.problems.map((p) => locate(fromPartial(p.path), p.message))), { cause: err })
+}
+
+/** sortProblems orders problems by position, keeping the order of those at one place. */
+export function sortProblems(problems: ConfigProblem[]): ConfigProblem[] {
+  return problems.sort((a, b) => a.line - b.line || a.column - b.column)
+}
+
+/** inspectConfig validates YAML text, collecting every problem of the YAML, the schema and the cross checks. */
+export function inspectConfig(text: string, file: string, baseDir: string): Inspection {
   const lineCounter = new LineCounter()
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true })
   const at = (offset: number) => lineCounter.linePos(offset)
   const problems: ConfigProblem[] = []
+  const locate: Locate = (path, message) => {
+    const where = position(doc.contents, path, at, false)
+    return { file, line: where.line, column: where.column, path: formatPath(path.slice(0, where.depth)), message }
+  }
+  const failed = (): Inspection => ({ file, problems, fromPartial: (p) => p, locate })
   for (const err of doc.errors) {
     const pos = at(err.pos[0])
     if (err.code === "DUPLICATE_KEY") {
@@ -62,24 +136,19 @@ export function parseConfig(text: string, file: string, baseDir: string): Config
     }
     problems.push({ file, line: pos.line, column: pos.col, path: "", message: `YAML: ${firstLine(err.message)}` })
   }
-  if (problems.length > 0) throw new ConfigError(problems)
+  if (problems.length > 0) return failed()
 
   const data: unknown = doc.toJS({ maxAliasCount: 100 })
   if (data === null || data === undefined) {
     const message = "the config file is empty; it needs at least a listeners section (see docs/config-reference.md)"
-    throw new ConfigError([{ file, line: 1, column: 1, path: "", message }])
+    problems.push({ file, line: 1, column: 1, path: "", message })
+    return failed()
   }
   if (typeof data !== "object" || Array.isArray(data)) {
     const got = describeValue(data)
-    throw new ConfigError([
-      {
-        file,
-        line: 1,
-        column: 1,
-        path: "",
-        message: `expected a mapping of sections (listeners, upstreams, ...), got ${got}`,
-      },
-    ])
+    const message = `expected a mapping of sections (listeners, upstreams, ...), got ${got}`
+    problems.push({ file, line: 1, column: 1, path: "", message })
+    return failed()
   }
   const record = data as Record<string, unknown>
   for (const [key, why] of Object.entries(NOT_YET)) {
@@ -93,12 +162,72 @@ export function parseConfig(text: string, file: string, baseDir: string): Config
   const result = configSchema.safeParse(record, { reportInput: true })
   if (!result.success) {
     for (const issue of result.error.issues) problems.push(...describeIssue(issue, doc.contents, file, at))
+    // The schema's cross checks do not run once a key failed: run them on the values as written.
+    const seen = new Set(problems.map((p) => `${p.path}\n${p.message}`))
+    for (const cross of crossCheck(record)) {
+      const problem = locate(cross.path, cross.message)
+      if (!seen.has(`${problem.path}\n${problem.message}`)) problems.push(problem)
+    }
   }
   if (problems.length > 0) {
-    problems.sort((a, b) => a.line - b.line || a.column - b.column)
-    throw new ConfigError(problems)
+    const { partial, fromPartial } = partialConfig(record, baseDir)
+    return { file, problems: sortProblems(problems), partial, fromPartial, locate }
   }
-  return resolvePaths(result.data!, baseDir)
+  const config = resolvePaths(result.data!, baseDir)
+  return { file, problems, loaded: { config, file, locate }, fromPartial: (p) => p, locate }
+}
+
+/** The root keys a partial config takes from the file when they are valid (else their defaults). */
+const PARTIAL_ROOT_KEYS = ["data_dir", "access_log", "shutdown_grace"]
+
+/**
+ * partialConfig keeps the listeners and upstreams that are valid on their own, for a build that looks for what only
+ * the build finds (unreadable files, policies) while the schema reports the rest; undefined when nothing is valid.
+ */
+function partialConfig(
+  record: Record<string, unknown>,
+  baseDir: string,
+): { partial?: Config; fromPartial: (path: ConfigPath) => ConfigPath } {
+  const valid = (path: (string | number)[], value: unknown) => {
+    const schema = schemaAt(path) as unknown as z.ZodType | undefined
+    const parsed = schema?.safeParse(value)
+    return parsed?.success ? parsed.data : undefined
+  }
+  const original: number[] = []
+  const listeners: unknown[] = []
+  const rawListeners = Array.isArray(record["listeners"]) ? (record["listeners"] as unknown[]) : []
+  for (const [i, raw] of rawListeners.entries()) {
+    let listener = valid(["listeners", i], raw)
+    // A listener invalid elsewhere (its address, its routes) still has its certificates checked: a stand-in with
+    // its tls section (and engine) alone, when those are valid.
+    if (listener === undefined && raw && typeof raw === "object" && "tls" in raw) {
+      const { tls, engine } = raw as Record<string, unknown>
+      // An address of its own, so the build keeps it beside the others (it is never bound).
+      const standIn = { name: `-${i}`, address: `127.255.255.254:${65535 - i}`, tls, routes: [] }
+      listener = valid(["listeners", i], valid(["listeners", i, "engine"], engine) ? { ...standIn, engine } : standIn)
+    }
+    if (listener === undefined) continue
+    original.push(i)
+    listeners.push(listener)
+  }
+  const upstreams: Record<string, unknown> = {}
+  const rawUpstreams = record["upstreams"]
+  if (rawUpstreams && typeof rawUpstreams === "object" && !Array.isArray(rawUpstreams)) {
+    for (const [name, raw] of Object.entries(rawUpstreams)) {
+      const upstream = valid(["upstreams", name], raw)
+      if (upstream !== undefined) upstreams[name] = upstream
+    }
+  }
+  const fromPartial = (path: ConfigPath): ConfigPath =>
+    path[0] === "listeners" && typeof path[1] === "number" ? ["listeners", original[path[1]]!, ...path.slice(2)] : path
+  if (listeners.length === 0 && Object.keys(upstreams).length === 0) return { fromPartial }
+  // The root's own keys, valid or default: a redirect listener stands in for the required list, then is replaced.
+  const root: Record<string, unknown> = { listeners: [{ name: "-", address: "127.0.0.1:1", redirect_https: 1 }] }
+  for (const key of PARTIAL_ROOT_KEYS) if (valid([key], record[key]) !== undefined) root[key] = record[key]
+  const base = configSchema.safeParse(root)
+  if (!base.success) return { fromPartial }
+  const partial = { ...base.data, listeners, upstreams } as Config
+  return { partial: resolvePaths(partial, baseDir), fromPartial }
 }
 
 type Position = (offset: number) => { line: number; col: number }

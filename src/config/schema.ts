@@ -51,8 +51,10 @@ function hostPort() {
   return z.string().transform((value, ctx) => {
     const parsed = parseHostPort(value)
     if (!parsed) {
-      const hint = /:\d+$/.test(value) ? "" : `; add a port, e.g. "${value}:8080"`
-      ctx.addIssue({ code: "custom", message: `expected "host:port", got ${JSON.stringify(value)}${hint}` })
+      ctx.addIssue({
+        code: "custom",
+        message: `expected "host:port", got ${JSON.stringify(value)}${addressHint(value)}`,
+      })
       return z.NEVER
     }
     return parsed
@@ -77,6 +79,18 @@ export function filePath() {
         ctx.addIssue({ code: "custom", message: "expected a file path, got text with line breaks (not shown)" })
       }
     })
+}
+
+/** addressHint says how to mend an address parseHostPort refused: a missing port, a port that is no number. */
+function addressHint(value: string): string {
+  const text = value.trim()
+  if (isIP(text) === 6) return `; put an IPv6 address in brackets and add a port, e.g. "[${text}]:8080"`
+  const colon = text.lastIndexOf(":")
+  if (colon < 0 || (text.startsWith("[") && !text.includes("]:"))) return `; add a port, e.g. "${text}:8080"`
+  const host = text.slice(0, colon)
+  const port = text.slice(colon + 1)
+  if (/^\d+$/.test(port)) return Number(port) > 65535 ? "; the port must be at most 65535" : ""
+  return `; the port must be a number, e.g. "${host || "127.0.0.1"}:8080"`
 }
 
 /** A CIDR block or a single address, e.g. "10.0.0.0/8" or "127.0.0.1". */
@@ -480,45 +494,64 @@ export const configSchema = z
   })
   .strict()
   .superRefine((config, ctx) => {
-    const names = new Set<string>()
-    const addresses = new Map<string, number>()
-    config.listeners.forEach((l, i) => {
-      if (names.has(l.name)) {
-        ctx.addIssue({ code: "custom", path: ["listeners", i, "name"], message: `duplicate listener name "${l.name}"` })
-      }
-      names.add(l.name)
-      const key = `${l.address.host}:${l.address.port}`
+    for (const problem of crossCheck(config)) ctx.addIssue({ code: "custom", ...problem })
+  })
+
+/**
+ * crossCheck finds what no single key shows: duplicate listener names and addresses, routes to unknown upstreams,
+ * path routes on a tcp listener. It reads the config before or after the schema (raw YAML values or parsed ones)
+ * and skips what it cannot read, so load.ts runs it even where the schema failed elsewhere in the file.
+ */
+export function crossCheck(input: unknown): { path: (string | number)[]; message: string }[] {
+  const out: { path: (string | number)[]; message: string }[] = []
+  const root = isRecord(input) ? input : {}
+  const listeners = Array.isArray(root["listeners"]) ? (root["listeners"] as unknown[]) : []
+  const upstreams = isRecord(root["upstreams"]) ? root["upstreams"] : {}
+  const names = new Set<string>()
+  const addresses = new Map<string, number>()
+  listeners.forEach((raw, i) => {
+    if (!isRecord(raw)) return
+    const l = raw
+    if (typeof l["name"] === "string") {
+      if (names.has(l["name"]))
+        out.push({ path: ["listeners", i, "name"], message: `duplicate listener name "${l["name"]}"` })
+      names.add(l["name"])
+    }
+    const address = typeof l["address"] === "string" ? parseHostPort(l["address"]) : l["address"]
+    if (isRecord(address) && typeof address["host"] === "string" && typeof address["port"] === "number") {
+      const key = `${address["host"]}:${address["port"]}`
       const other = addresses.get(key)
       if (other !== undefined) {
-        ctx.addIssue({
-          code: "custom",
+        out.push({
           path: ["listeners", i, "address"],
           message: `address ${key} is already used by listeners[${other}]`,
         })
       } else addresses.set(key, i)
-      const check = (name: string | undefined, path: (string | number)[]) => {
-        if (name !== undefined && !(name in config.upstreams)) {
-          const known = Object.keys(config.upstreams)
-          ctx.addIssue({
-            code: "custom",
-            path: ["listeners", i, ...path],
-            message: `unknown upstream "${name}"; known: ${known.length ? known.join(", ") : "none (add an upstreams section)"}`,
-          })
-        }
-      }
-      check(l.upstream, ["upstream"])
-      l.routes?.forEach((r, j) => {
-        check(r.upstream, ["routes", j, "upstream"])
-      })
-      if (l.engine === "tcp" && l.routes?.some((r) => r.path_prefix !== undefined)) {
-        ctx.addIssue({
-          code: "custom",
-          path: ["listeners", i, "routes"],
-          message: "a tcp listener routes by SNI only: no path_prefix",
+    }
+    const check = (name: unknown, path: (string | number)[]) => {
+      if (typeof name === "string" && !Object.hasOwn(upstreams, name)) {
+        const known = Object.keys(upstreams)
+        out.push({
+          path: ["listeners", i, ...path],
+          message: `unknown upstream "${name}"; known: ${known.length ? known.join(", ") : "none (add an upstreams section)"}`,
         })
       }
+    }
+    check(l["upstream"], ["upstream"])
+    const routes = Array.isArray(l["routes"]) ? (l["routes"] as unknown[]) : undefined
+    routes?.forEach((r, j) => {
+      if (isRecord(r)) check(r["upstream"], ["routes", j, "upstream"])
     })
+    if (l["engine"] === "tcp" && routes?.some((r) => isRecord(r) && r["path_prefix"] !== undefined)) {
+      out.push({ path: ["listeners", i, "routes"], message: "a tcp listener routes by SNI only: no path_prefix" })
+    }
   })
+  return out
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === "object" && !Array.isArray(value)
+}
 
 /** Config is a validated config with durations in ms, sizes in bytes and addresses parsed. */
 export type Config = z.output<typeof configSchema>

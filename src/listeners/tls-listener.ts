@@ -56,7 +56,8 @@ export class TlsListener {
   readonly stats: ListenerCounters
   readonly #log: Logger
   readonly #isTrusted: (address: string) => boolean
-  readonly #served = new Map<tls.SecureContext, Served>()
+  /** Weak: a context CertStore.replace swapped out goes once its last socket does. */
+  readonly #served = new WeakMap<tls.SecureContext, Served>()
   readonly #handshakeTimeout: number
   readonly #onSecure: (this: TLSSocket) => void
   readonly #onHandshakeError: (this: TLSSocket, err: Error) => void

@@ -2,14 +2,14 @@
 import { constants, createHash, randomBytes } from "node:crypto"
 import type net from "node:net"
 import tls from "node:tls"
-import type { ListenerTlsConfig } from "../config/schema.ts"
+import { BuildError, type BuildProblem, keyOf, problemsOf } from "../config/problems.ts"
+import type { CertificateConfig, ListenerTlsConfig } from "../config/schema.ts"
 import { errorMessage, TlsError } from "../core/errors.ts"
 import { deriveTicketKey, type TicketKeyRing } from "../state/ticket-keys.ts"
 import { type CertificateStatus, certificateStatus, type LoadedCertificate, normalizeName } from "./certificate.ts"
 import { peekServerName } from "./client-hello.ts"
 import { type ServerTlsOptions, serverTlsOptions } from "./policy.ts"
-import { loadFileCertificate } from "./sources/file.ts"
-import { loadSelfSigned } from "./sources/self-signed.ts"
+import { type CertificateSource, loadEntries } from "./sources/index.ts"
 
 export type { CertificateStatus, LoadedCertificate } from "./certificate.ts"
 
@@ -33,48 +33,73 @@ export interface CertStoreOptions {
   ticketKeys?: TicketKeyRing | undefined
   /** The listener's name: its tickets are sealed with a key derived for it, so they resume only there. */
   ticketScope?: string | undefined
+  /** the source of each entry (default: sources/index.ts's certificateSource) */
+  sourceFor?: (entry: CertificateConfig, dataDir: string) => CertificateSource
+  /** called when certificates a source pushed (its watch) could not be swapped in; the old ones stay */
+  onWatchError?: (err: unknown, entry: number) => void
+}
+
+/** Policy is one client_auth policy's TLS options and session scope, shared by the entries that have it. */
+interface Policy {
+  options: ServerTlsOptions
+  session: SessionOptions
+  auth: ClientAuthPolicy
+  /** JSON of the client_auth: entries serving one name must agree on it */
+  key: string
+}
+
+/** Index is what lookups read: built whole from the entries' certificates, then swapped in by one assignment. */
+interface Index {
+  certs: readonly LoadedCertificate[]
+  exact: Map<string, tls.SecureContext>
+  /** "*.example.com" is kept under "example.com" */
+  wildcard: Map<string, tls.SecureContext>
+  fallback: tls.SecureContext
+  auths: Map<tls.SecureContext, ClientAuthPolicy>
+  /** contexts by the certificates in them (ids joined), reused by the next index when those certificates stay */
+  built: Map<string, tls.SecureContext>
+  secureOptions: tls.TlsOptions
+  single: boolean
 }
 
 /**
- * CertStore holds every SecureContext of one listener, all built in load(). Lookups (sniCallback, contextFor) run
- * in every handshake: they are map reads and never build or block.
+ * CertStore holds every SecureContext of one listener, built in load(). Lookups (sniCallback, contextFor) run in
+ * every handshake: they are map reads and never build or block. replace() swaps one entry's certificates: it builds
+ * the new contexts first and then swaps the whole index in one assignment, so a handshake sees the old index or the
+ * new one, never a half-built one; sockets already made keep the context they started with.
  */
 export class CertStore {
-  /** secureOptions are the policy options plus the default certificate: pass them to tls.createServer. */
-  readonly secureOptions: tls.TlsOptions
-  readonly #certs: readonly LoadedCertificate[]
-  readonly #exact: Map<string, tls.SecureContext>
-  /** "*.example.com" is kept under "example.com" */
-  readonly #wildcard: Map<string, tls.SecureContext>
-  readonly #default: tls.SecureContext
-  readonly #auths: Map<tls.SecureContext, ClientAuthPolicy>
-  /** Every name is served by one context: no ClientHello peek is needed to choose it. */
-  readonly single: boolean
+  readonly #policies: readonly Policy[]
+  #entries: readonly (readonly LoadedCertificate[])[]
+  #index: Index
+  /** Ids for certificates, so an index can tell which contexts it may keep (a WeakMap: swapped-out ones go). */
+  readonly #ids = new WeakMap<LoadedCertificate, number>()
+  #nextId = 0
+  readonly #unwatch: (() => void)[] = []
 
-  private constructor(
-    certs: LoadedCertificate[],
-    secureOptions: tls.TlsOptions,
-    exact: Map<string, tls.SecureContext>,
-    wildcard: Map<string, tls.SecureContext>,
-    fallback: tls.SecureContext,
-    auths: Map<tls.SecureContext, ClientAuthPolicy>,
-  ) {
-    this.#certs = certs
-    this.secureOptions = secureOptions
-    this.#exact = exact
-    this.#wildcard = wildcard
-    this.#default = fallback
-    this.#auths = auths
-    this.single = new Set([...exact.values(), ...wildcard.values(), fallback]).size === 1
+  private constructor(policies: readonly Policy[], entries: readonly (readonly LoadedCertificate[])[]) {
+    this.#policies = policies
+    this.#entries = entries
+    this.#index = this.#build(entries, new Map())
   }
 
-  /** load reads every certificate of the listener and builds its SecureContexts; throws TlsError on any failure. */
+  /** secureOptions are the policy options plus the default certificate: pass them to tls.createServer. */
+  get secureOptions(): tls.TlsOptions {
+    return this.#index.secureOptions
+  }
+
+  /** Every name is served by one context: no ClientHello peek is needed to choose it. */
+  get single(): boolean {
+    return this.#index.single
+  }
+
+  /**
+   * load reads every certificate of the listener through its source and builds its SecureContexts; throws a
+   * BuildError listing every failure (each at its path under the tls section), or nothing.
+   */
   static async load(config: ListenerTlsConfig, options: CertStoreOptions): Promise<CertStore> {
-    const certs: LoadedCertificate[] = []
-    for (const entry of config.certificates) {
-      if ("cert" in entry) certs.push(loadFileCertificate(entry.cert, entry.key))
-      else certs.push(await loadSelfSigned(entry.self_signed, entry.key_type, options.dataDir))
-    }
+    const loaded = await loadEntries(config, options.dataDir, options.sourceFor)
+    const problems: BuildProblem[] = [...loaded.problems]
     // Each entry's client_auth (or the listener's) is its policy; a policy's options and session scope are built
     // once, and every context of the store shares one set of ticket keys.
     // Node keeps one key per SecureContext and discards a ticket sealed under any other (state/ticket-keys.ts):
@@ -86,23 +111,92 @@ export class CertStore {
       client_auth: entry.client_auth ?? config.client_auth,
     }))
     const policyKey = (i: number) => JSON.stringify(entryConfig[i]!.client_auth ?? { mode: "none" })
-    const policies = new Map<string, { options: ServerTlsOptions; session: SessionOptions; auth: ClientAuthPolicy }>()
-    const policyOf = (i: number) => {
+    const policies = new Map<string, Policy>()
+    const failed = new Set<string>()
+    const entryPolicies: Policy[] = []
+    for (const [i, listenerConfig] of entryConfig.entries()) {
       const key = policyKey(i)
       let policy = policies.get(key)
-      if (!policy) {
-        const listenerConfig = entryConfig[i]!
-        const tlsOptions = serverTlsOptions(listenerConfig, options.engine)
-        const auth = listenerConfig.client_auth
-        policy = {
-          options: tlsOptions,
-          session: sessionOptions(listenerConfig, tlsOptions, ticketKeys),
-          auth: { mode: auth?.mode ?? "none", forwardCert: auth?.forward_cert ?? false },
+      if (!policy && !failed.has(key)) {
+        try {
+          const tlsOptions = serverTlsOptions(listenerConfig, options.engine)
+          const auth = listenerConfig.client_auth
+          policy = {
+            options: tlsOptions,
+            session: sessionOptions(listenerConfig, tlsOptions, ticketKeys),
+            auth: { mode: auth?.mode ?? "none", forwardCert: auth?.forward_cert ?? false },
+            key,
+          }
+          policies.set(key, policy)
+        } catch (err) {
+          failed.add(key)
+          // client_auth.ca of an entry's own client_auth belongs to that entry; the rest is the listener's.
+          const own = config.certificates[i]!.client_auth !== undefined && keyOf(err)?.startsWith("client_auth.")
+          problems.push(...problemsOf(err, own ? ["certificates", i] : []))
         }
-        policies.set(key, policy)
       }
-      return policy
+      if (policy) entryPolicies.push(policy)
     }
+    if (problems.length > 0) throw new BuildError(problems)
+    const store = new CertStore(
+      entryPolicies,
+      loaded.certificates.map((list) => list!),
+    )
+    // A source that pushes renewed certificates has them swapped in for its entry until the store is closed.
+    for (const [i, source] of loaded.sources.entries()) {
+      const unwatch = source.watch?.((certificates) => {
+        try {
+          store.replace(i, certificates)
+        } catch (err) {
+          options.onWatchError?.(err, i)
+        }
+      })
+      if (unwatch) store.#unwatch.push(unwatch)
+    }
+    return store
+  }
+
+  /** close stops watching the sources: a generation that is retired takes no more pushed certificates. */
+  close(): void {
+    for (const unwatch of this.#unwatch.splice(0)) unwatch()
+  }
+
+  /**
+   * replace swaps entry `entry`'s certificates (a renewed certificate, a new staple) for `certificates`, with the
+   * entry's policy, ticket keys and session id context as before. New handshakes get the new contexts at once; open
+   * connections keep theirs. Contexts of the other entries are kept as they are. Throws a BuildError (and changes
+   * nothing) when the new certificates cannot be built or disagree on client_auth with another entry for a name.
+   * It builds SecureContexts synchronously (0.6-0.7 ms each, measured for P-256 and RSA-2048 on a loaded 2-core
+   * machine): call it at renewal time, not per request.
+   */
+  replace(entry: number, certificates: readonly LoadedCertificate[]): void {
+    if (!Number.isInteger(entry) || entry < 0 || entry >= this.#entries.length || certificates.length === 0) {
+      throw new TlsError(
+        "PC_TLS_REPLACE",
+        `replacing certificates: no entry ${entry} with ${certificates.length} certificate(s) (the store has ${this.#entries.length} entries)`,
+      )
+    }
+    const entries = this.#entries.map((list, i) => (i === entry ? [...certificates] : list))
+    const index = this.#build(entries, this.#index.built)
+    this.#entries = entries
+    this.#index = index
+  }
+
+  /** build makes the lookup maps for these entries, reusing the contexts of `previous` whose certificates stay. */
+  #build(entries: readonly (readonly LoadedCertificate[])[], previous: Map<string, tls.SecureContext>): Index {
+    const problems: BuildProblem[] = []
+    const entryOf = new Map<LoadedCertificate, number>()
+    for (const [i, list] of entries.entries()) for (const cert of list) if (!entryOf.has(cert)) entryOf.set(cert, i)
+    const certs = [...entryOf.keys()]
+    const idOf = (cert: LoadedCertificate) => {
+      let id = this.#ids.get(cert)
+      if (id === undefined) {
+        id = this.#nextId++
+        this.#ids.set(cert, id)
+      }
+      return id
+    }
+    const policyOf = (cert: LoadedCertificate) => this.#policies[entryOf.get(cert)!]!
 
     // name -> certificates for it, at most one per key type (the first listed wins), in config order.
     const byName = new Map<string, LoadedCertificate[]>()
@@ -114,9 +208,14 @@ export class CertStore {
       }
     }
     for (const [name, list] of byName) {
-      const keys = new Set(list.map((c) => policyKey(certs.indexOf(c))))
-      if (keys.size > 1) {
-        throw new TlsError("PC_TLS_POLICY", `the certificates for ${name} have different client_auth; give them one`)
+      const other = list.find((c) => policyOf(c).key !== policyOf(list[0]!).key)
+      if (other) {
+        const i = entryOf.get(other)!
+        problems.push({
+          path: ["certificates", i, ...(this.#policies[i]!.key === policyOf(list[0]!).key ? [] : ["client_auth"])],
+          message: `the certificates for ${name} have different client_auth; give them one`,
+          code: "PC_TLS_POLICY",
+        })
       }
     }
     // One SecureContext per distinct set of certificates: ECDSA and RSA for one name share a context, and OpenSSL
@@ -126,12 +225,17 @@ export class CertStore {
       list.sort((a, b) => Number(a.keyType === "ecdsa") - Number(b.keyType === "ecdsa"))
     const built = new Map<string, tls.SecureContext>()
     const auths = new Map<tls.SecureContext, ClientAuthPolicy>()
-    const contextOf = (list: LoadedCertificate[]): tls.SecureContext => {
-      const id = list.map((c) => certs.indexOf(c)).join(",")
+    const contextOf = (list: LoadedCertificate[]): tls.SecureContext | undefined => {
+      const id = list.map(idOf).join(",")
       let context = built.get(id)
       if (!context) {
-        const policy = policyOf(certs.indexOf(list[0]!))
-        context = buildContext(list, policy.options, policy.session)
+        const policy = policyOf(list[0]!)
+        try {
+          context = previous.get(id) ?? buildContext(list, policy.options, policy.session)
+        } catch (err) {
+          problems.push(...problemsOf(err, ["certificates", entryOf.get(list[0]!)!]))
+          return undefined
+        }
         built.set(id, context)
         auths.set(context, policy.auth)
       }
@@ -141,20 +245,23 @@ export class CertStore {
     const wildcard = new Map<string, tls.SecureContext>()
     for (const [name, list] of byName) {
       const context = contextOf(list)
+      if (!context) continue
       if (name.startsWith("*.")) wildcard.set(name.slice(2), context)
       else exact.set(name, context)
     }
     const first = certs[0]!
     const defaultList = (first.names[0] !== undefined && byName.get(first.names[0])) || [first]
     const fallback = contextOf(defaultList)
-    const defaultPolicy = policyOf(certs.indexOf(defaultList[0]!))
+    if (problems.length > 0 || !fallback) throw new BuildError(problems)
+    const defaultPolicy = policyOf(defaultList[0]!)
     const secureOptions: tls.TlsOptions = {
       ...defaultPolicy.options,
       ...defaultPolicy.session,
       cert: defaultList.map((c) => c.chainPem),
       key: defaultList.map((c) => c.key.reveal()),
     }
-    return new CertStore(certs, secureOptions, exact, wildcard, fallback, auths)
+    const single = new Set([...exact.values(), ...wildcard.values(), fallback]).size === 1
+    return { certs, exact, wildcard, fallback, auths, built, secureOptions, single }
   }
 
   /** sniCallback is tls.Server's SNICallback: answers synchronously from the maps built in load(). */
@@ -164,16 +271,17 @@ export class CertStore {
 
   /** contextFor picks the context for an SNI name: exact, then wildcard one level down, then the default. */
   contextFor(servername: string | undefined): tls.SecureContext {
-    if (!servername) return this.#default
+    const index = this.#index
+    if (!servername) return index.fallback
     const name = normalizeName(servername)
-    const exact = this.#exact.get(name)
+    const exact = index.exact.get(name)
     if (exact) return exact
     const dot = name.indexOf(".")
     if (dot > 0) {
-      const wild = this.#wildcard.get(name.slice(dot + 1))
+      const wild = index.wildcard.get(name.slice(dot + 1))
       if (wild) return wild
     }
-    return this.#default
+    return index.fallback
   }
 
   /**
@@ -187,25 +295,27 @@ export class CertStore {
 
   /** clientAuthOf is the client-certificate policy of one of this store's contexts. */
   clientAuthOf(context: tls.SecureContext): ClientAuthPolicy {
-    return this.#auths.get(context) ?? NO_CLIENT_AUTH
+    return this.#index.auths.get(context) ?? NO_CLIENT_AUTH
   }
 
   /** covers says whether some certificate's name matches host (exact, or a wildcard one level up). */
   covers(host: string): boolean {
+    const { exact, wildcard } = this.#index
     const name = normalizeName(host)
-    if (this.#exact.has(name)) return true
-    if (name.startsWith("*.")) return this.#wildcard.has(name.slice(2))
+    if (exact.has(name)) return true
+    if (name.startsWith("*.")) return wildcard.has(name.slice(2))
     const dot = name.indexOf(".")
-    return dot > 0 && this.#wildcard.has(name.slice(dot + 1))
+    return dot > 0 && wildcard.has(name.slice(dot + 1))
   }
 
+  /** certificates lists every certificate in use, in config order (after a replace, the new ones). */
   certificates(): readonly LoadedCertificate[] {
-    return this.#certs
+    return this.#index.certs
   }
 
   /** status lists the certificates without key material. */
   status(): CertificateStatus[] {
-    return this.#certs.map(certificateStatus)
+    return this.#index.certs.map(certificateStatus)
   }
 }
 

@@ -40,23 +40,25 @@ export function parseCertificate(
   keyPem: string,
   what: string,
   keyWhat = "private key",
+  keys: { cert?: string; key?: string } = {},
 ): LoadedCertificate {
   const blocks = chainPem.match(PEM_CERT) ?? []
-  if (blocks.length === 0) throw loadError(what, `no PEM certificate found in ${what}`)
+  if (blocks.length === 0) throw loadError(what, `no PEM certificate found in ${what}`, undefined, keys.cert)
   let chain: X509Certificate[]
   try {
     chain = blocks.map((block) => new X509Certificate(block))
   } catch (err) {
-    throw loadError(what, `parsing ${what}: ${errorMessage(err)}`, err)
+    throw loadError(what, `parsing ${what}: ${errorMessage(err)}`, err, keys.cert)
   }
   let key: KeyObject
   try {
     key = createPrivateKey(keyPem)
   } catch (err) {
-    throw loadError(what, `parsing ${keyWhat}: ${errorMessage(err)}`, err)
+    throw loadError(what, `parsing ${keyWhat}: ${errorMessage(err)}`, err, keys.key)
   }
   const leaf = chain[0]!
-  if (!leaf.checkPrivateKey(key)) throw loadError(what, `${keyWhat} does not match the certificate`)
+  if (!leaf.checkPrivateKey(key))
+    throw loadError(what, `${keyWhat} does not match the certificate`, undefined, keys.key)
   return {
     source: what,
     names: certificateNames(leaf),
@@ -70,9 +72,25 @@ export function parseCertificate(
   }
 }
 
-/** loadError is the TlsError every source throws: `loading certificate <what>: <detail>`. */
-export function loadError(what: string, detail: string, cause?: unknown): TlsError {
-  return new TlsError("PC_TLS_CERT_LOAD", `loading certificate ${what}: ${detail}`, { cause })
+/**
+ * TlsConfigError is a TlsError that names the config key it is about ("cert", "key", "self_signed", "client_auth.ca"),
+ * relative to the certificate entry or the listener's tls section, so `check` can point at that key's line.
+ */
+export class TlsConfigError extends TlsError {
+  readonly configKey: string | undefined
+
+  constructor(code: string, message: string, configKey: string | undefined, options: { cause?: unknown } = {}) {
+    super(code, message, options)
+    this.configKey = configKey
+  }
+}
+
+/**
+ * loadError is the TlsError every source throws: `loading certificate <what>: <detail>`; `key` is the config key of
+ * the entry it is about (a file source's "cert" or "key").
+ */
+export function loadError(what: string, detail: string, cause?: unknown, key?: string): TlsConfigError {
+  return new TlsConfigError("PC_TLS_CERT_LOAD", `loading certificate ${what}: ${detail}`, key, { cause })
 }
 
 /** certificateNames gives the subjectAltName DNS names (lower case, no trailing dot), else the subject CN. */

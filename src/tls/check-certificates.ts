@@ -1,22 +1,34 @@
 /** @module check-certificates: what `portcullis check` and `portcullis certs` say about a config's certificates. */
 import tls from "node:tls"
+import { type ConfigPath, problemsOf } from "../config/problems.ts"
 import type { Config, ListenerConfig } from "../config/schema.ts"
-import { errorMessage } from "../core/errors.ts"
 import { type CertificateStatus, certificateStatus, type LoadedCertificate, normalizeName } from "./certificate.ts"
 import { serverTlsOptions } from "./policy.ts"
-import { loadFileCertificate } from "./sources/file.ts"
-import { loadSelfSigned } from "./sources/self-signed.ts"
+import { loadEntries } from "./sources/index.ts"
 
 const DAY = 86_400_000
 /** A certificate with fewer days left than this is a warning. */
 export const EXPIRY_WARNING_DAYS = 21
 
+/** CheckFinding is one error or warning at the config path it is about (load.ts turns it into file:line:col). */
+export interface CheckFinding {
+  severity: "error" | "warning"
+  path: ConfigPath
+  message: string
+}
+
 /** CheckReport lists problems a person can act on, and every certificate that loaded. */
 export interface CheckReport {
+  /** each `listeners[i] (name): message` */
   errors: string[]
   warnings: string[]
+  /** the same errors and warnings, each with its config path */
+  findings: CheckFinding[]
   certificates: CertificateStatus[]
 }
+
+/** Reporter adds one finding of one listener to the report, in both forms. */
+type Reporter = (severity: CheckFinding["severity"], path: ConfigPath, message: string) => void
 
 /**
  * checkCertificates loads every listener's certificates and reports: load failures (missing file, key mismatch),
@@ -25,40 +37,40 @@ export interface CheckReport {
  * a name mismatch), a wildcard host (*.example.com) is a warning, as certificates may cover some of its names.
  */
 export async function checkCertificates(config: Config, now: Date = new Date()): Promise<CheckReport> {
-  const report: CheckReport = { errors: [], warnings: [], certificates: [] }
+  const report: CheckReport = { errors: [], warnings: [], findings: [], certificates: [] }
   for (const [index, listener] of config.listeners.entries()) {
     if (!listener.tls) continue
     const where = `listeners[${index}] (${listener.name})`
+    const at: ConfigPath = ["listeners", index]
+    const add: Reporter = (severity, path, message) => {
+      report[severity === "error" ? "errors" : "warnings"].push(`${where}: ${message}`)
+      report.findings.push({ severity, path: [...at, ...path], message })
+    }
+    const entries = await loadEntries(listener.tls, config.data_dir)
+    for (const problem of entries.problems) add("error", ["tls", ...problem.path], problem.message)
     const loaded: LoadedCertificate[] = []
-    let failed = false
-    for (const entry of listener.tls.certificates) {
-      try {
-        const cert =
-          "cert" in entry
-            ? loadFileCertificate(entry.cert, entry.key)
-            : await loadSelfSigned(entry.self_signed, entry.key_type, config.data_dir)
+    for (const [i, list] of entries.certificates.entries()) {
+      for (const cert of list ?? []) {
         loaded.push(cert)
         report.certificates.push(certificateStatus(cert))
-      } catch (err) {
-        failed = true
-        report.errors.push(`${where}: ${errorMessage(err)}`)
+        checkOne(cert, ["tls", "certificates", i], now, add)
       }
     }
-    for (const cert of loaded) checkOne(cert, `${where}: ${cert.source}`, now, report)
-    checkPolicy(listener, where, report)
-    if (!failed) checkHosts(listener, loaded, where, report)
+    checkPolicy(listener, add)
+    if (entries.problems.length === 0) checkHosts(listener, loaded, add)
   }
   return report
 }
 
-function checkOne(cert: LoadedCertificate, where: string, now: Date, report: CheckReport): void {
+function checkOne(cert: LoadedCertificate, at: ConfigPath, now: Date, add: Reporter): void {
+  const error = (message: string) => add("error", at, `${cert.source}: ${message}`)
   const label = cert.names.join(", ") || cert.leaf.subject.replace(/\n/g, ", ")
   for (let i = 0; i + 1 < cert.chain.length; i++) {
     const child = cert.chain[i]!
     const parent = cert.chain[i + 1]!
     if (!child.checkIssued(parent) || !child.verify(parent.publicKey)) {
-      report.errors.push(
-        `${where}: chain out of order: certificate ${i + 2} (${subjectOf(parent)}) did not issue certificate ${i + 1} ` +
+      error(
+        `chain out of order: certificate ${i + 2} (${subjectOf(parent)}) did not issue certificate ${i + 1} ` +
           `(${subjectOf(child)}); put the leaf first, then each issuer in turn`,
       )
       break
@@ -69,35 +81,36 @@ function checkOne(cert: LoadedCertificate, where: string, now: Date, report: Che
     const notAfter = new Date(c.validTo)
     const notBefore = new Date(c.validFrom)
     if (notAfter.getTime() <= now.getTime()) {
-      report.errors.push(`${where}: ${what} expired on ${day(notAfter)}`)
+      error(`${what} expired on ${day(notAfter)}`)
     } else if (notBefore.getTime() > now.getTime()) {
-      report.errors.push(`${where}: ${what} is not valid until ${day(notBefore)}`)
+      error(`${what} is not valid until ${day(notBefore)}`)
     } else {
       const daysLeft = Math.floor((notAfter.getTime() - now.getTime()) / DAY)
       if (daysLeft < EXPIRY_WARNING_DAYS) {
-        report.warnings.push(`${where}: ${what} expires on ${day(notAfter)} (${daysLeft} days left); renew it`)
+        add("warning", at, `${cert.source}: ${what} expires on ${day(notAfter)} (${daysLeft} days left); renew it`)
       }
     }
   }
 }
 
-function checkPolicy(listener: ListenerConfig, where: string, report: CheckReport): void {
+function checkPolicy(listener: ListenerConfig, add: Reporter): void {
   try {
     tls.createSecureContext(serverTlsOptions(listener.tls!, listener.engine))
   } catch (err) {
-    report.errors.push(`${where}: tls policy: ${errorMessage(err)}`)
+    for (const p of problemsOf(err, ["tls"])) add("error", p.path, `tls policy: ${p.message}`)
   }
 }
 
-function checkHosts(listener: ListenerConfig, certs: LoadedCertificate[], where: string, report: CheckReport): void {
+function checkHosts(listener: ListenerConfig, certs: LoadedCertificate[], add: Reporter): void {
   const names = certs.flatMap((c) => c.names)
   const all = names.join(", ") || "none"
   for (const [r, route] of (listener.routes ?? []).entries()) {
-    for (const host of route.hosts ?? []) {
+    for (const [h, host] of (route.hosts ?? []).entries()) {
       if (host === "*" || names.some((name) => nameCovers(name, host))) continue
-      const message = `${where}: routes[${r}] host ${host} is not covered by any certificate of this listener (names: ${all})`
-      if (host.startsWith("*.")) report.warnings.push(`${message}; clients of names no certificate has get a mismatch`)
-      else report.errors.push(`${message}; add a certificate for ${host} or fix the host`)
+      const message = `routes[${r}] host ${host} is not covered by any certificate of this listener (names: ${all})`
+      const at = ["routes", r, "hosts", h]
+      if (host.startsWith("*.")) add("warning", at, `${message}; clients of names no certificate has get a mismatch`)
+      else add("error", at, `${message}; add a certificate for ${host} or fix the host`)
     }
   }
 }

@@ -3,7 +3,8 @@ import { constants } from "node:crypto"
 import { readFileSync } from "node:fs"
 import tls from "node:tls"
 import type { ListenerTlsConfig } from "../config/schema.ts"
-import { errorCode, errorMessage, TlsError } from "../core/errors.ts"
+import { errorCode, errorMessage } from "../core/errors.ts"
+import { TlsConfigError } from "./certificate.ts"
 
 type TlsVersion = "TLSv1" | "TLSv1.1" | "TLSv1.2" | "TLSv1.3"
 type Profile = ListenerTlsConfig["profile"]
@@ -95,7 +96,11 @@ export function serverTlsOptions(config: ListenerTlsConfig, engine: "http" | "tc
   const minVersion = config.min_version ?? profile.minVersion
   const maxVersion = config.max_version ?? "TLSv1.3"
   if (VERSION_ORDER[minVersion] > VERSION_ORDER[maxVersion]) {
-    throw new TlsError("PC_TLS_POLICY", `tls policy: min_version ${minVersion} is above max_version ${maxVersion}`)
+    throw new TlsConfigError(
+      "PC_TLS_POLICY",
+      `tls policy: min_version ${minVersion} is above max_version ${maxVersion}`,
+      config.min_version === undefined ? "max_version" : "min_version",
+    )
   }
   let cipherList = config.ciphers ?? profile.ciphers
   // OpenSSL 3 at its default security level 1 refuses the SHA-1 signatures TLS 1.0 and 1.1 need.
@@ -122,8 +127,8 @@ export function serverTlsOptions(config: ListenerTlsConfig, engine: "http" | "tc
   if (clientAuth && clientAuth.mode !== "none") {
     options.requestCert = true
     options.rejectUnauthorized = clientAuth.mode === "require"
-    options.ca = readPem("client_auth ca", clientAuth.ca!)
-    if (clientAuth.crl) options.crl = readPem("client_auth crl", clientAuth.crl)
+    options.ca = readPem("client_auth ca", clientAuth.ca!, "client_auth.ca")
+    if (clientAuth.crl) options.crl = readPem("client_auth crl", clientAuth.crl, "client_auth.crl")
   } else {
     options.requestCert = false
     options.rejectUnauthorized = false
@@ -131,17 +136,16 @@ export function serverTlsOptions(config: ListenerTlsConfig, engine: "http" | "tc
   return options
 }
 
-function readPem(what: string, path: string): string {
+function readPem(what: string, path: string, key: string): string {
   try {
     return readFileSync(path, "utf8")
   } catch (err) {
     const code = errorCode(err)
-    throw new TlsError(
+    throw new TlsConfigError(
       "PC_TLS_POLICY",
       `loading ${what} ${path}: reading ${path}: ${code === "UNKNOWN" ? errorMessage(err) : code}`,
-      {
-        cause: err,
-      },
+      key,
+      { cause: err },
     )
   }
 }

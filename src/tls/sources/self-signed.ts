@@ -8,6 +8,7 @@ import * as x509 from "@peculiar/x509"
 import { errorMessage } from "../../core/errors.ts"
 import { type LoadedCertificate, loadError, normalizeName, parseCertificate } from "../certificate.ts"
 import { loadFileCertificate } from "./file.ts"
+import type { CertificateSource } from "./source.ts"
 
 const DAY = 86_400_000
 /** A kept certificate is replaced when fewer than this many days are left. */
@@ -24,6 +25,23 @@ const RSA_GEN = {
   modulusLength: 2048,
 }
 const RSA_SIGN = { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" }
+
+/** SelfSignedSource is a `{ self_signed: [names] }` entry: one certificate made for the names and kept on disk. */
+export class SelfSignedSource implements CertificateSource {
+  readonly names: readonly string[]
+  readonly keyType: "ecdsa" | "rsa"
+  readonly dataDir: string
+
+  constructor(names: readonly string[], keyType: "ecdsa" | "rsa", dataDir: string) {
+    this.names = names
+    this.keyType = keyType
+    this.dataDir = dataDir
+  }
+
+  async load(): Promise<LoadedCertificate[]> {
+    return [await loadSelfSigned(this.names, this.keyType, this.dataDir)]
+  }
+}
 
 /**
  * loadSelfSigned returns a self-signed certificate for `names` (valid one year; SAN DNS names, plus 127.0.0.1 and ::1
@@ -55,14 +73,19 @@ export async function loadSelfSigned(
   try {
     ;({ chainPem, keyPem } = await makeSelfSigned(wanted, keyType))
   } catch (err) {
-    throw loadError(source, `making a self-signed certificate for ${wanted.join(", ")}: ${errorMessage(err)}`, err)
+    throw loadError(
+      source,
+      `making a self-signed certificate for ${wanted.join(", ")}: ${errorMessage(err)}`,
+      err,
+      "self_signed",
+    )
   }
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 })
     writeAtomic(keyPath, keyPem, 0o600)
     writeAtomic(certPath, chainPem, 0o644)
   } catch (err) {
-    throw loadError(source, `writing ${dir}: ${errorMessage(err)}`, err)
+    throw loadError(source, `writing ${dir}: ${errorMessage(err)}`, err, "self_signed")
   }
   return parseCertificate(chainPem, keyPem, source)
 }
