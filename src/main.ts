@@ -5,7 +5,8 @@ import { AdminApi } from "./admin/api.ts"
 import { defaultConfig } from "./config/default.ts"
 import { loadConfigFile } from "./config/load.ts"
 import { type Config, parseHostPort } from "./config/schema.ts"
-import { ConfigError, errorMessage, PortcullisError } from "./core/errors.ts"
+import { AccessLog } from "./core/access-log.ts"
+import { ConfigError, errorCode, errorMessage, PortcullisError } from "./core/errors.ts"
 import { createLogger, type Logger } from "./core/log.ts"
 import { type DemoBackend, startDemoBackend } from "./demo/backend.ts"
 import { Runtime } from "./runtime.ts"
@@ -58,7 +59,8 @@ async function run(file: string | undefined): Promise<number> {
     demo = await startDemoBackend()
     config = defaultConfig(demo.port, process.cwd())
   }
-  const runtime = new Runtime(log)
+  const accessLog = new AccessLog({ onError: (err) => log.warn({ code: errorCode(err) }, err.message) })
+  const runtime = new Runtime(log, undefined, { accessLog })
   await runtime.start(config)
   const reloadFromFile = async () => {
     if (!file)
@@ -89,6 +91,14 @@ async function run(file: string | undefined): Promise<number> {
     "portcullis is running",
   )
 
+  // logrotate: rename the file, then SIGUSR1; new lines go to a new file at access_log.path.
+  process.on("SIGUSR1", () => {
+    try {
+      runtime.reopenAccessLog()
+    } catch (err) {
+      log.error({ code: errorCode(err) }, `SIGUSR1: ${errorMessage(err)}; lines go to the old file`)
+    }
+  })
   process.on("SIGHUP", () => {
     log.info("SIGHUP: reloading the config")
     reloadFromFile().catch((err: unknown) => logReloadError(log, err))

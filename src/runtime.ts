@@ -1,6 +1,7 @@
 /** @module runtime: builds a generation from a Config, binds listener sockets, and swaps generations on reload. */
 import type net from "node:net"
 import type { Config } from "./config/schema.ts"
+import type { AccessLog } from "./core/access-log.ts"
 import { PortcullisError } from "./core/errors.ts"
 import type { Logger } from "./core/log.ts"
 import { ClientGate } from "./listeners/limits/client-gate.ts"
@@ -45,6 +46,7 @@ export class Generation {
     registries?: Map<string, HealthRegistry>,
     previous?: Generation,
     state: RuntimeState = new RuntimeState(),
+    access?: AccessLog,
   ): Promise<Generation> {
     const gen = new Generation(id, config)
     const counters = state.instruments
@@ -64,7 +66,7 @@ export class Generation {
         })
         gen.upstreams.set(name, upstream)
       }
-      const accessLog = config.access_log.enabled ? log.child({ type: "access" }) : undefined
+      const accessLog = config.access_log.enabled ? access : undefined
       for (const listener of config.listeners) {
         const key = addressKey(listener.address)
         if (listener.redirect_https !== undefined) {
@@ -86,13 +88,7 @@ export class Generation {
         )
         let engine: Engine =
           listener.engine === "tcp"
-            ? new TcpEngine({
-                listener,
-                router,
-                upstreams: gen.upstreams,
-                log: engineLog,
-                accessLog: accessLog && engineLog.child({ type: "access" }),
-              })
+            ? new TcpEngine({ listener, router, upstreams: gen.upstreams, log: engineLog, accessLog })
             : new HttpEngine({ listener, router, upstreams: gen.upstreams, log: engineLog, accessLog, gate })
         if (gate) {
           gen.gates.set(key, gate)
@@ -176,15 +172,23 @@ export class Runtime {
   /** Active health records by upstream name: they outlive generations, so a reload keeps every backend's state. */
   readonly #health = new Map<string, HealthRegistry>()
   #reloading: Promise<void> | undefined
+  /** Where access lines go (one writer for every generation; each config says its path); none: not written. */
+  readonly #accessLog: AccessLog | undefined
 
-  constructor(log: Logger, state: RuntimeState = new RuntimeState()) {
+  constructor(log: Logger, state: RuntimeState = new RuntimeState(), options: { accessLog?: AccessLog } = {}) {
     this.#log = log
     this.#state = state
+    this.#accessLog = options.accessLog
   }
 
   /** state is what outlives generations: the metrics registry, the ticket key ring, the client gate tables. */
   get state(): RuntimeState {
     return this.#state
+  }
+
+  /** reopenAccessLog opens the access log file again at its path (SIGUSR1, after logrotate renamed it). */
+  reopenAccessLog(): void {
+    this.#accessLog?.reopen()
   }
 
   get generation(): Generation | undefined {
@@ -212,9 +216,21 @@ export class Runtime {
   }
 
   async #apply(config: Config): Promise<void> {
-    const gen = await Generation.build(this.#nextId, config, this.#log, this.#health, this.#current, this.#state)
+    const access = this.#accessLog
+    const gen = await Generation.build(
+      this.#nextId,
+      config,
+      this.#log,
+      this.#health,
+      this.#current,
+      this.#state,
+      access,
+    )
     const added: ListenerSocket[] = []
+    const previousPath = access?.path
     try {
+      // Opened before anything is bound, so a path that cannot be opened refuses the config.
+      if (config.access_log.enabled) access?.use(config.access_log.path)
       await gen.start()
       for (const key of gen.listeners.keys()) {
         if (this.#sockets.has(key)) continue
@@ -226,6 +242,11 @@ export class Runtime {
     } catch (err) {
       gen.destroy()
       await Promise.allSettled(added.map((s) => s.close()))
+      try {
+        access?.use(previousPath)
+      } catch {
+        // The old file is gone too: lines go to the new one (the running config stays otherwise).
+      }
       throw err
     }
     this.#nextId++
@@ -277,6 +298,8 @@ export class Runtime {
     this.#current = undefined
     await Promise.allSettled(gens.map((g) => g.close(grace)))
     this.#state.close()
+    // Every line of every request that finished is written before close resolves (and the process exits).
+    await this.#accessLog?.close()
   }
 
   /** drain sets a backend of the current generation draining (no new requests; in-flight ones finish) or back. */

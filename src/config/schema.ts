@@ -431,6 +431,13 @@ const admin = z
 const accessLog = z
   .object({
     enabled: z.boolean().default(true).describe("one JSON line per request (default true)"),
+    path: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "file the lines are appended to, relative to the config file; reopened on SIGUSR1 for logrotate (default stdout)",
+      ),
   })
   .strict()
 
