@@ -176,7 +176,7 @@ function h2load(port: number, args: string[], path: string): Promise<number> {
     execFile("h2load", [...args, `https://127.0.0.1:${port}${path}`], { timeout: 60_000 }, (err, stdout) => {
       if (err) return reject(err)
       const m = /requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded/.exec(stdout)
-      if (!m) return reject(new Error(`h2load output: ${stdout}`))
+      if (!m || m[1] !== args[args.indexOf("-n") + 1]) return reject(new Error(`h2load output: ${stdout}`))
       resolve(Number(m[1]))
     })
   })
