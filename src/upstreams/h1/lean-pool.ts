@@ -49,7 +49,7 @@ export interface LeanPoolOptions {
 }
 
 /**
- * How often idle connections above `keepalive` are purged, and what share of that excess goes per purge. HAProxy
+ * How often idle connections above `keepalive` are purged (purgeCount says how many go each time). HAProxy
  * purges idle connections each `pool-purge-delay` (default 5 s) by a fraction of the excess; nginx keeps its cache of
  * `keepalive` idle ones and closes the least recently used beyond it. A connection goes only when it was idle through
  * a whole interval, so a pool under steady load keeps what the load uses and does not reconnect.
@@ -147,7 +147,7 @@ export class LeanPool implements BackendPool {
     this.#busy--
     if (reusable && !this.#closed) {
       connection.idleEpoch = this.#epoch
-      // The stack's top is the most recently used: #schedule takes from it, #purge from the bottom (longest idle).
+      // The stack's top is the most recently used: #schedule takes from it, purge() from the bottom (longest idle).
       this.#idle.push(connection)
       if (this.#idle.length > this.options.keepalive && this.#purgeTimer === undefined) {
         this.#purgeTimer = setInterval(onPurge, PURGE_INTERVAL_MS, this)
@@ -176,11 +176,6 @@ export class LeanPool implements BackendPool {
       this.#idle.shift()!.destroy()
       n--
     }
-  }
-
-  /** idleConnections counts the connections open and waiting for a request. */
-  get idleConnections(): number {
-    return this.#idle.length
   }
 
   /** lost: the connection is closed or closing; it is counted no more. */
