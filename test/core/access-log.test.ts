@@ -13,7 +13,7 @@ import { AccessLog, quote } from "../../src/core/access-log.ts"
 import { startEchoBackend, type TestBackend } from "../helpers/backends.ts"
 import { request } from "../helpers/clients.ts"
 import { type CertFiles, createPki, type Pki } from "../helpers/pki.ts"
-import { freePort, spawnPortcullis, writeTemp } from "../helpers/portcullis.ts"
+import { type ChildPortcullis, runningPorts, spawnPortcullis, writeTemp } from "../helpers/portcullis.ts"
 import { waitUntil } from "../helpers/wait.ts"
 
 let pki: Pki
@@ -31,14 +31,13 @@ after(async () => {
   await pki?.close()
 })
 
-async function configFile(name: string, accessLog: string): Promise<{ file: string; port: number }> {
-  const port = await freePort()
-  const file = writeTemp(
+function configFile(name: string, accessLog: string): string {
+  return writeTemp(
     pki.dir,
     name,
     `listeners:
   - name: web
-    address: 127.0.0.1:${port}
+    address: 127.0.0.1:0
     tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }
     routes: [{ upstream: app }]
 upstreams:
@@ -46,7 +45,13 @@ upstreams:
 access_log: ${accessLog}
 `,
   )
-  return { file, port }
+}
+
+/** start runs a child Portcullis on a config file and resolves with it and its listener's port. */
+async function start(file: string): Promise<{ pc: ChildPortcullis; port: number }> {
+  const pc = spawnPortcullis(["--config", file])
+  const { ports } = await runningPorts(pc)
+  return { pc, port: ports["web"]! }
 }
 
 /** h2load sends n HTTP/1.1 requests over c keep-alive connections and resolves with how many succeeded. */
@@ -76,9 +81,7 @@ function accessLines(text: string, path: string): Record<string, unknown>[] {
 
 describe("access log", () => {
   test("to stdout: N requests then SIGTERM right after the last response: all N lines are there", async () => {
-    const { file, port } = await configFile("stdout.yaml", "{ enabled: true }")
-    const pc = spawnPortcullis(["--config", file])
-    await pc.waitFor(/portcullis is running/)
+    const { pc, port } = await start(configFile("stdout.yaml", "{ enabled: true }"))
     const n = 2000
     assert.equal(await h2load(port, n, "/sigterm-stdout"), n)
     // No wait: the last lines are still in the batch (flushed every 100 ms) when SIGTERM arrives.
@@ -95,9 +98,7 @@ describe("access log", () => {
 
   test("to a file: N requests then SIGTERM: all N lines are in the file, none on stdout", async () => {
     const path = join(pki.dir, "access-sigterm.log")
-    const { file, port } = await configFile("file.yaml", `{ path: ${path} }`)
-    const pc = spawnPortcullis(["--config", file])
-    await pc.waitFor(/portcullis is running/)
+    const { pc, port } = await start(configFile("file.yaml", `{ path: ${path} }`))
     const n = 2000
     assert.equal(await h2load(port, n, "/sigterm-file"), n)
     assert.equal(await pc.stop("SIGTERM"), 0)
@@ -107,10 +108,8 @@ describe("access log", () => {
 
   test("logrotate: rename the file, SIGUSR1: later lines go to a new file at the path, earlier ones stay", async () => {
     const path = join(pki.dir, "access-rotate.log")
-    const { file, port } = await configFile("rotate.yaml", `{ path: ${path} }`)
-    const pc = spawnPortcullis(["--config", file])
+    const { pc, port } = await start(configFile("rotate.yaml", `{ path: ${path} }`))
     try {
-      await pc.waitFor(/portcullis is running/)
       for (let i = 0; i < 3; i++) assert.equal((await get(port, "/before-rotate")).status, 200)
       await waitUntil(
         () => existsSync(path) && accessLines(readFileSync(path, "utf8"), "/before-rotate").length === 3,
@@ -134,10 +133,8 @@ describe("access log", () => {
   })
 
   test("a path and Host with quotes and backslashes cannot add a field or break the line; no credential appears", async () => {
-    const { file, port } = await configFile("inject.yaml", "{ enabled: true }")
-    const pc = spawnPortcullis(["--config", file])
+    const { pc, port } = await start(configFile("inject.yaml", "{ enabled: true }"))
     try {
-      await pc.waitFor(/portcullis is running/)
       const evilPath = '/inject"},"status":999,"injected":"yes\\'
       const evilHost = 'localhost","forged":"1'
       const socket = tls.connect({ host: "127.0.0.1", port, servername: "localhost", ca: pki.ca.cert })

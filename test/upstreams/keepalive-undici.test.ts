@@ -10,7 +10,7 @@ import type net from "node:net"
 import { after, before, describe, test } from "node:test"
 import { request } from "../helpers/clients.ts"
 import { createPki, type Pki } from "../helpers/pki.ts"
-import { freePort, type RunningPortcullis, startPortcullis } from "../helpers/portcullis.ts"
+import { type RunningPortcullis, startPortcullis } from "../helpers/portcullis.ts"
 import { waitUntil } from "../helpers/wait.ts"
 
 interface CountingBackend {
@@ -74,7 +74,7 @@ before(async () => {
   pc = await startPortcullis(`
 listeners:
   - name: web
-    address: 127.0.0.1:${await freePort()}
+    address: 127.0.0.1:0
     tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }
     routes:
       - { hosts: [one.test], upstream: one }

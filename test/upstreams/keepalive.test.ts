@@ -10,7 +10,7 @@ import type net from "node:net"
 import { after, before, describe, test } from "node:test"
 import { request } from "../helpers/clients.ts"
 import { createPki, type Pki } from "../helpers/pki.ts"
-import { type RunningPortcullis, startPortcullis } from "../helpers/portcullis.ts"
+import { loopback, type RunningPortcullis, startPortcullis } from "../helpers/portcullis.ts"
 import { waitUntil } from "../helpers/wait.ts"
 
 interface CountingBackend {
@@ -89,7 +89,7 @@ listeners:
       - { hosts: [one.test], upstream: one }
       - { hosts: [plenty.test], upstream: plenty }
   - name: busy
-    address: 127.0.0.1:${await freePort()}
+    address: ${loopback(2)}:0
     tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }
     routes: [{ upstream: busy }]
 upstreams:
@@ -143,7 +143,7 @@ describe("upstream keepalive", () => {
 
   test("defaults: 100 HTTP/2 streams in flight for 5,000 requests open about 100 backend connections, not one per request", async () => {
     // h2load: 4 connections x 25 streams each; the backend answers after 20 ms, so about 100 are in flight at once.
-    const done = await h2load(pc.port("busy"), ["-c", "4", "-m", "25", "-n", "5000"], "/delay?ms=20")
+    const done = await h2load(pc.host("busy"), pc.port("busy"), ["-c", "4", "-m", "25", "-n", "5000"], "/delay?ms=20")
     assert.equal(done, 5000)
     const accepted = busy.accepted()
     assert.ok(accepted > 64, `the load needed more connections than keepalive (${accepted})`)
@@ -171,9 +171,9 @@ describe("upstream keepalive", () => {
 })
 
 /** h2load runs real HTTP/2 load against the listener and resolves with the count of succeeded requests. */
-function h2load(port: number, args: string[], path: string): Promise<number> {
+function h2load(host: string, port: number, args: string[], path: string): Promise<number> {
   return new Promise((resolve, reject) => {
-    execFile("h2load", [...args, `https://127.0.0.1:${port}${path}`], { timeout: 60_000 }, (err, stdout) => {
+    execFile("h2load", [...args, `https://${host}:${port}${path}`], { timeout: 60_000 }, (err, stdout) => {
       if (err) return reject(err)
       const m = /requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded/.exec(stdout)
       if (!m || m[1] !== args[args.indexOf("-n") + 1]) return reject(new Error(`h2load output: ${stdout}`))
