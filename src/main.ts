@@ -5,7 +5,15 @@ import { AdminApi } from "./admin/api.ts"
 import { defaultConfig } from "./config/default.ts"
 import { inspectConfigFile, type LoadedConfig, loadConfigFile, locateBuildError, sortProblems } from "./config/load.ts"
 import { type Config, type HostPort, parseHostPort } from "./config/schema.ts"
-import { ConfigError, type ConfigProblem, errorMessage, formatProblem, PortcullisError } from "./core/errors.ts"
+import { AccessLog } from "./core/access-log.ts"
+import {
+  ConfigError,
+  type ConfigProblem,
+  errorCode,
+  errorMessage,
+  formatProblem,
+  PortcullisError,
+} from "./core/errors.ts"
 import { createLogger, type Logger, silentLogger } from "./core/log.ts"
 import { type DemoBackend, startDemoBackend } from "./demo/backend.ts"
 import { Generation, Runtime } from "./runtime.ts"
@@ -61,7 +69,8 @@ async function run(file: string | undefined): Promise<number> {
     demo = await startDemoBackend()
     config = defaultConfig(demo.port, process.cwd())
   }
-  const runtime = new Runtime(log)
+  const accessLog = new AccessLog({ onError: (err) => log.warn({ code: errorCode(err) }, err.message) })
+  const runtime = new Runtime(log, undefined, { accessLog })
   try {
     await runtime.start(config)
   } catch (err) {
@@ -112,6 +121,14 @@ async function run(file: string | undefined): Promise<number> {
     "portcullis is running",
   )
 
+  // logrotate: rename the file, then SIGUSR1; new lines go to a new file at access_log.path.
+  process.on("SIGUSR1", () => {
+    try {
+      runtime.reopenAccessLog()
+    } catch (err) {
+      log.error({ code: errorCode(err) }, `SIGUSR1: ${errorMessage(err)}; lines go to the old file`)
+    }
+  })
   process.on("SIGHUP", () => {
     log.info("SIGHUP: reloading the config")
     reloadFromFile().catch((err: unknown) => logReloadError(log, err))

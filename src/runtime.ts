@@ -2,6 +2,7 @@
 import type net from "node:net"
 import { BuildError, type BuildProblem, type ConfigPath, problemsOf } from "./config/problems.ts"
 import type { Config, UpstreamConfig } from "./config/schema.ts"
+import type { AccessLog } from "./core/access-log.ts"
 import { errorMessage, PortcullisError } from "./core/errors.ts"
 import type { Logger } from "./core/log.ts"
 import { ClientGate } from "./listeners/limits/client-gate.ts"
@@ -46,6 +47,7 @@ export class Generation {
     registries?: Map<string, HealthRegistry>,
     previous?: Generation,
     state: RuntimeState = new RuntimeState(),
+    access?: AccessLog,
   ): Promise<Generation> {
     const gen = new Generation(id, config)
     const counters = state.instruments
@@ -71,7 +73,7 @@ export class Generation {
           problems.push(...problemsOf(err, upstreamPath(name, upstreamConfig, err)))
         }
       }
-      const accessLog = config.access_log.enabled ? log.child({ type: "access" }) : undefined
+      const accessLog = config.access_log.enabled ? access : undefined
       for (const [index, listener] of config.listeners.entries()) {
         const key = addressKey(listener.address)
         if (listener.redirect_https !== undefined) {
@@ -104,13 +106,7 @@ export class Generation {
         )
         let engine: Engine =
           listener.engine === "tcp"
-            ? new TcpEngine({
-                listener,
-                router,
-                upstreams: gen.upstreams,
-                log: engineLog,
-                accessLog: accessLog && engineLog.child({ type: "access" }),
-              })
+            ? new TcpEngine({ listener, router, upstreams: gen.upstreams, log: engineLog, accessLog })
             : new HttpEngine({ listener, router, upstreams: gen.upstreams, log: engineLog, accessLog, gate })
         if (gate) {
           gen.gates.set(key, gate)
@@ -243,15 +239,23 @@ export class Runtime {
   /** Active health records by upstream name: they outlive generations, so a reload keeps every backend's state. */
   readonly #health = new Map<string, HealthRegistry>()
   #reloading: Promise<void> | undefined
+  /** Where access lines go (one writer for every generation; each config says its path); none: not written. */
+  readonly #accessLog: AccessLog | undefined
 
-  constructor(log: Logger, state: RuntimeState = new RuntimeState()) {
+  constructor(log: Logger, state: RuntimeState = new RuntimeState(), options: { accessLog?: AccessLog } = {}) {
     this.#log = log
     this.#state = state
+    this.#accessLog = options.accessLog
   }
 
   /** state is what outlives generations: the metrics registry, the ticket key ring, the client gate tables. */
   get state(): RuntimeState {
     return this.#state
+  }
+
+  /** reopenAccessLog opens the access log file again at its path (SIGUSR1, after logrotate renamed it). */
+  reopenAccessLog(): void {
+    this.#accessLog?.reopen()
   }
 
   get generation(): Generation | undefined {
@@ -280,10 +284,22 @@ export class Runtime {
   }
 
   async #apply(config: Config, step?: ReloadStep): Promise<void> {
-    const gen = await Generation.build(this.#nextId, config, this.#log, this.#health, this.#current, this.#state)
+    const access = this.#accessLog
+    const gen = await Generation.build(
+      this.#nextId,
+      config,
+      this.#log,
+      this.#health,
+      this.#current,
+      this.#state,
+      access,
+    )
     const added: ListenerSocket[] = []
     let prepared = false
+    const previousPath = access?.path
     try {
+      // Opened before anything is bound, so a path that cannot be opened refuses the config.
+      if (config.access_log.enabled) access?.use(config.access_log.path)
       await gen.start()
       for (const key of gen.listeners.keys()) {
         if (this.#sockets.has(key)) continue
@@ -297,6 +313,11 @@ export class Runtime {
     } catch (err) {
       gen.destroy()
       await Promise.allSettled([...added.map((s) => s.close()), ...(prepared ? [step!.rollback()] : [])])
+      try {
+        access?.use(previousPath)
+      } catch {
+        // The old file is gone too: lines go to the new one (the running config stays otherwise).
+      }
       throw err
     }
     this.#nextId++
@@ -349,6 +370,8 @@ export class Runtime {
     this.#current = undefined
     await Promise.allSettled(gens.map((g) => g.close(grace)))
     this.#state.close()
+    // Every line of every request that finished is written before close resolves (and the process exits).
+    await this.#accessLog?.close()
   }
 
   /** drain sets a backend of the current generation draining (no new requests; in-flight ones finish) or back. */

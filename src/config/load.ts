@@ -570,5 +570,6 @@ function resolvePaths(config: Config, baseDir: string): Config {
     u.tls.key = absOpt(u.tls.key)
   }
   config.data_dir = abs(config.data_dir)
+  if (config.access_log.path !== undefined) config.access_log.path = abs(config.access_log.path)
   return config
 }

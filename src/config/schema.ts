@@ -425,7 +425,7 @@ const upstream = z
       .min(0)
       .default(64)
       .describe(
-        "idle keep-alive connections kept per backend; a request beyond it closes its connection after the response; 0 = no reuse (default 64)",
+        "idle keep-alive connections kept per backend beyond what the load uses: connections in use are never closed for it; idle ones above it are closed gradually, longest idle first (each second, half the excess); 0 = no reuse (default 64)",
       ),
     protocol: z
       .enum(["http1", "h2", "h2c"])
@@ -475,6 +475,13 @@ const admin = z
 const accessLog = z
   .object({
     enabled: z.boolean().default(true).describe("one JSON line per request (default true)"),
+    path: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "file the lines are appended to, relative to the config file; reopened on SIGUSR1 for logrotate (default stdout)",
+      ),
   })
   .strict()
 

@@ -1,4 +1,4 @@
-/** @module log: the pino logger with redaction of keys and credentials. */
+/** @module log: the pino logger with redaction of keys and credentials (access lines are core/access-log.ts's). */
 import { type Logger, pino } from "pino"
 
 export type { Logger } from "pino"

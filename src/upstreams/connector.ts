@@ -1,11 +1,12 @@
 /** @module connector: the pool factory: makes a backend's pool (lean HTTP/1.1, undici, per-client PROXY, HTTP/2). */
+import type net from "node:net"
 import type { TLSSocket } from "node:tls"
-import { Client, type Dispatcher, Pool } from "undici"
+import { type buildConnector, Client, type Dispatcher, Pool } from "undici"
 import type { UpstreamConfig } from "../config/schema.ts"
 import { type ConnectionInfo, socketOf } from "../core/connection-info.ts"
 import type { Backend } from "./backend.ts"
 import { type Dialer, proxyHeader } from "./dial.ts"
-import { LeanPool } from "./h1/lean-pool.ts"
+import { LeanPool, PURGE_INTERVAL_MS, purgeCount } from "./h1/lean-pool.ts"
 import { H2Pool } from "./h2/h2-pool.ts"
 import type { BackendPool } from "./pool.ts"
 
@@ -42,7 +43,6 @@ export function createBackendPool(backend: Backend, config: UpstreamConfig, dial
     return new LeanPool({
       dialer,
       connections: backend.maxConnections,
-      backend,
       keepalive: config.keepalive,
       connectTimeout: config.timeouts.connect,
       headersTimeout: config.timeouts.response,
@@ -50,11 +50,11 @@ export function createBackendPool(backend: Backend, config: UpstreamConfig, dial
       keepAliveTimeout: options.keepAliveTimeout!,
       keepAliveMaxTimeout: config.timeouts.idle,
       maxHeaderSize: options.maxHeaderSize!,
-      fallback: () => new CappedPool(origin, options, backend, config.keepalive),
+      fallback: () => new CappedPool(origin, options, config.keepalive),
     })
   }
-  if (!version) return new CappedPool(origin, options, backend, config.keepalive)
-  return new ProxiedPool(origin, options, { version, dialer }, backend, config.keepalive)
+  if (!version) return new CappedPool(origin, options, config.keepalive)
+  return new ProxiedPool(origin, options, { version, dialer }, config.keepalive)
 }
 
 const H2_ALPN = ["h2"]
@@ -98,35 +98,122 @@ function createH2Pool(backend: Backend, config: UpstreamConfig, dialer: Dialer):
   })
 }
 
-/**
- * keepAliveOptions applies the upstream's `keepalive` (idle connections kept per backend, like nginx's upstream
- * `keepalive N`): a request sent while more than that many are in flight on the backend (counting itself) asks for
- * `Connection: close`, so its connection is closed after the response instead of joining the idle ones. With
- * keepalive 0 no connection is reused. Under the limit the options pass through untouched (no allocation).
- */
-function keepAliveOptions(
-  options: Dispatcher.DispatchOptions,
-  backend: Backend,
-  keepalive: number,
-): Dispatcher.DispatchOptions {
+/** keepAliveOptions: with `keepalive: 0` every request asks for `Connection: close` (no reuse); else untouched. */
+function keepAliveOptions(options: Dispatcher.DispatchOptions, keepalive: number): Dispatcher.DispatchOptions {
   // Never reset: false, which would undo undici's own closes (HEAD, upgrade).
-  return backend.inFlight > keepalive ? { ...options, reset: true } : options
+  return keepalive === 0 ? { ...options, reset: true } : options
 }
 
-/** CappedPool is a backend's undici pool that keeps at most `keepalive` connections idle (keepAliveOptions). */
+/**
+ * CappedPool is a backend's undici pool whose idle connections above `keepalive` are closed gradually, as the lean
+ * pool does (h1/lean-pool.ts purge): every PURGE_INTERVAL_MS, while more than `keepalive` connections are open, half
+ * of the idle ones above the cap are closed (purgeCount); none is closed because of a response. undici's Pool has no
+ * public way to close one idle connection, so the pool makes its Clients (the `factory` option), keeps each one's
+ * socket (from its connector), and destroys the socket of a Client with nothing queued or running and nothing written
+ * since the previous purge: undici treats that like its own idle timeout (the Client reconnects when next used).
+ * undici fills its Clients in list order, so the last ones are the least used: those go first.
+ */
 class CappedPool extends Pool implements BackendPool {
-  readonly #backend: Backend
   readonly #keepalive: number
+  readonly #clients: Client[]
+  readonly #sockets: WeakMap<Client, net.Socket>
+  /** Each socket's bytesWritten at the previous purge. */
+  readonly #written = new WeakMap<net.Socket, number>()
+  #connected = 0
+  #purgeTimer: NodeJS.Timeout | undefined
 
-  constructor(origin: string, options: Pool.Options, backend: Backend, keepalive: number) {
-    super(origin, options)
-    this.#backend = backend
+  constructor(origin: string, options: Pool.Options, keepalive: number) {
+    const clients: Client[] = []
+    const sockets = new WeakMap<Client, net.Socket>()
+    super(origin, {
+      ...options,
+      factory: (url, opts) => {
+        const inner = (opts as Client.Options).connect as buildConnector.connector
+        const connect: buildConnector.connector = (connectOptions, callback) =>
+          inner(connectOptions, (...result) => {
+            if (result[1]) sockets.set(client, result[1])
+            callback(...result)
+          })
+        const client: Client = new Client(url, { ...opts, connect } as Client.Options)
+        clients.push(client)
+        return client
+      },
+    })
     this.#keepalive = keepalive
+    this.#clients = clients
+    this.#sockets = sockets
+    if (keepalive > 0) {
+      this.on("connect", () => {
+        if (++this.#connected > this.#keepalive && this.#purgeTimer === undefined) {
+          this.#purgeTimer = setInterval(purgePool, PURGE_INTERVAL_MS, this)
+          this.#purgeTimer.unref()
+        }
+      })
+      this.on("disconnect", () => {
+        this.#connected--
+      })
+    }
+    // undici drops a Client whose connection failed (and never uses it again): so do we.
+    this.on("connectionError", (_origin: URL, targets: readonly Dispatcher[]) => {
+      const i = clients.indexOf(targets[1] as Client)
+      if (i !== -1) clients.splice(i, 1)
+    })
   }
 
   override dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
-    return super.dispatch(keepAliveOptions(options, this.#backend, this.#keepalive), handler)
+    return super.dispatch(keepAliveOptions(options, this.#keepalive), handler)
   }
+
+  /**
+   * purge closes part of the idle connections above `keepalive` (purgeCount), least used first, and only those idle
+   * through the whole interval: no byte written on the socket since the previous purge (bytesWritten unchanged).
+   */
+  purge(): void {
+    const idle: Client[] = []
+    for (const client of this.#clients) {
+      const stats = client.stats
+      if (stats.connected && stats.size === 0 && !client.closed && !client.destroyed) idle.push(client)
+    }
+    const excess = idle.length - this.#keepalive
+    if (excess <= 0) {
+      if (this.#connected <= this.#keepalive) this.#stopPurge()
+    } else {
+      let n = purgeCount(excess)
+      for (let i = idle.length - 1; i >= 0 && n > 0; i--) {
+        const socket = this.#sockets.get(idle[i]!)
+        if (socket && this.#written.get(socket) === socket.bytesWritten) {
+          socket.destroy()
+          n--
+        }
+      }
+    }
+    for (const client of this.#clients) {
+      const socket = this.#sockets.get(client)
+      if (socket && !socket.destroyed) this.#written.set(socket, socket.bytesWritten)
+    }
+  }
+
+  #stopPurge(): void {
+    clearInterval(this.#purgeTimer)
+    this.#purgeTimer = undefined
+  }
+
+  // The overloads mirror Dispatcher's close/destroy (promise or callback).
+  // biome-ignore lint/suspicious/noExplicitAny: Dispatcher's overloaded signatures
+  override close(...args: any[]): any {
+    this.#stopPurge()
+    return Reflect.apply(super.close, this, args)
+  }
+
+  // biome-ignore lint/suspicious/noExplicitAny: Dispatcher's overloaded signatures
+  override destroy(...args: any[]): any {
+    this.#stopPurge()
+    return Reflect.apply(super.destroy, this, args)
+  }
+}
+
+function purgePool(pool: CappedPool): void {
+  pool.purge()
 }
 
 /** ProxiedPoolOptions: which PROXY version to send and the backend's dialer that writes it. */
@@ -148,16 +235,14 @@ class ProxiedPool extends CappedPool {
   readonly #options: Pool.Options
   readonly #proxied: ProxiedPoolOptions
   readonly #byClient = new Map<ConnectionInfo, CappedPool>()
-  readonly #backend: Backend
   readonly #keepalive: number
 
-  constructor(origin: string, options: Pool.Options, proxied: ProxiedPoolOptions, backend: Backend, keepalive: number) {
+  constructor(origin: string, options: Pool.Options, proxied: ProxiedPoolOptions, keepalive: number) {
     const connect = proxied.dialer.connector({ alpn: H1_ALPN, header: proxyHeader(proxied.version, undefined) })
-    super(origin, { ...options, connect }, backend, keepalive)
+    super(origin, { ...options, connect }, keepalive)
     this.#origin = origin
     this.#options = options
     this.#proxied = proxied
-    this.#backend = backend
     this.#keepalive = keepalive
   }
 
@@ -172,7 +257,7 @@ class ProxiedPool extends CappedPool {
       const socket = socketOf(client)
       const header = proxyHeader(this.#proxied.version, client, socket)
       const connect = this.#proxied.dialer.connector({ alpn: H1_ALPN, header })
-      pool = new CappedPool(this.#origin, { ...this.#options, connect }, this.#backend, this.#keepalive)
+      pool = new CappedPool(this.#origin, { ...this.#options, connect }, this.#keepalive)
       this.#byClient.set(client, pool)
       const own = pool
       const forget = () => {

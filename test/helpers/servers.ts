@@ -7,6 +7,7 @@ import { join } from "node:path"
 import { Writable } from "node:stream"
 import { pino } from "pino"
 import { parseConfig } from "../../src/config/load.ts"
+import { AccessLog } from "../../src/core/access-log.ts"
 import { Runtime } from "../../src/runtime.ts"
 import { listenerHost, type RunningPortcullis } from "./portcullis.ts"
 
@@ -189,22 +190,24 @@ export async function startLoggedPortcullis(
   dir = mkdtempSync(join(tmpdir(), "pc-")),
 ): Promise<LoggedPortcullis> {
   const logs: Record<string, unknown>[] = []
+  const keep = (text: string) => {
+    for (const line of text.split("\n")) if (line) logs.push(JSON.parse(line) as Record<string, unknown>)
+  }
   let partial = ""
   const sink = new Writable({
     write(chunk: Buffer, _encoding, callback) {
       partial += chunk.toString()
-      let nl = partial.indexOf("\n")
-      while (nl >= 0) {
-        const line = partial.slice(0, nl)
+      const nl = partial.lastIndexOf("\n")
+      if (nl >= 0) {
+        keep(partial.slice(0, nl))
         partial = partial.slice(nl + 1)
-        if (line) logs.push(JSON.parse(line) as Record<string, unknown>)
-        nl = partial.indexOf("\n")
       }
       callback()
     },
   })
   const log = pino({ level: "debug" }, sink)
-  const runtime = new Runtime(log)
+  // Access lines (core/access-log.ts) land in the same list, in batches.
+  const runtime = new Runtime(log, undefined, { accessLog: new AccessLog({ sink: keep }) })
   await runtime.start(parseConfig(yaml, "test.yaml", dir))
   return {
     runtime,

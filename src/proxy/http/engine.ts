@@ -4,6 +4,7 @@ import http2, { type Http2Session, type IncomingHttpHeaders, type ServerHttp2Str
 import type { Duplex } from "node:stream"
 import type { TLSSocket } from "node:tls"
 import type { ListenerConfig } from "../../config/schema.ts"
+import type { AccessLog } from "../../core/access-log.ts"
 import { type ConnectionInfo, infoOf } from "../../core/connection-info.ts"
 import { classify, classifyCode } from "../../core/failure.ts"
 import type { Logger } from "../../core/log.ts"
@@ -24,7 +25,7 @@ export interface HttpEngineOptions {
   router: Router
   upstreams: ReadonlyMap<string, Upstream>
   log: Logger
-  accessLog: Logger | undefined
+  accessLog: AccessLog | undefined
   /** Per-client limits; the engine applies the request rate (429). */
   gate?: ClientGate | undefined
 }
@@ -51,7 +52,7 @@ type WithQueued = TLSSocket & { [kQueued]?: number }
 export class HttpEngine implements ExchangeContext {
   readonly listener: string
   readonly log: Logger
-  readonly accessLog: Logger | undefined
+  readonly accessLog: AccessLog | undefined
   readonly hsts: string | undefined
   readonly bodyBuffer: number
   readonly bodyTimeout: number
@@ -288,20 +289,20 @@ export class HttpEngine implements ExchangeContext {
   }
 
   #logLocal(req: ClientRequest, info: ConnectionInfo, host: string | undefined, status: number, error: string): void {
-    this.accessLog?.info({
-      client: info.clientAddress,
-      listener: this.listener,
-      sni: info.servername,
-      tls: info.tlsVersion,
-      cipher: info.cipher,
-      alpn: info.alpn,
-      method: req.method,
+    this.accessLog?.http(
+      info,
+      this.listener,
+      req.method,
       host,
-      path: req.url,
+      req.url,
       status,
-      bytes: 0,
+      0,
+      undefined,
+      undefined,
+      undefined,
+      undefined,
       error,
-    })
+    )
   }
 
   /** forget drops a closed socket from the engine's set. */

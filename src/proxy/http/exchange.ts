@@ -2,6 +2,7 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http"
 import { PassThrough, type Readable } from "node:stream"
 import type { Dispatcher } from "undici"
+import type { AccessLog } from "../../core/access-log.ts"
 import type { ConnectionInfo } from "../../core/connection-info.ts"
 import { BackendError, ClientError, errorMessage, PortcullisError } from "../../core/errors.ts"
 import { classify, classifyCode, type Failure } from "../../core/failure.ts"
@@ -24,7 +25,7 @@ export type ClientResponse = ServerResponse | H2Response
 export interface ExchangeContext {
   readonly listener: string
   readonly log: Logger
-  readonly accessLog: Logger | undefined
+  readonly accessLog: AccessLog | undefined
   /** Strict-Transport-Security value, when configured. */
   readonly hsts: string | undefined
   /** The generation is closing: answer with Connection: close so clients move to the new one. */
@@ -797,24 +798,21 @@ export function sendPlain(
   res.end(body)
 }
 
-function logAccess(log: Logger, ex: Exchange): void {
+/** logAccess writes the exchange's access line (core/access-log.ts builds it from the fields, no object). */
+function logAccess(log: AccessLog, ex: Exchange): void {
   const req = ex.req
-  log.info({
-    client: ex.info.clientAddress,
-    listener: ex.ctx.listener,
-    sni: ex.info.servername,
-    tls: ex.info.tlsVersion,
-    cipher: ex.info.cipher,
-    alpn: ex.info.alpn,
-    method: req.method,
-    host: ex.host,
-    path: req.url,
-    status: ex.status || (ex.res.headersSent ? ex.res.statusCode : 0),
-    bytes: ex.bytes,
-    upstream: ex.upstream.name,
-    backend: ex.backend?.id,
-    tries: ex.attempt,
-    duration_ms: Math.round((performance.now() - ex.started) * 100) / 100,
-    ...(ex.reason && { error: ex.reason }),
-  })
+  log.http(
+    ex.info,
+    ex.ctx.listener,
+    req.method,
+    ex.host,
+    req.url,
+    ex.status || (ex.res.headersSent ? ex.res.statusCode : 0),
+    ex.bytes,
+    ex.upstream.name,
+    ex.backend?.id,
+    ex.attempt,
+    Math.round((performance.now() - ex.started) * 100) / 100,
+    ex.reason,
+  )
 }

@@ -2,6 +2,7 @@
 import type net from "node:net"
 import type { TLSSocket } from "node:tls"
 import type { ListenerConfig } from "../../config/schema.ts"
+import type { AccessLog } from "../../core/access-log.ts"
 import { infoOf } from "../../core/connection-info.ts"
 import { PortcullisError } from "../../core/errors.ts"
 import { classify } from "../../core/failure.ts"
@@ -19,7 +20,7 @@ export interface TcpEngineOptions {
   upstreams: ReadonlyMap<string, Upstream>
   log: Logger
   /** Where a closed connection's access line goes; undefined when `access_log.enabled` is false. */
-  accessLog: Logger | undefined
+  accessLog: AccessLog | undefined
 }
 
 /** TcpEngine serves one tcp listener's decrypted connections for one generation. */
@@ -96,18 +97,16 @@ export class TcpEngine {
         )
       },
       onClose: (stats) => {
-        accessLog?.info({
-          client: info?.clientAddress,
-          sni: info?.servername,
-          tls: info?.tlsVersion,
-          cipher: info?.cipher,
-          upstream: upstream.name,
-          backend: current?.id,
-          bytes_in: stats.bytesIn,
-          bytes_out: stats.bytesOut,
-          duration_ms: Date.now() - started,
-          ...(stats.error && { error: stats.error.message }),
-        })
+        accessLog?.tcp(
+          info,
+          listener.name,
+          upstream.name,
+          current?.id,
+          stats.bytesIn,
+          stats.bytesOut,
+          Date.now() - started,
+          stats.error?.message,
+        )
         const err = stats.error
         const failure = err && classify(err)
         if (failure && failure.source !== "client") {

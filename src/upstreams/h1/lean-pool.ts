@@ -20,7 +20,6 @@
 import type net from "node:net"
 import type { Readable } from "node:stream"
 import type { Dispatcher } from "undici"
-import type { Backend } from "../backend.ts"
 import type { Dialer } from "../dial.ts"
 import type { BackendPool } from "../pool.ts"
 import { ChunkedDecoder } from "./chunked.ts"
@@ -29,11 +28,9 @@ import { BackendProtocolError, type Framing, parseResponseHead } from "./respons
 export interface LeanPoolOptions {
   /** The backend's dialer (plain TCP): connections are opened with its tcp() step. */
   dialer: Dialer
-  /** Its inFlight count (held by the exchange, counting this request) decides the `keepalive` cap. */
-  backend: Pick<Backend, "inFlight">
   /**
-   * The upstream's `keepalive`: a request sent while more than this many are in flight on the backend asks for
-   * `Connection: close` and its connection is closed after the response (connector.ts keepAliveOptions, for undici).
+   * The upstream's `keepalive`: idle connections beyond this many are closed gradually, longest idle first (see
+   * purge()), never one per response; 0: no reuse (every request asks for `Connection: close`).
    */
   keepalive: number
   /** At most this many connections (Infinity: no limit); requests beyond wait in order. */
@@ -55,6 +52,19 @@ export interface LeanPoolOptions {
 const NO_CONTEXT = Object.freeze({})
 /** How long a request with Expect: 100-continue waits for the backend's 100 before its body goes anyway (as curl). */
 const EXPECT_WAIT_MS = 1000
+/**
+ * How often idle connections above `keepalive` are purged (purgeCount says how many go each time). HAProxy
+ * purges idle connections each `pool-purge-delay` (default 5 s) by a fraction of the excess; nginx keeps its cache of
+ * `keepalive` idle ones and closes the least recently used beyond it. A connection goes only when it was idle through
+ * a whole interval, so a pool under steady load keeps what the load uses and does not reconnect.
+ */
+export const PURGE_INTERVAL_MS = 1000
+
+/** purgeCount: how many of `excess` idle connections one purge closes: half, and the last few at once. */
+export function purgeCount(excess: number): number {
+  return excess <= 4 ? excess : Math.ceil(excess / 2)
+}
+
 const PAYLOAD_METHODS = new Set(["POST", "PUT", "PATCH"])
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 const BAD_VALUE = /[\0\r\n]/
@@ -76,6 +86,10 @@ export class LeanPool implements BackendPool {
   #destroyed = false
   #fallback: BackendPool | undefined
   #whenIdle: (() => void) | undefined
+  /** Runs while more than `keepalive` connections are idle. */
+  #purgeTimer: NodeJS.Timeout | undefined
+  /** Counts purge intervals; a connection going idle notes it (cheaper than reading a clock per response). */
+  #epoch = 0
   /** Host for a request that has none (an HTTP/1.0 client's), as undici writes it: the backend's address. */
   readonly #host: string
 
@@ -86,7 +100,7 @@ export class LeanPool implements BackendPool {
   }
 
   dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
-    const reset = options.reset === true || this.options.backend.inFlight > this.options.keepalive
+    const reset = options.reset === true || this.options.keepalive === 0
     const head = this.#closed ? undefined : serializeHead(options as LeanDispatchOptions, reset, this.#host)
     if (head === undefined) {
       this.#fallback ??= this.options.fallback()
@@ -144,10 +158,37 @@ export class LeanPool implements BackendPool {
   released(connection: Connection, reusable: boolean): void {
     connection.busy = false
     this.#busy--
-    if (reusable && !this.#closed) this.#idle.push(connection)
-    else connection.destroy()
+    if (reusable && !this.#closed) {
+      connection.idleEpoch = this.#epoch
+      // The stack's top is the most recently used: #schedule takes from it, purge() from the bottom (longest idle).
+      this.#idle.push(connection)
+      if (this.#idle.length > this.options.keepalive && this.#purgeTimer === undefined) {
+        this.#purgeTimer = setInterval(onPurge, PURGE_INTERVAL_MS, this)
+        this.#purgeTimer.unref()
+      }
+    } else connection.destroy()
     this.#schedule()
     if (this.#busy === 0) this.#whenIdle?.()
+  }
+
+  /**
+   * purge closes part of the idle connections above `keepalive`: those idle through a whole interval, longest idle
+   * first. `#idle` is in the order connections went idle, so the oldest are at its start.
+   */
+  purge(): void {
+    this.#epoch++
+    const excess = this.#idle.length - this.options.keepalive
+    if (excess <= 0) {
+      clearInterval(this.#purgeTimer)
+      this.#purgeTimer = undefined
+      return
+    }
+    let n = purgeCount(excess)
+    // idleEpoch < epoch - 1: no request took it since before the previous purge.
+    while (n > 0 && this.#idle.length > 0 && this.#idle[0]!.idleEpoch < this.#epoch - 1) {
+      this.#idle.shift()!.destroy()
+      n--
+    }
   }
 
   /** lost: the connection is closed or closing; it is counted no more. */
@@ -166,6 +207,7 @@ export class LeanPool implements BackendPool {
   /** close lets requests in flight and queued finish, then closes every connection. */
   async close(): Promise<void> {
     this.#closed = true
+    clearInterval(this.#purgeTimer)
     if (this.#busy > 0 || this.#queue.length > 0) {
       await new Promise<void>((resolve) => {
         this.#whenIdle = resolve
@@ -179,6 +221,7 @@ export class LeanPool implements BackendPool {
   async destroy(): Promise<void> {
     this.#closed = true
     this.#destroyed = true
+    clearInterval(this.#purgeTimer)
     for (const r of this.#queue.splice(0)) r.fail(failure("UND_ERR_DESTROYED", "The client is destroyed"))
     for (const c of this.#idle.splice(0)) c.destroy()
     Connection.destroyAll(this)
@@ -436,6 +479,8 @@ class Connection {
   busy = true
   /** Served a request before the current one: the backend may have closed it while idle. */
   reused = false
+  /** The pool's purge epoch when this connection last went idle. */
+  idleEpoch = 0
   /** No byte of the current request's response has arrived yet. */
   #untouched = true
   #connected = false
@@ -797,6 +842,9 @@ class Connection {
 }
 function onExpectTimeout(connection: Connection): void {
   connection.continued()
+}
+function onPurge(pool: LeanPool): void {
+  pool.purge()
 }
 function onConnect(this: WithConnection): void {
   this[kConnection]!.connected()

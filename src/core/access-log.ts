@@ -1,0 +1,340 @@
+/**
+ * @module access-log: the access log: one JSON line per request or connection, built by hand and written in batches.
+ *
+ * Why not pino: a pino line per request cost about two thirds of the keep-alive throughput (issue 10): an object of
+ * 16 fields, a redaction pass over it, JSON.stringify, and a synchronous write(2) per line. Here a line is one
+ * string made from the fields (strings escaped by `quote`, numbers as numbers), appended to a pending string; the
+ * pending lines are written with fs.write (libuv's thread pool: the event loop never waits on the disk or on a slow
+ * stdout reader) when they reach BATCH_BYTES, or FLUSH_MS after the first of them, or at exit. The fields are the
+ * ones pino wrote ("level", "time", "pid", "type":"access", ...), so readers of the log see no change. An access
+ * line never carries a header, so there is nothing to redact; what a client controls (path, host, method, SNI) is
+ * escaped, so it can neither end a line nor add a field.
+ *
+ * Why not sonic-boom (pino's writer, in node_modules): it is not a dependency of ours but of pino's, and on a pipe we
+ * want every write to be whole lines of at most PIPE_BUF bytes (atomic, POSIX write(2)), so pino's own lines to the
+ * same stdout are never spliced into the middle of ours. That needs line-aware batching, which is this file.
+ *
+ * Rotation (logrotate): rename the file, then SIGUSR1: `reopen()` opens the path again; lines written before it go to
+ * the old file, later ones to the new. Lines are kept in order across a reopen or a change of path on reload.
+ */
+import { closeSync, fstatSync, openSync, write, writeSync } from "node:fs"
+import type { ConnectionInfo } from "./connection-info.ts"
+import { PortcullisError } from "./errors.ts"
+
+/** A batch is written once it reaches this size (nginx's `access_log ... buffer=64k`). */
+const BATCH_BYTES = 64 * 1024
+/** ... or this long after its first line, whichever comes first. */
+const FLUSH_MS = 100
+/** Pending bytes beyond which new lines are dropped (and counted) rather than held: a stuck disk must not eat memory. */
+const MAX_PENDING = 16 * 1024 * 1024
+/** POSIX: a write of at most PIPE_BUF bytes to a pipe is atomic (never interleaved with another writer's). */
+const PIPE_BUF = 4096
+/** On a file, one write takes at most this much. */
+const MAX_WRITE = 1024 * 1024
+const EAGAIN_RETRY_MS = 10
+const STDOUT = 1
+
+/** Characters JSON needs escaped (", \, controls) or that are not whole UTF-8 on their own (lone surrogates). */
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/
+
+/** quote is a string as a JSON string: most values (addresses, names, plain paths) need no escaping at all. */
+export function quote(s: string): string {
+  return NEEDS_ESCAPE.test(s) ? JSON.stringify(s) : `"${s}"`
+}
+
+/** field is `,"name":"value"` for a defined string, "" for undefined (pino left undefined fields out). */
+function field(prefix: string, value: string | undefined): string {
+  return value === undefined ? "" : prefix + quote(value)
+}
+
+/** A chunk handed to the writer, with the fd it goes to (a reopen changes the fd for later chunks only). */
+interface Chunk {
+  fd: number
+  buf: Buffer
+  offset: number
+}
+
+export interface AccessLogOptions {
+  /** Instead of stdout or a file, hand each batch of lines to this function (tests; an in-process reader). */
+  sink?: (lines: string) => void
+  /** Told once per kind of trouble (a failed write, lines dropped); the log carries on. */
+  onError?: (err: Error) => void
+}
+
+/** AccessLog buffers access lines and writes them to stdout (default), a file, or a sink. */
+export class AccessLog {
+  readonly #sink: ((lines: string) => void) | undefined
+  readonly #onError: (err: Error) => void
+  readonly #pid = process.pid
+  /** Lines not yet handed to a write, and their length in UTF-16 units (≈ bytes: the lines are mostly ASCII). */
+  #pending = ""
+  #path: string | undefined
+  #fd = STDOUT
+  /** The current fd is a pipe: writes are cut at PIPE_BUF on line ends. */
+  #pipe = false
+  readonly #chunks: Chunk[] = []
+  #writing = false
+  /** The head chunk is in an fs.write now (not merely waiting to retry after EAGAIN). */
+  #inFlight = false
+  #timer: NodeJS.Timeout | undefined
+  #closed = false
+  #drained: (() => void)[] = []
+  /** Lines dropped because MAX_PENDING was reached (a stalled destination). */
+  dropped = 0
+  #warnedDrop = false
+  #warnedWrite = false
+  readonly #onExit = (): void => this.flushSync()
+  readonly #onBeforeExit = (): void => this.flush()
+
+  constructor(options: AccessLogOptions = {}) {
+    this.#sink = options.sink
+    this.#onError = options.onError ?? (() => {})
+    if (!this.#sink) {
+      this.#pipe = isPipe(STDOUT)
+      process.on("exit", this.#onExit)
+      process.on("beforeExit", this.#onBeforeExit)
+    }
+  }
+
+  /** path is the file written to now; undefined for stdout. */
+  get path(): string | undefined {
+    return this.#path
+  }
+
+  /**
+   * use sends later lines to `path` (undefined: stdout). Opening happens here, so a path that cannot be opened throws
+   * (a reload is refused) and the current destination stays. The same path again is a no-op; see reopen().
+   */
+  use(path: string | undefined): void {
+    if (path === this.#path || this.#sink) return
+    this.#switchTo(path)
+  }
+
+  /** reopen opens the file at the same path again (after logrotate renamed it); stdout: nothing to do. */
+  reopen(): void {
+    if (this.#path === undefined || this.#sink) return
+    this.#switchTo(this.#path)
+  }
+
+  #switchTo(path: string | undefined): void {
+    const fd = path === undefined ? STDOUT : openLogFile(path)
+    // Lines so far belong to the old destination: seal them into a chunk for its fd, then switch.
+    this.#seal()
+    const old = this.#fd
+    this.#fd = fd
+    this.#path = path
+    this.#pipe = isPipe(fd)
+    if (old !== STDOUT) {
+      // Closed once its last chunk is written (or now, if it has none).
+      if (this.#chunks.some((c) => c.fd === old)) this.#chunks.push({ fd: old, buf: CLOSE, offset: 0 })
+      else closeSync(old)
+    }
+    this.#pump()
+  }
+
+  /**
+   * http writes one HTTP request's line. Arguments, not an object: nothing is allocated for the call. `status` 0 and
+   * `backend` undefined mean no response and no backend; `error` "" means none.
+   */
+  http(
+    info: ConnectionInfo,
+    listener: string,
+    method: string | undefined,
+    host: string | undefined,
+    path: string | undefined,
+    status: number,
+    bytes: number,
+    upstream: string | undefined,
+    backend: string | undefined,
+    tries: number | undefined,
+    durationMs: number | undefined,
+    error: string,
+  ): void {
+    this.line(
+      `{"level":30,"time":${Date.now()},"pid":${this.#pid},"type":"access","client":${quote(info.clientAddress)},"listener":${quote(listener)}${field(',"sni":', info.servername)}${field(',"tls":', info.tlsVersion)}${field(',"cipher":', info.cipher)}${field(',"alpn":', info.alpn)}${field(',"method":', method)}${field(',"host":', host)}${field(',"path":', path)},"status":${status},"bytes":${bytes}${field(',"upstream":', upstream)}${field(',"backend":', backend)}${tries === undefined ? "" : `,"tries":${tries}`}${durationMs === undefined ? "" : `,"duration_ms":${durationMs}`}${error ? `,"error":${quote(error)}` : ""}}\n`,
+    )
+  }
+
+  /** tcp writes one tcp connection's line (the tcp engine's fields). */
+  tcp(
+    info: ConnectionInfo | undefined,
+    listener: string,
+    upstream: string,
+    backend: string | undefined,
+    bytesIn: number,
+    bytesOut: number,
+    durationMs: number,
+    error: string | undefined,
+  ): void {
+    this.line(
+      `{"level":30,"time":${Date.now()},"pid":${this.#pid},"type":"access","listener":${quote(listener)}${field(',"client":', info?.clientAddress)}${field(',"sni":', info?.servername)}${field(',"tls":', info?.tlsVersion)}${field(',"cipher":', info?.cipher)},"upstream":${quote(upstream)}${field(',"backend":', backend)},"bytes_in":${bytesIn},"bytes_out":${bytesOut},"duration_ms":${durationMs}${error ? `,"error":${quote(error)}` : ""}}\n`,
+    )
+  }
+
+  /** line queues one complete line (ending in \n). */
+  line(text: string): void {
+    if (this.#closed) return
+    const pending = this.#pending
+    if (pending.length + text.length > MAX_PENDING) {
+      this.dropped++
+      if (!this.#warnedDrop) {
+        this.#warnedDrop = true
+        this.#onError(new PortcullisError("PC_ACCESS_LOG_DROPPED", "access log: destination too slow; dropping lines"))
+      }
+      return
+    }
+    this.#pending = pending + text
+    if (this.#pending.length >= BATCH_BYTES) this.flush()
+    else if (this.#timer === undefined) {
+      this.#timer = setTimeout(onFlushTimer, FLUSH_MS, this)
+      this.#timer.unref()
+    }
+  }
+
+  /** flush hands the pending lines to the writer now (asynchronous; see drain()). */
+  flush(): void {
+    this.#seal()
+    this.#pump()
+  }
+
+  /** flushSync writes everything not yet handed to a write, synchronously: for the 'exit' event, where nothing waits. */
+  flushSync(): void {
+    this.#seal()
+    // A chunk in an async write now is left to it (writing it again could double its lines); the rest goes now.
+    const start = this.#inFlight ? 1 : 0
+    for (let i = start; i < this.#chunks.length; i++) {
+      const c = this.#chunks[i]!
+      if (c.buf === CLOSE) continue
+      try {
+        while (c.offset < c.buf.length) c.offset += writeSync(c.fd, c.buf, c.offset)
+      } catch {
+        // At exit there is no one to tell.
+      }
+    }
+    this.#chunks.length = start
+  }
+
+  /** drain resolves once every line so far is written. */
+  drain(): Promise<void> {
+    this.flush()
+    if (!this.#writing && this.#chunks.length === 0) return Promise.resolve()
+    return new Promise((resolve) => this.#drained.push(resolve))
+  }
+
+  /** close writes what is pending, closes the file, and takes no more lines. */
+  async close(): Promise<void> {
+    await this.drain()
+    this.#closed = true
+    if (this.#timer !== undefined) clearTimeout(this.#timer)
+    this.#timer = undefined
+    if (this.#fd !== STDOUT) closeSync(this.#fd)
+    this.#fd = STDOUT
+    process.off("exit", this.#onExit)
+    process.off("beforeExit", this.#onBeforeExit)
+  }
+
+  /** #seal moves the pending lines into chunks for the current fd (or to the sink). */
+  #seal(): void {
+    if (this.#timer !== undefined) {
+      clearTimeout(this.#timer)
+      this.#timer = undefined
+    }
+    const text = this.#pending
+    if (text === "") return
+    this.#pending = ""
+    if (this.#sink) {
+      this.#sink(text)
+      return
+    }
+    const buf = Buffer.from(text, "utf8")
+    const max = this.#pipe ? PIPE_BUF : MAX_WRITE
+    let start = 0
+    // Whole lines per chunk, each at most `max` bytes (a single longer line is one chunk of its own).
+    while (buf.length - start > max) {
+      let end = buf.lastIndexOf(0x0a, start + max - 1)
+      if (end < start) end = buf.indexOf(0x0a, start + max)
+      this.#chunks.push({ fd: this.#fd, buf: buf.subarray(start, end + 1), offset: 0 })
+      start = end + 1
+    }
+    if (start < buf.length) this.#chunks.push({ fd: this.#fd, buf: buf.subarray(start), offset: 0 })
+  }
+
+  /** #pump starts the next write, one at a time, so chunks reach their fd in order. */
+  #pump(): void {
+    if (this.#writing) return
+    while (this.#chunks.length > 0 && this.#chunks[0]!.buf === CLOSE) {
+      const { fd } = this.#chunks.shift()!
+      tryClose(fd)
+    }
+    const chunk = this.#chunks[0]
+    if (chunk === undefined) {
+      for (const resolve of this.#drained.splice(0)) resolve()
+      return
+    }
+    this.#writing = true
+    this.#inFlight = true
+    write(chunk.fd, chunk.buf, chunk.offset, chunk.buf.length - chunk.offset, null, (err, written) =>
+      this.#written(chunk, err, written),
+    )
+  }
+
+  #written(chunk: Chunk, err: NodeJS.ErrnoException | null, written: number): void {
+    this.#writing = false
+    this.#inFlight = false
+    if (err) {
+      if (err.code === "EAGAIN") {
+        // A non-blocking pipe that is full: try again shortly, without spinning.
+        this.#writing = true
+        setTimeout(() => {
+          this.#writing = false
+          this.#pump()
+        }, EAGAIN_RETRY_MS).unref()
+        return
+      }
+      if (!this.#warnedWrite) {
+        this.#warnedWrite = true
+        this.#onError(
+          new PortcullisError("PC_ACCESS_LOG_WRITE", `access log: write failed: ${err.code ?? err.message}`),
+        )
+      }
+      this.#chunks.shift() // these lines are lost; later ones may still get through (e.g. after a reopen)
+    } else {
+      chunk.offset += written
+      if (chunk.offset >= chunk.buf.length) this.#chunks.shift()
+    }
+    this.#pump()
+  }
+}
+
+/** A marker chunk: close this fd here (after the chunks before it are written). */
+const CLOSE = Buffer.alloc(0)
+
+function onFlushTimer(log: AccessLog): void {
+  log.flush()
+}
+
+function openLogFile(path: string): number {
+  try {
+    return openSync(path, "a", 0o640)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? "error"
+    throw new PortcullisError("PC_ACCESS_LOG_OPEN", `access_log.path ${path}: ${code}`, { cause: err })
+  }
+}
+
+function isPipe(fd: number): boolean {
+  try {
+    const s = fstatSync(fd)
+    return s.isFIFO() || s.isSocket()
+  } catch {
+    return false
+  }
+}
+
+function tryClose(fd: number): void {
+  try {
+    closeSync(fd)
+  } catch {
+    // Already gone: nothing to release.
+  }
+}
