@@ -101,7 +101,8 @@ export class ChunkedDecoder {
       if (/[\0\r\n]/.test(value)) throw new BackendProtocolError("invalid trailer value", "HPE_INVALID_HEADER_TOKEN")
       const lower = name.toLowerCase()
       if (FORBIDDEN_TRAILERS.has(lower)) return
-      const trailers = (this.trailers ??= {})
+      this.trailers ??= {}
+      const trailers = this.trailers
       const existing = trailers[lower]
       if (existing === undefined) trailers[lower] = value
       else if (Array.isArray(existing)) existing.push(value)
