@@ -224,7 +224,8 @@ export class HttpEngine implements ExchangeContext {
     if (!("stream" in res)) res.shouldKeepAlive = false
     sendPlain(res, 400, "Bad Request\n", this)
     const info = infoOf(req.socket)
-    if (info) this.#logLocal(req, info, undefined, 400, refusal.reason)
+    // The access line names what the client sent (escaped by the writer), so an operator sees why it was refused.
+    if (info) this.#logLocal(req, info, rawHostOf(req), 400, refusal.reason)
   }
 
   #onRequest(req: ClientRequest, res: ClientResponse, rawHost: string | undefined): void {
@@ -364,3 +365,9 @@ function onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
 }
 
 function ignore(): void {}
+
+/** rawHostOf: the Host (HTTP/1.1) or :authority (HTTP/2) as the client sent it, several joined, for the log only. */
+function rawHostOf(req: ClientRequest): string | undefined {
+  const value = (req.headers[":authority"] as string | undefined) ?? req.headers.host
+  return Array.isArray(value) ? value.join(",") : value
+}
