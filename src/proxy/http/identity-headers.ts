@@ -73,7 +73,7 @@ function xfcc(info: ConnectionInfo): readonly string[] {
   for (const uri of sans(own, "URI")) parts.push(`By=${quote(uri)}`)
   parts.push(`Hash=${createHash("sha256").update(leaf.raw).digest("hex")}`)
   if (info.forwardCert) parts.push(`Cert="${encodeURIComponent(leaf.toString())}"`)
-  parts.push(`Subject="${escape(leaf.subject.replace(/\n/g, ","))}"`)
+  parts.push(`Subject="${escapeQuoted(leaf.subject.replace(/\n/g, ","))}"`)
   for (const uri of sans(leaf, "URI")) parts.push(`URI=${quote(uri)}`)
   for (const dns of sans(leaf, "DNS")) parts.push(`DNS=${quote(dns)}`)
   return ["x-forwarded-client-cert", parts.join(";")]
@@ -89,10 +89,10 @@ function sans(cert: X509Certificate | undefined, kind: string): string[] {
   return out
 }
 
-function escape(value: string): string {
+function escapeQuoted(value: string): string {
   return value.replace(/["\\]/g, (c) => `\\${c}`)
 }
 
 function quote(value: string): string {
-  return /[,;="]/.test(value) ? `"${escape(value)}"` : value
+  return /[,;="]/.test(value) ? `"${escapeQuoted(value)}"` : value
 }
