@@ -26,7 +26,7 @@ import { LOG_OFF, PROXY_CORE, type RunningTarget, startTarget, TARGETS, type Tar
 import { runHandshakes, runIdle } from "./lib/tls-load.ts"
 
 const benchDir = import.meta.dirname
-const ALL_WORKLOADS: WorkloadId[] = ["W1", "W2", "W3", "W4", "W5", "W7", "W7c", "W6"]
+const ALL_WORKLOADS: WorkloadId[] = ["W1", "W2", "W3", "W3c", "W4", "W5", "W7", "W7c", "W6"]
 const QUICK_WORKLOADS: WorkloadId[] = ["W1", "W2", "W3"]
 /** Workloads each target runs unless --only says otherwise (portcullis-tcp is the "W2 through the tcp engine" row). */
 const TARGET_WORKLOADS: Record<string, WorkloadId[]> = {
@@ -34,7 +34,7 @@ const TARGET_WORKLOADS: Record<string, WorkloadId[]> = {
   "baseline-tcp": ["W2", "W4", "W6", "W7"],
 }
 /** The access-log-off rows run the throughput and latency workloads: a log line costs per request, not per idle byte. */
-const LOG_OFF_WORKLOADS: WorkloadId[] = ["W1", "W2", "W3", "W4", "W7"]
+const LOG_OFF_WORKLOADS: WorkloadId[] = ["W1", "W2", "W3", "W3c", "W4", "W7"]
 /** W7 rates: keep-alive requests per second (50 connections x 100/s) and new TLS connections per second. */
 const W7_CLIENTS = 50
 const W7_RPS_PER_CLIENT = 100
@@ -60,8 +60,8 @@ if (flags.help) {
   console.log(`usage: npm run bench -- [--quick] [--only W1,W2,...] [--targets haproxy,portcullis,...] [--passes N]
        [--measure SECONDS] [--warmup SECONDS] [--idle-connections N] [--keep-dir]
 targets: ${TARGETS.map((t) => t.name).join(", ")}
-workloads: W1 full TLS 1.3 handshakes, W2 HTTP/1.1 keep-alive, W3 HTTP/2, W4 1 MiB bulk, W5 resumed handshakes,
-           W6 RSS per idle TLS connection`)
+workloads: W1 full TLS 1.3 handshakes, W2 HTTP/1.1 keep-alive, W3 HTTP/2, W3c HTTP/2 to an h2c backend,
+           W4 1 MiB bulk, W5 resumed handshakes, W6 RSS per idle TLS connection`)
   process.exit(0)
 }
 
@@ -108,6 +108,8 @@ const ANCHOR = "haproxy"
 
 function runsWorkload(spec: TargetSpec, w: WorkloadId): boolean {
   if (w === "W3" && spec.layer === "L4") return false
+  // W3c needs an HTTP/2 upstream; a target without one (nginx, L4) shows "–" in its cell.
+  if (w === "W3c" && !spec.h2Upstream) return false
   const own = spec.name.endsWith(LOG_OFF) ? LOG_OFF_WORKLOADS : TARGET_WORKLOADS[spec.name]
   return own ? own.includes(w) || flags.only !== undefined : true
 }
@@ -222,6 +224,7 @@ async function ensureRunning(st: TargetState, cert: BenchCert, fresh = false): P
     dir: join(workDir, st.spec.name),
     port: st.port,
     backendPort: backend!.port,
+    h2cBackendPort: backend!.h2cPort,
     cert,
   })
   running.set(st.spec.name, t)
@@ -380,6 +383,8 @@ async function measure(pass: number, st: TargetState, w: WorkloadId, cert: Bench
   const shape = {
     W2: { path: "/small", body: SMALL_SIZE, h1: true, clients: 50, streams: 1 },
     W3: { path: "/small", body: SMALL_SIZE, h1: false, clients: 10, streams: 10 },
+    // W3 again, but the proxy forwards over HTTP/2 (h2c) to the backend: /c/ routes there.
+    W3c: { path: "/c/small", body: SMALL_SIZE, h1: false, clients: 10, streams: 10 },
     W4: { path: "/1m", body: BULK_SIZE, h1: true, clients: 8, streams: 1 },
   }[w]
   const opts = {
@@ -437,7 +442,7 @@ async function main(): Promise<void> {
   if (info.bench_process.nice !== -10) console.log(`note: running at nice ${info.bench_process.nice}, not -10`)
 
   const cert = makeCert(workDir)
-  backend = await startBackend(join(workDir, "backend"), await freePort())
+  backend = await startBackend(join(workDir, "backend"), await freePort(), await freePort())
   const states: TargetState[] = []
   for (const spec of targetSpecs) {
     let version: string

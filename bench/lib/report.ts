@@ -1,7 +1,7 @@
 /** @module report: cell results, medians over passes, ratios to HAProxy, and the tables printed at the end. */
 
 /** WorkloadId names the workloads in table order. */
-export type WorkloadId = "W1" | "W2" | "W3" | "W4" | "W5" | "W6" | "W7" | "W7c"
+export type WorkloadId = "W1" | "W2" | "W3" | "W3c" | "W4" | "W5" | "W6" | "W7" | "W7c"
 
 /** CellRun is one measurement of one target on one workload in one pass (also one JSON line). */
 export interface CellRun {
@@ -83,6 +83,7 @@ export const FIGURE_UNITS: Record<WorkloadId, string> = {
   W1: "full handshakes per proxy CPU-s",
   W2: "keep-alive requests per proxy CPU-s",
   W3: "HTTP/2 requests per proxy CPU-s",
+  W3c: "HTTP/2 requests per proxy CPU-s, HTTP/2 (h2c) to the backend",
   W4: "MB (10^6 body bytes) per proxy CPU-s",
   W5: "resumed handshakes per proxy CPU-s",
   W6: "KiB RSS per idle TLS connection (ratio: lower is better)",

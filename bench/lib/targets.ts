@@ -1,6 +1,6 @@
 /** @module targets: the proxies under test (anchors, a bare Node TLS pipe, Portcullis), each one worker on core 1. */
 import { execFileSync } from "node:child_process"
-import { mkdirSync, writeFileSync } from "node:fs"
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import type { BenchCert } from "./pki.ts"
 import { probeGet, waitForPort } from "./probe.ts"
@@ -14,6 +14,8 @@ export interface StartContext {
   readonly dir: string
   readonly port: number
   readonly backendPort: number
+  /** h2cBackendPort: the backend's h2c port; an L7 target with an HTTP/2 upstream sends /c/ there (W3c). */
+  readonly h2cBackendPort: number
   readonly cert: BenchCert
 }
 
@@ -22,6 +24,8 @@ export interface TargetSpec {
   readonly name: string
   /** layer says whether the target speaks HTTP (L7: runs W3) or forwards bytes (L4). */
   readonly layer: "L7" | "L4"
+  /** h2Upstream: the target can speak HTTP/2 to a backend (runs W3c); nginx cannot (its proxy module is HTTP/1.x). */
+  readonly h2Upstream?: boolean
   readonly description: string
   /** version returns a one-line version string, or throws when the program is missing. */
   version(): string
@@ -56,6 +60,7 @@ export const LOG_OFF = "-log-off"
 const haproxyTarget = (log: boolean): TargetSpec => ({
   name: log ? "haproxy" : `haproxy${LOG_OFF}`,
   layer: "L7",
+  h2Upstream: true,
   description: log
     ? "HAProxy, nbthread 1, http-reuse always, option httplog to stdout captured in a file (the anchor: every ratio is to it)"
     : "HAProxy as above, no log",
@@ -80,9 +85,12 @@ ${log ? "  log global\n  option httplog\n" : ""}  mode http
 frontend fe
   bind 127.0.0.1:${ctx.port} ssl crt ${ctx.cert.combined} alpn h2,http/1.1
   maxconn 9500
+  use_backend be_h2c if { path_beg /c/ }
   default_backend be
 backend be
   server s1 127.0.0.1:${ctx.backendPort} maxconn 9500
+backend be_h2c
+  server s1 127.0.0.1:${ctx.h2cBackendPort} proto h2 maxconn 9500
 `,
     )
     return spawnLogged("haproxy", ["-f", conf, "-db"], join(ctx.dir, "haproxy.log"), { core: PROXY_CORE })
@@ -195,8 +203,13 @@ const tlsPipe: TargetSpec = {
  * stdout, which the bench captures in a file as a service manager would. The log-off row differs only in
  * `access_log: { enabled: false }`.
  */
-function portcullisConfig(ctx: StartContext, engine: "http" | "tcp", log: boolean): string {
-  const route = engine === "http" ? "    routes: [{ upstream: backend }]" : "    upstream: backend"
+function portcullisConfig(ctx: StartContext, engine: "http" | "tcp", log: boolean, h2c: boolean): string {
+  const route =
+    engine === "http"
+      ? h2c
+        ? "    routes: [{ path_prefix: /c/, upstream: h2c }, { upstream: backend }]"
+        : "    routes: [{ upstream: backend }]"
+      : "    upstream: backend"
   return `listeners:
   - name: bench
     address: 127.0.0.1:${ctx.port}
@@ -207,7 +220,7 @@ ${route}
 upstreams:
   backend:
     backends: ["127.0.0.1:${ctx.backendPort}"]
-${log ? "" : "access_log: { enabled: false }\n"}data_dir: ${join(ctx.dir, "data")}
+${h2c ? `  h2c:\n    protocol: h2c\n    backends: ["127.0.0.1:${ctx.h2cBackendPort}"]\n` : ""}${log ? "" : "access_log: { enabled: false }\n"}data_dir: ${join(ctx.dir, "data")}
 `
 }
 
@@ -218,9 +231,12 @@ ${log ? "" : "access_log: { enabled: false }\n"}data_dir: ${join(ctx.dir, "data"
 function portcullisTarget(engine: "http" | "tcp", log = true, root = repoDir, prefix = "portcullis"): TargetSpec {
   const base = engine === "http" ? prefix : `${prefix}-tcp`
   const mainTs = join(root, "src", "main.ts")
+  // W3c needs `protocol: h2c` upstreams; a baseline checkout from before them gets neither the route nor the cell.
+  const h2c = engine === "http" && supportsH2c(root)
   return {
     name: log ? base : `${base}${LOG_OFF}`,
     layer: engine === "http" ? "L7" : "L4",
+    h2Upstream: h2c,
     description: `Portcullis${root === repoDir ? "" : ` at ${root}`}, engine ${engine}${engine === "tcp" ? " (L4)" : ""}, one process, ${log ? "defaults (access log on, stdout to a file)" : "defaults but access_log off"}`,
     version: () => {
       const pkg = execFileSync(
@@ -235,12 +251,20 @@ function portcullisTarget(engine: "http" | "tcp", log = true, root = repoDir, pr
     },
     launch(ctx) {
       const conf = join(ctx.dir, `portcullis-${engine}.yaml`)
-      writeFileSync(conf, portcullisConfig(ctx, engine, log))
+      writeFileSync(conf, portcullisConfig(ctx, engine, log, h2c))
       return spawnLogged(process.execPath, [mainTs, "--config", conf], join(ctx.dir, `portcullis-${engine}.log`), {
         core: PROXY_CORE,
         cwd: ctx.dir,
       })
     },
+  }
+}
+
+function supportsH2c(root: string): boolean {
+  try {
+    return readFileSync(join(root, "src", "config", "schema.ts"), "utf8").includes('"h2c"')
+  } catch {
+    return false
   }
 }
 

@@ -117,7 +117,18 @@ const clientAuth = z
     mode: z.enum(["none", "request", "require"]).default("none").describe("client certificate mode (default none)"),
     ca: filePath().optional().describe("PEM file of the CAs that sign client certificates (required unless mode none)"),
     crl: filePath().optional().describe("PEM file of certificate revocation lists (default none)"),
-    forward_cert: z.boolean().default(false).describe("also send the URL-encoded PEM in X-Client-Cert (default false)"),
+    forward_cert: z
+      .boolean()
+      .default(false)
+      .describe(
+        "also send the whole certificate: the URL-encoded PEM in X-Client-Cert (x-client) or Cert (xfcc); rfc9440 always sends it (default false)",
+      ),
+    forward_format: z
+      .enum(["x-client", "rfc9440", "xfcc"])
+      .default("x-client")
+      .describe(
+        "how the client's identity reaches backends: x-client (X-Client-Verify, -Cert-Subject, -Cert-Fingerprint, -Cert), rfc9440 (Client-Cert: the DER certificate as a structured-field byte sequence; no Client-Cert-Chain) or xfcc (Envoy's X-Forwarded-Client-Cert); clients' own copies of all of these are always removed (default x-client)",
+      ),
   })
   .strict()
   .superRefine((value, ctx) => {

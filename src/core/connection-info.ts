@@ -12,6 +12,9 @@ export interface ClientCertInfo {
   pem?: string
 }
 
+/** ForwardFormat: how a client certificate's identity is sent to backends (client_auth.forward_format). */
+export type ForwardFormat = "x-client" | "rfc9440" | "xfcc"
+
 /** ConnectionInfo is attached to each accepted TLS socket; engines, logs and headers read it. */
 export interface ConnectionInfo {
   listener: string
@@ -32,6 +35,8 @@ export interface ConnectionInfo {
   clientAuth: boolean
   /** client_auth.forward_cert: send the client certificate PEM in X-Client-Cert. */
   forwardCert: boolean
+  /** client_auth.forward_format; absent means x-client. */
+  forwardFormat?: ForwardFormat
   clientCert: ClientCertInfo | undefined
 }
 
@@ -73,6 +78,7 @@ export function readConnectionInfo(
     isTrusted: (address: string) => boolean
     clientAuth: boolean
     forwardCert?: boolean
+    forwardFormat?: ForwardFormat
   },
 ): ConnectionInfo {
   const peerAddress = unmapIPv4(socket.remoteAddress)
@@ -109,6 +115,7 @@ export function readConnectionInfo(
     trusted: options.isTrusted(clientAddress),
     clientAuth: options.clientAuth,
     forwardCert: options.forwardCert ?? false,
+    forwardFormat: options.forwardFormat ?? "x-client",
     clientCert,
   }
 }

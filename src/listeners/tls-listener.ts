@@ -186,6 +186,7 @@ export class TlsListener {
       isTrusted: this.#isTrusted,
       clientAuth: auth.mode !== "none",
       forwardCert: auth.forwardCert,
+      forwardFormat: auth.forwardFormat,
     })
     attachInfo(socket, info)
     this.engine.handle(socket)

@@ -4,6 +4,7 @@ import type net from "node:net"
 import tls from "node:tls"
 import { BuildError, type BuildProblem, keyOf, problemsOf } from "../config/problems.ts"
 import type { CertificateConfig, ListenerTlsConfig } from "../config/schema.ts"
+import type { ForwardFormat } from "../core/connection-info.ts"
 import { errorMessage, TlsError } from "../core/errors.ts"
 import { deriveTicketKey, type TicketKeyRing } from "../state/ticket-keys.ts"
 import { type CertificateStatus, certificateStatus, type LoadedCertificate, normalizeName } from "./certificate.ts"
@@ -18,9 +19,11 @@ export interface ClientAuthPolicy {
   mode: "none" | "request" | "require"
   /** also send the PEM in X-Client-Cert */
   forwardCert: boolean
+  /** the identity header format (client_auth.forward_format) */
+  forwardFormat: ForwardFormat
 }
 
-const NO_CLIENT_AUTH: ClientAuthPolicy = { mode: "none", forwardCert: false }
+const NO_CLIENT_AUTH: ClientAuthPolicy = { mode: "none", forwardCert: false, forwardFormat: "x-client" }
 
 /** CertStoreOptions: what a store needs besides the listener's TLS config. */
 export interface CertStoreOptions {
@@ -124,7 +127,11 @@ export class CertStore {
           policy = {
             options: tlsOptions,
             session: sessionOptions(listenerConfig, tlsOptions, ticketKeys),
-            auth: { mode: auth?.mode ?? "none", forwardCert: auth?.forward_cert ?? false },
+            auth: {
+              mode: auth?.mode ?? "none",
+              forwardCert: auth?.forward_cert ?? false,
+              forwardFormat: auth?.forward_format ?? "x-client",
+            },
             key,
           }
           policies.set(key, policy)

@@ -17,6 +17,7 @@ import { type ClientRequest, type ClientResponse, Exchange, type ExchangeContext
 import { isGrpc } from "./grpc-status.ts"
 import { H2Guard } from "./h2-guard.ts"
 import { H2Request, H2Response } from "./h2-stream.ts"
+import { isExtendedConnect, proxyH2WebSocket, respondH2 } from "./h2-websocket.ts"
 import { proxyUpgrade } from "./websocket.ts"
 
 /** HttpEngineOptions: the listener's config slice and what the generation built for it. */
@@ -57,6 +58,8 @@ export class HttpEngine implements ExchangeContext {
   readonly bodyBuffer: number
   readonly bodyTimeout: number
   closing = false
+  /** RFC 8441 WebSocket streams accepted over HTTP/2 (extended CONNECT), since start. */
+  h2WebSockets = 0
   readonly #router: Router
   readonly #upstreams: ReadonlyMap<string, Upstream>
   readonly #maxHeaders: number
@@ -113,7 +116,9 @@ export class HttpEngine implements ExchangeContext {
     // No request listener: HTTP/2 requests are served on the core stream API (h2-stream.ts says why).
     this.#h2 = http2.createServer({
       maxHeaderListPairs: limits.max_headers + 4,
-      settings: { maxHeaderListSize: limits.max_header_size, maxConcurrentStreams: 128 },
+      // enableConnectProtocol: SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441 §3), so browsers open WebSockets as
+      // streams of this connection rather than a second HTTP/1.1 one (h2-websocket.ts).
+      settings: { maxHeaderListSize: limits.max_header_size, maxConcurrentStreams: 128, enableConnectProtocol: true },
       maxSessionMemory: 32,
     })
     this.#h2.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, _flags: number, raw: string[]) =>
@@ -163,6 +168,10 @@ export class HttpEngine implements ExchangeContext {
     const socket = session?.[kTlsSocket]
     if (!socket) {
       stream.close(0x2 /* INTERNAL_ERROR */)
+      return
+    }
+    if (isExtendedConnect(headers)) {
+      this.#onExtendedConnect(stream, headers, raw, socket)
       return
     }
     const req = new H2Request(stream, headers, raw, socket)
@@ -226,6 +235,43 @@ export class HttpEngine implements ExchangeContext {
     const info = infoOf(req.socket)
     // The access line names what the client sent (escaped by the writer), so an operator sees why it was refused.
     if (info) this.#logLocal(req, info, rawHostOf(req), 400, refusal.reason)
+  }
+
+  /** #onExtendedConnect routes an RFC 8441 extended CONNECT like a GET (by :authority and :path). */
+  #onExtendedConnect(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, raw: string[], socket: TLSSocket): void {
+    const info = infoOf(socket)
+    const path = headers[":path"]
+    // The same authority rules as any HTTP/2 request (authority.ts reads only the raw header list).
+    const host = h2Authority({ rawHeaders: raw } as unknown as H2Request)
+    if (host instanceof Refusal) {
+      respondH2(stream, 400, "Bad Request", this.hsts)
+      return
+    }
+    if (!info) {
+      stream.close(0x2 /* INTERNAL_ERROR */)
+      return
+    }
+    if (headers[":protocol"] !== "websocket" || path === undefined || headers[":scheme"] === undefined) {
+      // RFC 8441 §4: :scheme and :path are required; websocket is the one protocol we carry.
+      respondH2(stream, headers[":protocol"] === "websocket" ? 400 : 501, "Unsupported CONNECT", this.hsts)
+      return
+    }
+    if (raw.length / 2 > this.#maxHeaders) {
+      respondH2(stream, 431, "Request Header Fields Too Large", this.hsts)
+      return
+    }
+    const gate = this.#rateGate
+    if (gate !== undefined && !gate.takeRequest(info.clientAddress)) {
+      respondH2(stream, 429, "Too Many Requests", this.hsts)
+      return
+    }
+    const route = this.#router.match(normalizeHost(host), path)
+    if (!route) {
+      respondH2(stream, 404, "Not Found", this.hsts)
+      return
+    }
+    this.h2WebSockets++
+    proxyH2WebSocket(this, stream, raw, info, this.#upstreams.get(route.upstream)!, host, path)
   }
 
   #onRequest(req: ClientRequest, res: ClientResponse, rawHost: string | undefined): void {

@@ -2,14 +2,7 @@
 import type { ConnectionInfo } from "../../core/connection-info.ts"
 import { forwardedElement } from "./forwarded.ts"
 import { connectionTokens, HOP_BY_HOP } from "./hop-headers.ts"
-
-/** Headers about the client that only Portcullis may set: a client's own copies are always dropped. */
-const CLIENT_CERT_HEADERS: ReadonlySet<string> = new Set([
-  "x-client-cert",
-  "x-client-cert-subject",
-  "x-client-cert-fingerprint",
-  "x-client-verify",
-])
+import { IDENTITY_HEADERS, identityHeaders } from "./identity-headers.ts"
 
 /** Headers describing earlier hops: kept (and appended to) only when the client is a trusted proxy. */
 const FORWARDING_HEADERS: ReadonlySet<string> = new Set([
@@ -58,7 +51,8 @@ export function buildRequestHeaders(
       if (trailers && lower === "te" && acceptsTrailers(value)) out.push("te", "trailers")
       continue
     }
-    if (CLIENT_CERT_HEADERS.has(lower)) continue
+    // Headers about the client that only Portcullis may set, in every format: a client's own copies always go.
+    if (IDENTITY_HEADERS.has(lower)) continue
     if (FORWARDING_HEADERS.has(lower)) {
       if (!info.trusted) continue
       if (lower === "x-forwarded-for") xff = xff === undefined ? value : `${xff}, ${value}`
@@ -87,14 +81,10 @@ export function buildRequestHeaders(
   if (forwardedHost ?? host) out.push("x-forwarded-host", (forwardedHost ?? host)!)
   const element = forwardedElement(client, host, "https")
   out.push("forwarded", forwarded === undefined ? element : `${forwarded}, ${element}`)
-  const cert = info.clientCert
-  if (cert) {
-    out.push("x-client-verify", cert.verified ? "SUCCESS" : `FAILED:${cert.error ?? "unverified"}`)
-    if (cert.subject) out.push("x-client-cert-subject", cert.subject)
-    if (cert.fingerprint256) out.push("x-client-cert-fingerprint", cert.fingerprint256)
-    if (info.forwardCert && cert.pem) out.push("x-client-cert", encodeURIComponent(cert.pem))
-  } else if (info.clientAuth) {
-    out.push("x-client-verify", "NONE")
+  // The client's identity (mTLS) in the listener's client_auth.forward_format (identity-headers.ts).
+  if (info.clientAuth) {
+    const identity = identityHeaders(info)
+    for (let i = 0; i < identity.length; i++) out.push(identity[i]!)
   }
   return out
 }
