@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 /** @module main: the CLI: `portcullis [--config FILE]` · `check --config FILE` · `certs [--config FILE]` · `reload`. */
+import { readFileSync } from "node:fs"
 import { parseArgs } from "node:util"
 import { AdminApi } from "./admin/api.ts"
+import { certificateList } from "./admin/certificates.ts"
+import { scrape } from "./admin/metrics-endpoint.ts"
 import { defaultConfig } from "./config/default.ts"
 import { inspectConfigFile, type LoadedConfig, loadConfigFile, locateBuildError, sortProblems } from "./config/load.ts"
 import { type Config, type HostPort, parseHostPort } from "./config/schema.ts"
@@ -15,12 +18,15 @@ import {
   PortcullisError,
 } from "./core/errors.ts"
 import { createLogger, type Logger, silentLogger } from "./core/log.ts"
+import { PrettyStream } from "./core/pretty-log.ts"
 import { type DemoBackend, startDemoBackend } from "./demo/backend.ts"
 import { Generation, Runtime } from "./runtime.ts"
 import { checkCertificates } from "./tls/check-certificates.ts"
 
 const USAGE = `usage:
-  portcullis [--config FILE]          run (no file: the embedded default on https://localhost:8443)
+  portcullis [--config FILE] [--log-format json|pretty]
+                                      run (no file: the embedded default on https://localhost:8443);
+                                      logs are JSON lines unless pretty (or PORTCULLIS_LOG_FORMAT=pretty)
   portcullis check --config FILE      validate config and certificates without binding; exit 0 or 1
   portcullis certs [--config FILE]    list the certificates in use with their expiry
   portcullis reload [--config FILE | --admin HOST:PORT]   ask a running instance to reload`
@@ -33,6 +39,7 @@ async function main(argv: string[]): Promise<number> {
     options: {
       config: { type: "string", short: "c" },
       admin: { type: "string" },
+      "log-format": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
     strict: true,
@@ -42,8 +49,14 @@ async function main(argv: string[]): Promise<number> {
     return 0
   }
   switch (command) {
-    case "run":
-      return run(values.config)
+    case "run": {
+      const format = values["log-format"] ?? process.env["PORTCULLIS_LOG_FORMAT"] ?? "json"
+      if (format !== "json" && format !== "pretty") {
+        console.error(`--log-format takes json or pretty, not "${format}"`)
+        return 2
+      }
+      return run(values.config, format)
+    }
     case "check":
       return check(values.config)
     case "certs":
@@ -57,8 +70,8 @@ async function main(argv: string[]): Promise<number> {
 }
 
 /** run starts Portcullis and keeps it running until SIGTERM/SIGINT; SIGHUP reloads the config file. */
-async function run(file: string | undefined): Promise<number> {
-  const log = createLogger()
+async function run(file: string | undefined, format: "json" | "pretty"): Promise<number> {
+  const log = format === "pretty" ? createLogger({ destination: new PrettyStream() }) : createLogger()
   let demo: DemoBackend | undefined
   let config: Config
   let loaded: LoadedConfig | undefined
@@ -77,21 +90,38 @@ async function run(file: string | undefined): Promise<number> {
     throw loaded ? locateBuildError(err, loaded.locate) : err
   }
   let admin: AdminApi | undefined
+  /** The admin section the running API was built from (its token file and TLS files). */
+  let adminConfig: Config["admin"]
   const reloadFromFile = async () => {
+    try {
+      await reloadOnce()
+      runtime.state.instruments.reload(true)
+    } catch (err) {
+      runtime.state.instruments.reload(false)
+      throw err
+    }
+  }
+  const reloadOnce = async () => {
     if (!file)
       throw new PortcullisError("PC_RELOAD_NO_FILE", "running the embedded default: there is no config file to reload")
     const loadedNext = await loadComplete(file)
     const next = loadedNext.config
     // The admin API moves with the reload, all or nothing: the new address is bound before the swap, and the old
     // one closes (after answering the POST /reload that asked) only once the new generation is live.
-    const want = next.admin?.address
-    const same = admin !== undefined && want !== undefined && sameAddress(admin.address, want)
+    const wantAdmin = next.admin
+    const want = wantAdmin?.address
+    // Same address, token file and TLS files: the running API stays (else it moves, as a new one).
+    const same =
+      admin !== undefined &&
+      want !== undefined &&
+      sameAddress(admin.address, want) &&
+      sameSecurity(adminConfig, wantAdmin)
     let moved: AdminApi | undefined
     try {
       await runtime.reload(next, {
         prepare: async () => {
           if (same || !want) return
-          moved = new AdminApi(want, actions, log)
+          moved = new AdminApi(want, actions, log, wantAdmin)
           await moved.start()
         },
         rollback: async () => {
@@ -101,6 +131,7 @@ async function run(file: string | undefined): Promise<number> {
           if (same) return
           admin?.retire()
           admin = moved
+          adminConfig = wantAdmin
         },
       })
     } catch (err) {
@@ -111,11 +142,16 @@ async function run(file: string | undefined): Promise<number> {
     status: () => ({ pid: process.pid, config: file ?? "<embedded default>", ...runtime.status() }),
     reload: reloadFromFile,
     drain: (upstream: string, backend: string, on: boolean) => runtime.drain(upstream, backend, on),
+    metrics: () => scrape(runtime),
+    certificates: () => certificateList(runtime.generation),
+    failures: () => ({ failures: runtime.state.instruments.failures.recent() }),
   }
   if (config.admin) {
-    admin = new AdminApi(config.admin.address, actions, log)
+    admin = new AdminApi(config.admin.address, actions, log, config.admin)
+    adminConfig = config.admin
     await admin.start()
   }
+  logBanner(log, runtime)
   log.info(
     { ports: runtime.ports(), admin: admin ? `${admin.address.host}:${admin.port}` : undefined },
     "portcullis is running",
@@ -155,6 +191,43 @@ async function run(file: string | undefined): Promise<number> {
 
 function sameAddress(a: HostPort, b: HostPort): boolean {
   return a.host === b.host && a.port === b.port
+}
+
+/** sameSecurity: the admin API's token file and TLS files are unchanged (then it need not be rebuilt). */
+function sameSecurity(a: Config["admin"], b: Config["admin"]): boolean {
+  return a?.token_file === b?.token_file && JSON.stringify(a?.tls) === JSON.stringify(b?.tls)
+}
+
+/** logBanner says what is live: each listener, its certificates (names, days left) and each upstream. */
+function logBanner(log: Logger, runtime: Runtime): void {
+  const gen = runtime.generation
+  if (!gen) return
+  const ports = runtime.ports()
+  for (const l of gen.config.listeners) {
+    const address = `${l.address.host}:${ports[l.name] ?? l.address.port}`
+    if (l.redirect_https !== undefined) {
+      log.info({ listener: l.name, address, redirect_https: l.redirect_https }, "listener live")
+      continue
+    }
+    log.info({ listener: l.name, address, engine: l.engine }, "listener live")
+  }
+  for (const c of certificateList(gen).certificates) {
+    log.info(
+      { listener: c.listener, names: c.names.join(","), key_type: c.key_type, days_left: c.days_left },
+      "certificate live",
+    )
+  }
+  for (const [name, u] of gen.upstreams) {
+    const backends = u.status().backends
+    log.info(
+      {
+        upstream: name,
+        backends: backends.map((b) => b.id).join(","),
+        up: backends.filter((b) => b.state === "up").length,
+      },
+      "upstream live",
+    )
+  }
 }
 
 function logReloadError(log: Logger, err: unknown): void {
@@ -247,11 +320,16 @@ async function certs(file: string | undefined): Promise<number> {
 /** reload asks a running instance, through its admin API, to re-read its config file. */
 async function reload(file: string | undefined, adminAddress: string | undefined): Promise<number> {
   let address = adminAddress ? parseHostPort(adminAddress) : undefined
-  if (!address && file) address = loadConfigFile(file).config.admin?.address
+  const adminConfig = file ? loadConfigFile(file).config.admin : undefined
+  if (!address) address = adminConfig?.address
   address ??= { host: "127.0.0.1", port: 9901 }
   const host = address.host.includes(":") ? `[${address.host}]` : address.host
+  // The config's admin.token_file, when it sets one, is the bearer token the API asks for.
+  const headers: Record<string, string> = {}
+  if (adminConfig?.token_file)
+    headers["authorization"] = `Bearer ${readFileSync(adminConfig.token_file, "utf8").trim()}`
   try {
-    const res = await fetch(`http://${host}:${address.port}/reload`, { method: "POST" })
+    const res = await fetch(`http://${host}:${address.port}/reload`, { method: "POST", headers })
     const body = (await res.json()) as { reloaded: boolean; error?: string }
     if (body.reloaded) {
       console.log("reloaded")

@@ -107,12 +107,24 @@ export class Generation {
         let engine: Engine =
           listener.engine === "tcp"
             ? new TcpEngine({ listener, router, upstreams: gen.upstreams, log: engineLog, accessLog })
-            : new HttpEngine({ listener, router, upstreams: gen.upstreams, log: engineLog, accessLog, gate })
+            : new HttpEngine({
+                listener,
+                router,
+                upstreams: gen.upstreams,
+                log: engineLog,
+                accessLog,
+                gate,
+                meters: router.routes.map((r) => counters.route(listener.name, String(r.index), r.upstream)),
+                generateTrace: config.tracing.generate,
+              })
         if (gate) {
           gen.gates.set(key, gate)
           engine = gate.wrap(engine)
         }
-        gen.listeners.set(key, new TlsListener(listener, certs, engine, engineLog, counters.listener(listener.name)))
+        gen.listeners.set(
+          key,
+          new TlsListener(listener, certs, engine, engineLog, counters.listener(listener.name), counters.failures),
+        )
       }
       if (problems.length > 0) throw new BuildError(problems)
     } catch (err) {

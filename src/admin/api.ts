@@ -1,17 +1,38 @@
-/** @module admin-api: status, reload and backend drain over HTTP on the admin address (loopback by default). */
+/** @module admin-api: status, metrics, reload and backend drain over HTTP on the admin address (loopback by default). */
+import { readFileSync } from "node:fs"
 import http from "node:http"
+import https from "node:https"
 import type { HostPort } from "../config/schema.ts"
 import { ConfigError, errorMessage, PortcullisError } from "../core/errors.ts"
 import type { Logger } from "../core/log.ts"
+import { BearerToken } from "./auth.ts"
+import { CONTENT_TYPE } from "./metrics-endpoint.ts"
 
 /** AdminActions: what the API can ask of the process; main.ts wires them to the runtime. */
 export interface AdminActions {
   status(): unknown
   reload(): Promise<void>
   drain(upstream: string, backend: string, on: boolean): void
+  /** metrics renders the Prometheus text (metrics-endpoint.ts). */
+  metrics?(): string
+  /** certificates lists the certificates in use, without key material. */
+  certificates?(): unknown
+  /** failures lists the recent handshake failures, newest first. */
+  failures?(): unknown
 }
 
-/** AdminApi serves GET /status, POST /reload, POST /upstreams/NAME/backends/ADDR/drain (and /undrain), GET /healthz. */
+/** AdminSecurity: admin.token_file and admin.tls as the config gives them (paths). */
+export interface AdminSecurity {
+  token_file?: string | undefined
+  tls?: { cert: string; key: string; client_ca: string } | undefined
+}
+
+/**
+ * AdminApi serves GET /status, /metrics, /certificates, /tls/failures, /healthz, POST /reload and
+ * POST /upstreams/NAME/backends/ADDR/drain (and /undrain). With a token_file every request needs the bearer token
+ * (401 otherwise); with tls the listener is HTTPS and refuses, in the handshake, a client without a certificate
+ * signed by client_ca.
+ */
 export class AdminApi {
   readonly address: HostPort
   readonly #server: http.Server
@@ -19,21 +40,57 @@ export class AdminApi {
   readonly #log: Logger
   /** A reload moved the API elsewhere: answers close their connections. */
   #retired = false
+  readonly #token: BearerToken | undefined
 
-  constructor(address: HostPort, actions: AdminActions, log: Logger) {
+  constructor(address: HostPort, actions: AdminActions, log: Logger, security: AdminSecurity = {}) {
     this.address = address
     this.#actions = actions
     this.#log = log
-    this.#server = http.createServer((req, res) => {
+    this.#token = security.token_file === undefined ? undefined : BearerToken.fromFile(security.token_file)
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
       this.#handle(req, res).catch((err: unknown) => reply(res, 500, { error: errorMessage(err) }))
-    })
+    }
+    const t = security.tls
+    this.#server = t
+      ? https.createServer(
+          {
+            cert: readFileSync(t.cert),
+            key: readFileSync(t.key),
+            ca: readFileSync(t.client_ca),
+            requestCert: true,
+            rejectUnauthorized: true,
+          },
+          handler,
+        )
+      : http.createServer(handler)
+  }
+
+  /** scheme is how clients reach the API: https with admin.tls, else http. */
+  get scheme(): "http" | "https" {
+    return this.#server instanceof https.Server ? "https" : "http"
   }
 
   async #handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    if (this.#token && !this.#token.allows(req.headers)) {
+      res.setHeader("www-authenticate", 'Bearer realm="portcullis-admin"')
+      return reply(res, 401, { error: "a valid bearer token is required" })
+    }
     const url = new URL(req.url ?? "/", "http://admin")
     const parts = url.pathname.split("/").filter(Boolean).map(decodeURIComponent)
     if (req.method === "GET" && url.pathname === "/healthz") return reply(res, 200, { ok: true })
     if (req.method === "GET" && url.pathname === "/status") return reply(res, 200, this.#actions.status())
+    if (req.method === "GET" && url.pathname === "/metrics" && this.#actions.metrics) {
+      const text = this.#actions.metrics()
+      res.writeHead(200, { "content-type": CONTENT_TYPE, "content-length": Buffer.byteLength(text) })
+      res.end(text)
+      return
+    }
+    if (req.method === "GET" && url.pathname === "/certificates" && this.#actions.certificates) {
+      return reply(res, 200, this.#actions.certificates())
+    }
+    if (req.method === "GET" && url.pathname === "/tls/failures" && this.#actions.failures) {
+      return reply(res, 200, this.#actions.failures())
+    }
     if (req.method === "POST" && url.pathname === "/reload") {
       try {
         await this.#actions.reload()

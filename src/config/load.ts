@@ -569,6 +569,11 @@ function resolvePaths(config: Config, baseDir: string): Config {
     u.tls.cert = absOpt(u.tls.cert)
     u.tls.key = absOpt(u.tls.key)
   }
+  if (config.admin) {
+    if (config.admin.token_file !== undefined) config.admin.token_file = abs(config.admin.token_file)
+    const t = config.admin.tls
+    if (t) config.admin.tls = { cert: abs(t.cert), key: abs(t.key), client_ca: abs(t.client_ca) }
+  }
   config.data_dir = abs(config.data_dir)
   if (config.access_log.path !== undefined) config.access_log.path = abs(config.access_log.path)
   return config

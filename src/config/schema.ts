@@ -477,9 +477,58 @@ const upstream = z
     }
   })
 
+const adminTls = z
+  .object({
+    cert: z.string().min(1).describe("PEM file with the admin listener's certificate and chain (required)"),
+    key: z.string().min(1).describe("PEM file with its private key (required)"),
+    client_ca: z
+      .string()
+      .min(1)
+      .describe("PEM file of the CAs that sign admin client certificates; a client certificate is required (required)"),
+  })
+  .strict()
+
 const admin = z
   .object({
     address: hostPort().prefault("127.0.0.1:9901").describe('admin API address (default "127.0.0.1:9901")'),
+    token_file: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "file holding the bearer token every admin request must send; set: required on any address (default none)",
+      ),
+    tls: adminTls
+      .optional()
+      .describe(
+        "serve the admin API over TLS and require a client certificate signed by client_ca (default plain HTTP)",
+      ),
+  })
+  .strict()
+  .superRefine((value, ctx) => {
+    // Off loopback the admin API (reload, drain, failures with client addresses) must not be open to anyone who
+    // can reach the port: it needs a token or a client certificate.
+    if (!isLoopback(value.address.host) && value.token_file === undefined && value.tls === undefined) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["address"],
+        message: `admin address ${value.address.host} is not loopback: set admin.token_file (a bearer token) or admin.tls (with client_ca), or bind 127.0.0.1`,
+      })
+    }
+  })
+
+/** isLoopback: 127.0.0.0/8, ::1, localhost (the admin API is open there without credentials). */
+export function isLoopback(host: string): boolean {
+  const h = host.toLowerCase()
+  return h === "localhost" || h === "::1" || h.startsWith("127.") || h.startsWith("::ffff:127.")
+}
+
+const tracing = z
+  .object({
+    generate: z
+      .boolean()
+      .default(false)
+      .describe("add a W3C traceparent to requests that arrive without one (default false)"),
   })
   .strict()
 
@@ -505,6 +554,7 @@ export const configSchema = z
       .describe("named backend pools"),
     admin: admin.optional().describe("admin API (default on 127.0.0.1:9901 for the embedded default only)"),
     access_log: accessLog.prefault({}).describe("access log settings"),
+    tracing: tracing.prefault({}).describe("W3C trace context: a client's traceparent always passes through"),
     data_dir: z.string().default(".data").describe("where generated state lives (default .data beside the config)"),
     shutdown_grace: duration()
       .prefault("30s")

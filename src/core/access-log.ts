@@ -134,7 +134,7 @@ export class AccessLog {
 
   /**
    * http writes one HTTP request's line. Arguments, not an object: nothing is allocated for the call. `status` 0 and
-   * `backend` undefined mean no response and no backend; `error` "" means none.
+   * `backend` undefined mean no response and no backend; `error` "" means none; `traceId` is the W3C trace id, if any.
    */
   http(
     info: ConnectionInfo,
@@ -149,9 +149,10 @@ export class AccessLog {
     tries: number | undefined,
     durationMs: number | undefined,
     error: string,
+    traceId?: string,
   ): void {
     this.line(
-      `{"level":30,"time":${Date.now()},"pid":${this.#pid},"type":"access","client":${quote(info.clientAddress)},"listener":${quote(listener)}${field(',"sni":', info.servername)}${field(',"tls":', info.tlsVersion)}${field(',"cipher":', info.cipher)}${field(',"alpn":', info.alpn)}${field(',"method":', method)}${field(',"host":', host)}${field(',"path":', path)},"status":${status},"bytes":${bytes}${field(',"upstream":', upstream)}${field(',"backend":', backend)}${tries === undefined ? "" : `,"tries":${tries}`}${durationMs === undefined ? "" : `,"duration_ms":${durationMs}`}${error ? `,"error":${quote(error)}` : ""}}\n`,
+      `{"level":30,"time":${Date.now()},"pid":${this.#pid},"type":"access","client":${quote(info.clientAddress)},"listener":${quote(listener)}${field(',"sni":', info.servername)}${field(',"tls":', info.tlsVersion)}${field(',"cipher":', info.cipher)}${field(',"alpn":', info.alpn)}${field(',"method":', method)}${field(',"host":', host)}${field(',"path":', path)},"status":${status},"bytes":${bytes}${field(',"upstream":', upstream)}${field(',"backend":', backend)}${tries === undefined ? "" : `,"tries":${tries}`}${durationMs === undefined ? "" : `,"duration_ms":${durationMs}`}${field(',"trace_id":', traceId)}${error ? `,"error":${quote(error)}` : ""}}\n`,
     )
   }
 

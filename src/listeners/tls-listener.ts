@@ -6,7 +6,12 @@ import { unmapIPv4 } from "../core/address.ts"
 import { attachInfo, type ProxiedSource, readConnectionInfo } from "../core/connection-info.ts"
 import { errorMessage } from "../core/errors.ts"
 import type { Logger } from "../core/log.ts"
-import { detachedInstruments, type ListenerCounters } from "../state/instruments.ts"
+import {
+  detachedInstruments,
+  type FailureLog,
+  type HandshakeFailureReason,
+  type ListenerCounters,
+} from "../state/instruments.ts"
 import type { CertStore, ClientAuthPolicy } from "../tls/cert-store.ts"
 import { readProxyHeader } from "./proxy-protocol/read-header.ts"
 import { compileCidrs } from "./proxy-protocol/trusted.ts"
@@ -24,12 +29,19 @@ const kDeadline = Symbol("portcullis.handshakeDeadline")
 const kTls = Symbol("portcullis.tlsSocket")
 /** What a raw socket carries through the handshake: the PROXY header's source, the deadline, the TLS socket. */
 const kServed = Symbol("portcullis.served")
+/** When the connection was accepted (performance.now()), and why its handshake failed once that is known. */
+const kStart = Symbol("portcullis.acceptedAt")
+const kReason = Symbol("portcullis.failureReason")
 type WithSource = {
   [kSource]?: ProxiedSource
   [kDeadline]?: ReturnType<typeof setTimeout>
   [kTls]?: TLSSocket
   [kServed]?: Served
+  [kStart]?: number
+  [kReason]?: HandshakeFailureReason
+  [kError]?: string
 }
+const kError = Symbol("portcullis.failureError")
 
 /** Served: how the sockets of one SecureContext are built and judged (its client_auth policy). */
 interface Served {
@@ -62,13 +74,23 @@ export class TlsListener {
   readonly #onSecure: (this: TLSSocket) => void
   readonly #onHandshakeError: (this: TLSSocket, err: Error) => void
   readonly #onEarlyClose: (this: TLSSocket) => void
+  readonly #onClosed: (this: TLSSocket) => void
+  readonly #failures: FailureLog | undefined
 
-  constructor(config: ListenerConfig, certs: CertStore, engine: Engine, log: Logger, stats?: ListenerCounters) {
+  constructor(
+    config: ListenerConfig,
+    certs: CertStore,
+    engine: Engine,
+    log: Logger,
+    stats?: ListenerCounters,
+    failures?: FailureLog,
+  ) {
     this.config = config
     this.stats = stats ?? detachedInstruments().listener(config.name)
     this.certs = certs
     this.engine = engine
     this.#log = log
+    this.#failures = failures
     this.#isTrusted = compileCidrs(config.trusted_proxies)
     const tlsConfig = config.tls!
     this.#handshakeTimeout = tlsConfig.handshake_timeout
@@ -81,8 +103,15 @@ export class TlsListener {
     }
     // Any close before 'secure' is a failed handshake: a TLS error, a timeout, a reset, a refused certificate.
     this.#onEarlyClose = function (this: TLSSocket) {
-      listener.stats.handshakeErrors.inc()
-      endHandshake(this)
+      const raw = endHandshake(this)
+      listener.#countFailure(raw, this, raw?.[kReason] ?? "reset")
+    }
+    // A served connection's TLS bytes, counted once at its close (no per-read cost).
+    this.#onClosed = function (this: TLSSocket) {
+      const raw = (this as unknown as { _parent?: net.Socket })._parent
+      if (!raw) return
+      listener.stats.receivedBytes.inc(raw.bytesRead)
+      listener.stats.sentBytes.inc(raw.bytesWritten)
     }
   }
 
@@ -116,6 +145,10 @@ export class TlsListener {
 
   #handshake(raw: net.Socket): void {
     raw.on("error", ignore)
+    ;(raw as WithSource)[kStart] = performance.now()
+    // Read (and so cache) the peer address now: a failed handshake's entry in the failures log needs it after the
+    // handle is gone; a served connection reads it anyway (readConnectionInfo).
+    void raw.remoteAddress
     // The whole handshake, ClientHello peek included, must finish within handshake_timeout: a deadline, not an
     // idle timer, so a client trickling bytes cannot hold the connection open.
     ;(raw as WithSource)[kDeadline] = setTimeout(() => expireHandshake(raw), this.#handshakeTimeout)
@@ -125,13 +158,22 @@ export class TlsListener {
     }
     this.certs.contextForSocket(raw, this.#handshakeTimeout).then(
       (context) => this.#wrap(raw, context),
-      () => raw.destroy(),
+      (err: unknown) => {
+        // The ClientHello peek failed: the deadline passed, the client left, or the bytes were not a ClientHello.
+        const w = raw as net.Socket & WithSource
+        clearTimeout(w[kDeadline])
+        const reason = w[kReason] ?? (raw.destroyed || raw.readableEnded ? "reset" : peekReason(err))
+        this.#countFailure(w, undefined, reason, errorMessage(err))
+        raw.destroy()
+      },
     )
   }
 
   #wrap(raw: net.Socket, secureContext: tls.SecureContext): void {
     if (raw.destroyed) {
-      this.stats.handshakeErrors.inc()
+      const w = raw as net.Socket & WithSource
+      clearTimeout(w[kDeadline])
+      this.#countFailure(w, undefined, w[kReason] ?? "reset")
       return
     }
     const served = this.#servedBy(secureContext)
@@ -172,7 +214,8 @@ export class TlsListener {
     socket.on("error", ignore)
     const auth = raw?.[kServed]?.auth ?? this.certs.clientAuthOf(this.certs.contextFor(undefined))
     if (auth.mode !== "none" && !this.#verifyClient(socket, auth.mode === "require")) {
-      this.stats.handshakeErrors.inc()
+      const reason = socket.getPeerX509Certificate() ? "client_cert_bad" : "client_cert_missing"
+      this.#countFailure(raw, socket, reason, String(socket.authorizationError))
       this.#log.debug({ listener: this.config.name, err: socket.authorizationError }, "client certificate refused")
       socket.destroy()
       return
@@ -180,7 +223,14 @@ export class TlsListener {
     // What tls.Server does once a handshake is done: errors become 'error' events and the socket counts as open.
     ;(socket as unknown as { _releaseControl(): boolean })._releaseControl()
     ;(socket as unknown as { secureConnecting: boolean }).secureConnecting = false
-    this.stats.handshakes.inc()
+    const stats = this.stats
+    const cipher = socket.getCipher()
+    stats.handshake(socket.getProtocol() ?? "", cipher?.standardName ?? cipher?.name ?? "", socket.isSessionReused())
+    const started = raw?.[kStart]
+    if (started !== undefined) stats.handshakeDuration.observe((performance.now() - started) / 1000)
+    const sni = socket.servername
+    if (typeof sni === "string" && sni !== "" && !this.certs.single && !this.certs.covers(sni)) stats.unknownSni.inc()
+    socket.once("close", this.#onClosed)
     const info = readConnectionInfo(socket, this.config.name, {
       source: raw?.[kSource],
       isTrusted: this.#isTrusted,
@@ -213,7 +263,33 @@ export class TlsListener {
 
   #failed(socket: TLSSocket, err: Error): void {
     this.#log.debug({ listener: this.config.name, err: errorMessage(err) }, "tls handshake failed")
+    const raw = (socket as unknown as { _parent?: net.Socket & WithSource })._parent
+    if (raw && raw[kReason] === undefined) {
+      raw[kReason] = classifyHandshakeError(err)
+      raw[kError] = (err as NodeJS.ErrnoException).code ?? errorMessage(err)
+    }
     socket.destroy()
+  }
+
+  /** countFailure counts a failed handshake under its reason and keeps it in the recent-failures log. */
+  #countFailure(
+    raw: (net.Socket & WithSource) | undefined,
+    socket: TLSSocket | undefined,
+    reason: HandshakeFailureReason,
+    error?: string,
+  ): void {
+    this.stats.failure(reason)
+    if (this.#failures === undefined) return
+    const sni = socket?.servername
+    const source = raw?.[kSource]
+    this.#failures.add({
+      time: new Date().toISOString(),
+      listener: this.config.name,
+      reason,
+      sni: typeof sni === "string" && sni !== "" ? sni : undefined,
+      client: source ? unmapIPv4(source.address) : unmapIPv4(raw?.remoteAddress ?? socket?.remoteAddress),
+      error: error ?? raw?.[kError],
+    })
   }
 
   /** close lets the engine finish in-flight work within graceMs. */
@@ -259,8 +335,62 @@ function endHandshake(socket: TLSSocket): (net.Socket & WithSource) | undefined 
 }
 
 function expireHandshake(raw: net.Socket & WithSource): void {
+  raw[kReason] ??= "timeout"
   const socket = raw[kTls]
   raw[kTls] = undefined
   if (socket) socket.destroy()
   raw.destroy()
+}
+
+/**
+ * classifyHandshakeError maps the OpenSSL error a server-side handshake ended with to a bounded reason. The codes
+ * are Node's ERR_SSL_<OpenSSL reason> (OpenSSL's ssl_err.c reason strings, upper-cased).
+ */
+export function classifyHandshakeError(err: Error): HandshakeFailureReason {
+  const code = (err as NodeJS.ErrnoException).code ?? ""
+  switch (code) {
+    case "ERR_SSL_NO_SHARED_CIPHER":
+    case "ERR_SSL_NO_SHARED_GROUPS":
+    case "ERR_SSL_NO_SUITABLE_SIGNATURE_ALGORITHM":
+    case "ERR_SSL_NO_CIPHERS_AVAILABLE":
+      return "no_shared_cipher"
+    case "ERR_SSL_UNSUPPORTED_PROTOCOL":
+    case "ERR_SSL_NO_PROTOCOLS_AVAILABLE":
+    case "ERR_SSL_VERSION_TOO_LOW":
+    case "ERR_SSL_VERSION_TOO_HIGH":
+    case "ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION":
+      return "no_shared_version"
+    case "ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE":
+      return "client_cert_missing"
+    case "ERR_SSL_CERTIFICATE_VERIFY_FAILED":
+    case "ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED":
+      return "client_cert_bad"
+    case "ERR_SSL_TLSV1_UNRECOGNIZED_NAME":
+    case "ERR_SSL_TLSV1_ALERT_UNRECOGNIZED_NAME":
+      return "unknown_sni"
+    case "ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE":
+    case "ERR_SSL_TLSV1_ALERT_UNKNOWN_CA":
+    case "ERR_SSL_SSLV3_ALERT_CERTIFICATE_UNKNOWN":
+    case "ERR_SSL_SSLV3_ALERT_CERTIFICATE_EXPIRED":
+    case "ERR_SSL_TLSV1_ALERT_DECRYPT_ERROR":
+      return "peer_refused_certificate"
+    case "ERR_SSL_HTTP_REQUEST":
+    case "ERR_SSL_HTTPS_PROXY_REQUEST":
+    case "ERR_SSL_WRONG_VERSION_NUMBER":
+    case "ERR_SSL_PACKET_LENGTH_TOO_LONG":
+    case "ERR_SSL_UNKNOWN_PROTOCOL":
+      return "not_tls"
+    case "ECONNRESET":
+    case "EPIPE":
+      return "reset"
+    default:
+      return "other"
+  }
+}
+
+/** peekReason: why reading the ClientHello for its SNI name failed (its error names a timeout or bad bytes). */
+function peekReason(err: unknown): HandshakeFailureReason {
+  const text = `${(err as NodeJS.ErrnoException)?.code ?? ""} ${errorMessage(err)}`.toLowerCase()
+  if (text.includes("timeout") || text.includes("timed out")) return "timeout"
+  return "not_tls"
 }

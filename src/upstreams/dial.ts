@@ -3,6 +3,7 @@
  * (re-encryption) with one SNI rule and one session cache per backend. The HTTP pools, the tcp engine and active
  * health all dial through a backend's Dialer, so they send the same SNI and resume each other's TLS sessions.
  */
+
 import net from "node:net"
 import tls, { type TLSSocket } from "node:tls"
 import { type buildConnector, errors } from "undici"
@@ -14,6 +15,7 @@ import {
   encodeProxyV2Local,
   tlvsFromTlsSocket,
 } from "../protocols/proxy-protocol/encode.ts"
+import type { Histogram } from "../state/registry.ts"
 
 /** DialTls is the TLS material a backend is dialled with (the upstream's `tls`, the key already revealed). */
 export interface DialTls {
@@ -96,6 +98,8 @@ export class Dialer {
   readonly #id: string
   #context: tls.SecureContext | undefined
   #session: Buffer | undefined
+  /** Where connect times of proxied traffic go (set by the upstream; health checks leave it unset). */
+  connectDuration: Histogram | undefined
 
   constructor(peer: DialPeer) {
     this.host = peer.host
@@ -124,6 +128,16 @@ export class Dialer {
    * connect timeout on the socket's own timer, which it re-arms for each later phase.
    */
   tcp(options: { onread?: net.OnReadOpts; allowHalfOpen?: boolean } = {}): net.Socket {
+    const socket = this.#tcp(options)
+    const histogram = this.connectDuration
+    if (histogram !== undefined) {
+      const started = performance.now()
+      socket.once("connect", () => histogram.observe((performance.now() - started) / 1000))
+    }
+    return socket
+  }
+
+  #tcp(options: { onread?: net.OnReadOpts; allowHalfOpen?: boolean }): net.Socket {
     return net.connect({ host: this.host, port: this.port, noDelay: true, ...options })
   }
 
@@ -147,6 +161,9 @@ export class Dialer {
         return failed
       }
     }
+    // Connect time as the proxy waits for it: TCP, the PROXY header and the TLS handshake.
+    const histogram = this.connectDuration
+    const started = histogram === undefined ? 0 : performance.now()
     let settled = false
     let timer: NodeJS.Timeout | undefined
     let secure: TLSSocket | undefined
@@ -156,6 +173,7 @@ export class Dialer {
       settled = true
       if (timer !== undefined) clearTimeout(timer)
       if (err === null) {
+        if (histogram !== undefined) histogram.observe((performance.now() - started) / 1000)
         callback(null, secure ?? raw)
         return
       }
@@ -202,7 +220,7 @@ export class Dialer {
       secure = startTls(undefined)
       raw = secure
     } else {
-      raw = this.tcp(t || options.onread === undefined ? {} : { onread: options.onread })
+      raw = this.#tcp(t || options.onread === undefined ? {} : { onread: options.onread })
       raw.on("error", onError)
       raw.once("close", onClose)
       raw.once("connect", () => {

@@ -238,6 +238,7 @@ export class Upstream {
     if (!dialer) {
       const { host, port } = backend.address
       dialer = new Dialer({ host, port, tls: dialTls(this.tls), connectTimeout: this.config.timeouts.connect })
+      dialer.connectDuration = this.stats.connectDuration
       this.#dialers.set(backend, dialer)
     }
     return dialer

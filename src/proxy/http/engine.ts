@@ -10,6 +10,7 @@ import { classify, classifyCode } from "../../core/failure.ts"
 import type { Logger } from "../../core/log.ts"
 import type { ClientGate } from "../../listeners/limits/client-gate.ts"
 import { normalizeHost, type Router } from "../../routing/router.ts"
+import type { RouteMeter } from "../../state/instruments.ts"
 import type { Upstream } from "../../upstreams/upstream.ts"
 import { errorResponse, rawResponse } from "../respond-error.ts"
 import { h1Authority, h2Authority, Refusal } from "./authority.ts"
@@ -29,6 +30,10 @@ export interface HttpEngineOptions {
   accessLog: AccessLog | undefined
   /** Per-client limits; the engine applies the request rate (429). */
   gate?: ClientGate | undefined
+  /** Request instruments by route index (Router.routes order); none: requests are not counted. */
+  meters?: readonly RouteMeter[]
+  /** tracing.generate: add a traceparent to requests without one. */
+  generateTrace?: boolean
 }
 
 // The engine's own refusals, mapped once by the one mapping (respond-error.ts).
@@ -60,6 +65,8 @@ export class HttpEngine implements ExchangeContext {
   closing = false
   /** RFC 8441 WebSocket streams accepted over HTTP/2 (extended CONNECT), since start. */
   h2WebSockets = 0
+  readonly generateTrace: boolean
+  readonly #meters: readonly RouteMeter[] | undefined
   readonly #router: Router
   readonly #upstreams: ReadonlyMap<string, Upstream>
   readonly #maxHeaders: number
@@ -80,6 +87,8 @@ export class HttpEngine implements ExchangeContext {
     this.log = log
     this.accessLog = options.accessLog
     this.#router = options.router
+    this.#meters = options.meters
+    this.generateTrace = options.generateTrace ?? false
     this.#upstreams = options.upstreams
     this.#maxHeaders = limits.max_headers
     this.bodyBuffer = limits.body_buffer
@@ -297,7 +306,9 @@ export class HttpEngine implements ExchangeContext {
       return
     }
     const upstream = this.#upstreams.get(route.upstream)!
-    new Exchange(this, req, res, info, upstream, rawHost, route).start()
+    const exchange = new Exchange(this, req, res, info, upstream, rawHost, route)
+    exchange.meter = this.#meters?.[route.index]
+    exchange.start()
   }
 
   /** #tooManyRequests answers 429 with Retry-After: the client is over its request rate. */

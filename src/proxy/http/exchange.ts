@@ -1,4 +1,5 @@
 /** @module exchange: one proxied HTTP request: pick a backend, stream the request, stream the response, retry or fail. */
+import { randomBytes } from "node:crypto"
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http"
 import { PassThrough, type Readable } from "node:stream"
 import type { Dispatcher } from "undici"
@@ -7,6 +8,7 @@ import type { ConnectionInfo } from "../../core/connection-info.ts"
 import { BackendError, ClientError, errorMessage, PortcullisError } from "../../core/errors.ts"
 import { classify, classifyCode, type Failure } from "../../core/failure.ts"
 import type { Logger } from "../../core/log.ts"
+import type { RouteMeter } from "../../state/instruments.ts"
 import type { Backend } from "../../upstreams/backend.ts"
 import { addStickyCookie, hashKeyOf, readCookie, type StickyContext } from "../../upstreams/balancers/index.ts"
 import { type LeanDispatchOptions, RELAYS_CONTINUE } from "../../upstreams/h1/lean-pool.ts"
@@ -34,6 +36,8 @@ export interface ExchangeContext {
   readonly bodyBuffer: number
   /** limits.body_timeout: longest pause of a client sending a body or reading a response, in ms. */
   readonly bodyTimeout: number
+  /** tracing.generate: add a W3C traceparent to requests that carry none. */
+  readonly generateTrace?: boolean
 }
 
 const kExchange = Symbol("portcullis.exchange")
@@ -91,6 +95,10 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
   bodySource: Readable | undefined
   /** The client-read idle timer: armed when the client stops taking the response (made on the first stop). */
   readTimer: NodeJS.Timeout | undefined
+  /** The route's request instruments (set by the engine before start). */
+  meter: RouteMeter | undefined
+  /** The W3C traceparent the backend receives: the client's, or ours when tracing.generate added one. */
+  traceparent: string | undefined
 
   constructor(
     ctx: ExchangeContext,
@@ -119,6 +127,13 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
   start(): void {
     const req = this.req
     this.headers = buildRequestHeaders(req.rawHeaders, this.info, this.host, this.upstream.config.protocol !== "http1")
+    // W3C Trace Context: the client's traceparent goes to the backend as it came (buildRequestHeaders keeps it).
+    const traceparent = req.headers.traceparent
+    if (typeof traceparent === "string") this.traceparent = traceparent
+    else if (this.ctx.generateTrace === true) {
+      this.traceparent = newTraceparent()
+      this.headers.push("traceparent", this.traceparent)
+    }
     const upstream = this.upstream
     let total = upstream.config.timeouts.total
     if ("stream" in this.res && this.res.grpc) {
@@ -374,6 +389,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
   #respond(statusCode: number, headers: Record<string, string | string[] | undefined>, endStream?: boolean): void {
     this.responseStarted = true
     this.status = statusCode
+    this.meter?.firstByte.observe((performance.now() - this.started) / 1000)
     const upstream = this.upstream
     const backend = this.backend!
     if (statusCode >= 500) upstream.failed(backend, "5xx", this)
@@ -479,6 +495,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
         "retrying on another backend",
       )
       this.upstream.retried()
+      this.meter?.retried(backend.id)
       this.lastError = err
       this.tried ??= new Set()
       this.tried.add(backend)
@@ -592,6 +609,11 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     // The backend's response has not ended (this try still holds its backend): stop it. Not writableFinished: an
     // HTTP/2 stream the client reset reads as finished, and the backend would go on working for nobody.
     if (controller && this.held !== undefined) controller.abort(new Error("client closed the connection"))
+    const meter = this.meter
+    if (meter !== undefined) {
+      meter.duration.observe((performance.now() - this.started) / 1000)
+      meter.request(this.req.method, this.status || (this.res.headersSent ? this.res.statusCode : 0))
+    }
     if (this.ctx.accessLog) logAccess(this.ctx.accessLog, this)
   }
 }
@@ -814,5 +836,22 @@ function logAccess(log: AccessLog, ex: Exchange): void {
     ex.attempt,
     Math.round((performance.now() - ex.started) * 100) / 100,
     ex.reason,
+    traceIdOf(ex.traceparent),
   )
+}
+
+/** TRACEPARENT: version 00, 32 hex trace id (not all zero), 16 hex parent id, 2 hex flags (W3C Trace Context §3.2). */
+const TRACEPARENT = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/
+
+/** traceIdOf reads the trace id of a well-formed traceparent; undefined for none or a malformed one. */
+function traceIdOf(traceparent: string | undefined): string | undefined {
+  if (traceparent === undefined) return undefined
+  const m = TRACEPARENT.exec(traceparent.trim())
+  return m && m[1] !== "00000000000000000000000000000000" ? m[1] : undefined
+}
+
+/** newTraceparent starts a trace: random trace and parent ids, sampled (flags 01). */
+function newTraceparent(): string {
+  const ids = randomBytes(24).toString("hex")
+  return `00-${ids.slice(0, 32)}-${ids.slice(32)}-01`
 }
