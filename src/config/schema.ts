@@ -439,10 +439,10 @@ const upstream = z
         "idle keep-alive connections kept per backend beyond what the load uses: connections in use are never closed for it; idle ones above it are closed gradually, longest idle first (each second, half the excess); 0 = no reuse (default 64)",
       ),
     protocol: z
-      .enum(["http1", "h2", "h2c"])
+      .enum(["http1", "h2", "h2c", "auto"])
       .default("http1")
       .describe(
-        "what the backends speak: http1 (HTTP/1.1, keep-alive pool), h2 (HTTP/2 over TLS: needs tls; ALPN h2) or h2c (HTTP/2 over plain TCP, prior knowledge; e.g. gRPC servers); HTTP/2 is multiplexed over a few connections per backend (default http1)",
+        "what the backends speak: http1 (HTTP/1.1, keep-alive pool), h2 (HTTP/2 over TLS: needs tls; ALPN h2), h2c (HTTP/2 over plain TCP, prior knowledge; e.g. gRPC servers) or auto (TLS upstreams: ALPN h2,http/1.1 on the first connection to each backend decides; plain ones: http1); HTTP/2 is multiplexed over a few connections per backend (default http1)",
       ),
   })
   .strict()

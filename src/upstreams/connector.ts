@@ -4,6 +4,7 @@ import type { TLSSocket } from "node:tls"
 import { type buildConnector, Client, type Dispatcher, Pool } from "undici"
 import type { UpstreamConfig } from "../config/schema.ts"
 import { type ConnectionInfo, socketOf } from "../core/connection-info.ts"
+import { AutoPool } from "./auto-pool.ts"
 import type { Backend } from "./backend.ts"
 import { type Dialer, proxyHeader } from "./dial.ts"
 import { LeanPool, PURGE_INTERVAL_MS, purgeCount } from "./h1/lean-pool.ts"
@@ -37,7 +38,20 @@ export function createBackendPool(backend: Backend, config: UpstreamConfig, dial
     connect: dialer.connector({ alpn: H1_ALPN }),
     factory: listenedClient,
   }
-  if (config.protocol !== "http1") return createH2Pool(backend, config, dialer)
+  if (config.protocol === "auto" && dialer.tls) {
+    // The backend's ALPN answer to the first connection picks the pool; an HTTP/2 pool takes that connection.
+    return new AutoPool({
+      dialer,
+      h2: (first) => createH2Pool(backend, config, dialer, first),
+      h1: (first) => {
+        // undici does not adopt a connection it did not open (it stalled on one already through TLS): the probe
+        // closes, and the HTTP/1.1 pool opens its own.
+        first.destroy()
+        return new CappedPool(origin, options, config.keepalive)
+      },
+    })
+  }
+  if (config.protocol === "h2" || config.protocol === "h2c") return createH2Pool(backend, config, dialer)
   const version = config.send_proxy_protocol
   if (!version && !dialer.tls) {
     return new LeanPool({
@@ -58,11 +72,13 @@ export function createBackendPool(backend: Backend, config: UpstreamConfig, dial
 }
 
 const H2_ALPN = ["h2"]
+
 /** Sessions (connections) per HTTP/2 backend: a few, so that one slow connection does not hold every stream. */
 const H2_SESSIONS = 4
 
 /** createH2Pool: HTTP/2 to one backend, over TLS with ALPN h2 (protocol h2) or plain TCP (h2c), through its dialer. */
-function createH2Pool(backend: Backend, config: UpstreamConfig, dialer: Dialer): BackendPool {
+function createH2Pool(backend: Backend, config: UpstreamConfig, dialer: Dialer, first?: net.Socket): BackendPool {
+  let spare = first
   const { host, port } = backend.address
   const authority = `${host.includes(":") ? `[${host}]` : host}:${port}`
   return new H2Pool({
@@ -74,6 +90,14 @@ function createH2Pool(backend: Backend, config: UpstreamConfig, dialer: Dialer):
     bodyTimeout: config.timeouts.idle,
     idleTimeout: config.timeouts.idle,
     connect: (callback) => {
+      if (spare !== undefined) {
+        const socket = spare
+        spare = undefined
+        if (!socket.destroyed) {
+          callback(null, socket)
+          return
+        }
+      }
       dialer.dial({ alpn: H2_ALPN }, (err, socket) => {
         if (err || !socket) {
           // Retries and statuses match undici's code for a connect timeout (exchange.ts, respond-error.ts).

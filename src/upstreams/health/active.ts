@@ -88,7 +88,7 @@ export interface HealthCheckerOptions {
   /** Called after a backend's health changes (including the first check), e.g. for metrics or cluster workers. */
   onChange?: (backend: Backend, healthy: boolean) => void
   /** What the backends speak (the upstream's `protocol`): HTTP checks speak it too (h2-check.ts). */
-  protocol?: "http1" | "h2" | "h2c" | undefined
+  protocol?: "http1" | "h2" | "h2c" | "auto" | undefined
 }
 
 /** HealthStatus is one backend's active health for the admin API. */
@@ -123,7 +123,7 @@ export class HealthChecker {
   /** The PROXY header every check connection starts with, when the upstream sends one. */
   readonly #proxyHeader: Buffer | undefined
   readonly #inflight = new Set<net.Socket | http.ClientRequest>()
-  readonly #protocol: "http1" | "h2" | "h2c"
+  readonly #protocol: "http1" | "h2" | "h2c" | "auto"
   #timer: NodeJS.Timeout | undefined
   #round: Promise<void> | undefined
   #closed = false
@@ -221,7 +221,7 @@ export class HealthChecker {
       const type = this.#config.type
       await (type === "tcp"
         ? this.#tcpCheck(backend)
-        : type === "grpc" || this.#protocol !== "http1"
+        : type === "grpc" || this.#protocol === "h2" || this.#protocol === "h2c"
           ? this.#h2Check(backend)
           : this.#httpCheck(backend))
     } catch (err) {
