@@ -141,6 +141,8 @@ async function run(file: string | undefined, format: "json" | "pretty"): Promise
   const reloadOnce = async () => {
     if (!file)
       throw new PortcullisError("PC_RELOAD_NO_FILE", "running the embedded default: there is no config file to reload")
+    // The admin API outlives the listeners through the shutdown grace (for GET /readyz): no reload then.
+    if (stopping) throw new PortcullisError("PC_RELOAD_STOPPING", "shutting down: no reload")
     const loadedNext = await loadComplete(file)
     const next = loadedNext.config
     if (JSON.stringify(next.cluster?.store) !== JSON.stringify(store)) {

@@ -71,6 +71,8 @@ cluster: { store: { redis: "redis://127.0.0.1:${redis.port}" } }
   assert.equal(during.status, 503)
   assert.deepEqual(await during.json(), { ready: false })
   assert.equal((await get("/healthz")).status, 200, "still live")
+  const reload = await fetch(`http://127.0.0.1:${admin}/reload`, { method: "POST" })
+  assert.equal(reload.status, 422, "no reload while shutting down")
   assert.equal((await slow).status, 200, "the in-flight request finished in the grace")
   assert.equal(await exited, 0, pc.output())
 })
