@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 /** @module main: the CLI: `portcullis [--config FILE]` · `check --config FILE` · `certs [--config FILE]` · `reload`. */
 import { readFileSync } from "node:fs"
+import { join } from "node:path"
 import { parseArgs } from "node:util"
 import { AdminApi } from "./admin/api.ts"
 import { certificateList } from "./admin/certificates.ts"
 import { scrape } from "./admin/metrics-endpoint.ts"
+import { FleetStore } from "./cluster/shared/fleet-store.ts"
 import { defaultConfig } from "./config/default.ts"
 import { inspectConfigFile, type LoadedConfig, loadConfigFile, locateBuildError, sortProblems } from "./config/load.ts"
 import { type Config, type HostPort, parseHostPort } from "./config/schema.ts"
@@ -21,6 +23,7 @@ import { createLogger, type Logger, silentLogger } from "./core/log.ts"
 import { PrettyStream } from "./core/pretty-log.ts"
 import { type DemoBackend, startDemoBackend } from "./demo/backend.ts"
 import { Generation, Runtime } from "./runtime.ts"
+import { RuntimeState } from "./state/runtime-state.ts"
 import { checkCertificates } from "./tls/check-certificates.ts"
 
 const USAGE = `usage:
@@ -30,6 +33,17 @@ const USAGE = `usage:
   portcullis check --config FILE      validate config and certificates without binding; exit 0 or 1
   portcullis certs [--config FILE]    list the certificates in use with their expiry
   portcullis reload [--config FILE | --admin HOST:PORT]   ask a running instance to reload`
+
+/** VERSION is package.json's, for the fleet's instance list (src/ and dist/ both sit beside package.json). */
+const VERSION = readVersion()
+
+function readVersion(): string {
+  try {
+    return String(JSON.parse(readFileSync(join(import.meta.dirname, "../package.json"), "utf8")).version)
+  } catch {
+    return "unknown"
+  }
+}
 
 async function main(argv: string[]): Promise<number> {
   const command = argv[0] && !argv[0].startsWith("-") ? argv[0] : "run"
@@ -83,10 +97,33 @@ async function run(file: string | undefined, format: "json" | "pretty"): Promise
     config = defaultConfig(demo.port, process.cwd())
   }
   const accessLog = new AccessLog({ onError: (err) => log.warn({ code: errorCode(err) }, err.message) })
-  const runtime = new Runtime(log, undefined, { accessLog })
+  // cluster.store: the ring and the instance list live in Redis; read once at start (a reload does not change it).
+  const store = config.cluster?.store
+  let stopping = false
+  let runtime: Runtime | undefined
+  const fleet =
+    store &&
+    new FleetStore({
+      store,
+      log,
+      version: VERSION,
+      self: () => ({
+        addresses: Object.fromEntries(
+          (runtime?.generation?.config.listeners ?? []).map((l) => [
+            l.name,
+            `${l.address.host}:${runtime?.ports()[l.name] ?? l.address.port}`,
+          ]),
+        ),
+        status: stopping ? "draining" : runtime?.ready ? "serving" : "starting",
+      }),
+    })
+  await fleet?.start()
+  runtime = new Runtime(log, fleet ? new RuntimeState({ ticketKeys: fleet.ring }) : undefined, { accessLog, fleet })
+  const running = runtime
   try {
-    await runtime.start(config)
+    await running.start(config)
   } catch (err) {
+    await fleet?.close()
     throw loaded ? locateBuildError(err, loaded.locate) : err
   }
   let admin: AdminApi | undefined
@@ -95,17 +132,22 @@ async function run(file: string | undefined, format: "json" | "pretty"): Promise
   const reloadFromFile = async () => {
     try {
       await reloadOnce()
-      runtime.state.instruments.reload(true)
+      running.state.instruments.reload(true)
     } catch (err) {
-      runtime.state.instruments.reload(false)
+      running.state.instruments.reload(false)
       throw err
     }
   }
   const reloadOnce = async () => {
     if (!file)
       throw new PortcullisError("PC_RELOAD_NO_FILE", "running the embedded default: there is no config file to reload")
+    // The admin API outlives the listeners through the shutdown grace (for GET /readyz): no reload then.
+    if (stopping) throw new PortcullisError("PC_RELOAD_STOPPING", "shutting down: no reload")
     const loadedNext = await loadComplete(file)
     const next = loadedNext.config
+    if (JSON.stringify(next.cluster?.store) !== JSON.stringify(store)) {
+      log.warn("cluster.store changed: it is read at start only; restart to use the new one")
+    }
     // The admin API moves with the reload, all or nothing: the new address is bound before the swap, and the old
     // one closes (after answering the POST /reload that asked) only once the new generation is live.
     const wantAdmin = next.admin
@@ -118,7 +160,7 @@ async function run(file: string | undefined, format: "json" | "pretty"): Promise
       sameSecurity(adminConfig, wantAdmin)
     let moved: AdminApi | undefined
     try {
-      await runtime.reload(next, {
+      await running.reload(next, {
         prepare: async () => {
           if (same || !want) return
           moved = new AdminApi(want, actions, log, wantAdmin)
@@ -139,28 +181,34 @@ async function run(file: string | undefined, format: "json" | "pretty"): Promise
     }
   }
   const actions = {
-    status: () => ({ pid: process.pid, config: file ?? "<embedded default>", ...runtime.status() }),
+    status: () => ({
+      pid: process.pid,
+      config: file ?? "<embedded default>",
+      ...running.status(),
+      ...(fleet && { instances: fleet.status() }),
+    }),
+    ready: () => running.ready,
     reload: reloadFromFile,
-    drain: (upstream: string, backend: string, on: boolean) => runtime.drain(upstream, backend, on),
-    metrics: () => scrape(runtime),
-    certificates: () => certificateList(runtime.generation),
-    failures: () => ({ failures: runtime.state.instruments.failures.recent() }),
+    drain: (upstream: string, backend: string, on: boolean) => running.drain(upstream, backend, on),
+    metrics: () => scrape(running),
+    certificates: () => certificateList(running.generation),
+    failures: () => ({ failures: running.state.instruments.failures.recent() }),
   }
   if (config.admin) {
     admin = new AdminApi(config.admin.address, actions, log, config.admin)
     adminConfig = config.admin
     await admin.start()
   }
-  logBanner(log, runtime)
+  logBanner(log, running)
   log.info(
-    { ports: runtime.ports(), admin: admin ? `${admin.address.host}:${admin.port}` : undefined },
+    { ports: running.ports(), admin: admin ? `${admin.address.host}:${admin.port}` : undefined },
     "portcullis is running",
   )
 
   // logrotate: rename the file, then SIGUSR1; new lines go to a new file at access_log.path.
   process.on("SIGUSR1", () => {
     try {
-      runtime.reopenAccessLog()
+      running.reopenAccessLog()
     } catch (err) {
       log.error({ code: errorCode(err) }, `SIGUSR1: ${errorMessage(err)}; lines go to the old file`)
     }
@@ -170,7 +218,6 @@ async function run(file: string | undefined, format: "json" | "pretty"): Promise
     reloadFromFile().catch((err: unknown) => logReloadError(log, err))
   })
   return new Promise((resolve) => {
-    let stopping = false
     const stop = (signal: string) => {
       if (stopping) {
         log.warn(`${signal} again: exiting now`)
@@ -179,10 +226,13 @@ async function run(file: string | undefined, format: "json" | "pretty"): Promise
       }
       stopping = true
       log.info({ grace_ms: config.shutdown_grace }, `${signal}: stopping; in-flight requests get the grace period`)
-      Promise.allSettled([runtime.close(), admin?.close(), demo?.close()]).then(
-        () => resolve(0),
-        () => resolve(1),
-      )
+      // The admin API stays up through the grace period, so GET /readyz answers 503 until the end.
+      Promise.allSettled([running.close(), demo?.close()])
+        .then(() => Promise.allSettled([admin?.close(), fleet?.close()]))
+        .then(
+          () => resolve(0),
+          () => resolve(1),
+        )
     }
     process.on("SIGTERM", () => stop("SIGTERM"))
     process.on("SIGINT", () => stop("SIGINT"))

@@ -1,5 +1,6 @@
 /** @module runtime: builds a generation from a Config, binds listener sockets, and swaps generations on reload. */
 import type net from "node:net"
+import type { FleetStore } from "./cluster/shared/fleet-store.ts"
 import { BuildError, type BuildProblem, type ConfigPath, problemsOf } from "./config/problems.ts"
 import type { Config, UpstreamConfig } from "./config/schema.ts"
 import type { AccessLog } from "./core/access-log.ts"
@@ -29,6 +30,8 @@ export class Generation {
   /** Per-client limits by listener address, for listeners that set them. */
   readonly gates = new Map<string, ClientGate>()
   readonly createdAt = new Date()
+  /** The name of the ring key this generation's SecureContexts were built with. */
+  ticketKey = ""
 
   private constructor(id: number, config: Config) {
     this.id = id
@@ -48,8 +51,10 @@ export class Generation {
     previous?: Generation,
     state: RuntimeState = new RuntimeState(),
     access?: AccessLog,
+    fleet?: FleetStore,
   ): Promise<Generation> {
     const gen = new Generation(id, config)
+    gen.ticketKey = state.ticketKeys.current().name
     const counters = state.instruments
     // Every part is built even after one failed, so one BuildError names every problem, each at its config path.
     const problems: BuildProblem[] = []
@@ -101,8 +106,13 @@ export class Generation {
         const router = new Router(routes)
         const engineLog = log.child({ listener: listener.name })
         // The table is the runtime's, by address: this generation's limits reach it in applyLimits(), once in service.
+        // scope fleet: the table also counts for the fleet, under the listener's name (the same on every instance).
+        const shared = listener.limits.rate?.scope === "fleet" ? fleet : undefined
         const gate = ClientGate.fromConfig(listener.limits, (limits) =>
-          state.clientLimiters.get(key, () => new ClientLimiter({ ...limits, counters: counters.clientGate(key) })),
+          state.clientLimiters.get(key, () => {
+            const options = { ...limits, counters: counters.clientGate(key) }
+            return shared ? shared.limiter(listener.name, options) : new ClientLimiter(options)
+          }),
         )
         let engine: Engine =
           listener.engine === "tcp"
@@ -253,11 +263,42 @@ export class Runtime {
   #reloading: Promise<void> | undefined
   /** Where access lines go (one writer for every generation; each config says its path); none: not written. */
   readonly #accessLog: AccessLog | undefined
+  readonly #fleet: FleetStore | undefined
+  readonly #unwatchKeys: () => void
+  #closing = false
 
-  constructor(log: Logger, state: RuntimeState = new RuntimeState(), options: { accessLog?: AccessLog } = {}) {
+  /**
+   * With a fleet store, pass its ring in `state` (RuntimeState({ ticketKeys: fleet.ring })) and the store in
+   * options: listeners with `limits.rate.scope: fleet` count through it.
+   */
+  constructor(
+    log: Logger,
+    state: RuntimeState = new RuntimeState(),
+    options: { accessLog?: AccessLog; fleet?: FleetStore | undefined } = {},
+  ) {
     this.#log = log
     this.#state = state
     this.#accessLog = options.accessLog
+    this.#fleet = options.fleet
+    // A SecureContext holds one ticket key (state/ticket-keys.ts): when the ring changes (a rotation here, or the
+    // fleet's ring loaded or rotated elsewhere), the running config is rebuilt so new handshakes use the new key.
+    this.#unwatchKeys = state.ticketKeys.onChange(() => this.#rekey())
+  }
+
+  /** #rekey rebuilds the running config once the ring's current key is not the one its contexts hold. */
+  #rekey(): void {
+    const run = async () => {
+      while (this.#reloading) await this.#reloading.catch(() => {})
+      const gen = this.#current
+      if (!gen || this.#closing || gen.ticketKey === this.#state.ticketKeys.current().name) return
+      await this.reload(gen.config)
+    }
+    run().catch((err: unknown) => this.#log.error({ err }, "applying new session ticket keys"))
+  }
+
+  /** ready is true while a generation serves and the runtime is not shutting down (GET /readyz). */
+  get ready(): boolean {
+    return this.#current !== undefined && !this.#closing
   }
 
   /** state is what outlives generations: the metrics registry, the ticket key ring, the client gate tables. */
@@ -305,6 +346,7 @@ export class Runtime {
       this.#current,
       this.#state,
       access,
+      this.#fleet,
     )
     const added: ListenerSocket[] = []
     let prepared = false
@@ -350,6 +392,8 @@ export class Runtime {
     step?.commit()
     this.#log.info({ generation: gen.id, listeners: [...gen.listeners.keys()] }, old ? "reloaded" : "started")
     if (old) this.#retire(old)
+    // The ring changed while this generation was built (a fleet's key arriving at start, say): build again.
+    if (gen.ticketKey !== this.#state.ticketKeys.current().name) this.#rekey()
   }
 
   #retire(old: Generation): void {
@@ -375,6 +419,8 @@ export class Runtime {
 
   /** close stops accepting, lets in-flight requests finish within graceMs, then closes everything. */
   async close(graceMs?: number): Promise<void> {
+    this.#closing = true
+    this.#unwatchKeys()
     const grace = graceMs ?? this.#current?.config.shutdown_grace ?? 30_000
     await Promise.allSettled([...this.#sockets.values()].map((s) => s.close()))
     this.#sockets.clear()

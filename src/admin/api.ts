@@ -19,6 +19,8 @@ export interface AdminActions {
   certificates?(): unknown
   /** failures lists the recent handshake failures, newest first. */
   failures?(): unknown
+  /** ready: serving (not starting, not draining for shutdown); GET /readyz answers 503 otherwise. Default true. */
+  ready?(): boolean
 }
 
 /** AdminSecurity: admin.token_file and admin.tls as the config gives them (paths). */
@@ -28,10 +30,11 @@ export interface AdminSecurity {
 }
 
 /**
- * AdminApi serves GET /status, /metrics, /certificates, /tls/failures, /healthz, POST /reload and
+ * AdminApi serves GET /status, /metrics, /certificates, /tls/failures, /healthz, /readyz, POST /reload and
  * POST /upstreams/NAME/backends/ADDR/drain (and /undrain). With a token_file every request needs the bearer token
  * (401 otherwise); with tls the listener is HTTPS and refuses, in the handshake, a client without a certificate
- * signed by client_ca.
+ * signed by client_ca. For an outside load balancer: /healthz is live (the process answers), /readyz is ready
+ * (200 while serving, 503 while starting or shutting down, so the balancer stops sending before the listeners go).
  */
 export class AdminApi {
   readonly address: HostPort
@@ -78,6 +81,10 @@ export class AdminApi {
     const url = new URL(req.url ?? "/", "http://admin")
     const parts = url.pathname.split("/").filter(Boolean).map(decodeURIComponent)
     if (req.method === "GET" && url.pathname === "/healthz") return reply(res, 200, { ok: true })
+    if (req.method === "GET" && url.pathname === "/readyz") {
+      const ready = this.#actions.ready?.() ?? true
+      return reply(res, ready ? 200 : 503, { ready })
+    }
     if (req.method === "GET" && url.pathname === "/status") return reply(res, 200, this.#actions.status())
     if (req.method === "GET" && url.pathname === "/metrics" && this.#actions.metrics) {
       const text = this.#actions.metrics()

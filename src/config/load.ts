@@ -10,7 +10,11 @@ import { type Config, configSchema, crossCheck } from "./schema.ts"
 /** Keys of ARCHITECTURE.md's shape that this version does not implement yet: refused with a clear word. */
 const NOT_YET: Record<string, string> = {
   acme: "ACME certificates are not implemented yet; use cert/key files or self_signed",
-  cluster: "cluster mode is not implemented yet; Portcullis runs one process",
+}
+
+/** Keys of a section this version does not implement yet (the section's other keys are). */
+const NOT_YET_IN: Record<string, Record<string, string>> = {
+  cluster: { workers: "worker processes are not implemented yet; Portcullis runs one process (cluster.store is)" },
 }
 
 /** What the common read errors mean, in words an operator can act on. */
@@ -156,6 +160,16 @@ export function inspectConfig(text: string, file: string, baseDir: string): Insp
       const where = position(doc.contents, [key], at, true)
       problems.push({ file, line: where.line, column: where.column, path: key, message: why })
       delete record[key]
+    }
+  }
+  for (const [section, keys] of Object.entries(NOT_YET_IN)) {
+    const value = record[section]
+    if (value === null || typeof value !== "object" || Array.isArray(value)) continue
+    for (const [key, why] of Object.entries(keys)) {
+      if (!(key in value)) continue
+      const where = position(doc.contents, [section, key], at, true)
+      problems.push({ file, line: where.line, column: where.column, path: `${section}.${key}`, message: why })
+      delete (value as Record<string, unknown>)[key]
     }
   }
 

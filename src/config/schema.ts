@@ -242,6 +242,12 @@ const listenerLimits = z
           .min(1)
           .optional()
           .describe("requests allowed at once above the rate (default per_second)"),
+        scope: z
+          .enum(["local", "fleet"])
+          .default("local")
+          .describe(
+            "local: this instance counts alone; fleet: counts are shared through cluster.store (default local)",
+          ),
       })
       .strict()
       .optional()
@@ -532,6 +538,21 @@ const tracing = z
   })
   .strict()
 
+const cluster = z
+  .object({
+    store: z
+      .object({
+        redis: z
+          .string()
+          .regex(/^rediss?:\/\/[^\s]+$/, "a redis:// (or rediss:// for TLS) URL")
+          .describe("Redis or Valkey URL, redis://[user:password@]host[:port][/db], rediss:// for TLS (required)"),
+      })
+      .strict()
+      .optional()
+      .describe("fleet store shared by instances: ticket keys, instance list, fleet rate limits (default none)"),
+  })
+  .strict()
+
 const accessLog = z
   .object({
     enabled: z.boolean().default(true).describe("one JSON line per request (default true)"),
@@ -555,6 +576,7 @@ export const configSchema = z
     admin: admin.optional().describe("admin API (default on 127.0.0.1:9901 for the embedded default only)"),
     access_log: accessLog.prefault({}).describe("access log settings"),
     tracing: tracing.prefault({}).describe("W3C trace context: a client's traceparent always passes through"),
+    cluster: cluster.optional().describe("several instances as one fleet (default: one instance alone)"),
     data_dir: z.string().default(".data").describe("where generated state lives (default .data beside the config)"),
     shutdown_grace: duration()
       .prefault("30s")
@@ -567,7 +589,7 @@ export const configSchema = z
 
 /**
  * crossCheck finds what no single key shows: duplicate listener names and addresses, routes to unknown upstreams,
- * path routes on a tcp listener. It reads the config before or after the schema (raw YAML values or parsed ones)
+ * path routes on a tcp listener, a fleet rate scope without a fleet store. It reads the config before or after the schema (raw YAML values or parsed ones)
  * and skips what it cannot read, so load.ts runs it even where the schema failed elsewhere in the file.
  */
 export function crossCheck(input: unknown): { path: (string | number)[]; message: string }[] {
@@ -605,6 +627,15 @@ export function crossCheck(input: unknown): { path: (string | number)[]; message
         })
       }
     }
+    const limits = isRecord(l["limits"]) ? l["limits"] : undefined
+    const rate = limits && isRecord(limits["rate"]) ? limits["rate"] : undefined
+    const cluster = isRecord(root["cluster"]) ? root["cluster"] : undefined
+    if (rate?.["scope"] === "fleet" && cluster?.["store"] === undefined) {
+      out.push({
+        path: ["listeners", i, "limits", "rate", "scope"],
+        message: "scope fleet needs cluster.store (the counts are shared through it)",
+      })
+    }
     check(l["upstream"], ["upstream"])
     const routes = Array.isArray(l["routes"]) ? (l["routes"] as unknown[]) : undefined
     routes?.forEach((r, j) => {
@@ -630,4 +661,5 @@ export type RouteConfig = NonNullable<ListenerConfig["routes"]>[number]
 export type UpstreamConfig = Config["upstreams"][string]
 export type BackendConfig = UpstreamConfig["backends"][number]
 export type HealthConfig = NonNullable<UpstreamConfig["health"]>
+export type ClusterConfig = NonNullable<Config["cluster"]>
 export type UpstreamTlsConfig = NonNullable<UpstreamConfig["tls"]>
