@@ -66,6 +66,7 @@ function onWantTrailers(this: ServerHttp2Stream): void {
   const trailers = res?.takeTrailers() ?? {}
   try {
     this.sendTrailers(trailers)
+    stopRequestBody.call(this)
   } catch {
     // A trailer field HTTP/2 cannot carry (e.g. a connection-specific one): end the stream without it.
     if (!this.destroyed) this.close()
@@ -73,6 +74,17 @@ function onWantTrailers(this: ServerHttp2Stream): void {
 }
 
 const kResponse = Symbol("portcullis.h2.response")
+
+/**
+ * stopRequestBody: the response is complete while the client is still sending its body (a backend that answered
+ * early, e.g. a 413, or one that never reads it). Nobody reads that body any more, so the stream's window would
+ * fill and the client would wait forever: RFC 9113 §8.1 lets the server end it with RST_STREAM NO_ERROR, and the
+ * client keeps the complete response.
+ */
+function stopRequestBody(this: ServerHttp2Stream): void {
+  // remoteClose: the client sent END_STREAM (a body nobody read still counts as sent).
+  if (!this.destroyed && this.state.remoteClose !== 1) this.close(0x0 /* NO_ERROR */)
+}
 
 /** H2Response: the response side of one stream, with ServerResponse's names for what the exchange calls. */
 export class H2Response {
@@ -113,8 +125,10 @@ export class H2Response {
   writeHead(status: number, headers: Record<string, string | string[] | number>, endStream = false): this {
     this.statusCode = status
     if (this.gone) return this
-    if (endStream) this.stream.respond({ ...headers, ":status": status }, { endStream: true })
-    else if (this.#waitForTrailers) {
+    if (endStream) {
+      this.stream.respond({ ...headers, ":status": status }, { endStream: true })
+      if (this.stream.state.remoteClose !== 1) this.stream.once("finish", stopRequestBody)
+    } else if (this.#waitForTrailers) {
       this.stream.respond({ ...headers, ":status": status }, { endStream: false, waitForTrailers: true })
       this.stream.once("wantTrailers", onWantTrailers)
     } else this.stream.respond({ ...headers, ":status": status }, { endStream: false })
@@ -153,6 +167,8 @@ export class H2Response {
     if (!stream.headersSent) stream.respond({ ":status": this.statusCode }, { endStream: false })
     if (body !== undefined && !this.#head) stream.end(body)
     else stream.end()
+    // A client still sending its body must be told to stop once the response is out (see stopRequestBody).
+    if (stream.state.remoteClose !== 1) stream.once("finish", stopRequestBody)
   }
 
   destroy(err?: Error): void {
