@@ -83,8 +83,19 @@ const kResponse = Symbol("portcullis.h2.response")
  */
 function stopRequestBody(this: ServerHttp2Stream): void {
   // remoteClose: the client sent END_STREAM (a body nobody read still counts as sent).
-  if (!this.destroyed && this.state.remoteClose !== 1) this.close(0x0 /* NO_ERROR */)
+  if (this.destroyed || this.state.remoteClose === 1) return
+  // Read the rest and drop it, as nginx discards a body it answered early: curl 7.88 waits forever after a
+  // RST_STREAM NO_ERROR while uploading. A client still sending after DRAIN_MS gets the RST.
+  this.unpipe()
+  this.removeAllListeners("data")
+  this.resume()
+  setTimeout(() => {
+    if (!this.destroyed && this.state.remoteClose !== 1) this.close(0x0 /* NO_ERROR */)
+  }, DRAIN_MS).unref()
 }
+
+/** How long a client may go on sending a body nobody reads after its complete response (then RST_STREAM). */
+const DRAIN_MS = 5_000
 
 /** H2Response: the response side of one stream, with ServerResponse's names for what the exchange calls. */
 export class H2Response {
