@@ -15,4 +15,15 @@ import type { LoadedCertificate } from "../certificate.ts"
 export interface CertificateSource {
   load(): Promise<LoadedCertificate[]>
   watch?(onChange: (certificates: LoadedCertificate[]) => void): () => void
+  /** status says where the certificates come from and what the source will do next, for `portcullis certs`. */
+  status?(): CertificateSourceStatus
+}
+
+/** CertificateSourceStatus: the kind of source, and for a renewing one (ACME) its next renewal and last failure. */
+export interface CertificateSourceStatus {
+  kind: "file" | "self-signed" | "acme"
+  /** When the source will next try to renew (ms since the epoch), if it renews by itself. */
+  nextRenewalAt?: number
+  /** The last renewal or issuance failure, without any key material; cleared on success. */
+  lastError?: string
 }
