@@ -15,7 +15,10 @@ import { HttpEngine } from "./proxy/http/engine.ts"
 import { TcpEngine } from "./proxy/tcp/engine.ts"
 import { Router } from "./routing/router.ts"
 import { RuntimeState } from "./state/runtime-state.ts"
+import { AcmeManager } from "./tls/acme/manager.ts"
+import { selectCertificateStorage } from "./tls/acme/select-storage.ts"
 import { CertStore } from "./tls/cert-store.ts"
+import { certificateSource } from "./tls/sources/index.ts"
 import { HealthRegistry } from "./upstreams/health/active.ts"
 import { Upstream } from "./upstreams/upstream.ts"
 
@@ -52,6 +55,7 @@ export class Generation {
     state: RuntimeState = new RuntimeState(),
     access?: AccessLog,
     fleet?: FleetStore,
+    acme?: AcmeManager,
   ): Promise<Generation> {
     const gen = new Generation(id, config)
     gen.ticketKey = state.ticketKeys.current().name
@@ -82,12 +86,25 @@ export class Generation {
       for (const [index, listener] of config.listeners.entries()) {
         const key = addressKey(listener.address)
         if (listener.redirect_https !== undefined) {
-          gen.listeners.set(key, new RedirectListener(listener))
+          // http-01 (RFC 8555 §8.3) is answered on the plain-HTTP listeners.
+          gen.listeners.set(key, new RedirectListener(listener, acme?.http01))
           continue
         }
+        // A listener with an acme entry answers tls-alpn-01 and, with on_demand, obtains certificates in handshakes
+        // (kept on its first acme entry).
+        const firstAcme = listener.tls!.certificates.find((c) => "acme" in c)
+        const onDemand = firstAcme && acme?.onDemand
         let certs: CertStore
         try {
           certs = await CertStore.load(listener.tls!, {
+            sourceFor: (entry, dataDir) =>
+              certificateSource(entry, dataDir, {
+                manager: acme,
+                config: config.acme,
+                onDemand: onDemand !== undefined && entry === firstAcme,
+              }),
+            challenges: firstAcme ? acme?.tlsAlpn : undefined,
+            onDemand: onDemand ? (name) => onDemand.request(name) : undefined,
             dataDir: config.data_dir,
             engine: listener.engine,
             ticketKeys: state.ticketKeys,
@@ -266,6 +283,8 @@ export class Runtime {
   readonly #fleet: FleetStore | undefined
   readonly #unwatchKeys: () => void
   #closing = false
+  /** The ACME manager of the running config's acme section (with the data_dir), kept while that stays the same. */
+  #acme: { key: string; manager: AcmeManager } | undefined
 
   /**
    * With a fleet store, pass its ring in `state` (RuntimeState({ ticketKeys: fleet.ring })) and the store in
@@ -336,18 +355,46 @@ export class Runtime {
     }
   }
 
+  /** acmeFor gives the manager for a config's acme section: the running one if it is unchanged, else a new one. */
+  #acmeFor(config: Config): { key: string; manager: AcmeManager } | undefined {
+    if (!config.acme) return undefined
+    const key = JSON.stringify([config.acme, config.data_dir])
+    if (this.#acme?.key === key) return this.#acme
+    const manager = new AcmeManager(config.acme, {
+      // cluster.store: the fleet's Redis storage goes here once the fleet store offers one (same interface).
+      storage: selectCertificateStorage(config.data_dir),
+      log: this.#log.child({ component: "acme" }),
+      counters: this.#state.instruments.acme(),
+    })
+    return { key, manager }
+  }
+
+  /** acme is the running ACME manager (tests read its managed certificates). */
+  get acme(): AcmeManager | undefined {
+    return this.#acme?.manager
+  }
+
   async #apply(config: Config, step?: ReloadStep): Promise<void> {
     const access = this.#accessLog
-    const gen = await Generation.build(
-      this.#nextId,
-      config,
-      this.#log,
-      this.#health,
-      this.#current,
-      this.#state,
-      access,
-      this.#fleet,
-    )
+    const acme = this.#acmeFor(config)
+    const newAcme = acme !== undefined && acme !== this.#acme
+    let gen: Generation
+    try {
+      gen = await Generation.build(
+        this.#nextId,
+        config,
+        this.#log,
+        this.#health,
+        this.#current,
+        this.#state,
+        access,
+        this.#fleet,
+        acme?.manager,
+      )
+    } catch (err) {
+      if (newAcme) acme.manager.close()
+      throw err
+    }
     const added: ListenerSocket[] = []
     let prepared = false
     const previousPath = access?.path
@@ -366,6 +413,7 @@ export class Runtime {
       await step?.prepare()
     } catch (err) {
       gen.destroy()
+      if (newAcme) acme.manager.close()
       await Promise.allSettled([...added.map((s) => s.close()), ...(prepared ? [step!.rollback()] : [])])
       try {
         access?.use(previousPath)
@@ -389,6 +437,10 @@ export class Runtime {
     this.#state.clientLimiters.retain(gen.gates.keys())
     const old = this.#current
     this.#current = gen
+    if (acme !== this.#acme) {
+      this.#acme?.manager.close()
+      this.#acme = acme
+    }
     step?.commit()
     this.#log.info({ generation: gen.id, listeners: [...gen.listeners.keys()] }, old ? "reloaded" : "started")
     if (old) this.#retire(old)
@@ -427,6 +479,8 @@ export class Runtime {
     const gens = [...this.#draining, ...(this.#current ? [this.#current] : [])]
     this.#current = undefined
     await Promise.allSettled(gens.map((g) => g.close(grace)))
+    this.#acme?.manager.close()
+    this.#acme = undefined
     this.#state.close()
     // Every line of every request that finished is written before close resolves (and the process exits).
     await this.#accessLog?.close()

@@ -47,7 +47,15 @@ const kError = Symbol("portcullis.failureError")
 interface Served {
   options: tls.TLSSocketOptions
   auth: ClientAuthPolicy
+  /** a tls-alpn-01 validation handshake (RFC 8737): closed once done, never handed to the engine */
+  challenge?: boolean
 }
+
+/**
+ * A fatal unrecognized_name alert (RFC 8446 §6, RFC 6066 §3) as a plaintext record: what a name still waiting for
+ * its first ACME certificate gets with acme.while_pending: refuse.
+ */
+const UNRECOGNIZED_NAME_ALERT = Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70])
 
 /** The native handle's verification result: what tls.Server itself reads after a server-side handshake. */
 type VerifyingHandle = { verifyError(): (Error & { code?: string }) | null }
@@ -176,6 +184,14 @@ export class TlsListener {
       this.#countFailure(w, undefined, w[kReason] ?? "reset")
       return
     }
+    if (this.certs.refuses(secureContext)) {
+      const w = raw as net.Socket & WithSource
+      clearTimeout(w[kDeadline])
+      this.#countFailure(w, undefined, "unknown_sni", "acme certificate pending (while_pending: refuse)")
+      raw.end(UNRECOGNIZED_NAME_ALERT)
+      raw.destroySoon()
+      return
+    }
     const served = this.#servedBy(secureContext)
     const socket = new tls.TLSSocket(raw, served.options)
     ;(raw as WithSource)[kTls] = socket
@@ -189,6 +205,14 @@ export class TlsListener {
   /** servedBy builds, once per context, the socket options its client_auth policy calls for. */
   #servedBy(secureContext: tls.SecureContext): Served {
     let served = this.#served.get(secureContext)
+    if (!served && this.certs.isChallenge(secureContext)) {
+      served = {
+        auth: { mode: "none", forwardCert: false, forwardFormat: "x-client" },
+        options: { isServer: true, secureContext, ALPNProtocols: ["acme-tls/1"] },
+        challenge: true,
+      }
+      this.#served.set(secureContext, served)
+    }
     if (!served) {
       const auth = this.certs.clientAuthOf(secureContext)
       served = {
@@ -212,6 +236,11 @@ export class TlsListener {
     socket.off("_tlsError", this.#onHandshakeError)
     socket.off("close", this.#onEarlyClose)
     socket.on("error", ignore)
+    if (raw?.[kServed]?.challenge) {
+      // RFC 8737 §3: the validation is the handshake itself; nothing is spoken over it.
+      socket.end()
+      return
+    }
     const auth = raw?.[kServed]?.auth ?? this.certs.clientAuthOf(this.certs.contextFor(undefined))
     if (auth.mode !== "none" && !this.#verifyClient(socket, auth.mode === "require")) {
       const reason = socket.getPeerX509Certificate() ? "client_cert_bad" : "client_cert_missing"

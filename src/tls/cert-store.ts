@@ -8,7 +8,7 @@ import type { ForwardFormat } from "../core/connection-info.ts"
 import { errorMessage, TlsError } from "../core/errors.ts"
 import { deriveTicketKey, type TicketKeyRing } from "../state/ticket-keys.ts"
 import { type CertificateStatus, certificateStatus, type LoadedCertificate, normalizeName } from "./certificate.ts"
-import { peekServerName } from "./client-hello.ts"
+import { peekClientHello } from "./client-hello.ts"
 import { type ServerTlsOptions, serverTlsOptions } from "./policy.ts"
 import { type CertificateSource, loadEntries } from "./sources/index.ts"
 
@@ -40,7 +40,17 @@ export interface CertStoreOptions {
   sourceFor?: (entry: CertificateConfig, dataDir: string) => CertificateSource
   /** called when certificates a source pushed (its watch) could not be swapped in; the old ones stay */
   onWatchError?: (err: unknown, entry: number) => void
+  /** tls-alpn-01 (RFC 8737): the challenge context of a name, served to a ClientHello offering only acme-tls/1 */
+  challenges?: { contextFor(name: string): tls.SecureContext | undefined } | undefined
+  /**
+   * on-demand TLS: asked in a handshake for a name no certificate covers; a promise means "wait: a certificate may
+   * come", and the handshake then takes whatever the store holds for the name when it settles.
+   */
+  onDemand?: ((name: string) => Promise<unknown> | undefined) | undefined
 }
+
+/** The ALPN protocol of tls-alpn-01 validation handshakes (RFC 8737 §6.2). */
+const ACME_TLS_ALPN = "acme-tls/1"
 
 /** Policy is one client_auth policy's TLS options and session scope, shared by the entries that have it. */
 interface Policy {
@@ -59,6 +69,8 @@ interface Index {
   wildcard: Map<string, tls.SecureContext>
   fallback: tls.SecureContext
   auths: Map<tls.SecureContext, ClientAuthPolicy>
+  /** contexts of names waiting for their first ACME certificate with while_pending: refuse */
+  refused: Set<tls.SecureContext>
   /** contexts by the certificates in them (ids joined), reused by the next index when those certificates stay */
   built: Map<string, tls.SecureContext>
   secureOptions: tls.TlsOptions
@@ -79,10 +91,20 @@ export class CertStore {
   readonly #ids = new WeakMap<LoadedCertificate, number>()
   #nextId = 0
   readonly #unwatch: (() => void)[] = []
+  readonly #challenges: CertStoreOptions["challenges"]
+  readonly #onDemand: CertStoreOptions["onDemand"]
+  /** Challenge contexts handed out by contextForSocket (the listener serves them with ALPN acme-tls/1 only). */
+  readonly #challengeContexts = new WeakSet<tls.SecureContext>()
 
-  private constructor(policies: readonly Policy[], entries: readonly (readonly LoadedCertificate[])[]) {
+  private constructor(
+    policies: readonly Policy[],
+    entries: readonly (readonly LoadedCertificate[])[],
+    options: Pick<CertStoreOptions, "challenges" | "onDemand"> = {},
+  ) {
     this.#policies = policies
     this.#entries = entries
+    this.#challenges = options.challenges
+    this.#onDemand = options.onDemand
     this.#index = this.#build(entries, new Map())
   }
 
@@ -93,7 +115,7 @@ export class CertStore {
 
   /** Every name is served by one context: no ClientHello peek is needed to choose it. */
   get single(): boolean {
-    return this.#index.single
+    return this.#index.single && !this.#challenges && !this.#onDemand
   }
 
   /**
@@ -148,6 +170,7 @@ export class CertStore {
     const store = new CertStore(
       entryPolicies,
       loaded.certificates.map((list) => list!),
+      { challenges: options.challenges, onDemand: options.onDemand },
     )
     // A source that pushes renewed certificates has them swapped in for its entry until the store is closed.
     for (const [i, source] of loaded.sources.entries()) {
@@ -232,6 +255,7 @@ export class CertStore {
       list.sort((a, b) => Number(a.keyType === "ecdsa") - Number(b.keyType === "ecdsa"))
     const built = new Map<string, tls.SecureContext>()
     const auths = new Map<tls.SecureContext, ClientAuthPolicy>()
+    const refused = new Set<tls.SecureContext>()
     const contextOf = (list: LoadedCertificate[]): tls.SecureContext | undefined => {
       const id = list.map(idOf).join(",")
       let context = built.get(id)
@@ -245,6 +269,7 @@ export class CertStore {
         }
         built.set(id, context)
         auths.set(context, policy.auth)
+        if (list.every((c) => c.pending === "refuse")) refused.add(context)
       }
       return context
     }
@@ -268,7 +293,7 @@ export class CertStore {
       key: defaultList.map((c) => c.key.reveal()),
     }
     const single = new Set([...exact.values(), ...wildcard.values(), fallback]).size === 1
-    return { certs, exact, wildcard, fallback, auths, built, secureOptions, single }
+    return { certs, exact, wildcard, fallback, auths, refused, built, secureOptions, single }
   }
 
   /** sniCallback is tls.Server's SNICallback: answers synchronously from the maps built in load(). */
@@ -297,7 +322,30 @@ export class CertStore {
    * every certificate of the name, ECDSA and RSA alike; the SNICallback path installs only one of them.
    */
   async contextForSocket(socket: net.Socket, timeoutMs: number): Promise<tls.SecureContext> {
-    return this.contextFor(await peekServerName(socket, timeoutMs))
+    const hello = await peekClientHello(socket, timeoutMs)
+    const name = hello.servername
+    if (name && this.#challenges && hello.alpn?.length === 1 && hello.alpn[0] === ACME_TLS_ALPN) {
+      const challenge = this.#challenges.contextFor(name)
+      if (challenge) {
+        this.#challengeContexts.add(challenge)
+        return challenge
+      }
+    }
+    if (name && this.#onDemand && !this.covers(name)) {
+      const waiting = this.#onDemand(name)
+      if (waiting) await waiting.catch(() => {})
+    }
+    return this.contextFor(name)
+  }
+
+  /** isChallenge: a tls-alpn-01 challenge context (serve it with ALPN acme-tls/1 only, then close; RFC 8737 §3). */
+  isChallenge(context: tls.SecureContext): boolean {
+    return this.#challengeContexts.has(context)
+  }
+
+  /** refuses: the context stands in for names still waiting for their first ACME certificate, to be refused. */
+  refuses(context: tls.SecureContext): boolean {
+    return this.#index.refused.has(context)
   }
 
   /** clientAuthOf is the client-certificate policy of one of this store's contexts. */

@@ -11,6 +11,8 @@ export interface HelloScan {
   /** true when the ClientHello is complete (or the bytes are not a ClientHello at all) */
   done: boolean
   servername?: string
+  /** the protocols of the ALPN extension (RFC 7301 §3.1), when it has one */
+  alpn?: string[]
 }
 
 const MAX_HELLO_BYTES = 64 * 1024
@@ -40,7 +42,45 @@ export function scanClientHello(buf: Buffer): HelloScan {
     if (offset > MAX_HELLO_BYTES) return { done: true }
   }
   const hello = Buffer.concat(parts).subarray(4, 4 + handshakeLength)
-  return { done: true, servername: readServerName(hello) }
+  const alpn = readAlpn(hello)
+  return alpn ? { done: true, servername: readServerName(hello), alpn } : { done: true, servername: readServerName(hello) }
+}
+
+/** extensionOf finds one extension's body in a ClientHello (RFC 8446 §4.1.2), or undefined. */
+function extensionOf(hello: Buffer, wanted: number): Buffer | undefined {
+  let p = 2 + 32 // legacy_version, random
+  if (hello.length < p + 1) return undefined
+  p += 1 + hello[p]! // legacy_session_id
+  if (hello.length < p + 2) return undefined
+  p += 2 + hello.readUInt16BE(p) // cipher_suites
+  if (hello.length < p + 1) return undefined
+  p += 1 + hello[p]! // legacy_compression_methods
+  if (hello.length < p + 2) return undefined
+  const end = Math.min(hello.length, p + 2 + hello.readUInt16BE(p))
+  p += 2
+  while (p + 4 <= end) {
+    const type = hello.readUInt16BE(p)
+    const length = hello.readUInt16BE(p + 2)
+    p += 4
+    if (type === wanted) return p + length <= end ? hello.subarray(p, p + length) : undefined
+    p += length
+  }
+  return undefined
+}
+
+/** readAlpn reads the application_layer_protocol_negotiation extension (16): a list of length-prefixed names. */
+function readAlpn(hello: Buffer): string[] | undefined {
+  const body = extensionOf(hello, 16)
+  if (!body || body.length < 2) return undefined
+  const end = Math.min(body.length, 2 + body.readUInt16BE(0))
+  const out: string[] = []
+  for (let q = 2; q < end; ) {
+    const length = body[q]!
+    if (q + 1 + length > end) break
+    out.push(body.toString("latin1", q + 1, q + 1 + length))
+    q += 1 + length
+  }
+  return out
 }
 
 function readServerName(hello: Buffer): string | undefined {
@@ -82,9 +122,14 @@ function readServerName(hello: Buffer): string | undefined {
  * handshake that follows reports those itself. The socket is left paused with no listeners of ours.
  */
 export function peekServerName(socket: net.Socket, timeoutMs: number): Promise<string | undefined> {
+  return peekClientHello(socket, timeoutMs).then((hello) => hello.servername)
+}
+
+/** peekClientHello is peekServerName with the ALPN list too (resolves `{ done: true }` on timeout or close). */
+export function peekClientHello(socket: net.Socket, timeoutMs: number): Promise<HelloScan> {
   return new Promise((resolve) => {
     let buffered: Buffer = Buffer.alloc(0)
-    const finish = (servername: string | undefined) => {
+    const finish = (hello: HelloScan) => {
       clearTimeout(timer)
       socket.off("data", onData)
       socket.off("end", onStop)
@@ -92,14 +137,14 @@ export function peekServerName(socket: net.Socket, timeoutMs: number): Promise<s
       socket.off("error", onStop)
       socket.pause()
       if (buffered.length > 0 && !socket.destroyed) socket.unshift(buffered)
-      resolve(servername)
+      resolve(hello)
     }
     const onData = (chunk: Buffer) => {
       buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk])
       const scan = scanClientHello(buffered)
-      if (scan.done || buffered.length > MAX_HELLO_BYTES) finish(scan.servername)
+      if (scan.done || buffered.length > MAX_HELLO_BYTES) finish(scan)
     }
-    const onStop = () => finish(undefined)
+    const onStop = () => finish({ done: true })
     const timer = setTimeout(onStop, timeoutMs)
     socket.on("data", onData)
     socket.on("end", onStop)
