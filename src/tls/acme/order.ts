@@ -48,7 +48,9 @@ export async function orderCertificate(request: OrderRequest): Promise<Issued> {
   }
   const authorizations = await client.getAuthorizations(order)
   try {
-    await Promise.all(authorizations.map((authz) => solve(client, authz, request.solvers)))
+    // One after the other: a name and its wildcard share one TXT name (_acme-challenge.<name>), and a hook's
+    // clear for one must not remove the record the other is still being validated against.
+    for (const authz of authorizations) await solve(client, authz, request.solvers)
   } catch (err) {
     const problems = await problemsOf(client, order)
     throw new AcmeError("PC_ACME_CHALLENGE", `validating ${what}: ${errorMessage(err)}`, { cause: err, problems })

@@ -17,7 +17,8 @@ export interface RenewalPolicy {
 /**
  * renewalTime picks when to renew a certificate valid from notBefore to notAfter (ms):
  * - inside the ARI window, at a uniformly random time (RFC 9773 §4.2: so that a fleet does not renew at once);
- * - else renew_before ahead of notAfter, less a jitter of up to a tenth of renew_before (at most an hour);
+ * - else renew_before ahead of notAfter, less a jitter of up to a tenth of the time before that point (at most an
+ *   hour), so the jitter never moves the renewal before the certificate's first tenth of life;
  * - else at two thirds of the lifetime (Let's Encrypt's advice), less a jitter of up to a thirtieth of it.
  * `random` gives [0, 1).
  */
@@ -26,7 +27,7 @@ export function renewalTime(notBefore: number, notAfter: number, policy: Renewal
   if (window && window.end >= window.start) return window.start + random() * (window.end - window.start)
   const lifetime = Math.max(0, notAfter - notBefore)
   if (policy.renewBeforeMs !== undefined) {
-    const jitter = random() * Math.min(policy.renewBeforeMs / 10, 3_600_000)
+    const jitter = random() * Math.min(Math.max(0, lifetime - policy.renewBeforeMs) / 10, 3_600_000)
     return notAfter - policy.renewBeforeMs - jitter
   }
   return notBefore + (lifetime * 2) / 3 - random() * (lifetime / 30)
