@@ -130,6 +130,10 @@ export class AcmeAccount {
       if (answer.status !== 200) throw new Error(`status ${answer.status}`)
       this.#directory = JSON.parse(answer.body) as Record<string, unknown>
       if (typeof this.#directory["newOrder"] !== "string") throw new Error("no newOrder URL in it")
+      // The directory's resources may live on other hosts than the directory itself: trust them the same way.
+      for (const value of Object.values(this.#directory)) {
+        if (typeof value === "string" && value.startsWith("https://")) useAgentFor(new URL(value).origin, this.#agent)
+      }
     } catch (err) {
       throw new AcmeError("PC_ACME_DIRECTORY", `reading the ACME directory ${url}: ${errorMessage(err)}`)
     }

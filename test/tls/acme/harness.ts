@@ -131,6 +131,8 @@ export interface Pebble {
   caBundle: string
   /** the PEM text of that CA */
   ca: string
+  /** the certificate and key of Pebble's HTTPS listener (for a test server beside it, e.g. the ARI wrapper) */
+  leaf: { cert: string; key: string }
   http: Forwarder
   tls: Forwarder
   /** challtestsrv's management port (POST /set-txt, /clear-txt) */
@@ -241,6 +243,7 @@ export async function startPebble(t: TestContext | { after(fn: () => unknown): v
     directory: `https://127.0.0.1:${acmePort}/dir`,
     caBundle,
     ca: pki.ca.cert,
+    leaf: { cert: leaf.cert, key: leaf.key },
     http,
     tls: tlsFw,
     challtestPort,
@@ -263,13 +266,14 @@ export function served(
   name: string,
   root: string,
   extra: tls.ConnectionOptions = {},
-): Promise<{ serial: string; subjectaltname: string; socket: tls.TLSSocket; session: Buffer | undefined }> {
+): Promise<{ serial: string; subjectaltname: string; pem: string; socket: tls.TLSSocket; session: Buffer | undefined }> {
   return new Promise((resolve, reject) => {
     let session: Buffer | undefined
     const socket = tls.connect({ host: "127.0.0.1", port, servername: name, ca: root, ...extra }, () => {
       const cert = socket.getPeerCertificate()
       // TLS 1.3 tickets arrive after the handshake: give the session event a moment via the first read.
-      resolve({ serial: cert.serialNumber, subjectaltname: cert.subjectaltname ?? "", socket, session })
+      const pem = socket.getPeerX509Certificate()?.toString() ?? ""
+      resolve({ serial: cert.serialNumber, subjectaltname: cert.subjectaltname ?? "", pem, socket, session })
     })
     socket.on("session", (s: Buffer) => {
       session = s
