@@ -582,7 +582,9 @@ const acmeOnDemand = z
     names: z
       .array(hostname)
       .min(1)
-      .describe("patterns of the names that may get a certificate at their first handshake: exact or *.example.com (required)"),
+      .describe(
+        "patterns of the names that may get a certificate at their first handshake: exact or *.example.com (required)",
+      ),
     rate: z
       .number()
       .int()
@@ -603,9 +605,7 @@ const acme = z
     directory: z
       .string()
       .regex(/^https:\/\/[^\s]+$/, "an https:// URL")
-      .describe(
-        "the CA's ACME directory URL, e.g. https://acme-v02.api.letsencrypt.org/directory (required)",
-      ),
+      .describe("the CA's ACME directory URL, e.g. https://acme-v02.api.letsencrypt.org/directory (required)"),
     email: z.string().min(3).optional().describe("contact address of the ACME account (default none)"),
     eab: z
       .object({
@@ -622,13 +622,15 @@ const acme = z
       .string()
       .min(1)
       .optional()
-      .describe("certificate profile asked for in each order (ACME profiles draft), e.g. shortlived (default the CA's)"),
+      .describe(
+        "certificate profile asked for in each order (ACME profiles draft), e.g. shortlived (default the CA's)",
+      ),
     challenges: z
       .array(z.enum(ACME_CHALLENGES))
       .min(1)
       .optional()
       .describe(
-        "challenge types offered, in order of preference: http-01 (on a redirect_https listener), tls-alpn-01 (on the TLS listener), dns-01 (through dns_hook) (default [http-01, tls-alpn-01], plus dns-01 when dns_hook is set)",
+        "challenge types offered, in order of preference: http-01 (on a redirect_https listener), tls-alpn-01 (on the TLS listener), dns-01 (through dns_hook) (default [dns-01] when dns_hook is set, else [http-01, tls-alpn-01])",
       ),
     dns_hook: z
       .string()
@@ -760,7 +762,10 @@ export function crossCheck(input: unknown): { path: (string | number)[]; message
   })
   const acme = isRecord(root["acme"]) ? root["acme"] : undefined
   if (Array.isArray(acme?.["challenges"]) && acme["challenges"].includes("dns-01") && acme["dns_hook"] === undefined) {
-    out.push({ path: ["acme", "challenges"], message: "dns-01 needs acme.dns_hook, the command that sets the TXT record" })
+    out.push({
+      path: ["acme", "challenges"],
+      message: "dns-01 needs acme.dns_hook, the command that sets the TXT record",
+    })
   }
   return out
 }

@@ -68,7 +68,11 @@ function checkOne(cert: LoadedCertificate, at: ConfigPath, now: Date, add: Repor
   const error = (message: string) => add("error", at, `${cert.source}: ${message}`)
   if (cert.pending) {
     const meanwhile = cert.pending === "refuse" ? "refused" : "served a self-signed certificate"
-    add("warning", at, `acme: no certificate stored yet for ${cert.names.join(", ")}; it is ordered at start (${meanwhile} meanwhile)`)
+    add(
+      "warning",
+      at,
+      `acme: no certificate stored yet for ${cert.names.join(", ")}; it is ordered at start (${meanwhile} meanwhile)`,
+    )
     return
   }
   const label = cert.names.join(", ") || cert.leaf.subject.replace(/\n/g, ", ")

@@ -43,7 +43,9 @@ export function scanClientHello(buf: Buffer): HelloScan {
   }
   const hello = Buffer.concat(parts).subarray(4, 4 + handshakeLength)
   const alpn = readAlpn(hello)
-  return alpn ? { done: true, servername: readServerName(hello), alpn } : { done: true, servername: readServerName(hello) }
+  return alpn
+    ? { done: true, servername: readServerName(hello), alpn }
+    : { done: true, servername: readServerName(hello) }
 }
 
 /** extensionOf finds one extension's body in a ClientHello (RFC 8446 §4.1.2), or undefined. */

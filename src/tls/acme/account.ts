@@ -151,7 +151,9 @@ export class AcmeAccount {
       directoryUrl: url,
       accountKey: key,
       ...(known ? { accountUrl: known } : {}),
-      ...(eab ? { externalAccountBinding: { kid: eab.kid, hmacKey: readFileSync(eab.hmac_key_file, "utf8").trim() } } : {}),
+      ...(eab
+        ? { externalAccountBinding: { kid: eab.kid, hmacKey: readFileSync(eab.hmac_key_file, "utf8").trim() } }
+        : {}),
       // Poll an order or challenge from 250 ms on, doubling to 5 s: Pebble validates at once, real CAs in seconds.
       backoffAttempts: 12,
       backoffMin: 250,

@@ -34,7 +34,11 @@ export function ariCertId(leaf: X509Certificate): string | undefined {
  * parseRenewalInfo reads a renewalInfo answer: `{ suggestedWindow: { start, end }, explanationURL? }` and its
  * Retry-After (seconds or an HTTP date). Undefined when the body is not a valid window.
  */
-export function parseRenewalInfo(body: string, retryAfter: string | undefined, now = Date.now()): RenewalInfo | undefined {
+export function parseRenewalInfo(
+  body: string,
+  retryAfter: string | undefined,
+  now = Date.now(),
+): RenewalInfo | undefined {
   let data: { suggestedWindow?: { start?: unknown; end?: unknown }; explanationURL?: unknown }
   try {
     data = JSON.parse(body) as typeof data

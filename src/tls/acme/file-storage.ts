@@ -25,7 +25,11 @@ export class FileCertificateStorage implements CertificateStorage {
   /** pathOf maps a storage key to its file, refusing absolute keys and `..` (keys are relative, slash-separated). */
   #pathOf(key: string): string {
     const parts = key.split("/")
-    if (key === "" || key.startsWith("/") || parts.some((p) => p === "" || p === "." || p === ".." || p.includes(sep))) {
+    if (
+      key === "" ||
+      key.startsWith("/") ||
+      parts.some((p) => p === "" || p === "." || p === ".." || p.includes(sep))
+    ) {
       throw new TlsError("PC_ACME_STORAGE_KEY", `storage key ${JSON.stringify(key)} is not a relative path`)
     }
     return join(this.root, ...parts)

@@ -226,20 +226,37 @@ export class ManagedCertificate {
       const info =
         answer.status === 200 ? parseRenewalInfo(answer.body, Array.isArray(retry) ? retry[0] : retry) : undefined
       if (!info) {
-        this.#options.log.warn({ names: this.names, status: answer.status }, "acme renewalInfo unusable; keeping the schedule")
-        this.#ari = { window: { start: 0, end: -1 }, retryAfterMs: 3_600_000, fetchedAt: Date.now(), for: cert.fingerprint256 }
+        this.#options.log.warn(
+          { names: this.names, status: answer.status },
+          "acme renewalInfo unusable; keeping the schedule",
+        )
+        this.#ari = {
+          window: { start: 0, end: -1 },
+          retryAfterMs: 3_600_000,
+          fetchedAt: Date.now(),
+          for: cert.fingerprint256,
+        }
         return
       }
       const moved =
-        !ari || ari.for !== cert.fingerprint256 || ari.window.start !== info.window.start || ari.window.end !== info.window.end
+        !ari ||
+        ari.for !== cert.fingerprint256 ||
+        ari.window.start !== info.window.start ||
+        ari.window.end !== info.window.end
       this.#ari = { ...info, fetchedAt: Date.now(), for: cert.fingerprint256 }
       if (moved) {
         this.#renewAt = undefined
-        const window = { start: new Date(info.window.start).toISOString(), end: new Date(info.window.end).toISOString() }
+        const window = {
+          start: new Date(info.window.start).toISOString(),
+          end: new Date(info.window.end).toISOString(),
+        }
         this.#options.log.info({ names: this.names, window, explanation: info.explanationUrl }, "acme renewal window")
       }
     } catch (err) {
-      this.#options.log.warn({ names: this.names, err: errorMessage(err) }, "acme renewalInfo failed; keeping the schedule")
+      this.#options.log.warn(
+        { names: this.names, err: errorMessage(err) },
+        "acme renewalInfo failed; keeping the schedule",
+      )
     }
   }
 
@@ -261,7 +278,11 @@ export class ManagedCertificate {
       release = await storage.lock(dir.replace(/\//g, "_"), LOCK_TTL_MS)
       // Another instance of the fleet may have renewed it while this one waited for the lock.
       const stored = await readStoredCertificate(storage, account.prefix, this.names, this.keyType)
-      if (stored && stored.fingerprint256 !== previous?.fingerprint256 && (!previous || stored.notAfter > previous.notAfter)) {
+      if (
+        stored &&
+        stored.fingerprint256 !== previous?.fingerprint256 &&
+        (!previous || stored.notAfter > previous.notAfter)
+      ) {
         this.#adopt(stored, "loaded")
         return
       }
@@ -309,7 +330,12 @@ export class ManagedCertificate {
     this.#lastError = undefined
     this.#renewAt = undefined
     this.#options.log.info(
-      { names: this.names, key_type: this.keyType, not_after: cert.notAfter.toISOString(), serial: cert.leaf.serialNumber },
+      {
+        names: this.names,
+        key_type: this.keyType,
+        not_after: cert.notAfter.toISOString(),
+        serial: cert.leaf.serialNumber,
+      },
       `acme certificate ${how}`,
     )
     for (const fn of this.#subscribers) fn(cert)

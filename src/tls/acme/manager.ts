@@ -44,7 +44,9 @@ export class AcmeManager {
   readonly #managed = new Map<string, ManagedCertificate>()
   /** On-demand certificates by name, and who serves them (the first acme entry of each listener). */
   readonly #onDemandCerts = new Map<string, ManagedCertificate>()
-  readonly #onDemandSubscribers = new Set<() => void>()
+  readonly #onDemandSubscribers = new Set<() => Promise<void>>()
+  /** Managed on-demand certificates already followed (their renewals reach the subscribers too). */
+  readonly #followed = new WeakSet<ManagedCertificate>()
 
   constructor(config: AcmeConfig, options: AcmeManagerOptions) {
     this.config = config
@@ -92,26 +94,29 @@ export class AcmeManager {
     return [...this.#onDemandCerts.values()].flatMap((m) => (m.current ? [m.current] : []))
   }
 
-  /** subscribeOnDemand calls fn whenever an on-demand certificate is added or renewed. */
-  subscribeOnDemand(fn: () => void): () => void {
+  /**
+   * subscribeOnDemand calls fn whenever an on-demand certificate is added or renewed; an addition waits for every
+   * fn's promise (its store's swap) before the handshake that asked for it goes on.
+   */
+  subscribeOnDemand(fn: () => Promise<void>): () => void {
     this.#onDemandSubscribers.add(fn)
     return () => this.#onDemandSubscribers.delete(fn)
   }
 
   async #obtainOnDemand(name: string): Promise<void> {
-    let managed = this.#onDemandCerts.get(name)
-    if (!managed) {
-      managed = this.managed([name], "ecdsa")
-      managed.subscribe(() => this.#notifyOnDemand())
-    }
+    const managed = this.#onDemandCerts.get(name) ?? this.managed([name], "ecdsa")
     await managed.obtain()
+    if (!this.#followed.has(managed)) {
+      this.#followed.add(managed)
+      managed.subscribe(() => void this.#notifyOnDemand())
+    }
     // Only now is it served: the subscribers' stores swap it in before the handshake that asked goes on.
     this.#onDemandCerts.set(name, managed)
-    this.#notifyOnDemand()
+    await this.#notifyOnDemand()
   }
 
-  #notifyOnDemand(): void {
-    for (const fn of this.#onDemandSubscribers) fn()
+  async #notifyOnDemand(): Promise<void> {
+    await Promise.allSettled([...this.#onDemandSubscribers].map((fn) => fn()))
   }
 
   close(): void {

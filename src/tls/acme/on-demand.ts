@@ -73,7 +73,10 @@ export class OnDemand {
     }
     if (this.#inFlight.size >= this.#config.max_in_flight) {
       this.#counters.onDemand("busy")
-      this.#log.warn({ name, max_in_flight: this.#config.max_in_flight }, "on-demand tls: too many names in flight; refused")
+      this.#log.warn(
+        { name, max_in_flight: this.#config.max_in_flight },
+        "on-demand tls: too many names in flight; refused",
+      )
       return Promise.resolve(false)
     }
     while (this.#recent.length > 0 && this.#recent[0]! <= now - 60_000) this.#recent.shift()

@@ -2,8 +2,8 @@
 import type { AcmeCertificateConfig, AcmeConfig } from "../../config/schema.ts"
 import { storagePrefix } from "../acme/account.ts"
 import { FileCertificateStorage } from "../acme/file-storage.ts"
-import type { AcmeManager } from "../acme/manager.ts"
 import { type ManagedCertificate, readStoredCertificate } from "../acme/managed-certificate.ts"
+import type { AcmeManager } from "../acme/manager.ts"
 import type { LoadedCertificate } from "../certificate.ts"
 import { loadSelfSigned } from "./self-signed.ts"
 import type { CertificateSource, CertificateSourceStatus } from "./source.ts"
@@ -50,10 +50,8 @@ export class AcmeSource implements CertificateSource {
   watch(onChange: (certificates: LoadedCertificate[]) => void): () => void {
     const manager = this.#context.manager
     if (!manager) return () => {}
-    const push = () => {
-      void this.load().then(onChange)
-    }
-    const stops = this.#managed.map((m) => m.subscribe(push))
+    const push = () => this.load().then(onChange)
+    const stops = this.#managed.map((m) => m.subscribe(() => void push()))
     if (this.#context.onDemand) stops.push(manager.subscribeOnDemand(push))
     for (const m of this.#managed) m.start()
     return () => {
@@ -79,7 +77,12 @@ export class AcmeSource implements CertificateSource {
   async #readOffline(keyType: "ecdsa" | "rsa"): Promise<LoadedCertificate | undefined> {
     const config = this.#context.config
     if (!config) return undefined
-    return readStoredCertificate(new FileCertificateStorage(this.#dataDir), storagePrefix(config.directory), this.names, keyType)
+    return readStoredCertificate(
+      new FileCertificateStorage(this.#dataDir),
+      storagePrefix(config.directory),
+      this.names,
+      keyType,
+    )
   }
 
   async #standIn(keyType: "ecdsa" | "rsa"): Promise<LoadedCertificate> {

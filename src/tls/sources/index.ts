@@ -14,7 +14,11 @@ export type { CertificateSource } from "./source.ts"
  * certificateSource is the one place that reads an entry's kind: `{ cert, key }` is a file, `{ self_signed }` made,
  * `{ acme }` ordered from the CA (through `acme`'s manager when running; read from storage only without one).
  */
-export function certificateSource(entry: CertificateConfig, dataDir: string, acme: AcmeContext = {}): CertificateSource {
+export function certificateSource(
+  entry: CertificateConfig,
+  dataDir: string,
+  acme: AcmeContext = {},
+): CertificateSource {
   if ("cert" in entry) return new FileSource(entry.cert, entry.key)
   if ("acme" in entry) return new AcmeSource(entry, dataDir, acme)
   return new SelfSignedSource(entry.self_signed, entry.key_type, dataDir)

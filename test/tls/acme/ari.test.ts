@@ -59,7 +59,7 @@ describe("acme ARI (Pebble behind a renewalInfo wrapper)", () => {
   let root: string
   const cleanups: (() => unknown)[] = []
   before(async () => {
-    pebble = await startPebble({ after: (fn) => cleanups.push(fn) })
+    pebble = await startPebble({ after: (fn: () => unknown) => cleanups.push(fn) })
     root = await pebble.root()
   })
   after(async () => {
@@ -87,7 +87,9 @@ listeners:
 upstreams: { app: { backends: [127.0.0.1:9] } }
 ACME_BLOCK
 `
-    const pc = await startAcmePortcullis(t, { ...pebble, directory: wrapper.directory }, yaml, ["challenges: [http-01]"])
+    const pc = await startAcmePortcullis(t, { ...pebble, directory: wrapper.directory }, yaml, [
+      "challenges: [http-01]",
+    ])
     await until(() => pc.log.with("acme certificate issued").length === 1, "the first certificate")
     const first = await served(pc.port("web"), "ari.example.test", root)
     first.socket.destroy()

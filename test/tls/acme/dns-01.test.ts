@@ -28,7 +28,7 @@ describe("acme dns-01 (Pebble, challtestsrv DNS)", () => {
   let wrong: string
   const cleanups: (() => unknown)[] = []
   before(async () => {
-    pebble = await startPebble({ after: (fn) => cleanups.push(fn) })
+    pebble = await startPebble({ after: (fn: () => unknown) => cleanups.push(fn) })
     root = await pebble.root()
     // The hook an operator would write for their DNS API, here challtestsrv's; WRONG makes it publish a bad value.
     wrong = join(pebble.dir, "wrong")

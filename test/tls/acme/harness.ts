@@ -9,8 +9,8 @@ import https from "node:https"
 import net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import type { TestContext } from "node:test"
 import { Writable } from "node:stream"
+import type { TestContext } from "node:test"
 import tls from "node:tls"
 import { parseConfig } from "../../../src/config/load.ts"
 import { createLogger } from "../../../src/core/log.ts"
@@ -145,7 +145,12 @@ export interface Pebble {
   close(): void
 }
 
-function run(command: string, args: string[], env: NodeJS.ProcessEnv, cwd: string): { child: ChildProcess; out: () => string } {
+function run(
+  command: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  cwd: string,
+): { child: ChildProcess; out: () => string } {
   let text = ""
   const child = spawn(command, args, { cwd, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] })
   child.stdout!.on("data", (c: Buffer) => {
@@ -158,7 +163,12 @@ function run(command: string, args: string[], env: NodeJS.ProcessEnv, cwd: strin
 }
 
 /** startPebble runs pebble-challtestsrv and pebble for one test file; stopped after it. */
-export async function startPebble(t: TestContext | { after(fn: () => unknown): void }, options: PebbleOptions = {}): Promise<Pebble> {
+/** After: what startPebble needs of a test context (its own cleanup list in a before hook works too). */
+export interface After {
+  after(fn: () => unknown): void
+}
+
+export async function startPebble(t: TestContext | After, options: PebbleOptions = {}): Promise<Pebble> {
   const dir = mkdtempSync(join(tmpdir(), "pc-pebble-"))
   const pki = await createPki()
   const leaf = await pki.issue({ names: ["127.0.0.1", "localhost"] })
@@ -168,7 +178,22 @@ export async function startPebble(t: TestContext | { after(fn: () => unknown): v
 
   const challtest = run(
     "pebble-challtestsrv",
-    ["-dns01", "127.0.0.1:0", "-management", "127.0.0.1:0", "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "", "-http01", "", "-https01", "", "-tlsalpn01", ""],
+    [
+      "-dns01",
+      "127.0.0.1:0",
+      "-management",
+      "127.0.0.1:0",
+      "-defaultIPv4",
+      "127.0.0.1",
+      "-defaultIPv6",
+      "",
+      "-http01",
+      "",
+      "-https01",
+      "",
+      "-tlsalpn01",
+      "",
+    ],
     {},
     dir,
   )
@@ -248,7 +273,11 @@ export async function startPebble(t: TestContext | { after(fn: () => unknown): v
     tls: tlsFw,
     challtestPort,
     root: async () => (await httpsGet(`https://127.0.0.1:${managementPort}/roots/0`, pki.ca.cert)).body,
-    orders: () => pebble.out().split("\n").filter((l) => l.includes("POST /order-plz")).length,
+    orders: () =>
+      pebble
+        .out()
+        .split("\n")
+        .filter((l) => l.includes("POST /order-plz")).length,
     output: pebble.out,
     close,
   }
@@ -266,7 +295,13 @@ export function served(
   name: string,
   root: string,
   extra: tls.ConnectionOptions = {},
-): Promise<{ serial: string; subjectaltname: string; pem: string; socket: tls.TLSSocket; session: Buffer | undefined }> {
+): Promise<{
+  serial: string
+  subjectaltname: string
+  pem: string
+  socket: tls.TLSSocket
+  session: Buffer | undefined
+}> {
   return new Promise((resolve, reject) => {
     let session: Buffer | undefined
     const socket = tls.connect({ host: "127.0.0.1", port, servername: name, ca: root, ...extra }, () => {

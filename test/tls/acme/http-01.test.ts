@@ -23,7 +23,7 @@ describe("acme http-01 (Pebble)", () => {
   let root: string
   const cleanups: (() => unknown)[] = []
   before(async () => {
-    pebble = await startPebble({ after: (fn) => cleanups.push(fn) })
+    pebble = await startPebble({ after: (fn: () => unknown) => cleanups.push(fn) })
     root = await pebble.root()
   })
   after(async () => {
@@ -31,7 +31,9 @@ describe("acme http-01 (Pebble)", () => {
   })
 
   test("issues a certificate through http-01 on the redirect listener and serves it, verified against Pebble's root", async (t) => {
-    const pc = await startAcmePortcullis(t, pebble, yaml("a.example.test, www.a.example.test"), ["challenges: [http-01]"])
+    const pc = await startAcmePortcullis(t, pebble, yaml("a.example.test, www.a.example.test"), [
+      "challenges: [http-01]",
+    ])
     await until(() => pc.log.with("acme certificate issued").length === 1, "the certificate to be issued")
     for (const name of ["a.example.test", "www.a.example.test"]) {
       const seen = await served(pc.port("web"), name, root)
@@ -76,8 +78,17 @@ describe("acme http-01 (Pebble)", () => {
     before.socket.destroy()
     await first.close()
     const orders = pebble.orders()
-    const accounts = pebble.output().split("\n").filter((l) => l.includes("POST /sign-me-up")).length
-    const second = await startAcmePortcullis(t, pebble, yaml("c.example.test"), ["challenges: [http-01]"], first.dataDir)
+    const accounts = pebble
+      .output()
+      .split("\n")
+      .filter((l) => l.includes("POST /sign-me-up")).length
+    const second = await startAcmePortcullis(
+      t,
+      pebble,
+      yaml("c.example.test"),
+      ["challenges: [http-01]"],
+      first.dataDir,
+    )
     const after = await served(second.port("web"), "c.example.test", root)
     after.socket.destroy()
     assert.equal(after.serial, before.serial)
@@ -85,7 +96,13 @@ describe("acme http-01 (Pebble)", () => {
     await until(() => second.runtime.acme!.account.directory !== undefined, "the directory to be read")
     await new Promise((r) => setImmediate(r))
     assert.equal(pebble.orders(), orders)
-    assert.equal(pebble.output().split("\n").filter((l) => l.includes("POST /sign-me-up")).length, accounts)
+    assert.equal(
+      pebble
+        .output()
+        .split("\n")
+        .filter((l) => l.includes("POST /sign-me-up")).length,
+      accounts,
+    )
     assert.equal(second.log.with("acme certificate issued").length, 0)
     assert.equal(second.runtime.acme!.managed(["c.example.test"], "ecdsa").orders, 0)
   })

@@ -18,7 +18,7 @@ describe("acme renewal (Pebble, 8 s certificates)", () => {
   let backend: TestBackend
   const cleanups: (() => unknown)[] = []
   before(async () => {
-    pebble = await startPebble({ after: (fn) => cleanups.push(fn) }, { validitySeconds: 8 })
+    pebble = await startPebble({ after: (fn: () => unknown) => cleanups.push(fn) }, { validitySeconds: 8 })
     root = await pebble.root()
     backend = await startEchoBackend("app")
     cleanups.push(() => backend.close())
@@ -56,7 +56,14 @@ ACME_BLOCK
     const get = () =>
       new Promise<{ status: number; reused: boolean; serial: string }>((resolve, reject) => {
         const req = https.get(
-          { host: "127.0.0.1", port, servername: "r.example.test", headers: { host: "r.example.test" }, path: "/", agent },
+          {
+            host: "127.0.0.1",
+            port,
+            servername: "r.example.test",
+            headers: { host: "r.example.test" },
+            path: "/",
+            agent,
+          },
           (res) => {
             const serial = (res.socket as tls.TLSSocket).getPeerCertificate().serialNumber
             res.resume()

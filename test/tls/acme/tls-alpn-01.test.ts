@@ -22,7 +22,7 @@ describe("acme tls-alpn-01 (Pebble)", () => {
   let root: string
   const cleanups: (() => unknown)[] = []
   before(async () => {
-    pebble = await startPebble({ after: (fn) => cleanups.push(fn) })
+    pebble = await startPebble({ after: (fn: () => unknown) => cleanups.push(fn) })
     root = await pebble.root()
   })
   after(async () => {
