@@ -1,4 +1,5 @@
 /** @module ari: ACME Renewal Information (RFC 9773): a certificate's ARI id and its CA's suggested window. */
+import "reflect-metadata"
 import type { X509Certificate } from "node:crypto"
 import * as x509 from "@peculiar/x509"
 import type { RenewalWindow } from "./renewal.ts"

@@ -1,5 +1,6 @@
 /** ACME through http-01 against a real Pebble: issuance, what a pending name is served, reuse across a restart. */
 import assert from "node:assert/strict"
+import { X509Certificate } from "node:crypto"
 import { after, before, describe, test } from "node:test"
 import { scrape } from "../../../src/admin/metrics-endpoint.ts"
 import { parsePrometheus, value } from "../../helpers/prometheus.ts"
@@ -69,6 +70,27 @@ describe("acme http-01 (Pebble)", () => {
     const issued = await served(pc.port("web"), "b.example.test", root)
     issued.socket.destroy()
     assert.notEqual(issued.serial, standIn.serial)
+  })
+
+  test("key_type both orders an ECDSA and an RSA certificate and serves each to the client that wants it", async (t) => {
+    const pc = await startAcmePortcullis(
+      t,
+      pebble,
+      yaml("both.example.test").replace(
+        "[{ acme: [both.example.test] }]",
+        "[{ acme: [both.example.test], key_type: both }]",
+      ),
+      ["challenges: [http-01]"],
+    )
+    await until(() => pc.log.with("acme certificate issued").length === 2, "both certificates to be issued")
+    const ec = await served(pc.port("web"), "both.example.test", root, { sigalgs: "ecdsa_secp256r1_sha256" })
+    const rsa = await served(pc.port("web"), "both.example.test", root, {
+      sigalgs: "rsa_pss_rsae_sha256:rsa_pkcs1_sha256",
+    })
+    ec.socket.destroy()
+    rsa.socket.destroy()
+    assert.equal(new X509Certificate(ec.pem).publicKey.asymmetricKeyType, "ec")
+    assert.equal(new X509Certificate(rsa.pem).publicKey.asymmetricKeyType, "rsa")
   })
 
   test("a restart reuses the stored account and certificate: no new order", async (t) => {

@@ -15,6 +15,7 @@ describe("acme on-demand TLS (Pebble)", () => {
   let pebble: Pebble
   let root: string
   const asked: string[] = []
+  const held: (() => void)[] = []
   let askPort = 0
   const cleanups: (() => unknown)[] = []
   before(async () => {
@@ -24,7 +25,9 @@ describe("acme on-demand TLS (Pebble)", () => {
     const ask = http.createServer((req, res) => {
       const domain = new URL(req.url ?? "/", "http://x").searchParams.get("domain") ?? ""
       asked.push(domain)
-      res.writeHead(domain.startsWith("yes") ? 200 : 403).end()
+      // "slow" names are answered when the test lets them (to hold requests in flight).
+      if (domain.startsWith("slow")) held.push(() => res.writeHead(403).end())
+      else res.writeHead(domain.startsWith("yes") ? 200 : 403).end()
     })
     await new Promise<void>((r) => ask.listen(0, "127.0.0.1", r))
     askPort = (ask.address() as net.AddressInfo).port
@@ -83,6 +86,31 @@ ACME_BLOCK
     const metrics = parsePrometheus(scrape(pc.runtime))
     assert.equal(value(metrics, "portcullis_acme_on_demand_total", { result: "issued" }), 1)
     assert.equal(value(metrics, "portcullis_acme_on_demand_total", { result: "denied" }), 1)
+  })
+
+  test("beyond max_in_flight a name gets the default certificate at once: nothing is queued", async (t) => {
+    const pc = await start(t)
+    await until(() => pc.log.with("acme certificate issued").length === 1, "the base certificate")
+    const port = pc.port("web")
+    // Two names wait on ask (max_in_flight: 2); a third is refused at once while they wait.
+    const slow = [
+      served(port, "slow1.od.test", root, { rejectUnauthorized: false }),
+      served(port, "slow2.od.test", root, { rejectUnauthorized: false }),
+    ]
+    await until(() => held.length === 2, "two names in flight")
+    const started = Date.now()
+    const third = await served(port, "yes9.od.test", root, { rejectUnauthorized: false })
+    third.socket.destroy()
+    assert.equal(third.subjectaltname, "DNS:base.od.test")
+    assert.ok(Date.now() - started < 2_000)
+    assert.equal(asked.includes("yes9.od.test"), false)
+    for (const answer of held.splice(0)) answer()
+    for (const s of await Promise.all(slow)) {
+      s.socket.destroy()
+      assert.equal(s.subjectaltname, "DNS:base.od.test")
+    }
+    const metrics = parsePrometheus(scrape(pc.runtime))
+    assert.equal(value(metrics, "portcullis_acme_on_demand_total", { result: "busy" }), 1)
   })
 
   test("over the rate, an allowed name gets the default certificate and no order", async (t) => {
