@@ -444,6 +444,8 @@ export class Runtime {
     step?.commit()
     this.#log.info({ generation: gen.id, listeners: [...gen.listeners.keys()] }, old ? "reloaded" : "started")
     if (old) this.#retire(old)
+    // The old generation stopped watching its sources in #retire: certificates only it served stop renewing.
+    if (old && acme === this.#acme) acme?.manager.prune()
     // The ring changed while this generation was built (a fleet's key arriving at start, say): build again.
     if (gen.ticketKey !== this.#state.ticketKeys.current().name) this.#rekey()
   }

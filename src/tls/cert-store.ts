@@ -322,7 +322,7 @@ export class CertStore {
    * every certificate of the name, ECDSA and RSA alike; the SNICallback path installs only one of them.
    */
   async contextForSocket(socket: net.Socket, timeoutMs: number): Promise<tls.SecureContext> {
-    const hello = await peekClientHello(socket, timeoutMs)
+    const hello = await peekClientHello(socket, timeoutMs, this.#challenges !== undefined)
     const name = hello.servername
     if (name && this.#challenges && hello.alpn?.length === 1 && hello.alpn[0] === ACME_TLS_ALPN) {
       const challenge = this.#challenges.contextFor(name)

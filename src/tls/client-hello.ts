@@ -18,7 +18,7 @@ export interface HelloScan {
 const MAX_HELLO_BYTES = 64 * 1024
 
 /** scanClientHello parses TLS records from the start of buf (RFC 8446 §4.1.2, RFC 6066 §3); never throws. */
-export function scanClientHello(buf: Buffer): HelloScan {
+export function scanClientHello(buf: Buffer, withAlpn = false): HelloScan {
   // Gather the handshake bytes carried by consecutive handshake records.
   const parts: Buffer[] = []
   let offset = 0
@@ -42,7 +42,8 @@ export function scanClientHello(buf: Buffer): HelloScan {
     if (offset > MAX_HELLO_BYTES) return { done: true }
   }
   const hello = Buffer.concat(parts).subarray(4, 4 + handshakeLength)
-  const alpn = readAlpn(hello)
+  // The ALPN list only when asked (tls-alpn-01 listeners): most handshakes need the name alone.
+  const alpn = withAlpn ? readAlpn(hello) : undefined
   return alpn
     ? { done: true, servername: readServerName(hello), alpn }
     : { done: true, servername: readServerName(hello) }
@@ -127,8 +128,8 @@ export function peekServerName(socket: net.Socket, timeoutMs: number): Promise<s
   return peekClientHello(socket, timeoutMs).then((hello) => hello.servername)
 }
 
-/** peekClientHello is peekServerName with the ALPN list too (resolves `{ done: true }` on timeout or close). */
-export function peekClientHello(socket: net.Socket, timeoutMs: number): Promise<HelloScan> {
+/** peekClientHello is peekServerName, with the ALPN list when `withAlpn` (`{ done: true }` on timeout or close). */
+export function peekClientHello(socket: net.Socket, timeoutMs: number, withAlpn = false): Promise<HelloScan> {
   return new Promise((resolve) => {
     let buffered: Buffer = Buffer.alloc(0)
     const finish = (hello: HelloScan) => {
@@ -143,7 +144,7 @@ export function peekClientHello(socket: net.Socket, timeoutMs: number): Promise<
     }
     const onData = (chunk: Buffer) => {
       buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk])
-      const scan = scanClientHello(buffered)
+      const scan = scanClientHello(buffered, withAlpn)
       if (scan.done || buffered.length > MAX_HELLO_BYTES) finish(scan)
     }
     const onStop = () => finish({ done: true })

@@ -121,6 +121,11 @@ export class ManagedCertificate {
     return this.#loaded.then(() => this.#current)
   }
 
+  /** subscribers: how many stores (and on-demand followers) take this certificate's renewals. */
+  get subscribers(): number {
+    return this.#subscribers.size
+  }
+
   /** subscribe calls fn with each new certificate; returns the function that stops it. */
   subscribe(fn: (cert: LoadedCertificate) => void): () => void {
     this.#subscribers.add(fn)

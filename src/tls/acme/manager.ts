@@ -89,6 +89,11 @@ export class AcmeManager {
     return managed
   }
 
+  /** managedCount: how many certificates the manager looks after (status, tests). */
+  get managedCount(): number {
+    return this.#managed.size
+  }
+
   /** onDemandCertificates lists the certificates on-demand TLS obtained so far. */
   onDemandCertificates(): LoadedCertificate[] {
     return [...this.#onDemandCerts.values()].flatMap((m) => (m.current ? [m.current] : []))
@@ -117,6 +122,19 @@ export class AcmeManager {
 
   async #notifyOnDemand(): Promise<void> {
     await Promise.allSettled([...this.#onDemandSubscribers].map((fn) => fn()))
+  }
+
+  /**
+   * prune stops the certificates no running store serves any more (their entry left the config): called once a
+   * reload's old generation stopped watching. Their stored files stay, for a config that brings them back.
+   */
+  prune(): void {
+    const onDemand = new Set(this.#onDemandCerts.values())
+    for (const [key, m] of this.#managed) {
+      if (m.subscribers > 0 || onDemand.has(m)) continue
+      m.close()
+      this.#managed.delete(key)
+    }
   }
 
   close(): void {

@@ -15,6 +15,8 @@ const ASK_TIMEOUT_MS = 5_000
 /** A name ask denied (or whose order failed) is not asked again for this long; at most DENIED_MAX names kept. */
 const DENIED_FOR_MS = 60_000
 const DENIED_MAX = 1_024
+/** A DNS host name of LDH labels (RFC 1123 §2.1), at least two labels. */
+const HOST_NAME = /^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/
 
 /**
  * OnDemand decides and starts on-demand orders. `request` is called in a handshake for a name no certificate
@@ -62,7 +64,8 @@ export class OnDemand {
   /** request: see the class comment; `name` is the ClientHello's SNI name. */
   request(servername: string): Promise<boolean> | undefined {
     const name = normalizeName(servername)
-    if (!this.matches(name)) return undefined
+    // The SNI bytes are the client's: only a well-formed host name is asked about or ordered.
+    if (name.length > 253 || !HOST_NAME.test(name) || !this.matches(name)) return undefined
     const shared = this.#inFlight.get(name)
     if (shared) return shared
     const now = Date.now()

@@ -93,6 +93,34 @@ describe("acme http-01 (Pebble)", () => {
     assert.equal(new X509Certificate(rsa.pem).publicKey.asymmetricKeyType, "rsa")
   })
 
+  test("a reload keeps the certificate without a new order; one that drops an entry stops looking after it", async (t) => {
+    const two = yaml("e.example.test").replace(
+      "[{ acme: [e.example.test] }]",
+      "[{ acme: [e.example.test] }, { acme: [e2.example.test] }]",
+    )
+    const pc = await startAcmePortcullis(t, pebble, two, ["challenges: [http-01]"])
+    await until(() => pc.log.with("acme certificate issued").length === 2, "both certificates to be issued")
+    const before = await served(pc.port("web"), "e.example.test", root)
+    before.socket.destroy()
+    const orders = pebble.orders()
+    const manager = pc.runtime.acme!
+    assert.equal(manager.managedCount, 2)
+    const config = pc.runtime.generation!.config
+    const one = {
+      ...config,
+      listeners: config.listeners.map((l) =>
+        l.tls ? { ...l, tls: { ...l.tls, certificates: l.tls.certificates.slice(0, 1) } } : l,
+      ),
+    }
+    await pc.runtime.reload(one)
+    assert.equal(pc.runtime.acme, manager, "the same manager across the reload")
+    assert.equal(manager.managedCount, 1, "the dropped entry's certificate is no longer renewed")
+    const after = await served(pc.port("web"), "e.example.test", root)
+    after.socket.destroy()
+    assert.equal(after.serial, before.serial)
+    assert.equal(pebble.orders(), orders)
+  })
+
   test("a restart reuses the stored account and certificate: no new order", async (t) => {
     const first = await startAcmePortcullis(t, pebble, yaml("c.example.test"), ["challenges: [http-01]"])
     await until(() => first.log.with("acme certificate issued").length === 1, "the certificate to be issued")
