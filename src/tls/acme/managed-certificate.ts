@@ -140,6 +140,13 @@ export class ManagedCertificate {
     void this.load()
       .then(async () => {
         if (this.#current) await this.#options.account.client().catch(() => {})
+        else {
+          const { log, config } = this.#options
+          log.info(
+            { names: this.names, key_type: this.keyType, serving: config.while_pending },
+            "acme certificate pending: ordering",
+          )
+        }
       })
       .then(() => this.#schedule())
   }

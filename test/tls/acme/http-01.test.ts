@@ -60,6 +60,7 @@ describe("acme http-01 (Pebble)", () => {
       http.point = point
     })
     const pc = await startAcmePortcullis(t, pebble, yaml("b.example.test"), ["challenges: [http-01]"])
+    await until(() => pc.log.with("acme certificate pending").length === 1, "the pending name to be logged")
     await assert.rejects(served(pc.port("web"), "b.example.test", root), /self[- ]signed/i)
     const standIn = await served(pc.port("web"), "b.example.test", root, { rejectUnauthorized: false })
     standIn.socket.destroy()
