@@ -120,6 +120,8 @@ async function post(port: number, path: string, body: unknown): Promise<void> {
 export interface PebbleOptions {
   /** Pebble's certificateValidityPeriod, in seconds (default 3600) */
   validitySeconds?: number
+  /** external account binding required, with these MAC keys by key id (Pebble's externalAccountMACKeys) */
+  eab?: Record<string, string>
 }
 
 /** Pebble: one running pebble + challtestsrv pair. */
@@ -228,7 +230,8 @@ export async function startPebble(t: TestContext | After, options: PebbleOptions
         httpPort: http.port,
         tlsPort: tlsFw.port,
         ocspResponderURL: "",
-        externalAccountBindingRequired: false,
+        externalAccountBindingRequired: options.eab !== undefined,
+        ...(options.eab ? { externalAccountMACKeys: options.eab } : {}),
         certificateValidityPeriod: options.validitySeconds ?? 3600,
       },
     }),
