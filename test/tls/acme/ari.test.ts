@@ -99,8 +99,8 @@ ACME_BLOCK
     assert.ok(wrapper.requests[1]!.at - wrapper.requests[0]!.at >= 1_000, "not before Retry-After")
     const window = wrapper.windows[1]!
     assert.ok(renewedAt >= window.start, `renewed ${window.start - renewedAt} ms before the window`)
-    // The order itself takes a moment after the chosen time (well under 2 s against Pebble).
-    assert.ok(renewedAt <= window.end + 2_000, `renewed ${renewedAt - window.end} ms after the window`)
+    // The order itself takes a moment after the chosen time (under a second against Pebble, more on a loaded machine).
+    assert.ok(renewedAt <= window.end + 5_000, `renewed ${renewedAt - window.end} ms after the window`)
 
     // The certificate id: base64url(AKI keyIdentifier) "." base64url(serial) (RFC 9773 §4.1), read by openssl.
     const pem = join(pebble.dir, "first.pem")

@@ -102,7 +102,8 @@ ACME_BLOCK
     const third = await served(port, "yes9.od.test", root, { rejectUnauthorized: false })
     third.socket.destroy()
     assert.equal(third.subjectaltname, "DNS:base.od.test")
-    assert.ok(Date.now() - started < 2_000)
+    // At once: a queued handshake would wait for the held names (never answered here) until its 10 s timeout.
+    assert.ok(Date.now() - started < 5_000)
     assert.equal(asked.includes("yes9.od.test"), false)
     for (const answer of held.splice(0)) answer()
     for (const s of await Promise.all(slow)) {
