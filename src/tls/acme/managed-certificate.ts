@@ -16,6 +16,8 @@ import type { CertificateStorage } from "./storage.ts"
 
 /** setTimeout holds at most 2^31-1 ms; a longer wait fires early and is re-evaluated. */
 const MAX_TIMER_MS = 2 ** 31 - 1
+/** ARI is asked again after this long when it failed or gave nothing usable. */
+const ARI_RETRY_MS = 15 * 60_000
 /** A holder that dies loses the order lock after this long. */
 const LOCK_TTL_MS = 120_000
 
@@ -232,7 +234,11 @@ export class ManagedCertificate {
       await this.#options.account.client()
       const base = this.#options.account.directory?.["renewalInfo"]
       const id = ariCertId(cert.leaf)
-      if (typeof base !== "string" || !id) return
+      if (typeof base !== "string" || !id) {
+        // No ARI for this certificate (no AKI): the usual schedule, and no asking again for it.
+        this.#keepSchedule(cert, Number.MAX_SAFE_INTEGER)
+        return
+      }
       const answer = await this.#options.account.get(`${base.replace(/\/$/, "")}/${id}`)
       const retry = answer.headers["retry-after"]
       const info =
@@ -242,12 +248,7 @@ export class ManagedCertificate {
           { names: this.names, status: answer.status },
           "acme renewalInfo unusable; keeping the schedule",
         )
-        this.#ari = {
-          window: { start: 0, end: -1 },
-          retryAfterMs: 3_600_000,
-          fetchedAt: Date.now(),
-          for: cert.fingerprint256,
-        }
+        this.#keepSchedule(cert, ARI_RETRY_MS)
         return
       }
       const moved =
@@ -269,7 +270,17 @@ export class ManagedCertificate {
         { names: this.names, err: errorMessage(err) },
         "acme renewalInfo failed; keeping the schedule",
       )
+      this.#keepSchedule(cert, ARI_RETRY_MS)
     }
+  }
+
+  /**
+   * keepSchedule records that ARI gave nothing usable for `cert`: the window it gave before (if any) or the usual
+   * schedule stands, and ARI is asked again after retryMs (not at once: a failing CA is not asked in a loop).
+   */
+  #keepSchedule(cert: LoadedCertificate, retryMs: number): void {
+    const previous = this.#ari?.for === cert.fingerprint256 ? this.#ari.window : { start: 0, end: -1 }
+    this.#ari = { window: previous, retryAfterMs: retryMs, fetchedAt: Date.now(), for: cert.fingerprint256 }
   }
 
   /** run places one order (one at a time) and adopts its certificate, or counts the failure. */

@@ -38,6 +38,11 @@ async function startAriWrapper(
       requests.push({ path: req.url.slice("/renewal-info/".length), at: Date.now() })
       const a = answer(requests.length)
       windows.push({ start: a.start, end: a.end })
+      if (Number.isNaN(a.start)) {
+        res.writeHead(500, { "content-type": "application/problem+json", "retry-after": String(a.retryAfter) })
+        res.end(JSON.stringify({ type: "urn:ietf:params:acme:error:serverInternal", detail: "down" }))
+        return
+      }
       const body = { suggestedWindow: { start: new Date(a.start).toISOString(), end: new Date(a.end).toISOString() } }
       res.writeHead(200, { "content-type": "application/json", "retry-after": String(a.retryAfter) })
       res.end(JSON.stringify(body))
@@ -54,6 +59,19 @@ async function startAriWrapper(
   return { directory: `${origin}/dir`, requests, windows }
 }
 
+const yaml = (name: string) => `
+listeners:
+  - name: web
+    address: 127.0.0.1:0
+    tls: { certificates: [{ acme: [${name}] }] }
+    upstream: app
+  - name: plain
+    address: 127.0.0.2:0
+    redirect_https: 443
+upstreams: { app: { backends: [127.0.0.1:9] } }
+ACME_BLOCK
+`
+
 describe("acme ARI (Pebble behind a renewalInfo wrapper)", () => {
   let pebble: Pebble
   let root: string
@@ -66,6 +84,24 @@ describe("acme ARI (Pebble behind a renewalInfo wrapper)", () => {
     for (const fn of cleanups.reverse()) await fn()
   })
 
+  test("a renewalInfo that fails keeps the usual schedule and is not asked again in a loop", async (t) => {
+    const wrapper = await startAriWrapper(t, pebble, () => ({ start: Number.NaN, end: Number.NaN, retryAfter: 1 }))
+    const pc = await startAcmePortcullis(t, { ...pebble, directory: wrapper.directory }, yaml("ari-bad.example.test"), [
+      "challenges: [http-01]",
+    ])
+    await until(() => pc.log.with("acme certificate issued").length === 1, "the certificate")
+    await until(() => pc.log.with("acme renewalInfo").length >= 1, "renewalInfo to be asked")
+    // An absence, observed over a bounded half second: a loop would ask hundreds of times in it.
+    await new Promise((r) => setTimeout(r, 500))
+    assert.equal(wrapper.requests.length, 1)
+    const managed = pc.runtime.acme!.managed(["ari-bad.example.test"], "ecdsa")
+    const cert = managed.current!
+    const validFrom = new Date(cert.leaf.validFrom).getTime()
+    // The next timer is ARI's next ask (15 minutes) or the two-thirds point, whichever is first.
+    assert.ok(managed.nextRenewalAt! > Date.now() + 10 * 60_000, "nothing is due soon")
+    assert.ok(managed.nextRenewalAt! <= validFrom + ((cert.notAfter.getTime() - validFrom) * 2) / 3)
+  })
+
   test("renews inside the CA's suggested window, asking again after Retry-After", async (t) => {
     let base = 0
     // First answer: a window an hour away, ask again in 1 s; then: a window from 1.5 s to 3.5 s after that.
@@ -75,19 +111,7 @@ describe("acme ARI (Pebble behind a renewalInfo wrapper)", () => {
       if (base === 0) base = now
       return { start: base + 1_500, end: base + 3_500, retryAfter: 3_600 }
     })
-    const yaml = `
-listeners:
-  - name: web
-    address: 127.0.0.1:0
-    tls: { certificates: [{ acme: [ari.example.test] }] }
-    upstream: app
-  - name: plain
-    address: 127.0.0.2:0
-    redirect_https: 443
-upstreams: { app: { backends: [127.0.0.1:9] } }
-ACME_BLOCK
-`
-    const pc = await startAcmePortcullis(t, { ...pebble, directory: wrapper.directory }, yaml, [
+    const pc = await startAcmePortcullis(t, { ...pebble, directory: wrapper.directory }, yaml("ari.example.test"), [
       "challenges: [http-01]",
     ])
     await until(() => pc.log.with("acme certificate issued").length === 1, "the first certificate")
