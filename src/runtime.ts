@@ -16,6 +16,7 @@ import { TcpEngine } from "./proxy/tcp/engine.ts"
 import { Router } from "./routing/router.ts"
 import { RuntimeState } from "./state/runtime-state.ts"
 import { CertStore } from "./tls/cert-store.ts"
+import type { ListenerCensus } from "./tls/client-census.ts"
 import { HealthRegistry } from "./upstreams/health/active.ts"
 import { Upstream } from "./upstreams/upstream.ts"
 
@@ -72,6 +73,7 @@ export class Generation {
             healthRegistry: registry,
             previous: previous?.upstreams.get(name),
             stats: counters.upstream(name),
+            metrics: config.metrics.enabled,
           })
           gen.upstreams.set(name, upstream)
         } catch (err) {
@@ -79,6 +81,9 @@ export class Generation {
         }
       }
       const accessLog = config.access_log.enabled ? access : undefined
+      // metrics.enabled false: no route meters, no connect histograms, no labelled handshake series, no census.
+      const metrics = config.metrics.enabled
+      const censusWindow = metrics ? config.metrics.census_window : 0
       for (const [index, listener] of config.listeners.entries()) {
         const key = addressKey(listener.address)
         if (listener.redirect_https !== undefined) {
@@ -124,7 +129,9 @@ export class Generation {
                 log: engineLog,
                 accessLog,
                 gate,
-                meters: router.routes.map((r) => counters.route(listener.name, String(r.index), r.upstream)),
+                meters: metrics
+                  ? router.routes.map((r) => counters.route(listener.name, String(r.index), r.upstream))
+                  : undefined,
                 generateTrace: config.tracing.generate,
               })
         if (gate) {
@@ -133,7 +140,11 @@ export class Generation {
         }
         gen.listeners.set(
           key,
-          new TlsListener(listener, certs, engine, engineLog, counters.listener(listener.name), counters.failures),
+          new TlsListener(listener, certs, engine, engineLog, counters.listener(listener.name), counters.failures, {
+            metrics,
+            census: censusWindow > 0 ? state.census(listener.name, censusWindow) : undefined,
+            censusSample: config.metrics.census_sample,
+          }),
         )
       }
       if (problems.length > 0) throw new BuildError(problems)
@@ -207,6 +218,17 @@ export class Generation {
     for (const gate of this.gates.values()) gate.close()
     for (const l of this.listeners.values()) l.destroy()
     for (const u of this.upstreams.values()) void u.destroy()
+  }
+
+  /** census: GET /tls/clients, each TLS listener's ClientHello census by name (listeners without one left out). */
+  census(): { listeners: Record<string, ListenerCensus> } {
+    const listeners: Record<string, ListenerCensus> = {}
+    for (const l of this.listeners.values()) {
+      if (!(l instanceof TlsListener)) continue
+      const census = l.census()
+      if (census !== undefined) listeners[l.config.name] = census
+    }
+    return { listeners }
   }
 
   status() {
@@ -387,6 +409,9 @@ export class Runtime {
     }
     gen.applyLimits()
     this.#state.clientLimiters.retain(gen.gates.keys())
+    this.#state.retainCensuses(
+      gen.config.metrics.enabled && gen.config.metrics.census_window > 0 ? gen.config.listeners.map((l) => l.name) : [],
+    )
     const old = this.#current
     this.#current = gen
     step?.commit()

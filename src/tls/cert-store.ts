@@ -8,7 +8,7 @@ import type { ForwardFormat } from "../core/connection-info.ts"
 import { errorMessage, TlsError } from "../core/errors.ts"
 import { deriveTicketKey, type TicketKeyRing } from "../state/ticket-keys.ts"
 import { type CertificateStatus, certificateStatus, type LoadedCertificate, normalizeName } from "./certificate.ts"
-import { peekServerName } from "./client-hello.ts"
+import { type HelloSink, peekServerName } from "./client-hello.ts"
 import { type ServerTlsOptions, serverTlsOptions } from "./policy.ts"
 import { type CertificateSource, loadEntries } from "./sources/index.ts"
 
@@ -296,8 +296,8 @@ export class CertStore {
    * context. Build the TLSSocket on it (`new tls.TLSSocket(socket, { isServer: true, secureContext })`) to offer
    * every certificate of the name, ECDSA and RSA alike; the SNICallback path installs only one of them.
    */
-  async contextForSocket(socket: net.Socket, timeoutMs: number): Promise<tls.SecureContext> {
-    return this.contextFor(await peekServerName(socket, timeoutMs))
+  async contextForSocket(socket: net.Socket, timeoutMs: number, sink?: HelloSink): Promise<tls.SecureContext> {
+    return this.contextFor(await peekServerName(socket, timeoutMs, sink))
   }
 
   /** clientAuthOf is the client-certificate policy of one of this store's contexts. */

@@ -5,6 +5,16 @@
  * `new tls.TLSSocket(socket, { isServer: true, secureContext: store.contextFor(await peekServerName(socket)) })`.
  */
 import type net from "node:net"
+import {
+  CIPHER_INDEX,
+  CIPHER_WORDS,
+  GROUP_INDEX,
+  isGrease,
+  OTHER_BIT,
+  SIGALG_INDEX,
+  VERSION_OTHER,
+  versionIndex,
+} from "./tls-codes.ts"
 
 /** HelloScan says whether a buffer holds a whole ClientHello yet, and the SNI host name in it. */
 export interface HelloScan {
@@ -13,10 +23,18 @@ export interface HelloScan {
   servername?: string
 }
 
+/**
+ * HelloSink receives each whole ClientHello body a peek reads (handshake header stripped), before its SNI name is
+ * read: the census keeps a compact record of it. Called on the accept path: it must be fast and keep no reference.
+ */
+export interface HelloSink {
+  hello(body: Buffer): void
+}
+
 const MAX_HELLO_BYTES = 64 * 1024
 
 /** scanClientHello parses TLS records from the start of buf (RFC 8446 §4.1.2, RFC 6066 §3); never throws. */
-export function scanClientHello(buf: Buffer): HelloScan {
+export function scanClientHello(buf: Buffer, sink?: HelloSink): HelloScan {
   // Gather the handshake bytes carried by consecutive handshake records.
   const parts: Buffer[] = []
   let offset = 0
@@ -39,7 +57,8 @@ export function scanClientHello(buf: Buffer): HelloScan {
     if (handshakeLength >= 0 && gathered >= handshakeLength + 4) break
     if (offset > MAX_HELLO_BYTES) return { done: true }
   }
-  const hello = Buffer.concat(parts).subarray(4, 4 + handshakeLength)
+  const hello = (parts.length === 1 ? parts[0]! : Buffer.concat(parts)).subarray(4, 4 + handshakeLength)
+  sink?.hello(hello)
   return { done: true, servername: readServerName(hello) }
 }
 
@@ -81,7 +100,7 @@ function readServerName(hello: Buffer): string | undefined {
  * (undefined when there is none or the bytes are not TLS). Resolves undefined on timeout, close or error: the
  * handshake that follows reports those itself. The socket is left paused with no listeners of ours.
  */
-export function peekServerName(socket: net.Socket, timeoutMs: number): Promise<string | undefined> {
+export function peekServerName(socket: net.Socket, timeoutMs: number, sink?: HelloSink): Promise<string | undefined> {
   return new Promise((resolve) => {
     let buffered: Buffer = Buffer.alloc(0)
     const finish = (servername: string | undefined) => {
@@ -96,7 +115,7 @@ export function peekServerName(socket: net.Socket, timeoutMs: number): Promise<s
     }
     const onData = (chunk: Buffer) => {
       buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk])
-      const scan = scanClientHello(buffered)
+      const scan = scanClientHello(buffered, sink)
       if (scan.done || buffered.length > MAX_HELLO_BYTES) finish(scan.servername)
     }
     const onStop = () => finish(undefined)
@@ -106,4 +125,83 @@ export function peekServerName(socket: net.Socket, timeoutMs: number): Promise<s
     socket.on("close", onStop)
     socket.on("error", onStop)
   })
+}
+
+/** OFFER_WORDS: the 32-bit words of one offer record that readOffer writes. */
+export const OFFER_WORDS = 3 + CIPHER_WORDS
+/** Word 0 of an offer record: versions in bits 0-7, the legacy version's index in bits 8-11, then flags. */
+export const OFFER_LEGACY_SHIFT = 8
+export const OFFER_HAS_VERSIONS = 1 << 16
+export const OFFER_HAS_GROUPS = 1 << 17
+export const OFFER_HAS_SIGALGS = 1 << 18
+
+/**
+ * readOffer writes what a ClientHello body offers into out[at .. at + OFFER_WORDS) as bit masks over the tls-codes
+ * tables: word 0 the versions (supported_versions, RFC 8446 §4.2.1, else legacy_version) and flags, word 1 the
+ * groups (supported_groups, §4.2.7), word 2 the signature algorithms (§4.2.3), words 3.. the cipher suites. GREASE
+ * values (RFC 8701) are skipped; any other unknown code sets the table's OTHER_BIT, so a record is the same size
+ * whatever the client sends. Returns false (and leaves the words zero) for a body too short to hold a hello.
+ */
+export function readOffer(hello: Buffer, out: Uint32Array, at: number): boolean {
+  out.fill(0, at, at + OFFER_WORDS)
+  if (hello.length < 2 + 32 + 1) return false
+  const legacy = hello.readUInt16BE(0)
+  const legacyIndex = versionIndex(legacy)
+  let word0 = (legacyIndex < 0 ? VERSION_OTHER : legacyIndex) << OFFER_LEGACY_SHIFT
+  let p = 2 + 32
+  p += 1 + hello[p]! // legacy_session_id
+  if (hello.length < p + 2) return false
+  const suitesEnd = Math.min(hello.length, p + 2 + hello.readUInt16BE(p))
+  for (let q = p + 2; q + 2 <= suitesEnd; q += 2) {
+    const code = hello.readUInt16BE(q)
+    if (isGrease(code)) continue
+    const i = CIPHER_INDEX[code]!
+    const bit = i === 0 ? CIPHER_WORDS * 32 - 1 : i - 1
+    out[at + 3 + (bit >>> 5)]! |= 1 << (bit & 31)
+  }
+  p = suitesEnd
+  if (hello.length >= p + 1) p += 1 + hello[p]! // legacy_compression_methods
+  let versions = 0
+  if (hello.length >= p + 2) {
+    const end = Math.min(hello.length, p + 2 + hello.readUInt16BE(p))
+    p += 2
+    while (p + 4 <= end) {
+      const type = hello.readUInt16BE(p)
+      const length = hello.readUInt16BE(p + 2)
+      p += 4
+      if (p + length > end) break
+      if (type === 43 && length >= 1) {
+        // supported_versions: a one-byte length, then 2-byte versions.
+        word0 |= OFFER_HAS_VERSIONS
+        versions = codeList(hello, p + 1, Math.min(p + 1 + hello[p]!, p + length), versionBits)
+      } else if (type === 10 && length >= 2) {
+        word0 |= OFFER_HAS_GROUPS
+        out[at + 1] = codeList(hello, p + 2, Math.min(p + 2 + hello.readUInt16BE(p), p + length), GROUP_INDEX)
+      } else if (type === 13 && length >= 2) {
+        word0 |= OFFER_HAS_SIGALGS
+        out[at + 2] = codeList(hello, p + 2, Math.min(p + 2 + hello.readUInt16BE(p), p + length), SIGALG_INDEX)
+      }
+      p += length
+    }
+  }
+  // Without supported_versions the client asks for legacy_version (RFC 8446 §4.2.1; RFC 5246 §E.1).
+  if ((word0 & OFFER_HAS_VERSIONS) === 0) versions = 1 << (legacyIndex < 0 ? VERSION_OTHER : legacyIndex)
+  out[at] = word0 | versions
+  return true
+}
+
+/** versionBits marks TLS versions by their index (tls-codes VERSIONS) + 1, as the other lookup tables do. */
+const versionBits = new Uint8Array(65536)
+for (let v = 0x0300; v <= 0x0304; v++) versionBits[v] = versionIndex(v) + 1
+
+/** codeList ORs one bit per 2-byte code in hello[from, to) into a mask: index table, GREASE skipped, else OTHER. */
+function codeList(hello: Buffer, from: number, to: number, index: Uint8Array): number {
+  let mask = 0
+  for (let q = from; q + 2 <= to; q += 2) {
+    const code = hello.readUInt16BE(q)
+    if (isGrease(code)) continue
+    const i = index[code]!
+    mask |= 1 << (i === 0 ? (index === versionBits ? VERSION_OTHER : OTHER_BIT) : i - 1)
+  }
+  return mask >>> 0
 }
