@@ -544,7 +544,7 @@ const metrics = z
       .boolean()
       .default(true)
       .describe(
-        "count by label and time (handshakes by version and cipher, requests by route, latency histograms, bytes) and serve GET /metrics; false keeps only the /status totals (default true)",
+        "count by label and time (handshakes by version and cipher, requests by route, latency histograms, bytes) and serve GET /metrics; false keeps only the /status totals and turns the ClientHello census off (default true)",
       ),
     census_window: z
       .number()

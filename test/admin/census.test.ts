@@ -224,36 +224,47 @@ describe("GET /tls/clients", () => {
   test("GREASE values are not counted and unknown code points fold into one `other` per client", async () => {
     const port = pc.port("grease")
     const host = pc.host("grease")
-    // RFC 8701 GREASE in every list, a draft version, unknown suite/group/scheme code points.
+    // GREASE (RFC 8701) in every list, otherwise known code points only: nothing lands in `other`.
     await sendHello(
       port,
       buildClientHello({
         servername: "localhost",
-        ciphers: [0x0a0a, 0x1301, 0xfafa, 0x1234, 0x4321, 0xc02b],
-        versions: [0x4a4a, 0x0304, 0x7f1c, 0x0303],
-        groups: [0x2a2a, 0x001d, 0x7777, 0x11ec],
-        sigalgs: [0x3a3a, 0x0403, 0x0999, 0x0888],
+        ciphers: [0x0a0a, 0x1301, 0xfafa, 0xc02b],
+        versions: [0x4a4a, 0x0304, 0x0303],
+        groups: [0x2a2a, 0x001d, 0x11ec],
+        sigalgs: [0x3a3a, 0x0403],
       }),
       host,
     )
-    // Nothing but GREASE and unknowns.
+    // GREASE, a draft version, several unknown suites, groups and schemes, and known ones.
     await sendHello(
       port,
       buildClientHello({
-        ciphers: [0x1a1a, 0x9999, 0x9998],
-        versions: [0x5a5a, 0x0399],
-        groups: [0x6a6a, 0x5555],
-        sigalgs: [0x7a7a, 0x0aff],
+        ciphers: [0x1a1a, 0x1301, 0x1234, 0x4321],
+        versions: [0x5a5a, 0x0304, 0x7f1c],
+        groups: [0x6a6a, 0x001d, 0x7777, 0x7778],
+        sigalgs: [0x7a7a, 0x0403, 0x0999, 0x0888],
+      }),
+      host,
+    )
+    // Nothing but unknowns.
+    await sendHello(
+      port,
+      buildClientHello({
+        ciphers: [0x9999, 0x9998],
+        versions: [0x0399],
+        groups: [0x5555],
+        sigalgs: [0x0aff],
       }),
       host,
     )
     const c = await census("grease")
-    assert.equal(c.clients, 2)
-    assert.deepEqual(c.versions, { other: 2, "TLSv1.3": 1, "TLSv1.2": 1 })
-    assert.deepEqual(c.groups, { other: 2, X25519: 1, X25519MLKEM768: 1 })
-    assert.deepEqual(c.ciphers, { other: 2, TLS_AES_128_GCM_SHA256: 1, TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256: 1 })
-    assert.deepEqual(c.sigalgs, { other: 2, ecdsa_secp256r1_sha256: 1 })
-    // The second client offers no version any policy has.
+    assert.equal(c.clients, 3)
+    assert.deepEqual(c.versions, { "TLSv1.3": 2, other: 2, "TLSv1.2": 1 })
+    assert.deepEqual(c.groups, { X25519: 2, other: 2, X25519MLKEM768: 1 })
+    assert.deepEqual(c.ciphers, { TLS_AES_128_GCM_SHA256: 2, other: 2, TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256: 1 })
+    assert.deepEqual(c.sigalgs, { ecdsa_secp256r1_sha256: 2, other: 2 })
+    // The third client offers no version any policy has.
     assert.deepEqual(c.whatif["intermediate"], { refused: 1, reasons: { no_shared_version: 1 } })
   })
 })
