@@ -106,6 +106,8 @@ export class TlsListener {
     this.#metrics = options.metrics ?? true
     this.#census = options.census
     this.#censusSample = options.censusSample ?? 1
+    // The first connection is sampled, so a fresh listener's census is not empty for long.
+    this.#unsampled = this.#censusSample - 1
     this.config = config
     this.stats = stats ?? detachedInstruments().listener(config.name)
     this.certs = certs

@@ -3,6 +3,7 @@
  * Node's SNICallback installs only one certificate of the context it returns (the last added), so a listener that
  * serves ECDSA and RSA certificates for one name must pick the SecureContext before the TLSSocket exists:
  * `new tls.TLSSocket(socket, { isServer: true, secureContext: store.contextFor(await peekServerName(socket)) })`.
+ * The same peek hands the whole hello to a HelloSink (the ClientHello census), and readOffer reads what it offers.
  */
 import type net from "node:net"
 import {
@@ -124,6 +125,9 @@ export function peekServerName(socket: net.Socket, timeoutMs: number, sink?: Hel
     socket.on("end", onStop)
     socket.on("close", onStop)
     socket.on("error", onStop)
+    // A socket someone paused (the PROXY header reader leaves it so) does not flow again on a new 'data'
+    // listener alone: without this the peek would wait for the deadline.
+    socket.resume()
   })
 }
 

@@ -8,12 +8,14 @@ import { spawn } from "node:child_process"
 import { randomInt } from "node:crypto"
 import { mkdtempSync } from "node:fs"
 import http from "node:http"
+import net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { after, before, describe, test } from "node:test"
 import tls from "node:tls"
 import { AdminApi } from "../../src/admin/api.ts"
 import { silentLogger } from "../../src/core/log.ts"
+import { encodeProxyV1 } from "../../src/protocols/proxy-protocol/encode.ts"
 import type { ListenerCensus } from "../../src/tls/client-census.ts"
 import { CIPHERS, GROUPS, SIGALGS } from "../../src/tls/tls-codes.ts"
 import { buildClientHello, sendHello } from "../helpers/client-hello.ts"
@@ -48,6 +50,13 @@ listeners:
   - name: grease
     address: "${loopback(3)}:0"
     engine: tcp
+    tls: { certificates: [${cert}] }
+    upstream: none
+  - name: proxied
+    address: "${loopback(4)}:0"
+    engine: tcp
+    proxy_protocol: accept
+    trusted_proxies: [127.0.0.0/8]
     tls: { certificates: [${cert}] }
     upstream: none
 upstreams:
@@ -266,6 +275,35 @@ describe("GET /tls/clients", () => {
     assert.deepEqual(c.sigalgs, { ecdsa_secp256r1_sha256: 2, other: 2 })
     // The third client offers no version any policy has.
     assert.deepEqual(c.whatif["intermediate"], { refused: 1, reasons: { no_shared_version: 1 } })
+  })
+
+  test("behind a PROXY v1 header sent apart from the ClientHello, the hello is counted and the handshake completes", async () => {
+    const port = pc.port("proxied")
+    const host = pc.host("proxied")
+    const raw = await new Promise<net.Socket>((resolve, reject) => {
+      const s = net.connect(port, host, () => resolve(s))
+      s.once("error", reject)
+    })
+    const header = encodeProxyV1({
+      source: { address: "203.0.113.9", port: 40000 },
+      destination: { address: host, port },
+    })
+    // The header alone first: the server reads it, pauses the socket, and must still see the ClientHello.
+    await new Promise<void>((resolve) => raw.write(header, () => resolve()))
+    const secured = await new Promise<boolean>((resolve) => {
+      const socket = tls.connect(
+        { socket: raw, servername: "localhost", ca: pki.ca.cert, minVersion: "TLSv1.3" },
+        () => {
+          socket.destroy()
+          resolve(true)
+        },
+      )
+      socket.on("error", () => resolve(false))
+    })
+    assert.equal(secured, true)
+    const c = await census("proxied")
+    assert.equal(c.clients, 1)
+    assert.deepEqual(c.versions, { "TLSv1.3": 1 })
   })
 })
 
