@@ -149,15 +149,15 @@ export const OFFER_HAS_SIGALGS = 1 << 18
 export function readOffer(hello: Buffer, out: Uint32Array, at: number): boolean {
   out.fill(0, at, at + OFFER_WORDS)
   if (hello.length < 2 + 32 + 1) return false
-  const legacy = hello.readUInt16BE(0)
+  const legacy = (hello[0]! << 8) | hello[1]!
   const legacyIndex = versionIndex(legacy)
   let word0 = (legacyIndex < 0 ? VERSION_OTHER : legacyIndex) << OFFER_LEGACY_SHIFT
   let p = 2 + 32
   p += 1 + hello[p]! // legacy_session_id
   if (hello.length < p + 2) return false
-  const suitesEnd = Math.min(hello.length, p + 2 + hello.readUInt16BE(p))
+  const suitesEnd = Math.min(hello.length, p + 2 + ((hello[p]! << 8) | hello[p + 1]!))
   for (let q = p + 2; q + 2 <= suitesEnd; q += 2) {
-    const code = hello.readUInt16BE(q)
+    const code = (hello[q]! << 8) | hello[q + 1]!
     if (isGrease(code)) continue
     const i = CIPHER_INDEX[code]!
     const bit = i === 0 ? CIPHER_WORDS * 32 - 1 : i - 1
@@ -167,11 +167,11 @@ export function readOffer(hello: Buffer, out: Uint32Array, at: number): boolean 
   if (hello.length >= p + 1) p += 1 + hello[p]! // legacy_compression_methods
   let versions = 0
   if (hello.length >= p + 2) {
-    const end = Math.min(hello.length, p + 2 + hello.readUInt16BE(p))
+    const end = Math.min(hello.length, p + 2 + ((hello[p]! << 8) | hello[p + 1]!))
     p += 2
     while (p + 4 <= end) {
-      const type = hello.readUInt16BE(p)
-      const length = hello.readUInt16BE(p + 2)
+      const type = (hello[p]! << 8) | hello[p + 1]!
+      const length = (hello[p + 2]! << 8) | hello[p + 3]!
       p += 4
       if (p + length > end) break
       if (type === 43 && length >= 1) {
@@ -180,10 +180,20 @@ export function readOffer(hello: Buffer, out: Uint32Array, at: number): boolean 
         versions = codeList(hello, p + 1, Math.min(p + 1 + hello[p]!, p + length), versionBits)
       } else if (type === 10 && length >= 2) {
         word0 |= OFFER_HAS_GROUPS
-        out[at + 1] = codeList(hello, p + 2, Math.min(p + 2 + hello.readUInt16BE(p), p + length), GROUP_INDEX)
+        out[at + 1] = codeList(
+          hello,
+          p + 2,
+          Math.min(p + 2 + ((hello[p]! << 8) | hello[p + 1]!), p + length),
+          GROUP_INDEX,
+        )
       } else if (type === 13 && length >= 2) {
         word0 |= OFFER_HAS_SIGALGS
-        out[at + 2] = codeList(hello, p + 2, Math.min(p + 2 + hello.readUInt16BE(p), p + length), SIGALG_INDEX)
+        out[at + 2] = codeList(
+          hello,
+          p + 2,
+          Math.min(p + 2 + ((hello[p]! << 8) | hello[p + 1]!), p + length),
+          SIGALG_INDEX,
+        )
       }
       p += length
     }
@@ -202,7 +212,7 @@ for (let v = 0x0300; v <= 0x0304; v++) versionBits[v] = versionIndex(v) + 1
 function codeList(hello: Buffer, from: number, to: number, index: Uint8Array): number {
   let mask = 0
   for (let q = from; q + 2 <= to; q += 2) {
-    const code = hello.readUInt16BE(q)
+    const code = (hello[q]! << 8) | hello[q + 1]!
     if (isGrease(code)) continue
     const i = index[code]!
     mask |= 1 << (i === 0 ? (index === versionBits ? VERSION_OTHER : OTHER_BIT) : i - 1)
