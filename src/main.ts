@@ -304,7 +304,7 @@ async function run(file: string | undefined, format: "json" | "pretty"): Promise
       log.info({ grace_ms: config.shutdown_grace }, `${why}: handed over; draining in-flight requests`)
       // The successor answers on the admin address now: this API goes at once, the traffic drains in the grace.
       admin?.retire()
-      Promise.allSettled([running.close(), demo?.close()])
+      Promise.allSettled([running.close(undefined, { handover: true }), demo?.close()])
         .then(() => Promise.allSettled([admin?.close(), fleet?.close()]))
         .then(
           () => resolve(0),

@@ -532,8 +532,12 @@ export class Runtime {
     return out
   }
 
-  /** close stops accepting, lets in-flight requests finish within graceMs, then closes everything. */
-  async close(graceMs?: number): Promise<void> {
+  /**
+   * close stops accepting, lets in-flight requests finish within graceMs, then closes everything. handover: another
+   * process accepts on the same sockets now (a rolling restart, a takeover): idle keep-alive connections are not
+   * cut (that races with a client's next request) but end after their next response, as on a reload.
+   */
+  async close(graceMs?: number, options: { handover?: boolean } = {}): Promise<void> {
     this.#closing = true
     this.#unwatchKeys()
     const grace = graceMs ?? this.#current?.config.shutdown_grace ?? 30_000
@@ -541,7 +545,7 @@ export class Runtime {
     this.#sockets.clear()
     const gens = [...this.#draining, ...(this.#current ? [this.#current] : [])]
     this.#current = undefined
-    await Promise.allSettled(gens.map((g) => g.close(grace)))
+    await Promise.allSettled(gens.map((g) => g.close(grace, !options.handover)))
     this.#acme?.manager.close()
     this.#acme = undefined
     this.#state.close()

@@ -28,7 +28,8 @@ export type ToWorker =
   | { type: "drain"; upstream: string; backend: string; on: boolean }
   | { type: "query"; id: number; what: "status" | "metrics" | "failures" }
   | { type: "reopen-log" }
-  | { type: "stop" }
+  /** handover: other processes accept on the sockets now (idle keep-alive connections are not cut). */
+  | { type: "stop"; handover: boolean }
 
 /** FromWorker is what a worker sends the primary. */
 export type FromWorker =

@@ -192,10 +192,10 @@ export class Primary {
   }
 
   /** #retire tells an old worker to stop: it closes its listening copy now and drains in-flight work in the grace. */
-  #retire(worker: WorkerProcess): void {
+  #retire(worker: WorkerProcess, handover = true): void {
     worker.retired = true
     worker.ready = false
-    worker.send({ type: "stop" })
+    worker.send({ type: "stop", handover })
   }
 
   #onExit(i: number, worker: WorkerProcess, code: number | null, signal: NodeJS.Signals | null): void {
@@ -411,13 +411,13 @@ export class Primary {
    * close stops every worker (each closes its listening copy, then finishes in-flight work within its grace),
    * waits for them to exit (SIGKILL after grace + 5 s), then closes the sockets and the health checks.
    */
-  async close(graceMs?: number): Promise<void> {
+  async close(graceMs?: number, options: { handover?: boolean } = {}): Promise<void> {
     this.#closing = true
     this.#unwatchKeys()
     const grace = graceMs ?? this.#current?.config.shutdown_grace ?? 30_000
     const workers = this.#slots.map((s) => s.worker).filter((w): w is WorkerProcess => w !== undefined)
     for (const s of this.#slots) if (s.timer) clearTimeout(s.timer)
-    for (const w of workers) this.#retire(w)
+    for (const w of workers) this.#retire(w, options.handover === true)
     await Promise.all(
       workers.map(async (w) => {
         const timer = setTimeout(() => w.child.kill("SIGKILL"), grace + 5_000)

@@ -45,10 +45,10 @@ class Worker {
       this.#exit = resolve
       process.on("message", (msg: ToWorker, handle: unknown) => this.#onMessage(msg, handle))
       // The primary went away (crashed, or SIGKILLed): finish what is in flight and go.
-      process.on("disconnect", () => this.#stop())
+      process.on("disconnect", () => this.#stop(false))
       // A terminal's Ctrl-C or systemd's SIGTERM reaches every process of the group: stop gracefully once.
-      process.on("SIGTERM", () => this.#stop())
-      process.on("SIGINT", () => this.#stop())
+      process.on("SIGTERM", () => this.#stop(false))
+      process.on("SIGINT", () => this.#stop(false))
       // The primary reloads, restarts and reopens logs; the workers only follow it.
       for (const signal of ["SIGHUP", "SIGUSR1", "SIGUSR2"] as const) process.on(signal, () => {})
     })
@@ -103,7 +103,7 @@ class Worker {
         }
         return
       case "stop":
-        this.#stop()
+        this.#stop(msg.handover)
         return
     }
   }
@@ -178,10 +178,11 @@ class Worker {
     }
   }
 
-  #stop(): void {
+  /** #stop drains and exits; handover: other workers (or a new primary's) accept on the sockets now. */
+  #stop(handover: boolean): void {
     this.#stopping ??= (async () => {
       this.#log.info("worker stopping; in-flight requests get the grace period")
-      await this.#runtime?.close()
+      await this.#runtime?.close(undefined, { handover })
       if (!this.#runtime) await this.#accessLog.close()
     })().then(
       () => this.#exit?.(0),
