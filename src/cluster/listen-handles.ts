@@ -53,7 +53,8 @@ export class ListenHandles {
     const fd = this.#inherited.take(key)
     const made =
       fd !== undefined
-        ? createServerHandle(null, -1, -1, fd)
+        ? // port 0, not -1: with an fd, net asserts that no address and no port are given.
+          createServerHandle(null, 0, 0, fd)
         : createServerHandle(address.host, address.port, net.isIPv6(address.host) ? 6 : 4)
     if (typeof made === "number") {
       throw new PortcullisError("PC_LISTEN_FAILED", `binding ${key}: ${getSystemErrorName(made)}`)

@@ -55,7 +55,8 @@ class Worker {
   }
 
   #send(msg: FromWorker): void {
-    if (process.connected) process.send!(msg)
+    // With a callback a send on a channel the primary just closed is an error passed here, not an 'error' event.
+    if (process.connected) process.send!(msg, undefined, {}, ignore)
   }
 
   #onMessage(msg: ToWorker, handle: unknown): void {
@@ -190,3 +191,5 @@ class Worker {
     )
   }
 }
+
+function ignore(): void {}
