@@ -59,6 +59,15 @@ export class ListenHandles {
     if (typeof made === "number") {
       throw new PortcullisError("PC_LISTEN_FAILED", `binding ${key}: ${getSystemErrorName(made)}`)
     }
+    // libuv keeps an EADDRINUSE from bind() to report it at listen(), in this process's handle; a worker's copy of
+    // the descriptor does not carry it, and listen() on the unbound socket would pick a random port. An unbound
+    // socket has port 0: that is the bind failure.
+    const bound: { port?: number } = {}
+    made.getsockname(bound)
+    if (!bound.port) {
+      made.close()
+      throw new PortcullisError("PC_LISTEN_FAILED", `binding ${key}: EADDRINUSE`)
+    }
     this.#handles.set(key, made)
     return made
   }
