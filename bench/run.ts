@@ -231,7 +231,7 @@ async function ensureRunning(st: TargetState, cert: BenchCert, fresh = false): P
       running.delete(st.spec.name)
       throw new Error(`${st.spec.name} exited (${code}) after the previous cell: ${failureSummary(t.process.logFile)}`)
     }
-    t.pinNotes.push(...ensurePinned(t.process.pid, PROXY_CORE))
+    t.pinNotes.push(...ensurePinned(t.process.pid, st.spec.cores ?? PROXY_CORE))
     return t
   }
   t = await startTarget(st.spec, {
