@@ -168,9 +168,10 @@ export class Primary {
     const old = slot.worker
     void worker.exited.then(({ code, signal }) => this.#onExit(i, worker, code, signal))
     const ready = worker.wait(["ready"], undefined, this.#options.startTimeoutMs ?? 30_000)
+    const sent = this.#current!
     worker.send({
       type: "start",
-      config: this.#current!.config,
+      config: sent.config,
       health: this.#healthSnapshot(),
       keys: wireKeys(this.#options.state.ticketKeys),
       drains: this.#drains(),
@@ -183,6 +184,11 @@ export class Primary {
     if (msg.type === "failed") {
       worker.retired = retireOnFailure
       throw new PortcullisError("PC_WORKER_FAILED", `worker ${i}: ${msg.error}`)
+    }
+    if (sent !== this.#current && !this.#closing) {
+      // A reload committed while it started: it holds the config that lost. Start it again on the one that won.
+      this.#retire(worker)
+      return this.#spawn(i, retireOnFailure)
     }
     worker.ready = true
     slot.worker = worker
