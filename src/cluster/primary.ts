@@ -37,7 +37,7 @@ export interface PrimaryOptions {
   startTimeoutMs?: number
 }
 
-/** A worker that lived this long (ms) had no quick crash: its slot's backoff starts again from the first delay. */
+/** A worker that served this long (ms) had no quick crash: its slot's backoff starts again from the first delay. */
 const STABLE_MS = 10_000
 
 interface Slot {
@@ -191,6 +191,7 @@ export class Primary {
       return this.#spawn(i, retireOnFailure)
     }
     worker.ready = true
+    worker.readyAt = Date.now()
     slot.worker = worker
     if (old && old !== worker) this.#retire(old)
     this.#log.info({ worker: i, pid: worker.pid }, "worker ready")
@@ -208,7 +209,8 @@ export class Primary {
     const slot = this.#slots[i]!
     if (worker.retired || this.#closing) return
     worker.ready = false
-    const quick = Date.now() - worker.startedAt < STABLE_MS
+    // Served less than STABLE_MS (or never): a quick crash. Counted from ready, so a slow start is no long life.
+    const quick = worker.readyAt === undefined || Date.now() - worker.readyAt < STABLE_MS
     slot.crashes = quick ? slot.crashes + 1 : 1
     const base = this.#options.backoffMs ?? 100
     const delay = Math.min(this.#options.maxBackoffMs ?? 30_000, base * 2 ** (slot.crashes - 1))

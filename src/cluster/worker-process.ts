@@ -24,6 +24,8 @@ export class WorkerProcess {
   readonly startedAt = Date.now()
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
   ready = false
+  /** When it first served (ms since epoch); undefined before. */
+  readyAt: number | undefined
   /** The primary asked it to stop (a rolling restart, shutdown): its exit is no crash. */
   retired = false
   readonly #waiters = new Map<string, (msg: FromWorker) => void>()

@@ -1,7 +1,8 @@
 /**
  * Worker processes (issue 12, item 1), cluster.workers: 2 run as an operator would: both workers accept on the
  * primary's socket and their counts add up in /status and /metrics; active health is probed once (by the primary),
- * not once per worker; a SIGKILLed worker is replaced and a retrying client loses no request.
+ * not once per worker; a SIGKILLed worker is replaced (not ready meanwhile) and a retrying client loses no
+ * request; a crash loop is slowed by a doubling delay.
  */
 import assert from "node:assert/strict"
 import { mkdtempSync, rmSync } from "node:fs"
@@ -12,6 +13,7 @@ import { startEchoBackend, type TestBackend } from "../helpers/backends.ts"
 import { createPki, type Pki } from "../helpers/pki.ts"
 import { parsePrometheus, sum, value } from "../helpers/prometheus.ts"
 import { clusterYaml, type RunningCluster, startCluster, waitWorkers } from "./workers-harness.ts"
+import { waitUntilAsync } from "./workers-wait.ts"
 
 let pki: Pki
 let echo: TestBackend
@@ -107,6 +109,7 @@ test("a SIGKILLed worker is replaced and a retrying client loses no request", as
     }
   })()
   process.kill(victim.pid!, "SIGKILL")
+  await waitUntilAsync(async () => (await cluster.get("/readyz")).status === 503, "not ready while a worker is down")
   const after = await waitWorkers(
     cluster,
     (s) => s.workers[0]!.pid !== victim.pid && s.workers[0]!.ready && s.workers[0]!.restarts === victim.restarts + 1,
@@ -122,4 +125,18 @@ test("a SIGKILLed worker is replaced and a retrying client loses no request", as
   assert.notEqual(after.workers[0]!.pid, victim.pid)
   assert.equal(after.workers[1]!.pid, before.workers[1]!.pid, "the other worker was not touched")
   assert.equal((await cluster.get("/readyz")).status, 200)
+})
+
+test("a worker that keeps crashing is replaced with a doubling delay (a crash loop does not spin)", async () => {
+  const delays: number[] = []
+  for (let i = 0; i < 3; i++) {
+    const s = await waitWorkers(cluster, (x) => x.workers[1]!.ready, "worker 1 ready")
+    process.kill(s.workers[1]!.pid!, "SIGKILL")
+    const line = await cluster.pc.waitFor(/^.*"worker 1 exited.*$/m, 20_000)
+    delays.push((JSON.parse(line) as { restart_in_ms: number }).restart_in_ms)
+  }
+  // Each died within 10 s of serving: 100 ms, then 200, then 400 (the first kill finds a long-lived one: 100).
+  assert.equal(delays[2], delays[1]! * 2, `delays ${delays}`)
+  assert.ok(delays[1]! >= 200, `delays ${delays}`)
+  await waitWorkers(cluster, (x) => x.workers.every((w) => w.ready), "both workers ready again")
 })
