@@ -42,6 +42,10 @@ const TARGET_WORKLOADS: Record<string, WorkloadId[]> = {
   // The metrics-off row is only for the check "metrics on vs off, W2 >= 0.95" (docs/benchmarks.md).
   "portcullis-metrics-off": ["W2"],
   "baseline-tcp": ["W2", "W4", "W6", "W7"],
+  // The two-worker rows (both cores): W1-W4, per CPU-second beside their one-process rows.
+  "haproxy-nbthread2": ["W1", "W2", "W3", "W4"],
+  "nginx-workers2": ["W1", "W2", "W3", "W4"],
+  "portcullis-workers2": ["W1", "W2", "W3", "W4"],
 }
 /** The access-log-off rows run the throughput and latency workloads: a log line costs per request, not per idle byte. */
 const LOG_OFF_WORKLOADS: WorkloadId[] = ["W1", "W2", "W3", "W3c", "W4", "W7"]
@@ -227,7 +231,7 @@ async function ensureRunning(st: TargetState, cert: BenchCert, fresh = false): P
       running.delete(st.spec.name)
       throw new Error(`${st.spec.name} exited (${code}) after the previous cell: ${failureSummary(t.process.logFile)}`)
     }
-    t.pinNotes.push(...ensurePinned(t.process.pid, PROXY_CORE))
+    t.pinNotes.push(...ensurePinned(t.process.pid, st.spec.cores ?? PROXY_CORE))
     return t
   }
   t = await startTarget(st.spec, {

@@ -1,12 +1,17 @@
 #!/usr/bin/env node
 /** @module main: the CLI: `portcullis [--config FILE]` · `check --config FILE` · `certs [--config FILE]` · `reload`. */
 import { readFileSync } from "node:fs"
+import { availableParallelism } from "node:os"
 import { join } from "node:path"
 import { parseArgs } from "node:util"
 import { AdminApi } from "./admin/api.ts"
 import { certificateList } from "./admin/certificates.ts"
 import { scrape } from "./admin/metrics-endpoint.ts"
+import { InheritedFds } from "./cluster/inherited-fds.ts"
+import { Primary } from "./cluster/primary.ts"
 import { FleetStore } from "./cluster/shared/fleet-store.ts"
+import { announceReady, spawnSuccessor } from "./cluster/takeover.ts"
+import { runWorker } from "./cluster/worker.ts"
 import { defaultConfig } from "./config/default.ts"
 import { inspectConfigFile, type LoadedConfig, loadConfigFile, locateBuildError, sortProblems } from "./config/load.ts"
 import { type Config, type HostPort, parseHostPort } from "./config/schema.ts"
@@ -32,7 +37,10 @@ const USAGE = `usage:
                                       logs are JSON lines unless pretty (or PORTCULLIS_LOG_FORMAT=pretty)
   portcullis check --config FILE      validate config and certificates without binding; exit 0 or 1
   portcullis certs [--config FILE]    list the certificates in use with their expiry
-  portcullis reload [--config FILE | --admin HOST:PORT]   ask a running instance to reload`
+  portcullis reload [--config FILE | --admin HOST:PORT]   ask a running instance to reload
+  portcullis restart [--config FILE | --admin HOST:PORT]  replace the workers one by one (also SIGUSR2)
+  portcullis upgrade [--config FILE | --admin HOST:PORT]  start the program anew on the listening sockets and hand
+                                      over to it (a new version takes over without refusing a connection)`
 
 /** VERSION is package.json's, for the fleet's instance list (src/ and dist/ both sit beside package.json). */
 const VERSION = readVersion()
@@ -76,14 +84,28 @@ async function main(argv: string[]): Promise<number> {
     case "certs":
       return certs(values.config)
     case "reload":
-      return reload(values.config, values.admin)
+    case "restart":
+    case "upgrade":
+      return ask(command, values.config, values.admin)
+    case "worker":
+      return runWorker()
     default:
       console.error(`unknown command "${command}"\n${USAGE}`)
       return 2
   }
 }
 
-/** run starts Portcullis and keeps it running until SIGTERM/SIGINT; SIGHUP reloads the config file. */
+/** workerCount is cluster.workers resolved: auto is one per core; absent is 1 (one process, no workers). */
+export function workerCount(config: Config): number {
+  const w = config.cluster?.workers
+  if (w === undefined) return 1
+  return w === "auto" ? availableParallelism() : w
+}
+
+/**
+ * run starts Portcullis and keeps it running until SIGTERM/SIGINT; SIGHUP reloads the config file, SIGUSR2
+ * restarts the workers. With cluster.workers >= 2 this process is the primary and workers carry the traffic.
+ */
 async function run(file: string | undefined, format: "json" | "pretty"): Promise<number> {
   const log = format === "pretty" ? createLogger({ destination: new PrettyStream() }) : createLogger()
   let demo: DemoBackend | undefined
@@ -96,11 +118,14 @@ async function run(file: string | undefined, format: "json" | "pretty"): Promise
     demo = await startDemoBackend()
     config = defaultConfig(demo.port, process.cwd())
   }
+  // Sockets handed over by the process this one replaces (portcullis upgrade), by listen key.
+  const inherited = InheritedFds.fromEnv()
+  const workers = workerCount(config)
   const accessLog = new AccessLog({ onError: (err) => log.warn({ code: errorCode(err) }, err.message) })
   // cluster.store: the ring and the instance list live in Redis; read once at start (a reload does not change it).
   const store = config.cluster?.store
   let stopping = false
-  let runtime: Runtime | undefined
+  let runtime: Runtime | Primary | undefined
   const fleet =
     store &&
     new FleetStore({
@@ -118,7 +143,18 @@ async function run(file: string | undefined, format: "json" | "pretty"): Promise
       }),
     })
   await fleet?.start()
-  runtime = new Runtime(log, fleet ? new RuntimeState({ ticketKeys: fleet.ring }) : undefined, { accessLog, fleet })
+  const state = fleet ? new RuntimeState({ ticketKeys: fleet.ring }) : new RuntimeState()
+  runtime =
+    workers >= 2
+      ? new Primary({ workers, script: process.argv[1]!, log, state, fleet, inherited })
+      : new Runtime(log, state, {
+          accessLog,
+          fleet,
+          listen: async (key) => {
+            const fd = inherited.take(key)
+            return fd === undefined ? undefined : { fd }
+          },
+        })
   const running = runtime
   try {
     await running.start(config)
@@ -180,32 +216,70 @@ async function run(file: string | undefined, format: "json" | "pretty"): Promise
       throw locateBuildError(err, loadedNext.locate)
     }
   }
+  let handingOver: Promise<unknown> | undefined
+  /** upgrade starts the program anew on our listening sockets; once it serves, this process drains and exits. */
+  const upgrade = async () => {
+    if (stopping) throw new PortcullisError("PC_UPGRADE_STOPPING", "shutting down: no upgrade")
+    if (handingOver) throw new PortcullisError("PC_UPGRADE_BUSY", "an upgrade is in progress")
+    const fds = new Map(running.listenFds())
+    if (admin && admin.fd >= 0) fds.set("admin", admin.fd)
+    log.info({ listeners: [...fds.keys()] }, "upgrade: starting the new process on the listening sockets")
+    const pending = spawnSuccessor(fds)
+    handingOver = pending
+    let pid: number
+    try {
+      pid = await pending
+    } catch (err) {
+      handingOver = undefined
+      throw err
+    }
+    log.info({ successor: pid }, "upgrade: the new process serves; this one stops accepting and drains")
+    // After the answer to POST /upgrade is on its way.
+    setImmediate(() => stopNow("upgrade"))
+    return { pid: process.pid, successor: pid }
+  }
+  let stopNow: (why: string) => void = () => {}
   const actions = {
-    status: () => ({
+    status: async () => ({
       pid: process.pid,
       config: file ?? "<embedded default>",
-      ...running.status(),
+      ...(running instanceof Primary ? await running.status() : running.status()),
       ...(fleet && { instances: fleet.status() }),
     }),
-    ready: () => running.ready,
+    ready: () => running.ready && !stopping,
     reload: reloadFromFile,
     drain: (upstream: string, backend: string, on: boolean) => running.drain(upstream, backend, on),
     // metrics.enabled false: the families are not counted, so the scrape is refused rather than served stale.
-    metrics: () => (running.generation?.config.metrics.enabled === false ? undefined : scrape(running)),
+    metrics: () =>
+      running.generation?.config.metrics.enabled === false
+        ? undefined
+        : running instanceof Primary
+          ? running.metrics()
+          : scrape(running),
     certificates: () => certificateList(running.generation),
-    failures: () => ({ failures: running.state.instruments.failures.recent() }),
+    failures: () =>
+      running instanceof Primary ? running.failures() : { failures: running.state.instruments.failures.recent() },
+    // The census is per process: with workers, the primary's generation holds none (not aggregated yet).
     clients: () => running.generation?.census() ?? { listeners: {} },
+    // One process has no workers to replace: a restart is then the takeover (a new process on the same sockets).
+    restart: () => (running instanceof Primary ? running.restart() : upgrade()),
+    upgrade,
   }
   if (config.admin) {
     admin = new AdminApi(config.admin.address, actions, log, config.admin)
     adminConfig = config.admin
-    await admin.start()
+    await admin.start(inherited.take("admin"))
   }
   logBanner(log, running)
   log.info(
-    { ports: running.ports(), admin: admin ? `${admin.address.host}:${admin.port}` : undefined },
+    {
+      ports: running.ports(),
+      admin: admin ? `${admin.address.host}:${admin.port}` : undefined,
+      ...(running instanceof Primary && { workers }),
+    },
     "portcullis is running",
   )
+  if (inherited.claimed) announceReady()
 
   // logrotate: rename the file, then SIGUSR1; new lines go to a new file at access_log.path.
   process.on("SIGUSR1", () => {
@@ -219,7 +293,24 @@ async function run(file: string | undefined, format: "json" | "pretty"): Promise
     log.info("SIGHUP: reloading the config")
     reloadFromFile().catch((err: unknown) => logReloadError(log, err))
   })
+  process.on("SIGUSR2", () => {
+    log.info("SIGUSR2: restarting")
+    actions.restart().catch((err: unknown) => log.error({ err: errorMessage(err) }, "restart refused"))
+  })
   return new Promise((resolve) => {
+    stopNow = (why) => {
+      if (stopping) return
+      stopping = true
+      log.info({ grace_ms: config.shutdown_grace }, `${why}: handed over; draining in-flight requests`)
+      // The successor answers on the admin address now: this API goes at once, the traffic drains in the grace.
+      admin?.retire()
+      Promise.allSettled([running.close(undefined, { handover: true }), demo?.close()])
+        .then(() => Promise.allSettled([admin?.close(), fleet?.close()]))
+        .then(
+          () => resolve(0),
+          () => resolve(1),
+        )
+    }
     const stop = (signal: string) => {
       if (stopping) {
         log.warn(`${signal} again: exiting now`)
@@ -251,7 +342,7 @@ function sameSecurity(a: Config["admin"], b: Config["admin"]): boolean {
 }
 
 /** logBanner says what is live: each listener, its certificates (names, days left) and each upstream. */
-function logBanner(log: Logger, runtime: Runtime): void {
+function logBanner(log: Logger, runtime: Pick<Runtime | Primary, "generation" | "ports">): void {
   const gen = runtime.generation
   if (!gen) return
   const ports = runtime.ports()
@@ -369,8 +460,12 @@ async function certs(file: string | undefined): Promise<number> {
   return report.errors.length > 0 ? 1 : 0
 }
 
-/** reload asks a running instance, through its admin API, to re-read its config file. */
-async function reload(file: string | undefined, adminAddress: string | undefined): Promise<number> {
+/** ask asks a running instance, through its admin API, to reload its config file, restart or upgrade. */
+async function ask(
+  command: "reload" | "restart" | "upgrade",
+  file: string | undefined,
+  adminAddress: string | undefined,
+): Promise<number> {
   let address = adminAddress ? parseHostPort(adminAddress) : undefined
   const adminConfig = file ? loadConfigFile(file).config.admin : undefined
   if (!address) address = adminConfig?.address
@@ -381,13 +476,15 @@ async function reload(file: string | undefined, adminAddress: string | undefined
   if (adminConfig?.token_file)
     headers["authorization"] = `Bearer ${readFileSync(adminConfig.token_file, "utf8").trim()}`
   try {
-    const res = await fetch(`http://${host}:${address.port}/reload`, { method: "POST", headers })
-    const body = (await res.json()) as { reloaded: boolean; error?: string }
-    if (body.reloaded) {
-      console.log("reloaded")
+    const res = await fetch(`http://${host}:${address.port}/${command}`, { method: "POST", headers })
+    const body = (await res.json()) as Record<string, unknown> & { error?: string }
+    const done = { reload: "reloaded", restart: "restarted", upgrade: "upgraded" }[command]
+    if (body[done] === true) {
+      console.log(command === "upgrade" ? `upgraded: pid ${body["successor"]} serves` : done)
       return 0
     }
-    console.error(`reload refused; the running config stays:\n${body.error ?? res.status}`)
+    const stays = command === "reload" ? "the running config stays" : "the running processes stay"
+    console.error(`${command} refused; ${stays}:\n${body.error ?? res.status}`)
     return 1
   } catch (err) {
     console.error(`reaching the admin API at ${host}:${address.port}: ${errorMessage((err as Error).cause ?? err)}`)

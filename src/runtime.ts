@@ -2,13 +2,13 @@
 import type net from "node:net"
 import type { FleetStore } from "./cluster/shared/fleet-store.ts"
 import { BuildError, type BuildProblem, type ConfigPath, problemsOf } from "./config/problems.ts"
-import type { Config, UpstreamConfig } from "./config/schema.ts"
+import type { Config, HostPort, UpstreamConfig } from "./config/schema.ts"
 import type { AccessLog } from "./core/access-log.ts"
 import { errorMessage, PortcullisError } from "./core/errors.ts"
 import type { Logger } from "./core/log.ts"
 import { ClientGate } from "./listeners/limits/client-gate.ts"
 import { ClientLimiter } from "./listeners/limits/client-limiter.ts"
-import { addressKey, ListenerSocket } from "./listeners/listener-socket.ts"
+import { addressKey, ListenerSocket, type ListenTarget } from "./listeners/listener-socket.ts"
 import { RedirectListener } from "./listeners/redirect-listener.ts"
 import { type Engine, TlsListener } from "./listeners/tls-listener.ts"
 import { HttpEngine } from "./proxy/http/engine.ts"
@@ -24,6 +24,22 @@ import { HealthRegistry } from "./upstreams/health/active.ts"
 import { Upstream } from "./upstreams/upstream.ts"
 
 type ListenerHandler = TlsListener | RedirectListener
+
+/**
+ * ListenSource gives the socket a new address listens on instead of binding it here: a cluster worker gets the
+ * primary's bound handle, a process taking over from an older one gets an inherited file descriptor. undefined:
+ * bind it here.
+ */
+export type ListenSource = (key: string, address: HostPort) => Promise<ListenTarget | undefined>
+
+/** RuntimeOptions: the access log writer, the fleet store, where sockets come from, and whether health probes. */
+export interface RuntimeOptions {
+  accessLog?: AccessLog
+  fleet?: FleetStore | undefined
+  listen?: ListenSource | undefined
+  /** false: active health follows the records set through healthRegistry() (a cluster worker). Default true. */
+  probe?: boolean | undefined
+}
 
 /** Generation is everything built from one config: cert stores, routers, upstreams, engines. */
 export class Generation {
@@ -57,6 +73,7 @@ export class Generation {
     access?: AccessLog,
     fleet?: FleetStore,
     acme?: AcmeManager,
+    probe = true,
   ): Promise<Generation> {
     const gen = new Generation(id, config)
     gen.ticketKey = state.ticketKeys.current().name
@@ -78,6 +95,7 @@ export class Generation {
             previous: previous?.upstreams.get(name),
             stats: counters.upstream(name),
             metrics: config.metrics.enabled,
+            probe,
           })
           gen.upstreams.set(name, upstream)
         } catch (err) {
@@ -303,6 +321,8 @@ export class Runtime {
   /** Where access lines go (one writer for every generation; each config says its path); none: not written. */
   readonly #accessLog: AccessLog | undefined
   readonly #fleet: FleetStore | undefined
+  readonly #listen: ListenSource | undefined
+  readonly #probe: boolean
   readonly #unwatchKeys: () => void
   #closing = false
   /** The ACME manager of the running config's acme section (with the data_dir), kept while that stays the same. */
@@ -312,15 +332,13 @@ export class Runtime {
    * With a fleet store, pass its ring in `state` (RuntimeState({ ticketKeys: fleet.ring })) and the store in
    * options: listeners with `limits.rate.scope: fleet` count through it.
    */
-  constructor(
-    log: Logger,
-    state: RuntimeState = new RuntimeState(),
-    options: { accessLog?: AccessLog; fleet?: FleetStore | undefined } = {},
-  ) {
+  constructor(log: Logger, state: RuntimeState = new RuntimeState(), options: RuntimeOptions = {}) {
     this.#log = log
     this.#state = state
     this.#accessLog = options.accessLog
     this.#fleet = options.fleet
+    this.#listen = options.listen
+    this.#probe = options.probe ?? true
     // A SecureContext holds one ticket key (state/ticket-keys.ts): when the ring changes (a rotation here, or the
     // fleet's ring loaded or rotated elsewhere), the running config is rebuilt so new handshakes use the new key.
     this.#unwatchKeys = state.ticketKeys.onChange(() => this.#rekey())
@@ -412,6 +430,7 @@ export class Runtime {
         access,
         this.#fleet,
         acme?.manager,
+        this.#probe,
       )
     } catch (err) {
       if (newAcme) acme.manager.close()
@@ -428,8 +447,8 @@ export class Runtime {
         if (this.#sockets.has(key)) continue
         const listener = config.listeners.find((l) => addressKey(l.address) === key)!
         const socket = new ListenerSocket(listener.address, gen.handlerFor(key), this.#state.instruments.socket(key))
-        await socket.start()
         added.push(socket)
+        await socket.start(await this.#listen?.(key, listener.address))
       }
       prepared = step !== undefined
       await step?.prepare()
@@ -484,6 +503,23 @@ export class Runtime {
       .finally(() => this.#draining.delete(old))
   }
 
+  /** healthRegistry is the active health records of an upstream (by name), made on first use: a worker sets them. */
+  healthRegistry(upstream: string): HealthRegistry {
+    let registry = this.#health.get(upstream)
+    if (!registry) {
+      registry = new HealthRegistry()
+      this.#health.set(upstream, registry)
+    }
+    return registry
+  }
+
+  /** listenFds maps each bound address to its socket's file descriptor (a successor process inherits them). */
+  listenFds(): Map<string, number> {
+    const out = new Map<string, number>()
+    for (const [key, s] of this.#sockets) if (s.fd >= 0) out.set(key, s.fd)
+    return out
+  }
+
   /** ports maps listener names to their bound ports (tests bind port 0). */
   ports(): Record<string, number> {
     const out: Record<string, number> = {}
@@ -496,8 +532,12 @@ export class Runtime {
     return out
   }
 
-  /** close stops accepting, lets in-flight requests finish within graceMs, then closes everything. */
-  async close(graceMs?: number): Promise<void> {
+  /**
+   * close stops accepting, lets in-flight requests finish within graceMs, then closes everything. handover: another
+   * process accepts on the same sockets now (a rolling restart, a takeover): idle keep-alive connections are not
+   * cut (that races with a client's next request) but end after their next response, as on a reload.
+   */
+  async close(graceMs?: number, options: { handover?: boolean } = {}): Promise<void> {
     this.#closing = true
     this.#unwatchKeys()
     const grace = graceMs ?? this.#current?.config.shutdown_grace ?? 30_000
@@ -505,7 +545,7 @@ export class Runtime {
     this.#sockets.clear()
     const gens = [...this.#draining, ...(this.#current ? [this.#current] : [])]
     this.#current = undefined
-    await Promise.allSettled(gens.map((g) => g.close(grace)))
+    await Promise.allSettled(gens.map((g) => g.close(grace, !options.handover)))
     this.#acme?.manager.close()
     this.#acme = undefined
     this.#state.close()

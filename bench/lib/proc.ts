@@ -18,7 +18,7 @@ export function spawnLogged(
   command: string,
   args: string[],
   logFile: string,
-  opts: { core?: number; env?: NodeJS.ProcessEnv; cwd?: string } = {},
+  opts: { core?: number | string; env?: NodeJS.ProcessEnv; cwd?: string } = {},
 ): Spawned {
   const out = createWriteStream(logFile, { flags: "a" })
   const [cmd, argv] =
@@ -145,10 +145,11 @@ export function threadAffinities(root: number): { pid: number; tid: number; cpus
 }
 
 /**
- * ensurePinned checks (like `taskset -p`) that every thread of the tree may run on `core` only, re-pins strays with
+ * ensurePinned checks (like `taskset -p`) that every thread of the tree may run on `core` only (a core, or a list
+ * as Cpus_allowed_list writes it: "0-1" for the two-core rows), re-pins strays with
  * `taskset -a -pc`, and returns what it had to fix; throws when a thread still runs elsewhere.
  */
-export function ensurePinned(root: number, core: number): string[] {
+export function ensurePinned(root: number, core: number | string): string[] {
   const fixed: string[] = []
   for (const t of threadAffinities(root)) {
     if (t.cpus !== String(core)) {

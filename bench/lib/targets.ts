@@ -9,6 +9,13 @@ import { ensurePinned, type Spawned, spawnLogged, stopProcess } from "./proc.ts"
 /** PROXY_CORE is the core every target is pinned to; the load generator and backend use core 0. */
 export const PROXY_CORE = 1
 
+/**
+ * BOTH_CORES is where the two-worker rows run (HAProxy nbthread 2, nginx worker_processes 2, Portcullis
+ * cluster.workers 2): both cores, shared with the load tool and backend, so their figures are compared per proxy
+ * CPU-second (summed over the proxy's processes), not per second.
+ */
+export const BOTH_CORES = "0-1"
+
 /** StartContext is what a target needs to start: its own dir and port, the shared certificate and backend. */
 export interface StartContext {
   readonly dir: string
@@ -31,6 +38,8 @@ export interface TargetSpec {
   version(): string
   /** launch starts the process; the harness then waits for the port, pins and probes it. */
   launch(ctx: StartContext): Spawned
+  /** cores the target is pinned to (default PROXY_CORE); BOTH_CORES for the two-worker rows. */
+  readonly cores?: string
 }
 
 /** RunningTarget is a started, pinned and probed target. */
@@ -59,20 +68,24 @@ export const LOG_OFF = "-log-off"
 /** METRICS_OFF names the Portcullis row with `metrics: { enabled: false }` (what the metrics cost, W2). */
 export const METRICS_OFF = "-metrics-off"
 
-const haproxyTarget = (log: boolean): TargetSpec => ({
-  name: log ? "haproxy" : `haproxy${LOG_OFF}`,
+const haproxyTarget = (log: boolean, threads = 1): TargetSpec => ({
+  name: threads > 1 ? `haproxy-nbthread${threads}` : log ? "haproxy" : `haproxy${LOG_OFF}`,
+  ...(threads > 1 && { cores: BOTH_CORES }),
   layer: "L7",
   h2Upstream: true,
-  description: log
-    ? "HAProxy, nbthread 1, http-reuse always, option httplog to stdout captured in a file (the anchor: every ratio is to it)"
-    : "HAProxy as above, no log",
+  description:
+    threads > 1
+      ? `HAProxy as the anchor but nbthread ${threads}, on both cores (compare per CPU-second)`
+      : log
+        ? "HAProxy, nbthread 1, http-reuse always, option httplog to stdout captured in a file (the anchor: every ratio is to it)"
+        : "HAProxy as above, no log",
   version: () => firstLine("haproxy", ["-v"]).replace(/ - https.*$/, ""),
   launch(ctx) {
     const conf = join(ctx.dir, "haproxy.cfg")
     writeFileSync(
       conf,
       `global
-  nbthread 1
+  nbthread ${threads}
   maxconn 9500
   ssl-default-bind-options ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3
 ${log ? "  log stdout format raw local0 info\n" : ""}defaults
@@ -95,23 +108,29 @@ backend be_h2c
   server s1 127.0.0.1:${ctx.h2cBackendPort} proto h2 maxconn 9500
 `,
     )
-    return spawnLogged("haproxy", ["-f", conf, "-db"], join(ctx.dir, "haproxy.log"), { core: PROXY_CORE })
+    return spawnLogged("haproxy", ["-f", conf, "-db"], join(ctx.dir, "haproxy.log"), {
+      core: threads > 1 ? BOTH_CORES : PROXY_CORE,
+    })
   },
 })
 
-const nginxTarget = (log: boolean): TargetSpec => ({
-  name: log ? "nginx" : `nginx${LOG_OFF}`,
+const nginxTarget = (log: boolean, workers = 1): TargetSpec => ({
+  name: workers > 1 ? `nginx-workers${workers}` : log ? "nginx" : `nginx${LOG_OFF}`,
+  ...(workers > 1 && { cores: BOTH_CORES }),
   layer: "L7",
-  description: log
-    ? "nginx, worker_processes 1, upstream keepalive, keepalive_requests raised, access_log (combined) to a file"
-    : "nginx as above, access_log off",
+  description:
+    workers > 1
+      ? `nginx as above but worker_processes ${workers}, on both cores (compare per CPU-second)`
+      : log
+        ? "nginx, worker_processes 1, upstream keepalive, keepalive_requests raised, access_log (combined) to a file"
+        : "nginx as above, access_log off",
   version: nginxVersion,
   launch(ctx) {
     mkdirSync(join(ctx.dir, "tmp"), { recursive: true })
     const conf = join(ctx.dir, "nginx.conf")
     writeFileSync(
       conf,
-      `worker_processes 1;
+      `worker_processes ${workers};
 worker_rlimit_nofile 20000;
 error_log stderr warn;
 pid ${ctx.dir}/nginx.pid;
@@ -147,7 +166,7 @@ http {
 `,
     )
     return spawnLogged("nginx", ["-c", conf, "-p", ctx.dir, "-g", "daemon off;"], join(ctx.dir, "nginx.log"), {
-      core: PROXY_CORE,
+      core: workers > 1 ? BOTH_CORES : PROXY_CORE,
     })
   },
 })
@@ -211,6 +230,7 @@ function portcullisConfig(
   log: boolean,
   h2c: boolean,
   metrics = true,
+  workers = 1,
 ): string {
   const route =
     engine === "http"
@@ -228,7 +248,7 @@ ${route}
 upstreams:
   backend:
     backends: ["127.0.0.1:${ctx.backendPort}"]
-${h2c ? `  h2c:\n    protocol: h2c\n    backends: ["127.0.0.1:${ctx.h2cBackendPort}"]\n` : ""}${log ? "" : "access_log: { enabled: false }\n"}${metrics ? "" : "metrics: { enabled: false }\n"}data_dir: ${join(ctx.dir, "data")}
+${h2c ? `  h2c:\n    protocol: h2c\n    backends: ["127.0.0.1:${ctx.h2cBackendPort}"]\n` : ""}${log ? "" : "access_log: { enabled: false }\n"}${metrics ? "" : "metrics: { enabled: false }\n"}${workers > 1 ? `cluster: { workers: ${workers} }\n` : ""}data_dir: ${join(ctx.dir, "data")}
 `
 }
 
@@ -242,8 +262,9 @@ function portcullisTarget(
   root = repoDir,
   prefix = "portcullis",
   metrics = true,
+  workers = 1,
 ): TargetSpec {
-  const base = `${engine === "http" ? prefix : `${prefix}-tcp`}${metrics ? "" : METRICS_OFF}`
+  const base = `${engine === "http" ? prefix : `${prefix}-tcp`}${metrics ? "" : METRICS_OFF}${workers > 1 ? `-workers${workers}` : ""}`
   const mainTs = join(root, "src", "main.ts")
   // W3c needs `protocol: h2c` upstreams; a baseline checkout from before them gets neither the route nor the cell.
   const h2c = engine === "http" && supportsH2c(root)
@@ -251,7 +272,8 @@ function portcullisTarget(
     name: log ? base : `${base}${LOG_OFF}`,
     layer: engine === "http" ? "L7" : "L4",
     h2Upstream: h2c,
-    description: `Portcullis${root === repoDir ? "" : ` at ${root}`}, engine ${engine}${engine === "tcp" ? " (L4)" : ""}, one process, ${log ? "defaults (access log on, stdout to a file)" : "defaults but access_log off"}${metrics ? "" : ", metrics: { enabled: false }"}`,
+    ...(workers > 1 && { cores: BOTH_CORES }),
+    description: `Portcullis${root === repoDir ? "" : ` at ${root}`}, engine ${engine}${engine === "tcp" ? " (L4)" : ""}, ${workers > 1 ? `cluster.workers ${workers} (a primary and ${workers} workers) on both cores (compare per CPU-second)` : "one process"}, ${log ? "defaults (access log on, stdout to a file)" : "defaults but access_log off"}${metrics ? "" : ", metrics: { enabled: false }"}`,
     version: () => {
       const pkg = execFileSync(
         process.execPath,
@@ -265,9 +287,9 @@ function portcullisTarget(
     },
     launch(ctx) {
       const conf = join(ctx.dir, `portcullis-${engine}.yaml`)
-      writeFileSync(conf, portcullisConfig(ctx, engine, log, h2c, metrics))
+      writeFileSync(conf, portcullisConfig(ctx, engine, log, h2c, metrics, workers))
       return spawnLogged(process.execPath, [mainTs, "--config", conf], join(ctx.dir, `portcullis-${engine}.log`), {
-        core: PROXY_CORE,
+        core: workers > 1 ? BOTH_CORES : PROXY_CORE,
         cwd: ctx.dir,
       })
     },
@@ -302,6 +324,10 @@ export const TARGETS: readonly TargetSpec[] = [
   portcullisTarget("http", false),
   portcullisTarget("http", true, repoDir, "portcullis", false),
   portcullisTarget("tcp"),
+  // Two workers each, on both cores (issue 12): the figures per CPU-second set beside the one-process rows.
+  haproxyTarget(true, 2),
+  nginxTarget(true, 2),
+  portcullisTarget("http", true, repoDir, "portcullis", true, 2),
   ...(process.env["PORTCULLIS_BENCH_BASELINE"]
     ? [
         portcullisTarget("http", true, process.env["PORTCULLIS_BENCH_BASELINE"], "baseline"),
@@ -326,7 +352,7 @@ export async function startTarget(spec: TargetSpec, ctx: StartContext): Promise<
     }
     if (probe.fingerprint256 !== ctx.cert.fingerprint256) throw new Error("probe saw a different certificate")
     // hitch starts its worker after binding: check pinning once the probe has been served
-    const pinNotes = ensurePinned(proc.pid, PROXY_CORE)
+    const pinNotes = ensurePinned(proc.pid, spec.cores ?? PROXY_CORE)
     return { spec, port: ctx.port, process: proc, pinNotes, close: () => stopProcess(proc) }
   } catch (err) {
     await stopProcess(proc)

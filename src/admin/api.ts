@@ -10,11 +10,19 @@ import { CONTENT_TYPE } from "./metrics-endpoint.ts"
 
 /** AdminActions: what the API can ask of the process; main.ts wires them to the runtime. */
 export interface AdminActions {
+  /** status: a snapshot (a cluster primary asks its workers first, hence a promise). */
   status(): unknown
   reload(): Promise<void>
-  drain(upstream: string, backend: string, on: boolean): void
-  /** metrics renders the Prometheus text (metrics-endpoint.ts); undefined when metrics are off (404). */
-  metrics?(): string | undefined
+  drain(upstream: string, backend: string, on: boolean): void | Promise<void>
+  /**
+   * metrics renders the Prometheus text (metrics-endpoint.ts); undefined when metrics are off (404); a cluster
+   * primary sums its workers'.
+   */
+  metrics?(): string | undefined | Promise<string | undefined>
+  /** restart replaces the workers one by one (POST /restart); resolves when the last new one is ready. */
+  restart?(): Promise<unknown>
+  /** upgrade starts the program anew on the listening sockets and hands over to it (POST /upgrade). */
+  upgrade?(): Promise<unknown>
   /** certificates lists the certificates in use, without key material. */
   certificates?(): unknown
   /** failures lists the recent handshake failures, newest first. */
@@ -87,9 +95,9 @@ export class AdminApi {
       const ready = this.#actions.ready?.() ?? true
       return reply(res, ready ? 200 : 503, { ready })
     }
-    if (req.method === "GET" && url.pathname === "/status") return reply(res, 200, this.#actions.status())
+    if (req.method === "GET" && url.pathname === "/status") return reply(res, 200, await this.#actions.status())
     if (req.method === "GET" && url.pathname === "/metrics" && this.#actions.metrics) {
-      const text = this.#actions.metrics()
+      const text = await this.#actions.metrics()
       if (text === undefined) return reply(res, 404, { error: "metrics are off (metrics.enabled: false)" })
       res.writeHead(200, { "content-type": CONTENT_TYPE, "content-length": Buffer.byteLength(text) })
       res.end(text)
@@ -116,11 +124,22 @@ export class AdminApi {
         return reply(res, 422, { reloaded: false, error: errorMessage(err), problems })
       }
     }
+    for (const action of ["restart", "upgrade"] as const) {
+      const run = this.#actions[action]
+      if (req.method !== "POST" || url.pathname !== `/${action}` || !run) continue
+      try {
+        const done = await run()
+        return reply(res, 200, { [action === "restart" ? "restarted" : "upgraded"]: true, ...(done as object) })
+      } catch (err) {
+        this.#log.error({ err: errorMessage(err) }, `${action} refused; the running processes stay`)
+        return reply(res, 422, { [action === "restart" ? "restarted" : "upgraded"]: false, error: errorMessage(err) })
+      }
+    }
     if (req.method === "POST" && parts[0] === "upstreams" && parts[2] === "backends" && parts.length === 5) {
       const on = parts[4] === "drain"
       if (!on && parts[4] !== "undrain") return reply(res, 404, { error: "unknown action" })
       try {
-        this.#actions.drain(parts[1]!, parts[3]!, on)
+        await this.#actions.drain(parts[1]!, parts[3]!, on)
         return reply(res, 200, { upstream: parts[1], backend: parts[3], draining: on })
       } catch (err) {
         return reply(res, 404, { error: errorMessage(err) })
@@ -129,7 +148,8 @@ export class AdminApi {
     reply(res, 404, { error: `no such endpoint: ${req.method} ${url.pathname}` })
   }
 
-  start(): Promise<void> {
+  /** start binds the admin address, or listens on an inherited listening socket (`fd`, see cluster/takeover.ts). */
+  start(fd?: number): Promise<void> {
     return new Promise((resolve, reject) => {
       this.#server.once("error", (err: NodeJS.ErrnoException) =>
         reject(
@@ -139,8 +159,14 @@ export class AdminApi {
           ),
         ),
       )
-      this.#server.listen(this.address.port, this.address.host, () => resolve())
+      if (fd !== undefined) this.#server.listen({ fd }, () => resolve())
+      else this.#server.listen(this.address.port, this.address.host, () => resolve())
     })
+  }
+
+  /** fd is the listening socket's file descriptor, for a successor process (-1 when not listening). */
+  get fd(): number {
+    return (this.#server as unknown as { _handle?: { fd?: number } | null })._handle?.fd ?? -1
   }
 
   get port(): number {

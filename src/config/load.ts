@@ -11,9 +11,7 @@ import { type Config, configSchema, crossCheck } from "./schema.ts"
 const NOT_YET: Record<string, string> = {}
 
 /** Keys of a section this version does not implement yet (the section's other keys are). */
-const NOT_YET_IN: Record<string, Record<string, string>> = {
-  cluster: { workers: "worker processes are not implemented yet; Portcullis runs one process (cluster.store is)" },
-}
+const NOT_YET_IN: Record<string, Record<string, string>> = {}
 
 /** What the common read errors mean, in words an operator can act on. */
 const READ_ERRORS: Record<string, string> = {

@@ -583,6 +583,12 @@ const metrics = z
 
 const cluster = z
   .object({
+    workers: z
+      .union([z.literal("auto"), z.number().int().min(1).max(256)])
+      .optional()
+      .describe(
+        "worker processes that carry traffic behind one primary: a number, or auto (one per core, os.availableParallelism()) (default 1: one process)",
+      ),
     store: z
       .object({
         redis: z
@@ -779,6 +785,13 @@ export function crossCheck(input: unknown): { path: (string | number)[]; message
       })
     }
     checkAcmeEntries(root, l, i, out)
+    const workers = cluster?.["workers"]
+    if (rate?.["scope"] === "fleet" && (workers === "auto" || (typeof workers === "number" && workers > 1))) {
+      out.push({
+        path: ["listeners", i, "limits", "rate", "scope"],
+        message: "scope fleet is not available with cluster.workers yet (the store connection is the primary's)",
+      })
+    }
     check(l["upstream"], ["upstream"])
     const routes = Array.isArray(l["routes"]) ? (l["routes"] as unknown[]) : undefined
     routes?.forEach((r, j) => {

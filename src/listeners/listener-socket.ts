@@ -5,6 +5,12 @@ import { PortcullisError } from "../core/errors.ts"
 import type { SocketCounters } from "../state/instruments.ts"
 import { Counter } from "../state/registry.ts"
 
+/**
+ * ListenTarget is a socket bound elsewhere to listen on: a server handle a cluster primary sent (it binds, every
+ * worker accepts on the one socket), or `{ fd }`, a listening socket inherited from the process being replaced.
+ */
+export type ListenTarget = object | { fd: number }
+
 /** SocketHandler takes an accepted raw TCP socket. */
 export type SocketHandler = (socket: net.Socket) => void
 
@@ -51,8 +57,17 @@ export class ListenerSocket {
     return (this.#server as unknown as { _connections: number })._connections
   }
 
-  /** start binds the address; rejects with PC_LISTEN_FAILED naming it (e.g. EADDRINUSE). */
-  start(): Promise<void> {
+  /** fd is the listening socket's file descriptor (-1 before start or after close). */
+  get fd(): number {
+    const handle = (this.#server as unknown as { _handle?: { fd?: number } | null })._handle
+    return handle?.fd ?? -1
+  }
+
+  /**
+   * start binds the address, or listens on `target` (bound elsewhere, see ListenTarget); rejects with
+   * PC_LISTEN_FAILED naming the address (e.g. EADDRINUSE).
+   */
+  start(target?: ListenTarget): Promise<void> {
     return new Promise((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException) => {
         reject(
@@ -60,10 +75,12 @@ export class ListenerSocket {
         )
       }
       this.#server.once("error", onError)
-      this.#server.listen({ host: this.address.host, port: this.address.port, backlog: 1024 }, () => {
+      const done = () => {
         this.#server.off("error", onError)
         resolve()
-      })
+      }
+      if (target) this.#server.listen(target, 1024, done)
+      else this.#server.listen({ host: this.address.host, port: this.address.port, backlog: 1024 }, done)
     })
   }
 

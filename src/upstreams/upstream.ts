@@ -88,6 +88,8 @@ export interface UpstreamOptions {
   stats?: UpstreamCounters | undefined
   /** false (config metrics.enabled): backend connects are not timed (default true) */
   metrics?: boolean | undefined
+  /** false: active health follows healthRegistry (a cluster worker; the primary probes). Default true. */
+  probe?: boolean | undefined
 }
 
 /** Upstream owns its backends, picks one per request and gives out that backend's connection pool. */
@@ -177,6 +179,7 @@ export class Upstream {
           protocol: config.protocol,
           registry: options.healthRegistry,
           onChange: onHealthChange,
+          probe: options.probe,
         })
       : undefined
   }

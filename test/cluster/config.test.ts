@@ -1,5 +1,5 @@
-/** The cluster config keys (issue 12): cluster.store is accepted, cluster.workers is refused as not built yet, and
- * limits.rate.scope fleet needs a store. */
+/** The cluster config keys (issue 12): cluster.store and cluster.workers (auto | N), and limits.rate.scope fleet
+ * needs a store (and no workers yet). */
 import assert from "node:assert/strict"
 import { test } from "node:test"
 import { parseConfig } from "../../src/config/load.ts"
@@ -22,12 +22,22 @@ test("cluster.store.redis is read; rate scope defaults to local", () => {
   assert.equal(config.listeners[0]!.limits.rate?.scope, "local")
 })
 
-test("cluster.workers is refused with its own message, cluster.store beside it is still checked", () => {
+test("cluster.workers takes auto or a number; absent it is one process; the store beside it is still checked", () => {
+  assert.equal(parseConfig(base(`cluster: { workers: auto }`), "t.yaml", "/tmp").cluster?.workers, "auto")
+  assert.equal(parseConfig(base(`cluster: { workers: 2 }`), "t.yaml", "/tmp").cluster?.workers, 2)
+  assert.equal(parseConfig(base(""), "t.yaml", "/tmp").cluster?.workers, undefined)
+  assert.throws(() => parseConfig(base(`cluster: { workers: 0 }`), "t.yaml", "/tmp"), /cluster\.workers/)
   assert.throws(
     () => parseConfig(base(`cluster: { workers: 2, store: { redis: "http://x" } }`), "t.yaml", "/tmp"),
-    (err: Error) =>
-      /t\.yaml:10:12 cluster\.workers: worker processes are not implemented yet/.test(err.message) &&
-      /cluster\.store\.redis/.test(err.message),
+    /cluster\.store\.redis/,
+  )
+})
+
+test("limits.rate.scope fleet is refused with cluster.workers (the store connection is the primary's)", () => {
+  assert.throws(
+    () =>
+      parseConfig(base(`cluster: { workers: 2, store: { redis: "redis://127.0.0.1" } }`, "fleet"), "t.yaml", "/tmp"),
+    /scope fleet is not available with cluster.workers/,
   )
 })
 

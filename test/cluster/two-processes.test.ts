@@ -60,7 +60,9 @@ cluster: { store: { redis: "redis://127.0.0.1:${redis.port}" } }
   for (let i = 0; i < 2; i++) {
     const pc = spawnPortcullis(["--config", file])
     children.push(pc)
-    ports.push(await runningPorts(pc))
+    // 60 s, not 15: with the fleet store a start waits on Redis, and the suite runs the load tests of the workers
+    // and takeover files beside this one on two shared cores (seen at 16 s).
+    ports.push(await runningPorts(pc, 60_000))
   }
 })
 

@@ -37,6 +37,9 @@ export interface HttpEngineOptions {
 }
 
 // The engine's own refusals, mapped once by the one mapping (respond-error.ts).
+/** GOAWAY_MARGIN_MS: between the first GOAWAY (2^31-1) and the final one, time for streams already on the wire. */
+const GOAWAY_MARGIN_MS = 500
+
 const NO_INFO = errorResponse(classifyCode("PC_INTERNAL"))
 const TOO_MANY_HEADERS = errorResponse(classifyCode("HPE_HEADER_OVERFLOW", "client"))
 const NO_ROUTE = errorResponse(classifyCode("PC_NO_ROUTE"))
@@ -381,6 +384,14 @@ export class HttpEngine implements ExchangeContext {
    */
   async close(graceMs: number, closeIdle = true): Promise<void> {
     this.closing = true
+    // RFC 9113 §6.8: a GOAWAY naming the last stream processed refuses the streams the client sent meanwhile
+    // (h2load counts them as failed), so first a GOAWAY with the highest stream id (no new connection, please),
+    // then, after a round trip's margin, the final one that close() sends.
+    for (const session of this.#sessions) {
+      if (!session.closed && !session.destroyed) session.goaway(http2.constants.NGHTTP2_NO_ERROR, 2 ** 31 - 1)
+    }
+    if (this.#sessions.size > 0)
+      await new Promise((resolve) => setTimeout(resolve, Math.min(GOAWAY_MARGIN_MS, graceMs)))
     for (const session of this.#sessions) session.close()
     const deadline = Date.now() + graceMs
     while (this.#sockets.size > 0 && Date.now() < deadline) {

@@ -37,6 +37,37 @@ export interface HealthRecord {
  */
 export class HealthRegistry {
   readonly #records = new Map<string, HealthRecord>()
+  readonly #listeners = new Set<(id: string, record: HealthRecord) => void>()
+
+  /** onChange calls listener after a backend's health (healthy) changed; returns the function that unsubscribes. */
+  onChange(listener: (id: string, record: HealthRecord) => void): () => void {
+    this.#listeners.add(listener)
+    return () => this.#listeners.delete(listener)
+  }
+
+  /** changed tells the listeners that id's record changed its health (the checker calls it). */
+  changed(id: string): void {
+    const record = this.#records.get(id)
+    if (record) for (const listener of this.#listeners) listener(id, record)
+  }
+
+  /**
+   * set takes a record found elsewhere (a cluster worker gets the primary's) and tells the listeners when its
+   * health differs from the one held.
+   */
+  set(id: string, next: HealthRecord): void {
+    const record = this.record(id)
+    const was = record.healthy
+    Object.assign(record, next)
+    if (next.healthy !== was) this.changed(id)
+  }
+
+  /** snapshot copies every record by backend id (what a primary sends its workers). */
+  snapshot(): Record<string, HealthRecord> {
+    const out: Record<string, HealthRecord> = {}
+    for (const [id, record] of this.#records) out[id] = { ...record }
+    return out
+  }
 
   get(id: string): HealthRecord | undefined {
     return this.#records.get(id)
@@ -89,6 +120,11 @@ export interface HealthCheckerOptions {
   onChange?: (backend: Backend, healthy: boolean) => void
   /** What the backends speak (the upstream's `protocol`): HTTP checks speak it too (h2-check.ts). */
   protocol?: "http1" | "h2" | "h2c" | "auto" | undefined
+  /**
+   * false: send no probes, follow the registry instead (a cluster worker: the primary probes once for every worker
+   * and its records arrive through HealthRegistry.set). Default true.
+   */
+  probe?: boolean | undefined
 }
 
 /** HealthStatus is one backend's active health for the admin API. */
@@ -127,12 +163,15 @@ export class HealthChecker {
   #timer: NodeJS.Timeout | undefined
   #round: Promise<void> | undefined
   #closed = false
+  readonly #probe: boolean
+  #unfollow: (() => void) | undefined
 
   constructor(options: HealthCheckerOptions) {
     this.#backends = options.backends
     this.#config = options.config
     this.#tls = options.tls
     this.#protocol = options.protocol ?? "http1"
+    this.#probe = options.probe ?? true
     if (options.dialerFor) this.#dialerFor = options.dialerFor
     else {
       const own = new Map<Backend, Dialer>()
@@ -165,12 +204,28 @@ export class HealthChecker {
       const healthy = this.#registry.get(backend.id)?.healthy
       if (healthy !== undefined) this.#apply(backend, healthy)
     }
+    if (!this.#probe) {
+      this.#unfollow ??= this.#registry.onChange((id, record) => this.#follow(id, record))
+      return
+    }
     await this.#runRound()
+  }
+
+  /** #follow applies a record that changed elsewhere (the primary's probe) as #record applies its own. */
+  #follow(id: string, record: HealthRecord): void {
+    if (this.#closed) return
+    const backend = this.#backends.find((b) => b.id === id)
+    if (!backend || record.healthy === undefined) return
+    const was = backend.state === "down" ? false : backend.state === "up" ? true : undefined
+    if (record.healthy && was === false) backend.returnedAt = Date.now()
+    this.#apply(backend, record.healthy)
+    this.#onChange?.(backend, record.healthy)
   }
 
   /** close stops checking: no new round, checks in flight are cut short; resolves when the last round has ended. */
   async close(): Promise<void> {
     this.#closed = true
+    this.#unfollow?.()
     if (this.#timer !== undefined) clearTimeout(this.#timer)
     this.#timer = undefined
     for (const handle of this.#inflight) handle.destroy(new Error("health checker closed"))
@@ -189,7 +244,7 @@ export class HealthChecker {
   /** checkNow runs one round at once (for tests and an admin "check now"); resolves when it ends. */
   async checkNow(): Promise<void> {
     await this.#round
-    if (this.#closed) return
+    if (this.#closed || !this.#probe) return
     if (this.#timer !== undefined) clearTimeout(this.#timer)
     this.#timer = undefined
     await this.#runRound()
@@ -262,7 +317,10 @@ export class HealthChecker {
       if (healthy && was === false) backend.returnedAt = now
     }
     this.#apply(backend, healthy === true)
-    if (changed) this.#onChange?.(backend, healthy === true)
+    if (changed) {
+      this.#onChange?.(backend, healthy === true)
+      this.#registry.changed(backend.id)
+    }
   }
 
   #apply(backend: Backend, healthy: boolean): void {

@@ -1,0 +1,43 @@
+/**
+ * @module messages: what the cluster primary and its workers say over the IPC channel (child_process with
+ * `serialization: "advanced"`, so a Config, Buffers and Infinity cross as they are).
+ */
+import type { Config, HostPort } from "../config/schema.ts"
+import type { HealthRecord } from "../upstreams/health/active.ts"
+import type { WireTicketKey } from "./ipc-ticket-ring.ts"
+
+/** HealthSnapshot: every upstream's active health records, by upstream name then backend id. */
+export type HealthSnapshot = Record<string, Record<string, HealthRecord>>
+
+/** ToWorker is what the primary sends a worker. */
+export type ToWorker =
+  | {
+      type: "start"
+      config: Config
+      health: HealthSnapshot
+      keys: WireTicketKey[]
+      drains: [upstream: string, backend: string][]
+    }
+  /** A handle message carries the bound server handle for `key` (or `error`). */
+  | { type: "handle"; id: number; key: string; error?: string }
+  | { type: "prepare"; id: number; config: Config; health: HealthSnapshot }
+  | { type: "commit"; id: number }
+  | { type: "abort"; id: number }
+  | { type: "health"; upstream: string; backend: string; record: HealthRecord }
+  | { type: "keys"; keys: WireTicketKey[] }
+  | { type: "drain"; upstream: string; backend: string; on: boolean }
+  | { type: "query"; id: number; what: "status" | "metrics" | "failures" }
+  | { type: "reopen-log" }
+  /** handover: other processes accept on the sockets now (idle keep-alive connections are not cut). */
+  | { type: "stop"; handover: boolean }
+
+/** FromWorker is what a worker sends the primary. */
+export type FromWorker =
+  | { type: "ready"; ports: Record<string, number> }
+  | { type: "failed"; error: string }
+  | { type: "listen"; id: number; key: string; address: HostPort }
+  | { type: "prepared"; id: number }
+  | { type: "committed"; id: number }
+  | { type: "refused"; id: number; error: string; problems?: unknown }
+  | { type: "reply"; id: number; value: unknown }
+  | { type: "rotate" }

@@ -1,0 +1,442 @@
+/**
+ * @module primary: the cluster primary. It owns the config (a reload is checked here, then prepared by every worker
+ * and committed by all or none), the listening sockets (bound here, handed to every worker), the active health
+ * checks (one set of probes, pushed to the workers), the ticket-key ring and the fleet store; workers carry traffic.
+ * A crashed worker is replaced with exponential backoff; restart() replaces them one by one.
+ */
+import { renderMetrics } from "../admin/metrics-endpoint.ts"
+import type { FleetStore } from "../cluster/shared/fleet-store.ts"
+import type { Config } from "../config/schema.ts"
+import { ConfigError, errorMessage, PortcullisError } from "../core/errors.ts"
+import type { Logger } from "../core/log.ts"
+import { addressKey } from "../listeners/listener-socket.ts"
+import { Generation, type ReloadStep } from "../runtime.ts"
+import type { MetricSnapshot } from "../state/registry.ts"
+import type { RuntimeState } from "../state/runtime-state.ts"
+import type { HealthRegistry } from "../upstreams/health/active.ts"
+import { mergeMetrics, mergeStatus } from "./aggregate.ts"
+import type { InheritedFds } from "./inherited-fds.ts"
+import { wireKeys } from "./ipc-ticket-ring.ts"
+import { ListenHandles } from "./listen-handles.ts"
+import type { HealthSnapshot } from "./messages.ts"
+import { WorkerProcess } from "./worker-process.ts"
+
+/** PrimaryOptions: how many workers, the program they run, the state the primary owns, and backoff timings. */
+export interface PrimaryOptions {
+  workers: number
+  script: string
+  log: Logger
+  state: RuntimeState
+  fleet?: FleetStore | undefined
+  inherited: InheritedFds
+  /** First delay before a crashed worker is replaced (doubles per quick crash, default 100 ms). */
+  backoffMs?: number
+  /** Longest delay between replacements of a worker that keeps crashing (default 30 s). */
+  maxBackoffMs?: number
+  /** How long a worker may take to start (default 30 s). */
+  startTimeoutMs?: number
+}
+
+/** A worker that served this long (ms) had no quick crash: its slot's backoff starts again from the first delay. */
+const STABLE_MS = 10_000
+
+interface Slot {
+  worker: WorkerProcess | undefined
+  /** Crashes in a row of workers that lived less than STABLE_MS. */
+  crashes: number
+  restarts: number
+  timer: NodeJS.Timeout | undefined
+}
+
+/** Primary runs the workers and answers for them (status, metrics, ready). */
+export class Primary {
+  readonly #options: PrimaryOptions
+  readonly #log: Logger
+  readonly #handles: ListenHandles
+  readonly #health = new Map<string, HealthRegistry>()
+  readonly #watched = new Set<string>()
+  readonly #slots: Slot[] = []
+  #current: Generation | undefined
+  #nextId = 1
+  #reloading: Promise<void> | undefined
+  #closing = false
+  readonly #unwatchKeys: () => void
+
+  constructor(options: PrimaryOptions) {
+    this.#options = options
+    this.#log = options.log
+    this.#handles = new ListenHandles(options.inherited)
+    for (let i = 0; i < options.workers; i++) {
+      this.#slots.push({ worker: undefined, crashes: 0, restarts: 0, timer: undefined })
+    }
+    this.#unwatchKeys = options.state.ticketKeys.onChange((ring) =>
+      this.#broadcast({ type: "keys", keys: wireKeys(ring) }),
+    )
+  }
+
+  get state(): RuntimeState {
+    return this.#options.state
+  }
+
+  /** generation is the primary's own build of the running config: its health checks run here (nothing is bound). */
+  get generation(): Generation | undefined {
+    return this.#current
+  }
+
+  /** ready: every worker serves and the primary is not shutting down (GET /readyz). */
+  get ready(): boolean {
+    return !this.#closing && this.#current !== undefined && this.#slots.every((s) => s.worker?.ready === true)
+  }
+
+  /** start checks the config, runs the first round of health checks, then starts every worker and waits for them. */
+  async start(config: Config): Promise<void> {
+    const gen = await this.#build(config)
+    this.#current = gen
+    this.#nextId++
+    try {
+      await Promise.all(this.#slots.map((_, i) => this.#spawn(i, true)))
+    } catch (err) {
+      await this.close(0)
+      throw err
+    }
+    this.#handles.retain(this.#keys(config))
+    this.#log.info({ generation: gen.id, workers: this.#slots.length }, "started")
+  }
+
+  async #build(config: Config): Promise<Generation> {
+    const gen = await Generation.build(
+      this.#nextId,
+      config,
+      this.#log,
+      this.#health,
+      this.#current,
+      this.#options.state,
+      undefined,
+      this.#options.fleet,
+    )
+    try {
+      await gen.start()
+    } catch (err) {
+      gen.destroy()
+      throw err
+    }
+    for (const [name, registry] of this.#health) {
+      if (this.#watched.has(name)) continue
+      this.#watched.add(name)
+      registry.onChange((backend, record) =>
+        this.#broadcast({ type: "health", upstream: name, backend, record: { ...record } }),
+      )
+    }
+    return gen
+  }
+
+  #keys(config: Config): string[] {
+    return config.listeners.map((l) => addressKey(l.address))
+  }
+
+  #healthSnapshot(): HealthSnapshot {
+    const out: HealthSnapshot = {}
+    for (const [name, registry] of this.#health) out[name] = registry.snapshot()
+    return out
+  }
+
+  #drains(): [string, string][] {
+    const out: [string, string][] = []
+    for (const u of this.#current?.upstreams.values() ?? []) {
+      for (const b of u.backends) if (b.state === "draining") out.push([u.name, b.id])
+    }
+    return out
+  }
+
+  #broadcast(msg: Parameters<WorkerProcess["send"]>[0]): void {
+    for (const s of this.#slots) if (s.worker?.alive) s.worker.send(msg)
+  }
+
+  /**
+   * #spawn starts the worker of slot i on the running config and resolves when it serves. `retireOnFailure`: a
+   * worker that does not come up is stopped and the error thrown (start, rolling restart); otherwise its exit
+   * counts as a crash of the slot and is retried with backoff.
+   */
+  async #spawn(i: number, retireOnFailure: boolean): Promise<WorkerProcess> {
+    const slot = this.#slots[i]!
+    const worker = new WorkerProcess({
+      index: i,
+      script: this.#options.script,
+      handle: (key, address) => this.#handles.get(key, address),
+      onRotate: () => this.#options.state.ticketKeys.rotate(),
+    })
+    const old = slot.worker
+    void worker.exited.then(({ code, signal }) => this.#onExit(i, worker, code, signal))
+    const ready = worker.wait(["ready"], undefined, this.#options.startTimeoutMs ?? 30_000)
+    const sent = this.#current!
+    worker.send({
+      type: "start",
+      config: sent.config,
+      health: this.#healthSnapshot(),
+      keys: wireKeys(this.#options.state.ticketKeys),
+      drains: this.#drains(),
+    })
+    const msg = await ready.catch((err: unknown) => {
+      worker.retired = retireOnFailure
+      worker.child.kill("SIGKILL")
+      throw err
+    })
+    if (msg.type === "failed") {
+      worker.retired = retireOnFailure
+      throw new PortcullisError("PC_WORKER_FAILED", `worker ${i}: ${msg.error}`)
+    }
+    if (sent !== this.#current && !this.#closing) {
+      // A reload committed while it started: it holds the config that lost. Start it again on the one that won.
+      this.#retire(worker)
+      return this.#spawn(i, retireOnFailure)
+    }
+    worker.ready = true
+    worker.readyAt = Date.now()
+    slot.worker = worker
+    if (old && old !== worker) this.#retire(old)
+    this.#log.info({ worker: i, pid: worker.pid }, "worker ready")
+    return worker
+  }
+
+  /** #retire tells an old worker to stop: it closes its listening copy now and drains in-flight work in the grace. */
+  #retire(worker: WorkerProcess, handover = true): void {
+    worker.retired = true
+    worker.ready = false
+    worker.send({ type: "stop", handover })
+  }
+
+  #onExit(i: number, worker: WorkerProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    const slot = this.#slots[i]!
+    if (worker.retired || this.#closing) return
+    worker.ready = false
+    // Served less than STABLE_MS (or never): a quick crash. Counted from ready, so a slow start is no long life.
+    const quick = worker.readyAt === undefined || Date.now() - worker.readyAt < STABLE_MS
+    slot.crashes = quick ? slot.crashes + 1 : 1
+    const base = this.#options.backoffMs ?? 100
+    const delay = Math.min(this.#options.maxBackoffMs ?? 30_000, base * 2 ** (slot.crashes - 1))
+    this.#log.error(
+      { worker: i, pid: worker.pid, code, signal, restart_in_ms: delay },
+      `worker ${i} exited (${signal ?? code}); replacing it`,
+    )
+    slot.timer = setTimeout(() => {
+      slot.timer = undefined
+      if (this.#closing) return
+      slot.restarts++
+      this.#replace(i).catch((err: unknown) => this.#log.error({ worker: i, err: errorMessage(err) }, "worker start"))
+    }, delay)
+  }
+
+  /** #replace starts slot i anew once no reload is in progress (so the worker gets the config that won). */
+  async #replace(i: number): Promise<void> {
+    while (this.#reloading) await this.#reloading.catch(() => {})
+    if (!this.#closing) await this.#spawn(i, false)
+  }
+
+  /**
+   * reload checks the config here (the whole build, plus the first health round of new backends), then asks every
+   * worker to build and bind it (prepare); only when all of them have, and step.prepare succeeded, does each swap
+   * (commit). One refusal aborts it everywhere: every worker keeps the running config.
+   */
+  async reload(config: Config, step?: ReloadStep): Promise<void> {
+    while (this.#reloading) await this.#reloading.catch(() => {})
+    if (this.#closing) throw new PortcullisError("PC_RELOAD_STOPPING", "shutting down: no reload")
+    const run = this.#apply(config, step)
+    this.#reloading = run
+    try {
+      await run
+    } finally {
+      this.#reloading = undefined
+    }
+  }
+
+  async #apply(config: Config, step?: ReloadStep): Promise<void> {
+    const gen = await this.#build(config)
+    const workers = this.#slots.map((s) => s.worker).filter((w): w is WorkerProcess => w?.ready === true)
+    const id = this.#nextId
+    const health = this.#healthSnapshot()
+    const answers = workers.map((w) => w.wait(["prepared", "refused"], id, 60_000))
+    for (const w of workers) w.send({ type: "prepare", id, config, health })
+    const settled = await Promise.allSettled(answers)
+    let refusal: Error | undefined
+    for (const [i, s] of settled.entries()) {
+      if (s.status === "rejected") refusal ??= s.reason as Error
+      else if (s.value.type === "refused") {
+        const problems = s.value.problems as ConfigError["problems"] | undefined
+        refusal ??= problems
+          ? new ConfigError(problems)
+          : new PortcullisError("PC_RELOAD_REFUSED", `worker ${workers[i]!.index}: ${s.value.error}`)
+      }
+    }
+    let prepared = false
+    if (!refusal && step) {
+      try {
+        prepared = true
+        await step.prepare()
+      } catch (err) {
+        refusal = err as Error
+      }
+    }
+    if (refusal) {
+      for (const w of workers) w.send({ type: "abort", id })
+      gen.destroy()
+      if (prepared) await step?.rollback()
+      this.#handles.retain(this.#keys(this.#current!.config))
+      throw refusal
+    }
+    const committed = workers.map((w) => w.wait(["committed", "refused"], id, 60_000).catch(() => undefined))
+    for (const w of workers) w.send({ type: "commit", id })
+    await Promise.all(committed)
+    this.#nextId++
+    const old = this.#current
+    this.#current = gen
+    step?.commit()
+    this.#handles.retain(this.#keys(config))
+    if (old) {
+      old.stopHealthChecks()
+      void old.close(0)
+    }
+    this.#log.info({ generation: gen.id, workers: workers.length }, "reloaded")
+  }
+
+  /**
+   * restart replaces the workers one by one: the new one serves before the old one stops accepting; the old one
+   * finishes its connections within shutdown_grace (WebSockets are closed at its end). Resolves when every slot has
+   * a new worker. The new workers run the program as it is on disk now.
+   */
+  async restart(): Promise<{ workers: number[] }> {
+    while (this.#reloading) await this.#reloading.catch(() => {})
+    if (this.#closing) throw new PortcullisError("PC_RESTART_STOPPING", "shutting down: no restart")
+    const pids: number[] = []
+    for (let i = 0; i < this.#slots.length; i++) {
+      const slot = this.#slots[i]!
+      if (slot.timer) {
+        clearTimeout(slot.timer)
+        slot.timer = undefined
+      }
+      const worker = await this.#spawn(i, true)
+      slot.restarts++
+      pids.push(worker.pid ?? 0)
+    }
+    this.#log.info({ workers: pids }, "workers restarted")
+    return { workers: pids }
+  }
+
+  /** drain sets a backend draining (or back) here and in every worker. */
+  drain(upstream: string, backend: string, on: boolean): void {
+    if (!this.#current) throw new PortcullisError("PC_NOT_RUNNING", "not running")
+    this.#current.drainBackend(upstream, backend, on)
+    this.#broadcast({ type: "drain", upstream, backend, on })
+    this.#log.info({ upstream, backend, draining: on }, on ? "backend draining" : "backend back in service")
+  }
+
+  /** reopenAccessLog asks every worker to reopen the access log file (SIGUSR1). */
+  reopenAccessLog(): void {
+    this.#broadcast({ type: "reopen-log" })
+  }
+
+  /** ports maps listener names to their bound ports. */
+  ports(): Record<string, number> {
+    const out: Record<string, number> = {}
+    for (const l of this.#current?.config.listeners ?? []) {
+      const port = this.#handles.port(addressKey(l.address))
+      if (port) out[l.name] = port
+    }
+    return out
+  }
+
+  /** listenFds maps each bound address to its socket's descriptor (a successor process inherits them). */
+  listenFds(): Map<string, number> {
+    return this.#handles.fds()
+  }
+
+  #serving(): WorkerProcess[] {
+    return this.#slots.map((s) => s.worker).filter((w): w is WorkerProcess => w?.ready === true && w.alive)
+  }
+
+  #workersStatus() {
+    return this.#slots.map((s, i) => ({
+      worker: i,
+      pid: s.worker?.pid ?? null,
+      ready: s.worker?.ready === true,
+      restarts: s.restarts,
+      started_at: s.worker ? new Date(s.worker.startedAt).toISOString() : null,
+    }))
+  }
+
+  /** status merges the workers' snapshots (counts summed), with the primary's health records and worker list. */
+  async status(): Promise<Record<string, unknown>> {
+    const gen = this.#current
+    if (!gen) throw new PortcullisError("PC_NOT_RUNNING", "not running")
+    const snapshots = await Promise.all(this.#serving().map((w) => w.query("status").catch(() => undefined)))
+    const live = snapshots.filter((s) => s !== undefined)
+    const merged = (live.length > 0 ? mergeStatus(live) : gen.status()) as Record<string, unknown>
+    delete merged["pid"]
+    const own = gen.status()
+    const upstreams = merged["upstreams"] as { name: string; health: unknown }[] | undefined
+    for (const u of upstreams ?? []) u.health = own.upstreams.find((o) => o.name === u.name)?.health
+    // Per worker: its open connections and the connections it accepted (how the kernel spread the accepts).
+    const perWorker = this.#workersStatus().map((w) => {
+      const s = live.find((x) => (x as { pid?: number }).pid === w.pid) as
+        | { listeners?: { connections?: number; accepted?: number }[] }
+        | undefined
+      const sum = (key: "connections" | "accepted") => s?.listeners?.reduce((n, l) => n + (l[key] ?? 0), 0) ?? 0
+      return { ...w, connections: sum("connections"), accepted: sum("accepted") }
+    })
+    return { ...merged, generation: gen.id, ports: this.ports(), workers: perWorker }
+  }
+
+  /** metrics is the Prometheus text of every worker's families summed, the primary's own, and the worker gauges. */
+  async metrics(): Promise<string> {
+    const sets = (await Promise.all(this.#serving().map((w) => w.query("metrics").catch(() => undefined)))).filter(
+      (s): s is MetricSnapshot[] => Array.isArray(s),
+    )
+    const slots = this.#slots
+    const cluster: MetricSnapshot[] = [
+      {
+        name: "portcullis_cluster_workers",
+        help: "worker processes serving now",
+        type: "gauge",
+        series: [{ labels: {}, value: slots.filter((s) => s.worker?.ready).length }],
+      },
+      {
+        name: "portcullis_cluster_worker_restarts_total",
+        help: "workers started again after a crash or by a rolling restart",
+        type: "counter",
+        series: slots.map((s, i) => ({ labels: { worker: String(i) }, value: s.restarts })),
+      },
+    ]
+    return renderMetrics(mergeMetrics([this.#options.state.registry.snapshot(), ...sets, cluster]))
+  }
+
+  /** failures is every worker's recent handshake failures, newest first. */
+  async failures(): Promise<unknown> {
+    const lists = await Promise.all(this.#serving().map((w) => w.query("failures").catch(() => [])))
+    const all = (lists.flat() as { time: string }[]).sort((a, b) => (a.time < b.time ? 1 : -1))
+    return { failures: all.slice(0, 100) }
+  }
+
+  /**
+   * close stops every worker (each closes its listening copy, then finishes in-flight work within its grace),
+   * waits for them to exit (SIGKILL after grace + 5 s), then closes the sockets and the health checks.
+   */
+  async close(graceMs?: number, options: { handover?: boolean } = {}): Promise<void> {
+    this.#closing = true
+    this.#unwatchKeys()
+    const grace = graceMs ?? this.#current?.config.shutdown_grace ?? 30_000
+    const workers = this.#slots.map((s) => s.worker).filter((w): w is WorkerProcess => w !== undefined)
+    for (const s of this.#slots) if (s.timer) clearTimeout(s.timer)
+    for (const w of workers) this.#retire(w, options.handover === true)
+    await Promise.all(
+      workers.map(async (w) => {
+        const timer = setTimeout(() => w.child.kill("SIGKILL"), grace + 5_000)
+        await w.exited
+        clearTimeout(timer)
+      }),
+    )
+    this.#handles.close()
+    const gen = this.#current
+    gen?.stopHealthChecks()
+    await gen?.close(0)
+    this.#options.state.close()
+  }
+}

@@ -1,0 +1,195 @@
+/**
+ * @module worker: a cluster worker process: it carries traffic only. The primary sends it the config, the health
+ * records, the ticket keys and the drains; it listens on the primary's sockets, reloads in two phases (prepare,
+ * then commit or abort, so a reload is all workers or none), and answers the primary's status and metrics queries.
+ */
+import { liveMetrics } from "../admin/metrics-endpoint.ts"
+import { AccessLog } from "../core/access-log.ts"
+import { ConfigError, errorCode, errorMessage, PortcullisError } from "../core/errors.ts"
+import { createLogger, type Logger } from "../core/log.ts"
+import { PrettyStream } from "../core/pretty-log.ts"
+import type { ListenTarget } from "../listeners/listener-socket.ts"
+import { Runtime } from "../runtime.ts"
+import { RuntimeState } from "../state/runtime-state.ts"
+import { IpcTicketKeyRing } from "./ipc-ticket-ring.ts"
+import type { FromWorker, HealthSnapshot, ToWorker } from "./messages.ts"
+
+/** runWorker runs until the primary says stop (or goes away); resolves with the exit code. */
+export function runWorker(): Promise<number> {
+  const index = process.env["PORTCULLIS_WORKER_INDEX"] ?? "?"
+  const base =
+    process.env["PORTCULLIS_LOG_FORMAT"] === "pretty"
+      ? createLogger({ destination: new PrettyStream() })
+      : createLogger()
+  const log = base.child({ worker: Number(index) })
+  return new Worker(log).run()
+}
+
+class Worker {
+  readonly #log: Logger
+  #runtime: Runtime | undefined
+  #ring: IpcTicketKeyRing | undefined
+  readonly #accessLog: AccessLog
+  readonly #pending = new Map<number, (msg: ToWorker) => void>()
+  #nextId = 1
+  #stopping: Promise<void> | undefined
+  #exit: ((code: number) => void) | undefined
+
+  constructor(log: Logger) {
+    this.#log = log
+    this.#accessLog = new AccessLog({ onError: (err) => log.warn({ code: errorCode(err) }, err.message) })
+  }
+
+  run(): Promise<number> {
+    return new Promise((resolve) => {
+      this.#exit = resolve
+      process.on("message", (msg: ToWorker, handle: unknown) => this.#onMessage(msg, handle))
+      // The primary went away (crashed, or SIGKILLed): finish what is in flight and go.
+      process.on("disconnect", () => this.#stop(false))
+      // A terminal's Ctrl-C or systemd's SIGTERM reaches every process of the group: stop gracefully once.
+      process.on("SIGTERM", () => this.#stop(false))
+      process.on("SIGINT", () => this.#stop(false))
+      // The primary reloads, restarts and reopens logs; the workers only follow it.
+      for (const signal of ["SIGHUP", "SIGUSR1", "SIGUSR2"] as const) process.on(signal, () => {})
+    })
+  }
+
+  #send(msg: FromWorker): void {
+    // With a callback a send on a channel the primary just closed is an error passed here, not an 'error' event.
+    if (process.connected) process.send!(msg, undefined, {}, ignore)
+  }
+
+  #onMessage(msg: ToWorker, handle: unknown): void {
+    switch (msg.type) {
+      case "start":
+        this.#start(msg).catch((err: unknown) => {
+          this.#log.error({ err: errorMessage(err) }, "worker could not start")
+          this.#send({ type: "failed", error: errorMessage(err) })
+          this.#exit?.(1)
+        })
+        return
+      case "handle":
+      case "commit":
+      case "abort": {
+        const waiter = this.#pending.get(msg.id)
+        this.#pending.delete(msg.id)
+        if (msg.type === "handle" && handle) (msg as { handle?: unknown }).handle = handle
+        waiter?.(msg)
+        return
+      }
+      case "prepare":
+        void this.#prepare(msg)
+        return
+      case "health":
+        this.#runtime?.healthRegistry(msg.upstream).set(msg.backend, msg.record)
+        return
+      case "keys":
+        this.#ring?.set(msg.keys)
+        return
+      case "drain":
+        try {
+          this.#runtime?.drain(msg.upstream, msg.backend, msg.on)
+        } catch (err) {
+          this.#log.warn({ err: errorMessage(err) }, "drain")
+        }
+        return
+      case "query":
+        this.#send({ type: "reply", id: msg.id, value: this.#query(msg.what) })
+        return
+      case "reopen-log":
+        try {
+          this.#runtime?.reopenAccessLog()
+        } catch (err) {
+          this.#log.error({ code: errorCode(err) }, `reopening the access log: ${errorMessage(err)}`)
+        }
+        return
+      case "stop":
+        this.#stop(msg.handover)
+        return
+    }
+  }
+
+  #query(what: "status" | "metrics" | "failures"): unknown {
+    const runtime = this.#runtime
+    if (!runtime?.generation) return undefined
+    if (what === "status") return { pid: process.pid, ...runtime.status() }
+    if (what === "metrics") return [...runtime.state.registry.snapshot(), ...liveMetrics(runtime.generation)]
+    return runtime.state.instruments.failures.recent()
+  }
+
+  #ask(msg: FromWorker & { id: number }): Promise<ToWorker> {
+    return new Promise((resolve) => {
+      this.#pending.set(msg.id, resolve)
+      this.#send(msg)
+    })
+  }
+
+  /** #listen asks the primary for the bound socket of a new address (it binds it the first time). */
+  async #listen(key: string, address: { host: string; port: number }): Promise<ListenTarget> {
+    const reply = (await this.#ask({ type: "listen", id: this.#nextId++, key, address })) as ToWorker & {
+      handle?: object
+      error?: string
+    }
+    if (!reply.handle) throw new PortcullisError("PC_LISTEN_FAILED", reply.error ?? `no socket for ${key}`)
+    return reply.handle
+  }
+
+  #setHealth(health: HealthSnapshot): void {
+    for (const [upstream, records] of Object.entries(health)) {
+      const registry = this.#runtime!.healthRegistry(upstream)
+      for (const [id, record] of Object.entries(records)) registry.set(id, record)
+    }
+  }
+
+  async #start(msg: Extract<ToWorker, { type: "start" }>): Promise<void> {
+    this.#ring = new IpcTicketKeyRing(msg.keys, () => this.#send({ type: "rotate" }))
+    const runtime = new Runtime(this.#log, new RuntimeState({ ticketKeys: this.#ring }), {
+      accessLog: this.#accessLog,
+      listen: (key, address) => this.#listen(key, address),
+      probe: false,
+    })
+    this.#runtime = runtime
+    this.#setHealth(msg.health)
+    await runtime.start(msg.config)
+    for (const [upstream, backend] of msg.drains) runtime.drain(upstream, backend, true)
+    this.#send({ type: "ready", ports: runtime.ports() })
+  }
+
+  /** #prepare builds and binds the new generation, says so, and swaps only when the primary commits. */
+  async #prepare(msg: Extract<ToWorker, { type: "prepare" }>): Promise<void> {
+    const runtime = this.#runtime
+    try {
+      if (!runtime) throw new PortcullisError("PC_NOT_RUNNING", "worker not started")
+      this.#setHealth(msg.health)
+      await runtime.reload(msg.config, {
+        prepare: async () => {
+          const decision = await new Promise<ToWorker>((resolve) => {
+            this.#pending.set(msg.id, resolve)
+            this.#send({ type: "prepared", id: msg.id })
+          })
+          if (decision.type !== "commit") throw new PortcullisError("PC_RELOAD_ABORTED", "another worker refused it")
+        },
+        rollback: async () => {},
+        commit: () => {},
+      })
+      this.#send({ type: "committed", id: msg.id })
+    } catch (err) {
+      const problems = err instanceof ConfigError ? err.problems : undefined
+      this.#send({ type: "refused", id: msg.id, error: errorMessage(err), problems })
+    }
+  }
+
+  /** #stop drains and exits; handover: other workers (or a new primary's) accept on the sockets now. */
+  #stop(handover: boolean): void {
+    this.#stopping ??= (async () => {
+      this.#log.info("worker stopping; in-flight requests get the grace period")
+      await this.#runtime?.close(undefined, { handover })
+      if (!this.#runtime) await this.#accessLog.close()
+    })().then(
+      () => this.#exit?.(0),
+      () => this.#exit?.(1),
+    )
+  }
+}
+
+function ignore(): void {}

@@ -1,0 +1,192 @@
+/** Steady load for the zero-downtime tests: wrk (HTTP/1.1 keep-alive), h2load (HTTP/2) and raw WebSockets over TLS. */
+import { execFile } from "node:child_process"
+import http2 from "node:http2"
+import tls from "node:tls"
+import { wsFrame, wsParse } from "../helpers/clients.ts"
+
+/** LoadResult: what the tool counted; `failed` is every request that did not get a 2xx (errors included). */
+export interface LoadResult {
+  tool: string
+  requests: number
+  failed: number
+  output: string
+}
+
+function run(cmd: string, args: string[], timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { timeout: timeoutMs }, (err, stdout, stderr) => {
+      if (err && !stdout) reject(new Error(`${cmd}: ${err.message}\n${stderr}`))
+      else resolve(`${stdout}${stderr}`)
+    })
+  })
+}
+
+/**
+ * wrk runs HTTP/1.1 keep-alive load for `seconds` over `connections` connections. Socket errors (connect, read,
+ * write, timeout) and non-2xx/3xx responses are failures.
+ */
+export async function wrk(port: number, seconds: number, connections = 4): Promise<LoadResult> {
+  const out = await run(
+    "wrk",
+    ["-t1", `-c${connections}`, `-d${seconds}s`, "--timeout", "5s", `https://127.0.0.1:${port}/`],
+    (seconds + 20) * 1000,
+  )
+  const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? Number.NaN)
+  const errors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out)
+  const socketErrors = errors ? errors.slice(1).reduce((n, x) => n + Number(x), 0) : 0
+  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0)
+  return { tool: "wrk", requests, failed: socketErrors + non2xx, output: out }
+}
+
+/** h2load runs HTTP/2 load for `seconds` (`clients` connections, `streams` concurrent streams each). */
+export async function h2load(port: number, seconds: number, clients = 2, streams = 4): Promise<LoadResult> {
+  const out = await run(
+    "h2load",
+    ["-D", String(seconds), "-c", String(clients), "-m", String(streams), `https://127.0.0.1:${port}/`],
+    (seconds + 20) * 1000,
+  )
+  const m =
+    /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(
+      out,
+    )
+  const status = /status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(out)
+  if (!m) return { tool: "h2load", requests: 0, failed: Number.NaN, output: out }
+  // h2load counts as failed (and errored) a request it could not even submit because the session had received a
+  // GOAWAY (Http2Session::submit_request: nghttp2_session_check_request_allowed == 0), one per such connection,
+  // printed as "Process Request Failure"; that client then stops. Nothing was sent, so nothing was lost: those are
+  // taken out. Every other failure (a reset or refused stream, a broken connection, a 4xx/5xx) counts.
+  const unsent = (out.match(/^Process Request Failure:/gm) ?? []).length
+  const failed = Number(m[5]) - unsent + Number(m[7]) + (status ? Number(status[3]) + Number(status[4]) : 0)
+  return { tool: "h2load", requests: Number(m[4]), failed, output: out }
+}
+
+/**
+ * h2client runs HTTP/2 keep-alive load from Node's client as a browser behaves: `sessions` connections with
+ * `streams` requests in flight each; a session that received GOAWAY takes no new request and a new connection
+ * carries on. No request is retried: every stream that does not end in a 200 is a failure.
+ */
+export async function h2client(
+  port: number,
+  ca: Buffer,
+  seconds: number,
+  sessions = 2,
+  streams = 4,
+): Promise<LoadResult> {
+  const end = Date.now() + seconds * 1000
+  let requests = 0
+  let failed = 0
+  let connections = 0
+  const errors: string[] = []
+  const open = () => {
+    connections++
+    const s = http2.connect(`https://127.0.0.1:${port}`, { ca, servername: "localhost" })
+    s.on("error", () => {})
+    s.on("goaway", () => {
+      ;(s as { gone?: boolean }).gone = true
+    })
+    return s
+  }
+  const one = (session: http2.ClientHttp2Session) =>
+    new Promise<void>((resolve) => {
+      const req = session.request({ ":path": "/" })
+      let status = 0
+      req.on("response", (h) => {
+        status = Number(h[":status"])
+      })
+      req.resume()
+      req.on("end", () => {
+        if (status === 200) requests++
+        else {
+          failed++
+          errors.push(`status ${status}`)
+        }
+      })
+      req.on("error", (err) => {
+        failed++
+        errors.push(err.message)
+      })
+      req.on("close", () => resolve())
+    })
+  await Promise.all(
+    Array.from({ length: sessions }, async () => {
+      let session = open()
+      await Promise.all(
+        Array.from({ length: streams }, async () => {
+          while (Date.now() < end) {
+            if ((session as { gone?: boolean }).gone || session.closed || session.destroyed) session = open()
+            await one(session)
+          }
+        }),
+      )
+      session.close()
+    }),
+  )
+  return {
+    tool: "node http2",
+    requests,
+    failed,
+    output: `${requests} ok, ${failed} failed over ${connections} connections; ${errors.slice(0, 5).join("; ")}`,
+  }
+}
+
+/** OpenSocket is one WebSocket through the proxy: when it closed (ms since epoch) once it has. */
+export interface OpenSocket {
+  closedAt: () => number | undefined
+  /** echo sends a text frame and resolves with the echoed text. */
+  echo: (text: string) => Promise<string>
+  destroy: () => void
+}
+
+/** openWebSocket upgrades one TLS connection to a WebSocket on the echo backend (its /ws echo). */
+export function openWebSocket(port: number, ca: Buffer): Promise<OpenSocket> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: "127.0.0.1", port, servername: "localhost", ca, ALPNProtocols: ["http/1.1"] })
+    let closedAt: number | undefined
+    let buffer: Buffer = Buffer.alloc(0)
+    let upgraded = false
+    let onFrame: ((text: string) => void) | undefined
+    socket.on("error", (err) => {
+      if (!upgraded) reject(err)
+    })
+    socket.on("close", () => {
+      closedAt = Date.now()
+    })
+    socket.once("secureConnect", () => {
+      socket.write(
+        "GET /chat HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+      )
+    })
+    socket.on("data", (d: Buffer) => {
+      buffer = Buffer.concat([buffer, d])
+      if (!upgraded) {
+        const end = buffer.indexOf("\r\n\r\n")
+        if (end < 0) return
+        const head = buffer.subarray(0, end).toString()
+        buffer = buffer.subarray(end + 4)
+        if (!head.startsWith("HTTP/1.1 101")) {
+          reject(new Error(`no upgrade: ${head.split("\r\n")[0]}`))
+          socket.destroy()
+          return
+        }
+        upgraded = true
+        resolve({
+          closedAt: () => closedAt,
+          echo: (text) =>
+            new Promise((r, rej) => {
+              if (closedAt !== undefined) return rej(new Error("closed"))
+              onFrame = r
+              socket.write(wsFrame(text))
+            }),
+          destroy: () => socket.destroy(),
+        })
+      }
+      for (;;) {
+        const frame = wsParse(buffer)
+        if (!frame) break
+        buffer = frame.rest
+        if (frame.opcode === 1) onFrame?.(frame.payload.toString())
+      }
+    })
+  })
+}
