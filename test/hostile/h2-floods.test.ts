@@ -108,7 +108,9 @@ for (const flood of FLOODS) {
     const { latencies, failures } = await bystander.stop()
     const rssMax = rss.stop()
     const figures = `closed after ${result.closedAfter} ms, ${result.sent} frames, GOAWAY ${result.goaway}; RSS ${rssBefore.toFixed(0)} -> max ${rssMax.toFixed(0)} MiB; bystander ${latencies.length} requests, p99 ${p99(latencies).toFixed(1)} ms (baseline ${baseline.p99.toFixed(1)} ms over ${baseline.count})`
-    console.log(`${flood.name}: ${figures}; backend got ${backend.requests.length - seenBefore}, conns ${backend.received.length}`)
+    console.log(
+      `${flood.name}: ${figures}; backend got ${backend.requests.length - seenBefore}, conns ${backend.received.length}`,
+    )
     assert.equal(proxy.pc.child.exitCode, null, "Portcullis is still running")
     assert.ok(result.closedAfter !== undefined && result.closedAfter <= CLOSE_BOUND_MS, `attacker closed: ${figures}`)
     if (flood.goaway !== undefined && result.goaway !== undefined) assert.equal(result.goaway, flood.goaway, figures)
