@@ -141,7 +141,7 @@ export async function startEchoBackend(name = "backend"): Promise<TestBackend> {
 }
 
 /** addWebSocketEcho answers RFC 6455 upgrades and echoes each text or binary frame back (small frames, for tests). */
-function addWebSocketEcho(server: http.Server): void {
+export function addWebSocketEcho(server: http.Server): void {
   server.on("upgrade", (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
     const key = req.headers["sec-websocket-key"]
     if (!key || String(req.headers.upgrade).toLowerCase() !== "websocket") {
