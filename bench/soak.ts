@@ -45,6 +45,8 @@ const answered = new Set<string>()
 
 interface Killable {
   port: number
+  /** Connections a kill destroyed before they had sent the backend a byte. */
+  killedUnread: number
   kill: () => void
   start: () => Promise<void>
 }
@@ -54,9 +56,13 @@ function killable(make: () => net.Server): Killable {
   const sockets = new Set<net.Socket>()
   const self: Killable = {
     port: 0,
+    killedUnread: 0,
     kill: () => {
       server?.close()
-      for (const s of sockets) s.destroy()
+      for (const s of sockets) {
+        if (s.bytesRead === 0) self.killedUnread++
+        s.destroy()
+      }
       sockets.clear()
       server = undefined
     },
@@ -197,7 +203,13 @@ const pause = (ms: number) => new Promise((r) => setTimeout(r, ms))
 function fail(protocol: string, id: string, why: string, idempotent = true): void {
   const c = counts[protocol]!
   if (answered.has(id) || (!idempotent && seen.has(id))) c.failed++
-  else if (!idempotent) {
+  else if (protocol === "tcp" && takeKilledUnread()) {
+    // The backend had accepted the connection (so the tcp engine's connect succeeded, and what the client sent was
+    // on its way) and was killed before reading it: an established L4 connection is not retried, by us or HAProxy.
+    c.failed++
+    if (c.examples.length < 10)
+      c.examples.push(`${new Date().toISOString()} ${why.trim()} (backend killed before reading it)`)
+  } else if (!idempotent) {
     // Not seen by a backend: it may still have been written to one that died before reading it; Portcullis cannot
     // tell, so does not retry a POST it has sent. Counted as an ordinary failure, shown with the examples.
     c.failed++
@@ -208,6 +220,17 @@ function fail(protocol: string, id: string, why: string, idempotent = true): voi
       c.examples.push(`${new Date().toISOString()} ${why.trim()} (a backend saw it: ${seen.has(id)})`)
   }
 }
+/** takeKilledUnread: one tcp connection a kill destroyed before the backend read from it, if any is unaccounted. */
+function takeKilledUnread(): boolean {
+  for (const b of tcpBackends) {
+    if (b.killedUnread > 0) {
+      b.killedUnread--
+      return true
+    }
+  }
+  return false
+}
+
 function forget(id: string): void {
   seen.delete(id)
   answered.delete(id)
