@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict"
 import { after, before, test } from "node:test"
-import { ERROR, FLAG, FRAME, frame, headerBlock, requestHeaders, u32 } from "../helpers/h2-frames.ts"
+import { connectRawH2, ERROR, FLAG, FRAME, frame, headerBlock, requestHeaders, u32 } from "../helpers/h2-frames.ts"
 import { floodH2, latencyBound, measureBaseline, p99, startBystander, watchRss } from "./flood.ts"
 import { type ProxyProcess, type RawBackend, rssMiB, spawnProxy, startRawBackend } from "./harness.ts"
 
@@ -119,3 +119,55 @@ for (const flood of FLOODS) {
     assert.ok(p99(latencies) <= latencyBound(baseline.p99), `bystander p99: ${figures}`)
   })
 }
+
+test("not a flood: a download whose client sends two WINDOW_UPDATEs for every DATA frame is served whole", async () => {
+  const size = 16 * 2 ** 20
+  const body = Buffer.alloc(size, 0x78)
+  const respond = backend.respond
+  backend.respond = (req) =>
+    req.head.startsWith("GET /big ")
+      ? Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\ncontent-length: ${size}\r\n\r\n`), body])
+      : respond(req)
+  const h2 = await connectRawH2(proxy.port)
+  try {
+    let received = 0
+    let updates = 0
+    let seen = 0
+    const done = new Promise<void>((resolve) => {
+      // Runs after connectRawH2's own 'data' listener has parsed the frames of this chunk.
+      h2.socket.on("data", () => {
+        for (; seen < h2.frames.length; seen++) {
+          const f = h2.frames[seen]!
+          if (f.type !== FRAME.DATA) continue
+          received += f.payload.length
+          if (f.payload.length > 0) {
+            // As some clients do: give back each frame's bytes at once, on the stream and on the connection.
+            h2.send(
+              frame(FRAME.WINDOW_UPDATE, 0, 1, u32(f.payload.length)),
+              frame(FRAME.WINDOW_UPDATE, 0, 0, u32(f.payload.length)),
+            )
+            updates += 2
+          }
+          if (f.flags & FLAG.END_STREAM) resolve()
+        }
+      })
+      void h2.closed.then(() => resolve())
+    })
+    h2.send(
+      frame(
+        FRAME.HEADERS,
+        FLAG.END_STREAM | FLAG.END_HEADERS,
+        1,
+        headerBlock(requestHeaders("GET", "/big", "localhost")),
+      ),
+    )
+    await Promise.race([done, new Promise((r) => setTimeout(r, 60_000))])
+    console.log(`download: ${received} bytes, ${updates} WINDOW_UPDATEs sent`)
+    assert.equal(received, size, `the whole body arrived (${updates} WINDOW_UPDATEs sent)`)
+    assert.ok(updates > 2_000, `more WINDOW_UPDATEs than the budget's burst: ${updates}`)
+    assert.ok(!h2.frames.some((f) => f.type === FRAME.GOAWAY), "no GOAWAY")
+  } finally {
+    h2.close()
+    backend.respond = respond
+  }
+})
