@@ -153,6 +153,8 @@ export function addWebSocketEcho(server: http.Server): void {
       `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\nX-Seen-Forwarded-For: ${req.headers["x-forwarded-for"]}\r\n\r\n`,
     )
     let buffered = head
+    // The http server's sockets allow half-open: end ours when the proxy ends its side, or each one stays open.
+    socket.on("end", () => socket.end())
     socket.on("data", (data: Buffer) => {
       buffered = Buffer.concat([buffered, data])
       for (;;) {
