@@ -141,7 +141,7 @@ export async function startEchoBackend(name = "backend"): Promise<TestBackend> {
 }
 
 /** addWebSocketEcho answers RFC 6455 upgrades and echoes each text or binary frame back (small frames, for tests). */
-function addWebSocketEcho(server: http.Server): void {
+export function addWebSocketEcho(server: http.Server): void {
   server.on("upgrade", (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
     const key = req.headers["sec-websocket-key"]
     if (!key || String(req.headers.upgrade).toLowerCase() !== "websocket") {
@@ -153,6 +153,8 @@ function addWebSocketEcho(server: http.Server): void {
       `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\nX-Seen-Forwarded-For: ${req.headers["x-forwarded-for"]}\r\n\r\n`,
     )
     let buffered = head
+    // The http server's sockets allow half-open: end ours when the proxy ends its side, or each one stays open.
+    socket.on("end", () => socket.end())
     socket.on("data", (data: Buffer) => {
       buffered = Buffer.concat([buffered, data])
       for (;;) {

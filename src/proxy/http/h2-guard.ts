@@ -19,6 +19,16 @@
  * raw RST_STREAM between the session's frames for one it has forgotten, session.destroy(code) (GOAWAY) for a
  * connection error. Everything else goes to nghttp2 unchanged, which does the rest of RFC 9113.
  *
+ * It also ends, with GOAWAY ENHANCE_YOUR_CALM, a connection that floods control frames the server must process but
+ * that move no request forward: SETTINGS and PING (each wants an ACK: CVE-2019-9515, CVE-2019-9512), WINDOW_UPDATE and
+ * PRIORITY. nghttp2 stops such floods only when its queue of unsent ACKs fills, i.e. from a client that does not read;
+ * one that reads its ACKs (or sends WINDOW_UPDATE, which has none) kept a core busy forever (issue 14). The budget is a
+ * token bucket (CONTROL_BURST, refilled at CONTROL_RATE a second) that each stream the client opens and each DATA
+ * frame the server sends adds to, as Envoy scales its WINDOW_UPDATE and PRIORITY limits with streams and DATA sent
+ * (max_inbound_window_update_frames_per_data_frame_sent): a client downloading fast sends WINDOW_UPDATEs in step with
+ * the DATA it gets. Rapid reset, CONTINUATION and empty DATA floods nghttp2 and Node already end (nghttp2's stream
+ * reset rate limit and max CONTINUATION count, Node's maxSessionInvalidFrames); test/hostile/h2-floods.test.ts has all.
+ *
  * Cost: the session reads and writes through this Duplex (Node wraps it in a JSStreamSocket) instead of consuming the
  * TLS socket in C++: one JS call per TLS record each way, and a walk over the frame headers in it.
  */
@@ -52,6 +62,14 @@ const RECENT = 64
 /** Stream errors this guard answers on one connection before it ends it (a flood of them is an attack). */
 const MAX_STREAM_ERRORS = 1000
 
+/** Control frames a connection may send at once (SETTINGS, PING, WINDOW_UPDATE, PRIORITY), and the budget's cap. */
+const CONTROL_BURST = 1000
+/** Control frames a second the budget refills with: keep-alive PINGs and the odd SETTINGS never reach the limit. */
+const CONTROL_RATE = 100
+/** Added for each stream the client opens (its PRIORITY and WINDOW_UPDATEs) and each DATA frame the server sends. */
+const STREAM_CREDIT = 10
+const DATA_CREDIT = 4
+
 /** How a stream closed, for the frames that may still arrive on it. */
 const CLIENT_RESET = 1
 const ENDED = 2
@@ -83,6 +101,9 @@ export class H2Guard extends Duplex {
   #pingsOut = 0
   #streamErrors = 0
   #failed = false
+  /** Control frames the client may still send now (the token bucket; see the module comment). */
+  #controlBudget = CONTROL_BURST
+  #controlAt = Date.now()
   #idle: NodeJS.Timeout | undefined
   // inbound parse state
   #preface = PREFACE_LENGTH
@@ -214,8 +235,10 @@ export class H2Guard extends Duplex {
         this.#skip = length
         continue
       }
+      // Counted once the frame is whole here: a frame split across reads is parsed again from #carry.
       if (isHeld(type) && length <= MAX_HELD) {
         if (end - pos < 9 + length) break
+        if (isControl(type, flags) && this.#spendControl() === FAIL) return
         const verdict = this.#control(type, flags, id, buf, pos + 9, length)
         if (verdict === FAIL) return
         if (verdict === DROP) {
@@ -225,6 +248,7 @@ export class H2Guard extends Duplex {
         pos += 9 + length
         continue
       }
+      if (isControl(type, flags) && this.#spendControl() === FAIL) return
       if (this.#streamFrame(type, flags, id) === FAIL) return
       pos += 9
       this.#skip = length
@@ -250,6 +274,7 @@ export class H2Guard extends Duplex {
       }
       if (id > this.#lastStreamId) {
         this.#lastStreamId = id
+        this.#earnControl(STREAM_CREDIT)
         this.#streams.set(id, { remote: !(flags & END_STREAM), local: true, window: this.#initialWindow })
         return PASS
       }
@@ -333,6 +358,21 @@ export class H2Guard extends Duplex {
     return PASS
   }
 
+  /** #spendControl takes one control frame from the budget, refilled by the time since it last ran dry. */
+  #spendControl(): number {
+    if (--this.#controlBudget >= 0) return PASS
+    // Refilled lazily, only when it runs dry: no clock read per frame.
+    const now = Date.now()
+    this.#earnControl(((now - this.#controlAt) * CONTROL_RATE) / 1000)
+    this.#controlAt = now
+    if (this.#controlBudget >= 0) return PASS
+    return this.#connectionError(ENHANCE_YOUR_CALM)
+  }
+
+  #earnControl(n: number): void {
+    this.#controlBudget = Math.min(CONTROL_BURST, this.#controlBudget + n)
+  }
+
   #remoteDone(id: number, state: StreamState): void {
     state.remote = false
     if (!state.local) this.#close(id, ENDED)
@@ -413,7 +453,10 @@ export class H2Guard extends Duplex {
       if (type === DATA || type === HEADERS) {
         const state = this.#streams.get(id)
         if (state === undefined) continue
-        if (type === DATA) state.window -= length
+        if (type === DATA) {
+          state.window -= length
+          this.#earnControl(DATA_CREDIT)
+        }
         if (flags & END_STREAM) {
           state.local = false
           if (!state.remote) this.#close(id, ENDED)
@@ -437,6 +480,11 @@ export class H2Guard extends Duplex {
 const PASS = 0
 const DROP = 1
 const FAIL = 2
+
+/** isControl: the frames the control budget counts (the ACKs of our own SETTINGS and PINGs are not). */
+function isControl(type: number, flags: number): boolean {
+  return type === WINDOW_UPDATE || type === PRIORITY || ((type === SETTINGS || type === PING) && !(flags & ACK))
+}
 
 /** isHeld: the control frames whose payload the guard reads before passing them on. */
 function isHeld(type: number): boolean {

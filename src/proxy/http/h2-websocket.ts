@@ -14,6 +14,7 @@ import type { Upstream } from "../../upstreams/upstream.ts"
 import { errorResponse } from "../respond-error.ts"
 import type { ExchangeContext } from "./exchange.ts"
 import { buildRequestHeaders } from "./request-headers.ts"
+import { UpgradeTries } from "./upgrade-tries.ts"
 
 /** RFC 6455 §1.3: the GUID the backend appends to our key before hashing it into Sec-WebSocket-Accept. */
 const WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -33,12 +34,25 @@ class H2Upgrade implements Dispatcher.DispatchHandler {
   readonly upstream: Upstream
   readonly backend: Backend
   readonly accept: string
+  readonly tries: UpgradeTries
+  /** retry starts the handshake again on another backend; false when none is left. */
+  readonly retry: () => boolean
   released = false
   /** Set once the backend refused the upgrade with a normal response, which the stream then carries. */
   refused = false
 
-  constructor(ctx: ExchangeContext, stream: ServerHttp2Stream, upstream: Upstream, backend: Backend, key: string) {
+  constructor(
+    ctx: ExchangeContext,
+    stream: ServerHttp2Stream,
+    upstream: Upstream,
+    backend: Backend,
+    key: string,
+    tries: UpgradeTries,
+    retry: () => boolean,
+  ) {
     this.ctx = ctx
+    this.tries = tries
+    this.retry = retry
     this.stream = stream
     this.upstream = upstream
     this.backend = backend
@@ -140,7 +154,15 @@ class H2Upgrade implements Dispatcher.DispatchHandler {
   }
 
   onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
-    this.fail(err)
+    const failure = classify(err)
+    try {
+      // The stream has had nothing yet (its 200 or the backend's refusal end the try).
+      if (!this.stream.destroyed && !this.stream.headersSent && this.tries.again(this.backend, failure)) {
+        this.#release()
+        if (this.retry()) return
+      }
+    } catch {}
+    this.fail(err, failure)
   }
 
   /** fail answers a failed handshake through the one mapping (respond-error.ts), as websocket.ts does for HTTP/1.1. */
@@ -208,13 +230,6 @@ export function proxyH2WebSocket(
     respondH2(stream, 501, "WebSocket to an HTTP/2 upstream is not supported", ctx.hsts)
     return
   }
-  const backend = upstream.pick()
-  if (!backend) {
-    const mapped = errorResponse(classifyCode("PC_NO_BACKEND"))
-    respondH2(stream, mapped.status, mapped.body.trim(), ctx.hsts)
-    return
-  }
-  upstream.acquire(backend)
   const forwarded = buildRequestHeaders(raw, info, host)
   const headers: string[] = []
   for (let i = 0; i < forwarded.length; i += 2) {
@@ -222,14 +237,24 @@ export function proxyH2WebSocket(
   }
   const key = randomBytes(16).toString("base64")
   headers.push("sec-websocket-key", key, "sec-websocket-version", "13")
-  // undici writes Connection: upgrade and Upgrade: websocket itself from opts.upgrade.
-  const handler = new H2Upgrade(ctx, stream, upstream, backend, key)
-  try {
-    upstream
-      .poolFor(backend)
-      .dispatch({ path, method: "GET", headers, upgrade: "websocket", body: null }, handler, info)
-  } catch (err) {
-    // A pool that throws instead of calling onResponseError: ours.
-    handler.fail(err, classifyCode("PC_INTERNAL"))
+  const tries = new UpgradeTries(upstream)
+  const attempt = (): boolean => {
+    const backend = tries.next()
+    if (!backend) return false
+    // undici writes Connection: upgrade and Upgrade: websocket itself from opts.upgrade.
+    const handler = new H2Upgrade(ctx, stream, upstream, backend, key, tries, attempt)
+    try {
+      upstream
+        .poolFor(backend)
+        .dispatch({ path, method: "GET", headers, upgrade: "websocket", body: null }, handler, info)
+    } catch (err) {
+      // A pool that throws instead of calling onResponseError: ours.
+      handler.fail(err, classifyCode("PC_INTERNAL"))
+    }
+    return true
+  }
+  if (!attempt()) {
+    const mapped = errorResponse(classifyCode("PC_NO_BACKEND"))
+    respondH2(stream, mapped.status, mapped.body.trim(), ctx.hsts)
   }
 }

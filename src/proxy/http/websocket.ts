@@ -10,6 +10,7 @@ import type { Upstream } from "../../upstreams/upstream.ts"
 import { errorResponse, rawResponse } from "../respond-error.ts"
 import type { ExchangeContext } from "./exchange.ts"
 import { buildRequestHeaders } from "./request-headers.ts"
+import { UpgradeTries } from "./upgrade-tries.ts"
 
 /**
  * Upgrade is the dispatch handler for one upgrade request. As the exchange's, its callbacks never throw into the
@@ -21,14 +22,27 @@ class Upgrade implements Dispatcher.DispatchHandler {
   readonly head: Buffer
   readonly backend: Backend
   readonly upstream: Upstream
+  readonly tries: UpgradeTries
+  /** retry starts the handshake again on another backend; false when none is left. */
+  readonly retry: () => boolean
   released = false
 
-  constructor(ctx: ExchangeContext, client: Duplex, head: Buffer, upstream: Upstream, backend: Backend) {
+  constructor(
+    ctx: ExchangeContext,
+    client: Duplex,
+    head: Buffer,
+    upstream: Upstream,
+    backend: Backend,
+    tries: UpgradeTries,
+    retry: () => boolean,
+  ) {
     this.ctx = ctx
     this.client = client
     this.head = head
     this.upstream = upstream
     this.backend = backend
+    this.tries = tries
+    this.retry = retry
   }
 
   onRequestStart(): void {}
@@ -81,7 +95,18 @@ class Upgrade implements Dispatcher.DispatchHandler {
   onResponseEnd(): void {}
 
   onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
-    this.fail(err)
+    const failure = classify(err)
+    try {
+      // Nothing of the response reached the client yet (onRequestUpgrade and onResponseStart end the try).
+      if (!this.client.destroyed && this.tries.again(this.backend, failure)) {
+        this.#release()
+        if (this.retry()) return
+      }
+    } catch (thrown) {
+      this.#internal(thrown)
+      return
+    }
+    this.fail(err, failure)
   }
 
   /** fail answers a failed upgrade through the one mapping (respond-error.ts): 502 for a refused backend, as a GET. */
@@ -142,23 +167,26 @@ export function proxyUpgrade(
   host: string | undefined,
 ): void {
   client.on("error", () => client.destroy())
-  const backend = upstream.pick()
-  if (!backend) {
-    const mapped = errorResponse(classifyCode("PC_NO_BACKEND"))
-    client.end(rawResponse(mapped.status, mapped.body))
-    return
-  }
-  upstream.acquire(backend)
   const headers = buildRequestHeaders(req.rawHeaders, info, host)
   // undici writes Connection: upgrade and Upgrade itself from opts.upgrade.
   const upgrade = String(req.headers.upgrade ?? "websocket")
-  const handler = new Upgrade(ctx, client, head, upstream, backend)
-  try {
-    upstream
-      .poolFor(backend)
-      .dispatch({ path: req.url ?? "/", method: req.method ?? "GET", headers, upgrade, body: null }, handler, info)
-  } catch (err) {
-    // A pool that throws instead of calling onResponseError: ours.
-    handler.fail(err, classifyCode("PC_INTERNAL"))
+  const tries = new UpgradeTries(upstream)
+  const attempt = (): boolean => {
+    const backend = tries.next()
+    if (!backend) return false
+    const handler = new Upgrade(ctx, client, head, upstream, backend, tries, attempt)
+    try {
+      upstream
+        .poolFor(backend)
+        .dispatch({ path: req.url ?? "/", method: req.method ?? "GET", headers, upgrade, body: null }, handler, info)
+    } catch (err) {
+      // A pool that throws instead of calling onResponseError: ours.
+      handler.fail(err, classifyCode("PC_INTERNAL"))
+    }
+    return true
+  }
+  if (!attempt()) {
+    const mapped = errorResponse(classifyCode("PC_NO_BACKEND"))
+    client.end(rawResponse(mapped.status, mapped.body))
   }
 }

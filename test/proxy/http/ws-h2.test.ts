@@ -6,7 +6,7 @@ import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHt
 import type net from "node:net"
 import { after, before, test } from "node:test"
 import { createPki, type Pki } from "../../helpers/pki.ts"
-import { type RunningPortcullis, startPortcullis } from "../../helpers/portcullis.ts"
+import { type HeldPort, type RunningPortcullis, refusingPort, startPortcullis } from "../../helpers/portcullis.ts"
 
 const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -14,6 +14,7 @@ let pki: Pki
 let pc: RunningPortcullis
 let backend: http.Server
 let backendPort = 0
+let refusing: HeldPort
 /** Upgrade requests the backend saw, newest last. */
 const seen: { url: string; headers: http.IncomingHttpHeaders }[] = []
 /** Backend sockets of accepted upgrades, to see them close. */
@@ -56,6 +57,7 @@ before(async () => {
   })
   await new Promise<void>((resolve) => backend.listen(0, "127.0.0.1", resolve))
   backendPort = (backend.address() as net.AddressInfo).port
+  refusing = await refusingPort()
   pc = await startPortcullis(`
 listeners:
   - name: web
@@ -63,9 +65,11 @@ listeners:
     tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }
     routes:
       - { path_prefix: /nowhere, upstream: dead }
+      - { path_prefix: /split, upstream: split }
       - { upstream: ws }
 upstreams:
   ws: { backends: ["127.0.0.1:${backendPort}"] }
+  split: { backends: ["127.0.0.1:${refusing.port}", "127.0.0.1:${backendPort}"], passive: { enabled: false } }
   dead: { backends: ["127.0.0.1:1"], timeouts: { connect: 1s } }
 access_log: { enabled: false }
 `)
@@ -75,6 +79,7 @@ after(async () => {
   await pc?.close()
   await new Promise((resolve) => backend?.close(resolve))
   backend?.closeAllConnections()
+  refusing?.close()
   await pki?.close()
 })
 
@@ -203,6 +208,17 @@ test("a backend that cannot be reached is a 502 on the stream", async () => {
   const { session } = await connect()
   const { headers } = await open(session, "/nowhere")
   assert.equal(headers[":status"], 502)
+  session.close()
+})
+
+test("a handshake to a backend that refuses connections is tried on the other backend: every one gets 200", async () => {
+  const { session } = await connect()
+  // Round robin over a refusing backend and a live one: without the retry, every other handshake was a 502.
+  for (let i = 0; i < 4; i++) {
+    const { stream, headers } = await open(session, `/split/${i}`)
+    assert.equal(headers[":status"], 200, `handshake ${i}`)
+    stream.close()
+  }
   session.close()
 })
 
