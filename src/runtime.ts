@@ -14,12 +14,23 @@ import { type Engine, TlsListener } from "./listeners/tls-listener.ts"
 import { HttpEngine } from "./proxy/http/engine.ts"
 import { TcpEngine } from "./proxy/tcp/engine.ts"
 import { Router } from "./routing/router.ts"
+import type { CertificateEvent } from "./state/instruments.ts"
 import { RuntimeState } from "./state/runtime-state.ts"
-import { CertStore } from "./tls/cert-store.ts"
+import { CertStore, type LoadedCertificate } from "./tls/cert-store.ts"
+import { OcspStapler, type OcspStaplerOptions } from "./tls/ocsp/stapler.ts"
+import { checkServedCertificate, loopbackFor } from "./tls/self-check.ts"
 import { HealthRegistry } from "./upstreams/health/active.ts"
 import { Upstream } from "./upstreams/upstream.ts"
 
 type ListenerHandler = TlsListener | RedirectListener
+
+/** GenerationServices: runtime-owned parts a generation uses but does not own. */
+export interface GenerationServices {
+  /** keeps OCSP staples for the certificates of listeners with tls.ocsp_stapling */
+  stapler?: OcspStapler | undefined
+  /** told when a listener's store swapped an entry's certificates in place (CertStore.replace) */
+  onReplaced?: (listener: string, entry: number) => void
+}
 
 /** Generation is everything built from one config: cert stores, routers, upstreams, engines. */
 export class Generation {
@@ -32,6 +43,9 @@ export class Generation {
   readonly createdAt = new Date()
   /** The name of the ring key this generation's SecureContexts were built with. */
   ticketKey = ""
+  /** Certificates this generation asked the stapler to keep staples for (released when it goes). */
+  readonly #stapled: LoadedCertificate[] = []
+  #stapler: OcspStapler | undefined
 
   private constructor(id: number, config: Config) {
     this.id = id
@@ -52,8 +66,11 @@ export class Generation {
     state: RuntimeState = new RuntimeState(),
     access?: AccessLog,
     fleet?: FleetStore,
+    services: GenerationServices = {},
   ): Promise<Generation> {
     const gen = new Generation(id, config)
+    const stapler = services.stapler
+    gen.#stapler = stapler
     gen.ticketKey = state.ticketKeys.current().name
     const counters = state.instruments
     // Every part is built even after one failed, so one BuildError names every problem, each at its config path.
@@ -86,6 +103,7 @@ export class Generation {
           continue
         }
         let certs: CertStore
+        const stapling = stapler !== undefined && listener.tls!.ocsp_stapling
         try {
           certs = await CertStore.load(listener.tls!, {
             dataDir: config.data_dir,
@@ -97,6 +115,14 @@ export class Generation {
                 { listener: listener.name, entry, err: errorMessage(err) },
                 "pushed certificates refused; the old ones stay",
               ),
+            onReplaced: (entry, added, removed) => {
+              // A renewed certificate gets its own staple before its first handshake (this runs in replace()).
+              if (stapling) {
+                for (const cert of added) gen.#track(cert)
+                for (const cert of removed) gen.#untrack(cert)
+              }
+              services.onReplaced?.(listener.name, entry)
+            },
           })
         } catch (err) {
           problems.push(...problemsOf(err, ["listeners", index, "tls"]))
@@ -131,9 +157,18 @@ export class Generation {
           gen.gates.set(key, gate)
           engine = gate.wrap(engine)
         }
+        if (stapling) for (const cert of certs.certificates()) gen.#track(cert)
         gen.listeners.set(
           key,
-          new TlsListener(listener, certs, engine, engineLog, counters.listener(listener.name), counters.failures),
+          new TlsListener(
+            listener,
+            certs,
+            engine,
+            engineLog,
+            counters.listener(listener.name),
+            counters.failures,
+            stapling ? (cert) => stapler.staple(cert) : undefined,
+          ),
         )
       }
       if (problems.length > 0) throw new BuildError(problems)
@@ -197,9 +232,21 @@ export class Generation {
     for (const u of this.upstreams.values()) void u.health?.close()
   }
 
-  /** A generation on its way out takes no more certificates its sources push. */
+  /** A generation on its way out takes no more certificates its sources push, and keeps no more staples. */
   #stopCertificateWatches(): void {
     for (const l of this.listeners.values()) if (l instanceof TlsListener) l.certs.close()
+    for (const cert of this.#stapled.splice(0)) this.#stapler?.release(cert)
+  }
+
+  #track(cert: LoadedCertificate): void {
+    if (this.#stapler?.track(cert, this.config.data_dir)) this.#stapled.push(cert)
+  }
+
+  #untrack(cert: LoadedCertificate): void {
+    const i = this.#stapled.indexOf(cert)
+    if (i < 0) return
+    this.#stapled.splice(i, 1)
+    this.#stapler?.release(cert)
   }
 
   destroy(): void {
@@ -247,6 +294,20 @@ function upstreamPath(name: string, config: UpstreamConfig, err: unknown): Confi
   return ["upstreams", name]
 }
 
+/** RuntimeOptions: what a runtime shares with the process beyond its state (defaults: none, off). */
+export interface RuntimeOptions {
+  accessLog?: AccessLog
+  fleet?: FleetStore | undefined
+  /** the OCSP fetcher's timings (tests shorten the retry) */
+  ocsp?: Omit<OcspStaplerOptions, "log" | "count">
+  /**
+   * After every start, reload and in-place swap, handshake with the listener for each name of the certificates put
+   * in, within timeoutMs each, and warn when another leaf is served (main.ts turns it on; the handshakes count in
+   * the listener's metrics like any other).
+   */
+  selfCheck?: false | { timeoutMs: number }
+}
+
 /**
  * Runtime owns the bound sockets (keyed by address, kept across reloads), the current generation, and the state
  * every generation is handed: health records, and the RuntimeState (counters, client gate tables, ticket keys).
@@ -266,20 +327,22 @@ export class Runtime {
   readonly #fleet: FleetStore | undefined
   readonly #unwatchKeys: () => void
   #closing = false
+  readonly #stapler: OcspStapler
+  readonly #selfCheckMs: number | undefined
 
   /**
    * With a fleet store, pass its ring in `state` (RuntimeState({ ticketKeys: fleet.ring })) and the store in
    * options: listeners with `limits.rate.scope: fleet` count through it.
    */
-  constructor(
-    log: Logger,
-    state: RuntimeState = new RuntimeState(),
-    options: { accessLog?: AccessLog; fleet?: FleetStore | undefined } = {},
-  ) {
+  constructor(log: Logger, state: RuntimeState = new RuntimeState(), options: RuntimeOptions = {}) {
     this.#log = log
     this.#state = state
     this.#accessLog = options.accessLog
     this.#fleet = options.fleet
+    const count = (name: string, event: CertificateEvent) => state.instruments.certificateEvent(name, event)
+    this.#stapler = new OcspStapler({ ...options.ocsp, log, count })
+    this.#selfCheckMs =
+      options.selfCheck === false || options.selfCheck === undefined ? undefined : options.selfCheck.timeoutMs
     // A SecureContext holds one ticket key (state/ticket-keys.ts): when the ring changes (a rotation here, or the
     // fleet's ring loaded or rotated elsewhere), the running config is rebuilt so new handshakes use the new key.
     this.#unwatchKeys = state.ticketKeys.onChange(() => this.#rekey())
@@ -347,6 +410,13 @@ export class Runtime {
       this.#state,
       access,
       this.#fleet,
+      {
+        stapler: this.#stapler,
+        onReplaced: (listener, entry) => {
+          // Only the serving generation's swaps are checked (a retiring one's store is closed, it takes none).
+          if (this.#current === gen) this.#selfCheck(gen, listener, entry)
+        },
+      },
     )
     const added: ListenerSocket[] = []
     let prepared = false
@@ -392,6 +462,7 @@ export class Runtime {
     step?.commit()
     this.#log.info({ generation: gen.id, listeners: [...gen.listeners.keys()] }, old ? "reloaded" : "started")
     if (old) this.#retire(old)
+    this.#selfCheck(gen)
     // The ring changed while this generation was built (a fleet's key arriving at start, say): build again.
     if (gen.ticketKey !== this.#state.ticketKeys.current().name) this.#rekey()
   }
@@ -403,6 +474,54 @@ export class Runtime {
       .close(this.#current?.config.shutdown_grace ?? 30_000, false)
       .catch((err: unknown) => this.#log.error({ err }, "closing an old generation"))
       .finally(() => this.#draining.delete(old))
+  }
+
+  /** ocspStatus is a certificate's OCSP state as the runtime's stapler knows it ("none": no staple kept). */
+  ocspStatus(cert: LoadedCertificate) {
+    return this.#stapler.status(cert)
+  }
+
+  /**
+   * selfCheck handshakes with the generation's listeners (one listener's entry after an in-place swap; else every
+   * entry) for each certificate name, in the background and one handshake at a time, and reports what was served.
+   */
+  #selfCheck(gen: Generation, only?: string, entry?: number): void {
+    const timeoutMs = this.#selfCheckMs
+    if (timeoutMs === undefined) return
+    const run = async () => {
+      for (const [key, l] of gen.listeners) {
+        if (!(l instanceof TlsListener) || (only !== undefined && l.config.name !== only)) continue
+        const socket = this.#sockets.get(key)
+        // A listener that reads a PROXY header first would refuse (or misread) a bare handshake.
+        if (!socket || l.config.proxy_protocol === "accept") continue
+        const target = { host: loopbackFor(l.config.address.host), port: socket.port, timeoutMs }
+        const entries = l.certs.entries()
+        for (const [i, certs] of entries.entries()) {
+          if (entry !== undefined && i !== entry) continue
+          for (const cert of certs) {
+            if (this.#closing || this.#current !== gen) return
+            for (const r of await checkServedCertificate(cert, target)) {
+              const fields = { listener: l.config.name, entry: i, certificate: cert.names[0], sni: r.servername }
+              const name = cert.names[0] ?? ""
+              if (r.ok) {
+                this.#state.instruments.certificateEvent(name, "self_check_ok")
+                this.#log.debug(fields, "self-check: the intended certificate is served")
+              } else if (r.served) {
+                this.#state.instruments.certificateEvent(name, "self_check_mismatch")
+                this.#log.error(
+                  { ...fields, expected: r.expected, served: r.served, served_names: r.servedNames },
+                  "self-check: another certificate is served for this name (shadowed by another entry, or something else answers on the address)",
+                )
+              } else {
+                this.#state.instruments.certificateEvent(name, "self_check_failed")
+                this.#log.warn({ ...fields, err: r.error }, "self-check: no handshake with our own listener")
+              }
+            }
+          }
+        }
+      }
+    }
+    run().catch((err: unknown) => this.#log.warn({ err: errorMessage(err) }, "self-check"))
   }
 
   /** ports maps listener names to their bound ports (tests bind port 0). */
@@ -428,6 +547,7 @@ export class Runtime {
     this.#current = undefined
     await Promise.allSettled(gens.map((g) => g.close(grace)))
     this.#state.close()
+    this.#stapler.close()
     // Every line of every request that finished is written before close resolves (and the process exits).
     await this.#accessLog?.close()
   }

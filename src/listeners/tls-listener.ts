@@ -12,7 +12,8 @@ import {
   type HandshakeFailureReason,
   type ListenerCounters,
 } from "../state/instruments.ts"
-import type { CertStore, ClientAuthPolicy } from "../tls/cert-store.ts"
+import type { CertStore, ClientAuthPolicy, LoadedCertificate } from "../tls/cert-store.ts"
+import type { Staple } from "../tls/ocsp/stapler.ts"
 import { readProxyHeader } from "./proxy-protocol/read-header.ts"
 import { compileCidrs } from "./proxy-protocol/trusted.ts"
 
@@ -47,7 +48,15 @@ const kError = Symbol("portcullis.failureError")
 interface Served {
   options: tls.TLSSocketOptions
   auth: ClientAuthPolicy
+  /** the OCSP staple of the context's one certificate (none for an ECDSA+RSA context: see #servedBy) */
+  staple: Staple | undefined
 }
+
+/** The TLSWrap handle's staple setter (what tls.Server's 'OCSPRequest' callback calls, _tls_wrap.js requestOCSP). */
+type StaplingHandle = { setOCSPResponse(der: Buffer): void }
+
+/** StapleLookup gives the OCSP staple kept for a certificate, if any (the runtime's OcspStapler). */
+export type StapleLookup = (cert: LoadedCertificate) => Staple | undefined
 
 /** The native handle's verification result: what tls.Server itself reads after a server-side handshake. */
 type VerifyingHandle = { verifyError(): (Error & { code?: string }) | null }
@@ -76,6 +85,7 @@ export class TlsListener {
   readonly #onEarlyClose: (this: TLSSocket) => void
   readonly #onClosed: (this: TLSSocket) => void
   readonly #failures: FailureLog | undefined
+  readonly #staples: StapleLookup | undefined
 
   constructor(
     config: ListenerConfig,
@@ -84,8 +94,10 @@ export class TlsListener {
     log: Logger,
     stats?: ListenerCounters,
     failures?: FailureLog,
+    staples?: StapleLookup,
   ) {
     this.config = config
+    this.#staples = staples
     this.stats = stats ?? detachedInstruments().listener(config.name)
     this.certs = certs
     this.engine = engine
@@ -178,6 +190,11 @@ export class TlsListener {
     }
     const served = this.#servedBy(secureContext)
     const socket = new tls.TLSSocket(raw, served.options)
+    // OCSP stapling on a TLSSocket made without tls.Server: the TLSWrap keeps one response, and OpenSSL's status
+    // callback (set on every server context by Node's TLSWrap) sends it only to a client whose ClientHello asked
+    // (status_request, RFC 6066 §8). The socket reads on the next tick, so this precedes the ClientHello.
+    const der = served.staple?.der
+    if (der !== undefined) (socket as unknown as { ssl: StaplingHandle }).ssl.setOCSPResponse(der)
     ;(raw as WithSource)[kTls] = socket
     ;(raw as WithSource)[kServed] = served
     socket.once("secure", this.#onSecure)
@@ -191,8 +208,13 @@ export class TlsListener {
     let served = this.#served.get(secureContext)
     if (!served) {
       const auth = this.certs.clientAuthOf(secureContext)
+      // One response per handshake, set before OpenSSL picks between an ECDSA and an RSA certificate of the
+      // context: a response for the other one would be a staple for the wrong certificate, so such contexts get none.
+      const members = this.certs.certificatesOf(secureContext)
+      const staple = this.#staples && members.length === 1 ? this.#staples(members[0]!) : undefined
       served = {
         auth,
+        staple,
         options: {
           isServer: true,
           secureContext,

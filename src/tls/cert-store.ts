@@ -40,6 +40,11 @@ export interface CertStoreOptions {
   sourceFor?: (entry: CertificateConfig, dataDir: string) => CertificateSource
   /** called when certificates a source pushed (its watch) could not be swapped in; the old ones stay */
   onWatchError?: (err: unknown, entry: number) => void
+  /**
+   * called after replace() swapped an entry's certificates in (a source's watch, an ACME renewal), with the
+   * certificates it put in and the ones it took out: OCSP tracking and the self-check follow the swap from here.
+   */
+  onReplaced?: (entry: number, added: readonly LoadedCertificate[], removed: readonly LoadedCertificate[]) => void
 }
 
 /** Policy is one client_auth policy's TLS options and session scope, shared by the entries that have it. */
@@ -59,6 +64,8 @@ interface Index {
   wildcard: Map<string, tls.SecureContext>
   fallback: tls.SecureContext
   auths: Map<tls.SecureContext, ClientAuthPolicy>
+  /** the certificates each context holds */
+  members: Map<tls.SecureContext, readonly LoadedCertificate[]>
   /** contexts by the certificates in them (ids joined), reused by the next index when those certificates stay */
   built: Map<string, tls.SecureContext>
   secureOptions: tls.TlsOptions
@@ -79,6 +86,7 @@ export class CertStore {
   readonly #ids = new WeakMap<LoadedCertificate, number>()
   #nextId = 0
   readonly #unwatch: (() => void)[] = []
+  #onReplaced: CertStoreOptions["onReplaced"]
 
   private constructor(policies: readonly Policy[], entries: readonly (readonly LoadedCertificate[])[]) {
     this.#policies = policies
@@ -149,6 +157,7 @@ export class CertStore {
       entryPolicies,
       loaded.certificates.map((list) => list!),
     )
+    store.#onReplaced = options.onReplaced
     // A source that pushes renewed certificates has them swapped in for its entry until the store is closed.
     for (const [i, source] of loaded.sources.entries()) {
       const unwatch = source.watch?.((certificates) => {
@@ -185,8 +194,20 @@ export class CertStore {
     }
     const entries = this.#entries.map((list, i) => (i === entry ? [...certificates] : list))
     const index = this.#build(entries, this.#index.built)
+    const removed = this.#entries[entry]!.filter((c) => !certificates.includes(c))
     this.#entries = entries
     this.#index = index
+    this.#onReplaced?.(entry, certificates, removed)
+  }
+
+  /** entries lists each config entry's certificates, in config order (the self-check tests one entry at a time). */
+  entries(): readonly (readonly LoadedCertificate[])[] {
+    return this.#entries
+  }
+
+  /** certificatesOf lists the certificates a context of this store holds (one, or ECDSA and RSA for a name). */
+  certificatesOf(context: tls.SecureContext): readonly LoadedCertificate[] {
+    return this.#index.members.get(context) ?? []
   }
 
   /** build makes the lookup maps for these entries, reusing the contexts of `previous` whose certificates stay. */
@@ -232,6 +253,7 @@ export class CertStore {
       list.sort((a, b) => Number(a.keyType === "ecdsa") - Number(b.keyType === "ecdsa"))
     const built = new Map<string, tls.SecureContext>()
     const auths = new Map<tls.SecureContext, ClientAuthPolicy>()
+    const members = new Map<tls.SecureContext, readonly LoadedCertificate[]>()
     const contextOf = (list: LoadedCertificate[]): tls.SecureContext | undefined => {
       const id = list.map(idOf).join(",")
       let context = built.get(id)
@@ -245,6 +267,7 @@ export class CertStore {
         }
         built.set(id, context)
         auths.set(context, policy.auth)
+        members.set(context, [...list])
       }
       return context
     }
@@ -268,7 +291,7 @@ export class CertStore {
       key: defaultList.map((c) => c.key.reveal()),
     }
     const single = new Set([...exact.values(), ...wildcard.values(), fallback]).size === 1
-    return { certs, exact, wildcard, fallback, auths, built, secureOptions, single }
+    return { certs, exact, wildcard, fallback, auths, members, built, secureOptions, single }
   }
 
   /** sniCallback is tls.Server's SNICallback: answers synchronously from the maps built in load(). */

@@ -34,6 +34,8 @@ export interface IssueOptions {
   /** who signs: the root CA (default), the intermediate, or any certificate with its key */
   issuer?: "ca" | "intermediate" | CertFiles
   commonName?: string
+  /** an OCSP responder URL for the Authority Information Access extension (RFC 5280 §4.2.2.1) */
+  ocspUrl?: string
 }
 
 /** Pki is a CA in a fresh temp dir; close() removes the dir. */
@@ -202,6 +204,7 @@ export async function createPki(): Promise<Pki> {
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
       await x509.AuthorityKeyIdentifierExtension.create(authority.cert),
     ]
+    if (opts.ocspUrl) extensions.push(new x509.AuthorityInfoAccessExtension({ ocsp: [opts.ocspUrl] }))
     if (opts.names.length > 0) {
       extensions.push(
         new x509.SubjectAlternativeNameExtension(
