@@ -118,7 +118,12 @@ async function run(file: string | undefined, format: "json" | "pretty"): Promise
       }),
     })
   await fleet?.start()
-  runtime = new Runtime(log, fleet ? new RuntimeState({ ticketKeys: fleet.ring }) : undefined, { accessLog, fleet })
+  // The self-check handshakes with our own listeners after every start, reload and in-place swap (issue 11).
+  runtime = new Runtime(log, fleet ? new RuntimeState({ ticketKeys: fleet.ring }) : undefined, {
+    accessLog,
+    fleet,
+    selfCheck: { timeoutMs: 3000 },
+  })
   const running = runtime
   try {
     await running.start(config)

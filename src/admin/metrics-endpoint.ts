@@ -92,7 +92,13 @@ export function liveMetrics(
       if (!(l instanceof TlsListener)) continue
       const listener = l.config.name
       open.push({ labels: { listener }, value: l.engine.connections })
+      // Two certificates with one first name and key type (one shadows the other: see the self-check) would give
+      // one series twice, which the text format forbids: the first listed, the one served, speaks for both.
+      const seen = new Set<string>()
       for (const c of l.certs.certificates()) {
+        const series = `${c.names[0] ?? ""}\u0000${c.keyType}`
+        if (seen.has(series)) continue
+        seen.add(series)
         notAfter.push({
           labels: {
             listener,

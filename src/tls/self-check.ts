@@ -80,7 +80,8 @@ function handshake(
       ...(isIP(servername) === 0 && { servername }),
       // The check compares fingerprints: trust is not what it tests (a private CA, a self-signed certificate).
       rejectUnauthorized: false,
-      ALPNProtocols: ["http/1.1"],
+      // Both, so a listener offering only one of them still completes the handshake (the socket closes at once).
+      ALPNProtocols: ["h2", "http/1.1"],
     }
     const sigalgs = SIGALGS[cert.keyType]
     if (sigalgs) options.sigalgs = sigalgs
