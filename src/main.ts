@@ -4,7 +4,8 @@ import { readFileSync } from "node:fs"
 import { join } from "node:path"
 import { parseArgs } from "node:util"
 import { AdminApi } from "./admin/api.ts"
-import { certificateList } from "./admin/certificates.ts"
+import { expiring, renderCertificateTable, WARN_DAYS_DEFAULT } from "./admin/certificate-table.ts"
+import { certificateList, certificatesOfConfig } from "./admin/certificates.ts"
 import { scrape } from "./admin/metrics-endpoint.ts"
 import { FleetStore } from "./cluster/shared/fleet-store.ts"
 import { defaultConfig } from "./config/default.ts"
@@ -31,7 +32,9 @@ const USAGE = `usage:
                                       run (no file: the embedded default on https://localhost:8443);
                                       logs are JSON lines unless pretty (or PORTCULLIS_LOG_FORMAT=pretty)
   portcullis check --config FILE      validate config and certificates without binding; exit 0 or 1
-  portcullis certs [--config FILE]    list the certificates in use with their expiry
+  portcullis certs [--config FILE] [--json] [--warn-days N]
+                                      list the certificates in use: names, key, issuer, expiry, source, next
+                                      renewal, OCSP status; exit 1 if one expires within N days (default 14)
   portcullis reload [--config FILE | --admin HOST:PORT]   ask a running instance to reload`
 
 /** VERSION is package.json's, for the fleet's instance list (src/ and dist/ both sit beside package.json). */
@@ -54,6 +57,8 @@ async function main(argv: string[]): Promise<number> {
       config: { type: "string", short: "c" },
       admin: { type: "string" },
       "log-format": { type: "string" },
+      json: { type: "boolean" },
+      "warn-days": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
     strict: true,
@@ -73,8 +78,14 @@ async function main(argv: string[]): Promise<number> {
     }
     case "check":
       return check(values.config)
-    case "certs":
-      return certs(values.config)
+    case "certs": {
+      const warnDays = values["warn-days"] === undefined ? WARN_DAYS_DEFAULT : Number(values["warn-days"])
+      if (!Number.isFinite(warnDays) || warnDays < 0) {
+        console.error(`--warn-days takes a number of days, not "${values["warn-days"]}"`)
+        return 2
+      }
+      return certs(values.config, values.json ?? false, warnDays)
+    }
     case "reload":
       return reload(values.config, values.admin)
     default:
@@ -196,7 +207,7 @@ async function run(file: string | undefined, format: "json" | "pretty"): Promise
     reload: reloadFromFile,
     drain: (upstream: string, backend: string, on: boolean) => running.drain(upstream, backend, on),
     metrics: () => scrape(running),
-    certificates: () => certificateList(running.generation),
+    certificates: () => certificateList(running.generation, (c) => running.ocspStatus(c)),
     failures: () => ({ failures: running.state.instruments.failures.recent() }),
   }
   if (config.admin) {
@@ -352,8 +363,12 @@ async function check(file: string | undefined): Promise<number> {
   return 0
 }
 
-/** certs lists the certificates the config uses, with names and expiry. */
-async function certs(file: string | undefined): Promise<number> {
+/**
+ * certs lists every certificate the config uses (loaded as a start would, binding nothing), with its source's next
+ * renewal and the OCSP state the running instance keeps under data_dir. Exit 1 when one expires within `warnDays`
+ * days or does not load, else 0.
+ */
+async function certs(file: string | undefined, json: boolean, warnDays: number): Promise<number> {
   let config: Config
   try {
     config = file ? loadConfigFile(file).config : defaultConfig(1, process.cwd())
@@ -361,15 +376,21 @@ async function certs(file: string | undefined): Promise<number> {
     console.error(errorMessage(err))
     return 1
   }
-  const report = await checkCertificates(config)
-  for (const c of report.certificates) {
-    const days = Math.floor((new Date(c.notAfter).getTime() - Date.now()) / 86_400_000)
+  const now = Date.now()
+  const { certificates, errors } = await certificatesOfConfig(config, now)
+  const soon = certificates.filter((c) => expiring(c, warnDays, now))
+  if (json) {
     console.log(
-      `${c.names.join(",")}\t${c.keyType}\texpires ${new Date(c.notAfter).toISOString()} (${days} days)\t${c.source}`,
+      JSON.stringify({ warn_days: warnDays, certificates, expiring: soon.map((c) => c.names), errors }, null, 2),
     )
+  } else {
+    console.log(renderCertificateTable(certificates, warnDays, now))
+    for (const c of soon) {
+      console.error(`warning: ${c.names.join(",")} (${c.listener}) expires in ${c.days_left} days (${c.not_after})`)
+    }
   }
-  for (const e of report.errors) console.error(`error: ${e}`)
-  return report.errors.length > 0 ? 1 : 0
+  for (const e of errors) console.error(`error: ${e}`)
+  return errors.length > 0 || soon.length > 0 ? 1 : 0
 }
 
 /** reload asks a running instance, through its admin API, to re-read its config file. */

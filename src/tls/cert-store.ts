@@ -11,6 +11,7 @@ import { type CertificateStatus, certificateStatus, type LoadedCertificate, norm
 import { peekServerName } from "./client-hello.ts"
 import { type ServerTlsOptions, serverTlsOptions } from "./policy.ts"
 import { type CertificateSource, loadEntries } from "./sources/index.ts"
+import type { CertificateSourceStatus } from "./sources/source.ts"
 
 export type { CertificateStatus, LoadedCertificate } from "./certificate.ts"
 
@@ -87,6 +88,7 @@ export class CertStore {
   #nextId = 0
   readonly #unwatch: (() => void)[] = []
   #onReplaced: CertStoreOptions["onReplaced"]
+  #sources: readonly CertificateSource[] = []
 
   private constructor(policies: readonly Policy[], entries: readonly (readonly LoadedCertificate[])[]) {
     this.#policies = policies
@@ -158,6 +160,7 @@ export class CertStore {
       loaded.certificates.map((list) => list!),
     )
     store.#onReplaced = options.onReplaced
+    store.#sources = loaded.sources
     // A source that pushes renewed certificates has them swapped in for its entry until the store is closed.
     for (const [i, source] of loaded.sources.entries()) {
       const unwatch = source.watch?.((certificates) => {
@@ -203,6 +206,11 @@ export class CertStore {
   /** entries lists each config entry's certificates, in config order (the self-check tests one entry at a time). */
   entries(): readonly (readonly LoadedCertificate[])[] {
     return this.#entries
+  }
+
+  /** sourceStatus is what entry `entry`'s source says of itself (kind, next renewal, last error), if it says. */
+  sourceStatus(entry: number): CertificateSourceStatus | undefined {
+    return this.#sources[entry]?.status?.()
   }
 
   /** certificatesOf lists the certificates a context of this store holds (one, or ECDSA and RSA for a name). */

@@ -70,7 +70,12 @@ function handshake(
       if (done) return
       done = true
       clearTimeout(timer)
-      socket.destroy()
+      if (result.served === undefined) socket.destroy()
+      else {
+        // end(), not destroy(): the client's Finished must reach the listener, or it counts a failed handshake.
+        socket.end()
+        setTimeout(() => socket.destroy(), 1000).unref()
+      }
       resolve({ name, servername, expected, ...result })
     }
     const options: tls.ConnectionOptions = {

@@ -11,6 +11,7 @@ import { join } from "node:path"
 import { after, before, test } from "node:test"
 import tls from "node:tls"
 import { pino } from "pino"
+import { certificateList } from "../../src/admin/certificates.ts"
 import { scrape } from "../../src/admin/metrics-endpoint.ts"
 import { parseConfig } from "../../src/config/load.ts"
 import { TlsListener } from "../../src/listeners/tls-listener.ts"
@@ -135,6 +136,17 @@ test("staples a good response: openssl s_client -status shows Cert Status: good"
   assert.match(out, /Cert Status: good/)
   assert.equal(responder.requests, 1, "one fetch, in the background")
   assert.equal(events(running, "ocsp_fetched"), 1)
+  // GET /certificates (the function main.ts serves it with) and /metrics show the state.
+  const [row] = certificateList(running.runtime.generation, (c) => running.runtime.ocspStatus(c)).certificates
+  assert.equal(row!.ocsp.status, "good")
+  assert.equal(row!.ocsp.stapled, true)
+  assert.equal(row!.ocsp.url, responder.url)
+  assert.ok(Date.parse(row!.ocsp.next_refresh!) > Date.now())
+  const gauge = samples(running).filter((s) => s.name === "portcullis_tls_certificate_ocsp_status" && s.value === 1)
+  assert.deepEqual(
+    gauge.map((s) => [s.labels["name"], s.labels["status"]]),
+    [["a.test", "good"]],
+  )
   // A client that does not ask gets no staple (RFC 6066 §8: only on status_request).
   const plain = await new Promise<boolean>((resolve, reject) => {
     let got = false

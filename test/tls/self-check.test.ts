@@ -69,6 +69,14 @@ test("at start, each name of each certificate is checked against what the listen
   assert.equal(running.count("self_check_ok", "a.test"), 2)
   assert.equal(running.count("self_check_ok", "*.b.test"), 1)
   assert.equal(running.count("self_check_mismatch"), 0)
+  // Each check is a whole handshake for the listener, not a failed one (the client's Finished gets there).
+  const metric = (name: string) =>
+    [...parsePrometheus(scrape(running.runtime)).values()]
+      .flatMap((f) => f.samples)
+      .filter((x) => x.name === name)
+      .reduce((n, x) => n + x.value, 0)
+  await waitUntil(() => metric("portcullis_tls_handshakes_total") >= 3, "three handshakes counted by the listener")
+  assert.equal(metric("portcullis_tls_handshake_failures_total"), 0)
   const ok = running.logs.filter((l) => l["msg"] === "self-check: the intended certificate is served")
   assert.deepEqual(ok.map((l) => [l["level"], l["sni"]]).sort(), [
     [20, "a.test"],
