@@ -35,11 +35,12 @@ function indexTime(date: Date): string {
 
 /**
  * startOcspResponder answers for certificates issued by `signer` (its cert and key sign the responses); each answer
- * is valid `validMinutes` (openssl ocsp -nmin), so a test can see a refresh at half of it.
+ * is valid `validMinutes` (openssl ocsp -nmin), so a test can see a refresh at half of it. With `ca`, `signer` is a
+ * delegated responder for that CA.
  */
 export async function startOcspResponder(
   signer: CertFiles,
-  options: { validMinutes?: number; mode?: ResponderMode } = {},
+  options: { validMinutes?: number; mode?: ResponderMode; ca?: CertFiles } = {},
 ): Promise<OcspResponder> {
   const dir = mkdtempSync(join(tmpdir(), "pc-ocsp-"))
   const index = join(dir, "index.txt")
@@ -50,6 +51,12 @@ export async function startOcspResponder(
   const signerPem = join(dir, "signer.pem")
   // The first block of the signer's file is its certificate (the rest is its chain).
   writeFileSync(signerPem, signer.cert.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/)![0])
+  // -CA is the issuer of the certificates asked about: the signer itself unless a delegated responder signs.
+  const caPem = join(dir, "ca.pem")
+  writeFileSync(
+    caPem,
+    (options.ca ?? signer).cert.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/)![0],
+  )
   const times: number[] = []
   let counter = 0
   const hung = new Set<net.Socket>()
@@ -68,7 +75,7 @@ export async function startOcspResponder(
       const reqPath = join(dir, `req-${n}.der`)
       const respPath = join(dir, `resp-${n}.der`)
       writeFileSync(reqPath, Buffer.concat(chunks))
-      const args = ["ocsp", "-index", index, "-rsigner", signerPem, "-rkey", signer.keyPath, "-CA", signerPem]
+      const args = ["ocsp", "-index", index, "-rsigner", signerPem, "-rkey", signer.keyPath, "-CA", caPem]
       args.push("-reqin", reqPath, "-respout", respPath, "-nmin", String(options.validMinutes ?? 60))
       execFile("openssl", args, (err) => {
         if (err) {
