@@ -43,6 +43,9 @@ export interface OcspStaplerOptions {
   maxRetryMs?: number
 }
 
+/** The longest single timer: refresh and expiry times further out are reached by waking once a day. */
+const MAX_TIMER_MS = 86_400_000
+
 /** Without a nextUpdate (RFC 6960 §4.2.2.1: "newer information is always available") ask again after an hour. */
 const NO_NEXT_UPDATE_REFRESH_MS = 3_600_000
 
@@ -184,8 +187,16 @@ export class OcspStapler {
   #schedule(entry: Entry, delayMs: number): void {
     clearTimeout(entry.timer)
     entry.nextRefreshAt = Date.now() + delayMs
-    entry.timer = setTimeout(() => void this.#refresh(entry), delayMs)
-    entry.timer.unref()
+    const arm = () => {
+      // setTimeout holds at most 2^31-1 ms (24.8 days); half of a 60-day validity is more: wake daily and look.
+      const left = entry.nextRefreshAt - Date.now()
+      entry.timer = setTimeout(
+        () => (left > MAX_TIMER_MS ? arm() : void this.#refresh(entry)),
+        Math.min(Math.max(0, left), MAX_TIMER_MS),
+      )
+      entry.timer.unref()
+    }
+    arm()
   }
 
   async #refresh(entry: Entry): Promise<void> {
@@ -250,12 +261,19 @@ export class OcspStapler {
     clearTimeout(entry.expiry)
     if (next !== undefined) {
       // If every refresh fails, the staple goes when its nextUpdate passes: an expired staple fails clients.
-      entry.expiry = setTimeout(() => {
+      const expire = () => {
+        const left = next - Date.now()
+        if (left > 0) {
+          entry.expiry = setTimeout(expire, Math.min(left, MAX_TIMER_MS))
+          entry.expiry.unref()
+          return
+        }
+        if (entry.der === undefined) return
         entry.der = undefined
         entry.status = "failing"
         this.#log.warn({ certificate: entry.name }, "ocsp response expired without a new one: no staple")
-      }, next - now)
-      entry.expiry.unref()
+      }
+      expire()
     }
     this.#saveState(entry)
   }
