@@ -75,26 +75,27 @@ export function encode(tag: number, ...content: Buffer[]): Buffer {
 
 /** oidText renders an OBJECT IDENTIFIER's content as dotted decimal. */
 export function oidText(value: Buffer): string {
-  if (value.length === 0) return ""
-  const first = value[0]!
-  const parts = [Math.min(2, Math.floor(first / 40)), first - 40 * Math.min(2, Math.floor(first / 40))]
+  const ids: number[] = []
   let n = 0
-  for (let i = 1; i < value.length; i++) {
-    const b = value[i]!
+  for (const b of value) {
     n = n * 128 + (b & 0x7f)
     if (!(b & 0x80)) {
-      parts.push(n)
+      ids.push(n)
       n = 0
     }
   }
-  return parts.join(".")
+  if (ids.length === 0) return ""
+  // X.690 §8.19.4: the first subidentifier is 40 * arc1 + arc2 (arc1 is 0, 1 or 2).
+  const first = ids[0]!
+  const arc1 = first < 80 ? Math.floor(first / 40) : 2
+  return [arc1, first - 40 * arc1, ...ids.slice(1)].join(".")
 }
 
 /** oid encodes dotted decimal as an OBJECT IDENTIFIER element. */
 export function oid(dotted: string): Buffer {
   const parts = dotted.split(".").map(Number)
-  const bytes = [parts[0]! * 40 + parts[1]!]
-  for (const part of parts.slice(2)) {
+  const bytes: number[] = []
+  for (const part of [parts[0]! * 40 + parts[1]!, ...parts.slice(2)]) {
     const groups = [part & 0x7f]
     let rest = Math.floor(part / 128)
     while (rest > 0) {
