@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict"
 import { execFile } from "node:child_process"
+import { X509Certificate } from "node:crypto"
 import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -17,6 +18,7 @@ import { parseConfig } from "../../src/config/load.ts"
 import { TlsListener } from "../../src/listeners/tls-listener.ts"
 import { Runtime, type RuntimeOptions } from "../../src/runtime.ts"
 import type { LoadedCertificate } from "../../src/tls/certificate.ts"
+import { loadFileCertificate } from "../../src/tls/sources/file.ts"
 import { startEchoBackend, type TestBackend } from "../helpers/backends.ts"
 import { startOcspResponder } from "../helpers/ocsp-responder.ts"
 import { type CertFiles, createPki, type Pki } from "../helpers/pki.ts"
@@ -197,6 +199,62 @@ test("a revoked answer is not stapled (as nginx), logs an error and counts ocsp_
     status.map((s) => s.labels["status"]),
     ["revoked"],
   )
+})
+
+test("an unknown answer (a serial the responder's index lacks) is not stapled and is warned about", async (t) => {
+  const responder = await startOcspResponder(issuer)
+  t.after(() => responder.close())
+  const leaf = await pki.issue({ names: ["a.test"], issuer: "intermediate", ocspUrl: responder.url })
+  const running = await start(yaml(mkdtempSync(join(tmpdir(), "pc-ocsp-data-")), [{ name: "web", leaf }]))
+  t.after(() => running.close())
+  await waitUntil(() => running.runtime.ocspStatus(running.cert()).status === "unknown", "the unknown answer")
+  assert.match(await sClient("127.0.0.1", running.port(), "a.test"), /OCSP response: no response sent/)
+  assert.equal(running.logs.filter((l) => l["level"] === 40 && String(l["msg"]).includes("does not know")).length, 1)
+})
+
+test("a renewed certificate swapped in place (CertStore.replace) gets its own staple; the old one's is let go", async (t) => {
+  const responder = await startOcspResponder(issuer)
+  t.after(() => responder.close())
+  const old = await pki.issue({ names: ["a.test"], issuer: "intermediate", ocspUrl: responder.url })
+  const renewed = await pki.issue({ names: ["a.test"], issuer: "intermediate", ocspUrl: responder.url })
+  responder.setStatus(old, "good")
+  responder.setStatus(renewed, "good")
+  const running = await start(yaml(mkdtempSync(join(tmpdir(), "pc-ocsp-data-")), [{ name: "web", leaf: old }]))
+  t.after(() => running.close())
+  const before = running.cert()
+  await waitUntil(() => running.runtime.ocspStatus(before).stapled, "the old certificate's staple")
+  const store = ([...running.runtime.generation!.listeners.values()][0] as TlsListener).certs
+  store.replace(0, [loadFileCertificate(renewed.certPath, renewed.keyPath)])
+  const after = running.cert()
+  assert.notEqual(after.fingerprint256, before.fingerprint256)
+  await waitUntil(() => running.runtime.ocspStatus(after).stapled, "the renewed certificate's staple")
+  assert.equal(running.runtime.ocspStatus(before).status, "none", "the old certificate is no longer tracked")
+  const out = await sClient("127.0.0.1", running.port(), "a.test")
+  assert.match(out, /Cert Status: good/)
+  assert.match(out, new RegExp(`Serial Number: ${new X509Certificate(renewed.cert).serialNumber}`, "i"))
+})
+
+test("a name served with both ECDSA and RSA certificates gets no staple (the staple is set before OpenSSL picks one)", async (t) => {
+  const responder = await startOcspResponder(issuer)
+  t.after(() => responder.close())
+  const ec = await pki.issue({ names: ["a.test"], issuer: "intermediate", ocspUrl: responder.url })
+  const rsa = await pki.issue({ names: ["a.test"], issuer: "intermediate", ocspUrl: responder.url, keyType: "rsa" })
+  responder.setStatus(ec, "good")
+  responder.setStatus(rsa, "good")
+  const dataDir = mkdtempSync(join(tmpdir(), "pc-ocsp-data-"))
+  const text = yaml(dataDir, [{ name: "web", leaf: ec }]).replace(
+    `certificates: [{ cert: ${ec.certPath}, key: ${ec.keyPath} }]`,
+    `certificates: [{ cert: ${ec.certPath}, key: ${ec.keyPath} }, { cert: ${rsa.certPath}, key: ${rsa.keyPath} }]`,
+  )
+  const running = await start(text)
+  t.after(() => running.close())
+  const store = ([...running.runtime.generation!.listeners.values()][0] as TlsListener).certs
+  await waitUntil(
+    () => store.certificates().every((c) => running.runtime.ocspStatus(c).stapled),
+    "both answers fetched",
+  )
+  const { staple } = await handshakeMs("127.0.0.1", running.port())
+  assert.equal(staple, undefined)
 })
 
 for (const kind of ["down", "slow"] as const) {
