@@ -101,6 +101,16 @@ test("a certificate shadowed by another entry's exact name is a mismatch: an err
   assert.equal(errors[0]!["served"], fingerprint(first))
 })
 
+test("a name with an ECDSA and an RSA certificate: each is checked with signature algorithms that pick it", async (t) => {
+  const ec = await pki.issue({ names: ["a.test"] })
+  const rsa = await pki.issue({ names: ["a.test"], keyType: "rsa" })
+  const running = await start([ec, rsa])
+  t.after(() => running.close())
+  await waitUntil(() => running.count("self_check_ok") + running.count("self_check_mismatch") >= 2, "both checked")
+  assert.equal(running.count("self_check_ok", "a.test"), 2)
+  assert.equal(running.count("self_check_mismatch"), 0)
+})
+
 test("a certificate swapped in place (CertStore.replace, as a renewal does) is checked after the swap", async (t) => {
   const old = await pki.issue({ names: ["a.test"] })
   const running = await start([old])
