@@ -242,14 +242,16 @@ function children(node: SchemaNode, path: string, rows: Row[], depth: number): v
     children(unwrap(def["valueType"] as SchemaNode).node, `${path}.<name>`, rows, depth + 1)
     return
   }
-  const seen = new Set<string>()
+  const seen = new Map<string, string | undefined>()
   const shapes = objectShapes(node)
   for (const shape of shapes) {
     // In a union of mappings each mapping is one form; its first key names it ("the `cert` form").
     const form = shapes.length > 1 ? Object.keys(shape)[0] : undefined
     for (const [key, child] of Object.entries(shape)) {
-      if (seen.has(key)) continue
-      seen.add(key)
+      // A key two forms share is listed once, unless it means something else in a later form (key_type).
+      const description = (child as { description?: string }).description
+      if (seen.has(key) && seen.get(key) === description) continue
+      seen.set(key, description)
       walk(child, path ? `${path}.${key}` : key, rows, depth + 1, form)
     }
   }

@@ -16,9 +16,13 @@ import { TcpEngine } from "./proxy/tcp/engine.ts"
 import { Router } from "./routing/router.ts"
 import type { CertificateEvent } from "./state/instruments.ts"
 import { RuntimeState } from "./state/runtime-state.ts"
+import { AcmeManager } from "./tls/acme/manager.ts"
+import { selectCertificateStorage } from "./tls/acme/select-storage.ts"
 import { CertStore, type LoadedCertificate } from "./tls/cert-store.ts"
+import type { ListenerCensus } from "./tls/client-census.ts"
 import { OcspStapler, type OcspStaplerOptions } from "./tls/ocsp/stapler.ts"
 import { checkServedCertificate, loopbackFor } from "./tls/self-check.ts"
+import { certificateSource } from "./tls/sources/index.ts"
 import { HealthRegistry } from "./upstreams/health/active.ts"
 import { Upstream } from "./upstreams/upstream.ts"
 
@@ -66,6 +70,7 @@ export class Generation {
     state: RuntimeState = new RuntimeState(),
     access?: AccessLog,
     fleet?: FleetStore,
+    acme?: AcmeManager,
     services: GenerationServices = {},
   ): Promise<Generation> {
     const gen = new Generation(id, config)
@@ -89,6 +94,7 @@ export class Generation {
             healthRegistry: registry,
             previous: previous?.upstreams.get(name),
             stats: counters.upstream(name),
+            metrics: config.metrics.enabled,
           })
           gen.upstreams.set(name, upstream)
         } catch (err) {
@@ -96,16 +102,32 @@ export class Generation {
         }
       }
       const accessLog = config.access_log.enabled ? access : undefined
+      // metrics.enabled false: no route meters, no connect histograms, no labelled handshake series, no census.
+      const metrics = config.metrics.enabled
+      const censusWindow = metrics ? config.metrics.census_window : 0
       for (const [index, listener] of config.listeners.entries()) {
         const key = addressKey(listener.address)
         if (listener.redirect_https !== undefined) {
-          gen.listeners.set(key, new RedirectListener(listener))
+          // http-01 (RFC 8555 §8.3) is answered on the plain-HTTP listeners.
+          gen.listeners.set(key, new RedirectListener(listener, acme?.http01))
           continue
         }
+        // A listener with an acme entry answers tls-alpn-01 and, with on_demand, obtains certificates in handshakes
+        // (kept on its first acme entry).
+        const firstAcme = listener.tls!.certificates.find((c) => "acme" in c)
+        const onDemand = firstAcme && acme?.onDemand
         let certs: CertStore
         const stapling = stapler !== undefined && listener.tls!.ocsp_stapling
         try {
           certs = await CertStore.load(listener.tls!, {
+            sourceFor: (entry, dataDir) =>
+              certificateSource(entry, dataDir, {
+                manager: acme,
+                config: config.acme,
+                onDemand: onDemand !== undefined && entry === firstAcme,
+              }),
+            challenges: firstAcme ? acme?.tlsAlpn : undefined,
+            onDemand: onDemand ? (name) => onDemand.request(name) : undefined,
             dataDir: config.data_dir,
             engine: listener.engine,
             ticketKeys: state.ticketKeys,
@@ -150,7 +172,9 @@ export class Generation {
                 log: engineLog,
                 accessLog,
                 gate,
-                meters: router.routes.map((r) => counters.route(listener.name, String(r.index), r.upstream)),
+                meters: metrics
+                  ? router.routes.map((r) => counters.route(listener.name, String(r.index), r.upstream))
+                  : undefined,
                 generateTrace: config.tracing.generate,
               })
         if (gate) {
@@ -160,15 +184,12 @@ export class Generation {
         if (stapling) for (const cert of certs.certificates()) gen.#track(cert)
         gen.listeners.set(
           key,
-          new TlsListener(
-            listener,
-            certs,
-            engine,
-            engineLog,
-            counters.listener(listener.name),
-            counters.failures,
-            stapling ? (cert) => stapler.staple(cert) : undefined,
-          ),
+          new TlsListener(listener, certs, engine, engineLog, counters.listener(listener.name), counters.failures, {
+            metrics,
+            census: censusWindow > 0 ? state.census(listener.name, censusWindow) : undefined,
+            censusSample: config.metrics.census_sample,
+            staples: stapling ? (cert) => stapler.staple(cert) : undefined,
+          }),
         )
       }
       if (problems.length > 0) throw new BuildError(problems)
@@ -256,6 +277,17 @@ export class Generation {
     for (const u of this.upstreams.values()) void u.destroy()
   }
 
+  /** census: GET /tls/clients, each TLS listener's ClientHello census by name (listeners without one left out). */
+  census(): { listeners: Record<string, ListenerCensus> } {
+    const listeners: Record<string, ListenerCensus> = {}
+    for (const l of this.listeners.values()) {
+      if (!(l instanceof TlsListener)) continue
+      const census = l.census()
+      if (census !== undefined) listeners[l.config.name] = census
+    }
+    return { listeners }
+  }
+
   status() {
     const clients: Record<string, unknown> = {}
     for (const [key, gate] of this.gates) clients[key] = gate.status()
@@ -329,6 +361,8 @@ export class Runtime {
   #closing = false
   readonly #stapler: OcspStapler
   readonly #selfCheckMs: number | undefined
+  /** The ACME manager of the running config's acme section (with the data_dir), kept while that stays the same. */
+  #acme: { key: string; manager: AcmeManager } | undefined
 
   /**
    * With a fleet store, pass its ring in `state` (RuntimeState({ ticketKeys: fleet.ring })) and the store in
@@ -399,25 +433,53 @@ export class Runtime {
     }
   }
 
+  /** acmeFor gives the manager for a config's acme section: the running one if it is unchanged, else a new one. */
+  #acmeFor(config: Config): { key: string; manager: AcmeManager } | undefined {
+    if (!config.acme) return undefined
+    const key = JSON.stringify([config.acme, config.data_dir])
+    if (this.#acme?.key === key) return this.#acme
+    const manager = new AcmeManager(config.acme, {
+      // cluster.store: the fleet's Redis storage goes here once the fleet store offers one (same interface).
+      storage: selectCertificateStorage(config.data_dir),
+      log: this.#log.child({ component: "acme" }),
+      counters: this.#state.instruments.acme(),
+    })
+    return { key, manager }
+  }
+
+  /** acme is the running ACME manager (tests read its managed certificates). */
+  get acme(): AcmeManager | undefined {
+    return this.#acme?.manager
+  }
+
   async #apply(config: Config, step?: ReloadStep): Promise<void> {
     const access = this.#accessLog
-    const gen = await Generation.build(
-      this.#nextId,
-      config,
-      this.#log,
-      this.#health,
-      this.#current,
-      this.#state,
-      access,
-      this.#fleet,
-      {
-        stapler: this.#stapler,
-        onReplaced: (listener, entry) => {
-          // Only the serving generation's swaps are checked (a retiring one's store is closed, it takes none).
-          if (this.#current === gen) this.#selfCheck(gen, listener, entry)
+    const acme = this.#acmeFor(config)
+    const newAcme = acme !== undefined && acme !== this.#acme
+    let gen: Generation
+    try {
+      gen = await Generation.build(
+        this.#nextId,
+        config,
+        this.#log,
+        this.#health,
+        this.#current,
+        this.#state,
+        access,
+        this.#fleet,
+        acme?.manager,
+        {
+          stapler: this.#stapler,
+          onReplaced: (listener, entry) => {
+            // Only the serving generation's swaps are checked (a retiring one's store is closed, it takes none).
+            if (this.#current === gen) this.#selfCheck(gen, listener, entry)
+          },
         },
-      },
-    )
+      )
+    } catch (err) {
+      if (newAcme) acme.manager.close()
+      throw err
+    }
     const added: ListenerSocket[] = []
     let prepared = false
     const previousPath = access?.path
@@ -436,6 +498,7 @@ export class Runtime {
       await step?.prepare()
     } catch (err) {
       gen.destroy()
+      if (newAcme) acme.manager.close()
       await Promise.allSettled([...added.map((s) => s.close()), ...(prepared ? [step!.rollback()] : [])])
       try {
         access?.use(previousPath)
@@ -457,11 +520,20 @@ export class Runtime {
     }
     gen.applyLimits()
     this.#state.clientLimiters.retain(gen.gates.keys())
+    this.#state.retainCensuses(
+      gen.config.metrics.enabled && gen.config.metrics.census_window > 0 ? gen.config.listeners.map((l) => l.name) : [],
+    )
     const old = this.#current
     this.#current = gen
+    if (acme !== this.#acme) {
+      this.#acme?.manager.close()
+      this.#acme = acme
+    }
     step?.commit()
     this.#log.info({ generation: gen.id, listeners: [...gen.listeners.keys()] }, old ? "reloaded" : "started")
     if (old) this.#retire(old)
+    // The old generation stopped watching its sources in #retire: certificates only it served stop renewing.
+    if (old && acme === this.#acme) acme?.manager.prune()
     this.#selfCheck(gen)
     // The ring changed while this generation was built (a fleet's key arriving at start, say): build again.
     if (gen.ticketKey !== this.#state.ticketKeys.current().name) this.#rekey()
@@ -546,6 +618,8 @@ export class Runtime {
     const gens = [...this.#draining, ...(this.#current ? [this.#current] : [])]
     this.#current = undefined
     await Promise.allSettled(gens.map((g) => g.close(grace)))
+    this.#acme?.manager.close()
+    this.#acme = undefined
     this.#state.close()
     this.#stapler.close()
     // Every line of every request that finished is written before close resolves (and the process exits).

@@ -9,7 +9,7 @@ import type { LoadedCertificate } from "../tls/certificate.ts"
 import { OcspCache } from "../tls/ocsp/cache.ts"
 import { ocspUrlOf } from "../tls/ocsp/request.ts"
 import type { OcspStatus } from "../tls/ocsp/stapler.ts"
-import { loadEntries } from "../tls/sources/index.ts"
+import { certificateSource, loadEntries } from "../tls/sources/index.ts"
 import type { CertificateSourceStatus } from "../tls/sources/source.ts"
 import { certificateSourceKind } from "./metrics-endpoint.ts"
 
@@ -78,7 +78,10 @@ export async function certificatesOfConfig(
   const cache = new OcspCache(config.data_dir)
   for (const listener of config.listeners) {
     if (!listener.tls) continue
-    const loaded = await loadEntries(listener.tls, config.data_dir)
+    // As `check` does: ACME entries read from storage with the acme section, no orders placed.
+    const loaded = await loadEntries(listener.tls, config.data_dir, (entry, dataDir) =>
+      certificateSource(entry, dataDir, { config: config.acme }),
+    )
     for (const p of loaded.problems) errors.push(`listener ${listener.name}: ${p.message}`)
     for (const [i, list] of loaded.certificates.entries()) {
       for (const c of list ?? []) {

@@ -161,8 +161,24 @@ const selfSignedCertificate = z
   })
   .strict()
 
-const certificate = z.union([fileCertificate, selfSignedCertificate], {
-  error: () => "expected { cert: FILE, key: FILE } or { self_signed: [NAMES] }",
+const acmeCertificate = z
+  .object({
+    acme: z
+      .array(hostname)
+      .min(1)
+      .describe(
+        "names to get one certificate for from the ACME CA of the top-level acme section; a wildcard (*.example.com) needs dns-01",
+      ),
+    key_type: z
+      .enum(["ecdsa", "rsa", "both"])
+      .default("ecdsa")
+      .describe("ecdsa (P-256), rsa (2048) or both: two certificates, OpenSSL picks by the client (default ecdsa)"),
+    client_auth: certificateClientAuth,
+  })
+  .strict()
+
+const certificate = z.union([fileCertificate, selfSignedCertificate, acmeCertificate], {
+  error: () => "expected { cert: FILE, key: FILE }, { self_signed: [NAMES] } or { acme: [NAMES] }",
 })
 
 export const TLS_VERSIONS = ["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"] as const
@@ -544,6 +560,33 @@ const tracing = z
   })
   .strict()
 
+const metrics = z
+  .object({
+    enabled: z
+      .boolean()
+      .default(true)
+      .describe(
+        "count by label and time (handshakes by version and cipher, requests by route, latency histograms, bytes) and serve GET /metrics; false keeps only the /status totals and turns the ClientHello census off (default true)",
+      ),
+    census_window: z
+      .number()
+      .int()
+      .min(0)
+      .max(100_000)
+      .default(1000)
+      .describe("ClientHellos per listener the census keeps (GET /tls/clients); 0 turns the census off (default 1000)"),
+    census_sample: z
+      .number()
+      .int()
+      .min(1)
+      .max(1000)
+      .default(10)
+      .describe(
+        "on a listener with one certificate, the census reads 1 in this many ClientHellos: only for it is the ClientHello peeked there, which costs a full handshake about a fifth more CPU; listeners with several certificates peek every hello for SNI and count each (default 10)",
+      ),
+  })
+  .strict()
+
 const cluster = z
   .object({
     store: z
@@ -556,6 +599,103 @@ const cluster = z
       .strict()
       .optional()
       .describe("fleet store shared by instances: ticket keys, instance list, fleet rate limits (default none)"),
+  })
+  .strict()
+
+export const ACME_CHALLENGES = ["http-01", "tls-alpn-01", "dns-01"] as const
+
+const acmeOnDemand = z
+  .object({
+    ask: z
+      .string()
+      .regex(/^https?:\/\/[^\s]+$/, "an http:// or https:// URL")
+      .describe(
+        "URL asked GET <ask>?domain=<name> before a certificate is ordered for a name; only a 2xx answer allows it (required)",
+      ),
+    names: z
+      .array(hostname)
+      .min(1)
+      .describe(
+        "patterns of the names that may get a certificate at their first handshake: exact or *.example.com (required)",
+      ),
+    rate: z
+      .number()
+      .int()
+      .positive()
+      .default(10)
+      .describe("new on-demand orders per minute at most; a name over the rate is served the fallback (default 10)"),
+    max_in_flight: z
+      .number()
+      .int()
+      .positive()
+      .default(4)
+      .describe("names being asked about or ordered at once; more are served the fallback, never queued (default 4)"),
+  })
+  .strict()
+
+const acme = z
+  .object({
+    directory: z
+      .string()
+      .regex(/^https:\/\/[^\s]+$/, "an https:// URL")
+      .describe("the CA's ACME directory URL, e.g. https://acme-v02.api.letsencrypt.org/directory (required)"),
+    email: z.string().min(3).optional().describe("contact address of the ACME account (default none)"),
+    eab: z
+      .object({
+        kid: z.string().min(1).describe("the key id the CA gave (required)"),
+        hmac_key_file: filePath().describe("file holding the base64url HMAC key the CA gave (required)"),
+      })
+      .strict()
+      .optional()
+      .describe("external account binding (RFC 8555 §7.3.4), for CAs that ask for one (default none)"),
+    ca_bundle: filePath()
+      .optional()
+      .describe("PEM file of the CAs that sign the ACME server's own HTTPS certificate (default the system store)"),
+    profile: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "certificate profile asked for in each order (ACME profiles draft), e.g. shortlived (default the CA's)",
+      ),
+    challenges: z
+      .array(z.enum(ACME_CHALLENGES))
+      .min(1)
+      .optional()
+      .describe(
+        "challenge types offered, in order of preference: http-01 (on a redirect_https listener), tls-alpn-01 (on the TLS listener), dns-01 (through dns_hook) (default [dns-01] when dns_hook is set, else [http-01, tls-alpn-01])",
+      ),
+    dns_hook: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "command run by /bin/sh to set (ACME_ACTION=set) and remove (ACME_ACTION=clear) the TXT record ACME_TXT_NAME = ACME_TXT_VALUE for dns-01; ACME_DOMAIN names the domain (default none)",
+      ),
+    renew_before: duration()
+      .optional()
+      .describe(
+        "renew when less than this is left; without it: inside the CA's ARI window, else at two thirds of the lifetime (default none)",
+      ),
+    while_pending: z
+      .enum(["self_signed", "refuse"])
+      .default("self_signed")
+      .describe(
+        "what a name waiting for its first certificate gets: a self-signed certificate, or a TLS alert unrecognized_name (default self_signed)",
+      ),
+    retry: z
+      .object({
+        initial: duration().prefault("1m").describe("wait after the first failed order (default 1m)"),
+        max: duration().prefault("6h").describe("longest wait between tries; each failure doubles it (default 6h)"),
+      })
+      .strict()
+      .prefault({})
+      .describe("backoff after a failed order; the old certificate keeps serving meanwhile"),
+    on_demand: acmeOnDemand
+      .optional()
+      .describe(
+        "on-demand TLS (Caddy's): a name matching names with no certificate gets one at its first handshake, once ask allows it (default off)",
+      ),
   })
   .strict()
 
@@ -581,8 +721,10 @@ export const configSchema = z
       .describe("named backend pools"),
     admin: admin.optional().describe("admin API (default on 127.0.0.1:9901 for the embedded default only)"),
     access_log: accessLog.prefault({}).describe("access log settings"),
+    metrics: metrics.prefault({}).describe("what is measured on the hot path: metrics and the ClientHello census"),
     tracing: tracing.prefault({}).describe("W3C trace context: a client's traceparent always passes through"),
     cluster: cluster.optional().describe("several instances as one fleet (default: one instance alone)"),
+    acme: acme.optional().describe("the ACME CA that { acme: [names] } certificates come from (default none)"),
     data_dir: z.string().default(".data").describe("where generated state lives (default .data beside the config)"),
     shutdown_grace: duration()
       .prefault("30s")
@@ -642,6 +784,7 @@ export function crossCheck(input: unknown): { path: (string | number)[]; message
         message: "scope fleet needs cluster.store (the counts are shared through it)",
       })
     }
+    checkAcmeEntries(root, l, i, out)
     check(l["upstream"], ["upstream"])
     const routes = Array.isArray(l["routes"]) ? (l["routes"] as unknown[]) : undefined
     routes?.forEach((r, j) => {
@@ -651,7 +794,47 @@ export function crossCheck(input: unknown): { path: (string | number)[]; message
       out.push({ path: ["listeners", i, "routes"], message: "a tcp listener routes by SNI only: no path_prefix" })
     }
   })
+  const acme = isRecord(root["acme"]) ? root["acme"] : undefined
+  if (Array.isArray(acme?.["challenges"]) && acme["challenges"].includes("dns-01") && acme["dns_hook"] === undefined) {
+    out.push({
+      path: ["acme", "challenges"],
+      message: "dns-01 needs acme.dns_hook, the command that sets the TXT record",
+    })
+  }
   return out
+}
+
+/**
+ * checkAcmeEntries: an `{ acme }` entry needs the top-level acme section; a wildcard name can only be validated by
+ * dns-01 (RFC 8555 §7.1.3, CA/B Forum BR 3.2.2.4.7), so it needs dns_hook and dns-01 among the challenges.
+ */
+function checkAcmeEntries(
+  root: Record<string, unknown>,
+  l: Record<string, unknown>,
+  i: number,
+  out: { path: (string | number)[]; message: string }[],
+): void {
+  const tls = isRecord(l["tls"]) ? l["tls"] : undefined
+  const entries = tls && Array.isArray(tls["certificates"]) ? (tls["certificates"] as unknown[]) : []
+  const acme = isRecord(root["acme"]) ? root["acme"] : undefined
+  const challenges = acme && Array.isArray(acme["challenges"]) ? (acme["challenges"] as unknown[]) : undefined
+  const dns = acme?.["dns_hook"] !== undefined && (challenges === undefined || challenges.includes("dns-01"))
+  entries.forEach((entry, j) => {
+    if (!isRecord(entry) || !Array.isArray(entry["acme"])) return
+    const at = ["listeners", i, "tls", "certificates", j, "acme"]
+    if (!acme) {
+      out.push({ path: at, message: "an acme certificate needs the top-level acme section (directory, email)" })
+      return
+    }
+    ;(entry["acme"] as unknown[]).forEach((name, k) => {
+      if (typeof name === "string" && name.startsWith("*.") && !dns) {
+        out.push({
+          path: [...at, k],
+          message: `${name}: a wildcard name can only be validated with dns-01; set acme.dns_hook${challenges ? " and list dns-01 in acme.challenges" : ""}`,
+        })
+      }
+    })
+  })
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -668,4 +851,6 @@ export type UpstreamConfig = Config["upstreams"][string]
 export type BackendConfig = UpstreamConfig["backends"][number]
 export type HealthConfig = NonNullable<UpstreamConfig["health"]>
 export type ClusterConfig = NonNullable<Config["cluster"]>
+export type AcmeConfig = NonNullable<Config["acme"]>
+export type AcmeCertificateConfig = Extract<CertificateConfig, { acme: string[] }>
 export type UpstreamTlsConfig = NonNullable<UpstreamConfig["tls"]>

@@ -3,13 +3,24 @@ import http from "node:http"
 import type net from "node:net"
 import type { ListenerConfig } from "../config/schema.ts"
 
-/** RedirectListener sends every request to https://host[:port]/path with 308 Permanent Redirect. */
+/** Http01Answers: the ACME http-01 tokens being validated (tls/acme/challenges/http-01.ts). */
+export interface Http01Answers {
+  answer(path: string): string | undefined
+}
+
+const HTTP01_PREFIX = "/.well-known/acme-challenge/"
+
+/**
+ * RedirectListener sends every request to https://host[:port]/path with 308 Permanent Redirect, except ACME
+ * http-01 validation requests (RFC 8555 §8.3), answered with the key authorization of a pending token (404 for
+ * any other token) before anything is redirected.
+ */
 export class RedirectListener {
   readonly config: ListenerConfig
   readonly #server: http.Server
   readonly #sockets = new Set<net.Socket>()
 
-  constructor(config: ListenerConfig) {
+  constructor(config: ListenerConfig, acme?: Http01Answers) {
     this.config = config
     const port = config.redirect_https!
     this.#server = http.createServer(
@@ -19,6 +30,16 @@ export class RedirectListener {
         maxHeaderSize: config.limits.max_header_size,
       },
       (req, res) => {
+        if (acme && req.url?.startsWith(HTTP01_PREFIX)) {
+          const answer = acme.answer(req.url)
+          const body = answer ?? "no such challenge\n"
+          res.writeHead(answer === undefined ? 404 : 200, {
+            "content-type": answer === undefined ? "text/plain" : "application/octet-stream",
+            "content-length": Buffer.byteLength(body),
+          })
+          res.end(req.method === "HEAD" ? undefined : body)
+          return
+        }
         const host = hostWithoutPort(req.headers.host ?? config.address.host)
         const location = `https://${host}${port === 443 ? "" : `:${port}`}${req.url ?? "/"}`
         const body = `Redirecting to ${location}\n`

@@ -13,7 +13,9 @@ import {
   type ListenerCounters,
 } from "../state/instruments.ts"
 import type { CertStore, ClientAuthPolicy, LoadedCertificate } from "../tls/cert-store.ts"
+import type { ClientCensus, ListenerCensus } from "../tls/client-census.ts"
 import type { Staple } from "../tls/ocsp/stapler.ts"
+import { censusPolicies } from "../tls/policy-offer.ts"
 import { readProxyHeader } from "./proxy-protocol/read-header.ts"
 import { compileCidrs } from "./proxy-protocol/trusted.ts"
 
@@ -50,6 +52,26 @@ interface Served {
   auth: ClientAuthPolicy
   /** the OCSP staple of the context's one certificate (none for an ECDSA+RSA context: see #servedBy) */
   staple: Staple | undefined
+  /** a tls-alpn-01 validation handshake (RFC 8737): closed once done, never handed to the engine */
+  challenge?: boolean
+}
+
+/**
+ * A fatal unrecognized_name alert (RFC 8446 §6, RFC 6066 §3) as a plaintext record: what a name still waiting for
+ * its first ACME certificate gets with acme.while_pending: refuse.
+ */
+const UNRECOGNIZED_NAME_ALERT = Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70])
+
+/** TlsListenerOptions: what is measured on the accept path (config `metrics`). */
+export interface TlsListenerOptions {
+  /** false: no per-version/cipher handshake series, no handshake histogram, no byte counts (default true) */
+  metrics?: boolean
+  /** the listener's ClientHello census (kept by the runtime across generations); absent: no census */
+  census?: ClientCensus | undefined
+  /** on a single-context listener, peek 1 in this many ClientHellos for the census (default 1: each) */
+  censusSample?: number
+  /** the OCSP staples of the listener's certificates (the runtime's stapler); absent: no stapling */
+  staples?: StapleLookup | undefined
 }
 
 /** The TLSWrap handle's staple setter (what tls.Server's 'OCSPRequest' callback calls, _tls_wrap.js requestOCSP). */
@@ -86,6 +108,11 @@ export class TlsListener {
   readonly #onClosed: (this: TLSSocket) => void
   readonly #failures: FailureLog | undefined
   readonly #staples: StapleLookup | undefined
+  readonly #metrics: boolean
+  readonly #census: ClientCensus | undefined
+  readonly #censusSample: number
+  /** Connections since the census last peeked one (single-context listeners sample). */
+  #unsampled = 0
 
   constructor(
     config: ListenerConfig,
@@ -94,10 +121,15 @@ export class TlsListener {
     log: Logger,
     stats?: ListenerCounters,
     failures?: FailureLog,
-    staples?: StapleLookup,
+    options: TlsListenerOptions = {},
   ) {
+    this.#metrics = options.metrics ?? true
+    this.#census = options.census
+    this.#censusSample = options.censusSample ?? 1
+    // The first connection is sampled, so a fresh listener's census is not empty for long.
+    this.#unsampled = this.#censusSample - 1
     this.config = config
-    this.#staples = staples
+    this.#staples = options.staples
     this.stats = stats ?? detachedInstruments().listener(config.name)
     this.certs = certs
     this.engine = engine
@@ -157,18 +189,21 @@ export class TlsListener {
 
   #handshake(raw: net.Socket): void {
     raw.on("error", ignore)
-    ;(raw as WithSource)[kStart] = performance.now()
+    if (this.#metrics) (raw as WithSource)[kStart] = performance.now()
     // Read (and so cache) the peer address now: a failed handshake's entry in the failures log needs it after the
     // handle is gone; a served connection reads it anyway (readConnectionInfo).
     void raw.remoteAddress
     // The whole handshake, ClientHello peek included, must finish within handshake_timeout: a deadline, not an
     // idle timer, so a client trickling bytes cannot hold the connection open.
     ;(raw as WithSource)[kDeadline] = setTimeout(() => expireHandshake(raw), this.#handshakeTimeout)
-    if (this.certs.single) {
+    // One context needs no peek for SNI. The census, when on, peeks there too, but only 1 in censusSample
+    // connections: the peek (flowing mode, unshift, a promise) costs a full handshake about a fifth more CPU.
+    if (this.certs.single && (this.#census === undefined || ++this.#unsampled < this.#censusSample)) {
       this.#wrap(raw, this.certs.contextFor(undefined))
       return
     }
-    this.certs.contextForSocket(raw, this.#handshakeTimeout).then(
+    this.#unsampled = 0
+    this.certs.contextForSocket(raw, this.#handshakeTimeout, this.#census).then(
       (context) => this.#wrap(raw, context),
       (err: unknown) => {
         // The ClientHello peek failed: the deadline passed, the client left, or the bytes were not a ClientHello.
@@ -186,6 +221,14 @@ export class TlsListener {
       const w = raw as net.Socket & WithSource
       clearTimeout(w[kDeadline])
       this.#countFailure(w, undefined, w[kReason] ?? "reset")
+      return
+    }
+    if (this.certs.refuses(secureContext)) {
+      const w = raw as net.Socket & WithSource
+      clearTimeout(w[kDeadline])
+      this.#countFailure(w, undefined, "unknown_sni", "acme certificate pending (while_pending: refuse)")
+      raw.end(UNRECOGNIZED_NAME_ALERT)
+      raw.destroySoon()
       return
     }
     const served = this.#servedBy(secureContext)
@@ -206,6 +249,15 @@ export class TlsListener {
   /** servedBy builds, once per context, the socket options its client_auth policy calls for. */
   #servedBy(secureContext: tls.SecureContext): Served {
     let served = this.#served.get(secureContext)
+    if (!served && this.certs.isChallenge(secureContext)) {
+      served = {
+        auth: { mode: "none", forwardCert: false, forwardFormat: "x-client" },
+        options: { isServer: true, secureContext, ALPNProtocols: ["acme-tls/1"] },
+        staple: undefined,
+        challenge: true,
+      }
+      this.#served.set(secureContext, served)
+    }
     if (!served) {
       const auth = this.certs.clientAuthOf(secureContext)
       // One response per handshake, set before OpenSSL picks between an ECDSA and an RSA certificate of the
@@ -234,6 +286,11 @@ export class TlsListener {
     socket.off("_tlsError", this.#onHandshakeError)
     socket.off("close", this.#onEarlyClose)
     socket.on("error", ignore)
+    if (raw?.[kServed]?.challenge) {
+      // RFC 8737 §3: the validation is the handshake itself; nothing is spoken over it.
+      socket.end()
+      return
+    }
     const auth = raw?.[kServed]?.auth ?? this.certs.clientAuthOf(this.certs.contextFor(undefined))
     if (auth.mode !== "none" && !this.#verifyClient(socket, auth.mode === "require")) {
       const reason = socket.getPeerX509Certificate() ? "client_cert_bad" : "client_cert_missing"
@@ -246,13 +303,17 @@ export class TlsListener {
     ;(socket as unknown as { _releaseControl(): boolean })._releaseControl()
     ;(socket as unknown as { secureConnecting: boolean }).secureConnecting = false
     const stats = this.stats
-    const cipher = socket.getCipher()
-    stats.handshake(socket.getProtocol() ?? "", cipher?.standardName ?? cipher?.name ?? "", socket.isSessionReused())
-    const started = raw?.[kStart]
-    if (started !== undefined) stats.handshakeDuration.observe((performance.now() - started) / 1000)
-    const sni = socket.servername
-    if (typeof sni === "string" && sni !== "" && !this.certs.single && !this.certs.covers(sni)) stats.unknownSni.inc()
-    socket.once("close", this.#onClosed)
+    if (this.#metrics) {
+      const cipher = socket.getCipher()
+      stats.handshake(socket.getProtocol() ?? "", cipher?.standardName ?? cipher?.name ?? "", socket.isSessionReused())
+      const started = raw?.[kStart]
+      if (started !== undefined) stats.handshakeDuration.observe((performance.now() - started) / 1000)
+      const sni = socket.servername
+      if (typeof sni === "string" && sni !== "" && !this.certs.single && !this.certs.covers(sni)) stats.unknownSni.inc()
+      socket.once("close", this.#onClosed)
+    } else {
+      stats.handshakes.inc()
+    }
     const info = readConnectionInfo(socket, this.config.name, {
       source: raw?.[kSource],
       isTrusted: this.#isTrusted,
@@ -321,6 +382,13 @@ export class TlsListener {
 
   destroy(): void {
     this.engine.destroy()
+  }
+
+  /** census counts the listener's recent ClientHellos and judges them against each profile and the current policy. */
+  census(): ListenerCensus | undefined {
+    if (this.#census === undefined) return undefined
+    const leaves = this.certs.certificates().map((c) => c.leaf)
+    return this.#census.snapshot(censusPolicies(this.config.tls!, this.config.engine, this.certs.secureOptions, leaves))
   }
 
   status() {

@@ -172,6 +172,17 @@ export interface ClientGateCounters {
   refusedRequests: Counter
 }
 
+/** AcmeCertificateEvent: what happened to an ACME certificate (a bounded label). */
+export type AcmeCertificateEvent = "issued" | "renewed" | "failed"
+/** OnDemandResult: how an on-demand TLS request for a name ended (a bounded label). */
+export type OnDemandResult = "issued" | "denied" | "rate_limited" | "busy" | "failed"
+
+/** AcmeCounters: certificate events of the ACME manager, and on-demand decisions. */
+export interface AcmeCounters {
+  event(event: AcmeCertificateEvent): void
+  onDemand(result: OnDemandResult): void
+}
+
 /** Instruments declares the families on a registry and hands out handle sets by name or address. */
 export class Instruments {
   readonly registry: MetricsRegistry
@@ -199,6 +210,8 @@ export class Instruments {
   readonly #backendRetries
   readonly #connectDuration
   readonly #certificateEvents
+  readonly #acmeEvents
+  readonly #onDemand
   /** Per-listener totals for /status, by name (not exported: /metrics has the labelled families). */
   readonly #totals = new Map<string, { handshakes: Counter; errors: Counter }>()
   /** The last 100 handshake failures of every listener (GET /tls/failures). */
@@ -303,6 +316,14 @@ export class Instruments {
       "connections refused by per_client_connections",
       address,
     )
+    this.#acmeEvents = r.counter(
+      "portcullis_acme_certificates_total",
+      "ACME certificate events: issued (first certificate for names), renewed, failed (an order that failed)",
+      { labels: ["event"] },
+    )
+    this.#onDemand = r.counter("portcullis_acme_on_demand_total", "on-demand TLS requests for a name, by result", {
+      labels: ["result"],
+    })
     this.#clientRefusedRequests = r.counter(
       "portcullis_client_refused_requests_total",
       "requests refused by the per-client rate limit",
@@ -386,6 +407,16 @@ export class Instruments {
       ejections: this.#ejections.child(name),
       tcpRejected: this.#tcpRejected.child(name),
       connectDuration: this.#connectDuration.child(name),
+    }
+  }
+
+  /** acme: the ACME manager's counters (labels from fixed sets only). */
+  acme(): AcmeCounters {
+    const events = this.#acmeEvents
+    const onDemand = this.#onDemand
+    return {
+      event: (event) => events.child(event).inc(),
+      onDemand: (result) => onDemand.child(result).inc(),
     }
   }
 

@@ -8,7 +8,7 @@ import type { ForwardFormat } from "../core/connection-info.ts"
 import { errorMessage, TlsError } from "../core/errors.ts"
 import { deriveTicketKey, type TicketKeyRing } from "../state/ticket-keys.ts"
 import { type CertificateStatus, certificateStatus, type LoadedCertificate, normalizeName } from "./certificate.ts"
-import { peekServerName } from "./client-hello.ts"
+import { type HelloSink, peekClientHello } from "./client-hello.ts"
 import { type ServerTlsOptions, serverTlsOptions } from "./policy.ts"
 import { type CertificateSource, loadEntries } from "./sources/index.ts"
 import type { CertificateSourceStatus } from "./sources/source.ts"
@@ -46,7 +46,17 @@ export interface CertStoreOptions {
    * certificates it put in and the ones it took out: OCSP tracking and the self-check follow the swap from here.
    */
   onReplaced?: (entry: number, added: readonly LoadedCertificate[], removed: readonly LoadedCertificate[]) => void
+  /** tls-alpn-01 (RFC 8737): the challenge context of a name, served to a ClientHello offering only acme-tls/1 */
+  challenges?: { contextFor(name: string): tls.SecureContext | undefined } | undefined
+  /**
+   * on-demand TLS: asked in a handshake for a name no certificate covers; a promise means "wait: a certificate may
+   * come", and the handshake then takes whatever the store holds for the name when it settles.
+   */
+  onDemand?: ((name: string) => Promise<unknown> | undefined) | undefined
 }
+
+/** The ALPN protocol of tls-alpn-01 validation handshakes (RFC 8737 §6.2). */
+const ACME_TLS_ALPN = "acme-tls/1"
 
 /** Policy is one client_auth policy's TLS options and session scope, shared by the entries that have it. */
 interface Policy {
@@ -67,6 +77,8 @@ interface Index {
   auths: Map<tls.SecureContext, ClientAuthPolicy>
   /** the certificates each context holds */
   members: Map<tls.SecureContext, readonly LoadedCertificate[]>
+  /** contexts of names waiting for their first ACME certificate with while_pending: refuse */
+  refused: Set<tls.SecureContext>
   /** contexts by the certificates in them (ids joined), reused by the next index when those certificates stay */
   built: Map<string, tls.SecureContext>
   secureOptions: tls.TlsOptions
@@ -89,10 +101,20 @@ export class CertStore {
   readonly #unwatch: (() => void)[] = []
   #onReplaced: CertStoreOptions["onReplaced"]
   #sources: readonly CertificateSource[] = []
+  readonly #challenges: CertStoreOptions["challenges"]
+  readonly #onDemand: CertStoreOptions["onDemand"]
+  /** Challenge contexts handed out by contextForSocket (the listener serves them with ALPN acme-tls/1 only). */
+  readonly #challengeContexts = new WeakSet<tls.SecureContext>()
 
-  private constructor(policies: readonly Policy[], entries: readonly (readonly LoadedCertificate[])[]) {
+  private constructor(
+    policies: readonly Policy[],
+    entries: readonly (readonly LoadedCertificate[])[],
+    options: Pick<CertStoreOptions, "challenges" | "onDemand"> = {},
+  ) {
     this.#policies = policies
     this.#entries = entries
+    this.#challenges = options.challenges
+    this.#onDemand = options.onDemand
     this.#index = this.#build(entries, new Map())
   }
 
@@ -103,7 +125,7 @@ export class CertStore {
 
   /** Every name is served by one context: no ClientHello peek is needed to choose it. */
   get single(): boolean {
-    return this.#index.single
+    return this.#index.single && !this.#challenges && !this.#onDemand
   }
 
   /**
@@ -158,6 +180,7 @@ export class CertStore {
     const store = new CertStore(
       entryPolicies,
       loaded.certificates.map((list) => list!),
+      { challenges: options.challenges, onDemand: options.onDemand },
     )
     store.#onReplaced = options.onReplaced
     store.#sources = loaded.sources
@@ -262,6 +285,7 @@ export class CertStore {
     const built = new Map<string, tls.SecureContext>()
     const auths = new Map<tls.SecureContext, ClientAuthPolicy>()
     const members = new Map<tls.SecureContext, readonly LoadedCertificate[]>()
+    const refused = new Set<tls.SecureContext>()
     const contextOf = (list: LoadedCertificate[]): tls.SecureContext | undefined => {
       const id = list.map(idOf).join(",")
       let context = built.get(id)
@@ -276,6 +300,7 @@ export class CertStore {
         built.set(id, context)
         auths.set(context, policy.auth)
         members.set(context, [...list])
+        if (list.every((c) => c.pending === "refuse")) refused.add(context)
       }
       return context
     }
@@ -299,7 +324,7 @@ export class CertStore {
       key: defaultList.map((c) => c.key.reveal()),
     }
     const single = new Set([...exact.values(), ...wildcard.values(), fallback]).size === 1
-    return { certs, exact, wildcard, fallback, auths, members, built, secureOptions, single }
+    return { certs, exact, wildcard, fallback, auths, members, refused, built, secureOptions, single }
   }
 
   /** sniCallback is tls.Server's SNICallback: answers synchronously from the maps built in load(). */
@@ -327,8 +352,31 @@ export class CertStore {
    * context. Build the TLSSocket on it (`new tls.TLSSocket(socket, { isServer: true, secureContext })`) to offer
    * every certificate of the name, ECDSA and RSA alike; the SNICallback path installs only one of them.
    */
-  async contextForSocket(socket: net.Socket, timeoutMs: number): Promise<tls.SecureContext> {
-    return this.contextFor(await peekServerName(socket, timeoutMs))
+  async contextForSocket(socket: net.Socket, timeoutMs: number, sink?: HelloSink): Promise<tls.SecureContext> {
+    const hello = await peekClientHello(socket, timeoutMs, this.#challenges !== undefined, sink)
+    const name = hello.servername
+    if (name && this.#challenges && hello.alpn?.length === 1 && hello.alpn[0] === ACME_TLS_ALPN) {
+      const challenge = this.#challenges.contextFor(name)
+      if (challenge) {
+        this.#challengeContexts.add(challenge)
+        return challenge
+      }
+    }
+    if (name && this.#onDemand && !this.covers(name)) {
+      const waiting = this.#onDemand(name)
+      if (waiting) await waiting.catch(() => {})
+    }
+    return this.contextFor(name)
+  }
+
+  /** isChallenge: a tls-alpn-01 challenge context (serve it with ALPN acme-tls/1 only, then close; RFC 8737 §3). */
+  isChallenge(context: tls.SecureContext): boolean {
+    return this.#challengeContexts.has(context)
+  }
+
+  /** refuses: the context stands in for names still waiting for their first ACME certificate, to be refused. */
+  refuses(context: tls.SecureContext): boolean {
+    return this.#index.refused.has(context)
   }
 
   /** clientAuthOf is the client-certificate policy of one of this store's contexts. */

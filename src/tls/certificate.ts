@@ -21,6 +21,11 @@ export interface LoadedCertificate {
   chain: X509Certificate[]
   notAfter: Date
   fingerprint256: string
+  /**
+   * Set on the stand-in for names waiting for their first ACME certificate: "self_signed" serves it, "refuse"
+   * answers their handshakes with an unrecognized_name alert instead (acme.while_pending).
+   */
+  pending?: "self_signed" | "refuse"
 }
 
 /** CertificateStatus is what status() and `portcullis certs` show: no key material. */

@@ -4,7 +4,7 @@ import { type ConfigPath, problemsOf } from "../config/problems.ts"
 import type { Config, ListenerConfig } from "../config/schema.ts"
 import { type CertificateStatus, certificateStatus, type LoadedCertificate, normalizeName } from "./certificate.ts"
 import { serverTlsOptions } from "./policy.ts"
-import { loadEntries } from "./sources/index.ts"
+import { certificateSource, loadEntries } from "./sources/index.ts"
 
 const DAY = 86_400_000
 /** A certificate with fewer days left than this is a warning. */
@@ -46,7 +46,9 @@ export async function checkCertificates(config: Config, now: Date = new Date()):
       report[severity === "error" ? "errors" : "warnings"].push(`${where}: ${message}`)
       report.findings.push({ severity, path: [...at, ...path], message })
     }
-    const entries = await loadEntries(listener.tls, config.data_dir)
+    const entries = await loadEntries(listener.tls, config.data_dir, (entry, dataDir) =>
+      certificateSource(entry, dataDir, { config: config.acme }),
+    )
     for (const problem of entries.problems) add("error", ["tls", ...problem.path], problem.message)
     const loaded: LoadedCertificate[] = []
     for (const [i, list] of entries.certificates.entries()) {
@@ -64,6 +66,15 @@ export async function checkCertificates(config: Config, now: Date = new Date()):
 
 function checkOne(cert: LoadedCertificate, at: ConfigPath, now: Date, add: Reporter): void {
   const error = (message: string) => add("error", at, `${cert.source}: ${message}`)
+  if (cert.pending) {
+    const meanwhile = cert.pending === "refuse" ? "refused" : "served a self-signed certificate"
+    add(
+      "warning",
+      at,
+      `acme: no certificate stored yet for ${cert.names.join(", ")}; it is ordered at start (${meanwhile} meanwhile)`,
+    )
+    return
+  }
   const label = cert.names.join(", ") || cert.leaf.subject.replace(/\n/g, ", ")
   for (let i = 0; i + 1 < cert.chain.length; i++) {
     const child = cert.chain[i]!

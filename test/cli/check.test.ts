@@ -241,3 +241,27 @@ admin: { address: "127.0.0.1:0" }
   const status = (await (await fetch(`http://127.0.0.1:${admin}/status`)).json()) as { generation: number }
   assert.equal(status.generation, 1)
 })
+
+test("acme entries: a wildcard without dns-01 exits 1 at the name's line; a pending name is a warning", async () => {
+  const acme = (names: string, extra = "") => `listeners:
+  - name: web
+    address: 127.0.0.1:1
+    tls:
+      certificates:
+        - { acme: [${names}] }
+    upstream: app
+upstreams:
+  app: { backends: ["127.0.0.1:2"] }
+acme: { directory: "https://acme.example/directory", email: ops@example.com${extra} }
+data_dir: ${pki.dir}/data
+`
+  const bad = await check(writeTemp(pki.dir, "acme-wild.yaml", acme('www.example.com, "*.example.com"')))
+  assert.equal(bad.code, 1)
+  assert.match(
+    bad.stderr,
+    /acme-wild\.yaml:6:37 listeners\[0\]\.tls\.certificates\[0\]\.acme\[1\]: \*\.example\.com: a wildcard name can only be validated with dns-01; set acme\.dns_hook/,
+  )
+  const good = await check(writeTemp(pki.dir, "acme-dns.yaml", acme('"*.example.com"', ", dns_hook: /bin/true")))
+  assert.equal(good.code, 0, good.stderr)
+  assert.match(good.stderr, /warning: .*acme: no certificate stored yet for \*\.example\.com; it is ordered at start/)
+})

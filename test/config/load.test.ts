@@ -139,9 +139,9 @@ describe("messages for inline configs", () => {
       'inline.yaml:9:15 upstreams.app.health.intervall: unknown key "intervall"; did you mean "interval"?',
     ],
     [
-      "an acme certificate entry says ACME is not implemented yet",
+      "an acme certificate entry without the top-level acme section says what it needs",
       `${head}    tls: { certificates: [{ acme: [example.com] }] }\n    upstream: app\nupstreams: { app: { backends: [127.0.0.1:1] } }\n`,
-      "inline.yaml:4:27 listeners[0].tls.certificates[0]: ACME certificates are not implemented yet; use cert/key files or self_signed",
+      "inline.yaml:4:35 listeners[0].tls.certificates[0].acme: an acme certificate needs the top-level acme section (directory, email)",
     ],
     [
       "a duplicate key in a flow mapping names its path",

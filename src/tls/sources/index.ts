@@ -3,15 +3,24 @@
 import { type BuildProblem, problemsOf } from "../../config/problems.ts"
 import type { CertificateConfig, ListenerTlsConfig } from "../../config/schema.ts"
 import type { LoadedCertificate } from "../certificate.ts"
+import { type AcmeContext, AcmeSource } from "./acme.ts"
 import { FileSource } from "./file.ts"
 import { SelfSignedSource } from "./self-signed.ts"
 import type { CertificateSource } from "./source.ts"
 
 export type { CertificateSource } from "./source.ts"
 
-/** certificateSource is the one place that reads an entry's kind: `{ cert, key }` is a file, `{ self_signed }` made. */
-export function certificateSource(entry: CertificateConfig, dataDir: string): CertificateSource {
+/**
+ * certificateSource is the one place that reads an entry's kind: `{ cert, key }` is a file, `{ self_signed }` made,
+ * `{ acme }` ordered from the CA (through `acme`'s manager when running; read from storage only without one).
+ */
+export function certificateSource(
+  entry: CertificateConfig,
+  dataDir: string,
+  acme: AcmeContext = {},
+): CertificateSource {
   if ("cert" in entry) return new FileSource(entry.cert, entry.key)
+  if ("acme" in entry) return new AcmeSource(entry, dataDir, acme)
   return new SelfSignedSource(entry.self_signed, entry.key_type, dataDir)
 }
 
