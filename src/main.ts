@@ -5,7 +5,8 @@ import { availableParallelism } from "node:os"
 import { join } from "node:path"
 import { parseArgs } from "node:util"
 import { AdminApi } from "./admin/api.ts"
-import { certificateList } from "./admin/certificates.ts"
+import { expiring, renderCertificateTable, WARN_DAYS_DEFAULT } from "./admin/certificate-table.ts"
+import { certificateList, certificatesOfConfig } from "./admin/certificates.ts"
 import { scrape } from "./admin/metrics-endpoint.ts"
 import { InheritedFds } from "./cluster/inherited-fds.ts"
 import { Primary } from "./cluster/primary.ts"
@@ -36,7 +37,9 @@ const USAGE = `usage:
                                       run (no file: the embedded default on https://localhost:8443);
                                       logs are JSON lines unless pretty (or PORTCULLIS_LOG_FORMAT=pretty)
   portcullis check --config FILE      validate config and certificates without binding; exit 0 or 1
-  portcullis certs [--config FILE]    list the certificates in use with their expiry
+  portcullis certs [--config FILE] [--json] [--warn-days N]
+                                      list the certificates in use: names, key, issuer, expiry, source, next
+                                      renewal, OCSP status; exit 1 if one expires within N days (default 14)
   portcullis reload [--config FILE | --admin HOST:PORT]   ask a running instance to reload
   portcullis restart [--config FILE | --admin HOST:PORT]  replace the workers one by one (also SIGUSR2)
   portcullis upgrade [--config FILE | --admin HOST:PORT]  start the program anew on the listening sockets and hand
@@ -62,6 +65,8 @@ async function main(argv: string[]): Promise<number> {
       config: { type: "string", short: "c" },
       admin: { type: "string" },
       "log-format": { type: "string" },
+      json: { type: "boolean" },
+      "warn-days": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
     strict: true,
@@ -81,8 +86,14 @@ async function main(argv: string[]): Promise<number> {
     }
     case "check":
       return check(values.config)
-    case "certs":
-      return certs(values.config)
+    case "certs": {
+      const warnDays = values["warn-days"] === undefined ? WARN_DAYS_DEFAULT : Number(values["warn-days"])
+      if (!Number.isFinite(warnDays) || warnDays < 0) {
+        console.error(`--warn-days takes a number of days, not "${values["warn-days"]}"`)
+        return 2
+      }
+      return certs(values.config, values.json ?? false, warnDays)
+    }
     case "reload":
     case "restart":
     case "upgrade":
@@ -154,6 +165,8 @@ async function run(file: string | undefined, format: "json" | "pretty"): Promise
             const fd = inherited.take(key)
             return fd === undefined ? undefined : { fd }
           },
+          // The self-check handshakes with our own listeners after every start, reload and in-place swap (issue 11).
+          selfCheck: { timeoutMs: 3000 },
         })
   const running = runtime
   try {
@@ -256,7 +269,10 @@ async function run(file: string | undefined, format: "json" | "pretty"): Promise
         : running instanceof Primary
           ? running.metrics()
           : scrape(running),
-    certificates: () => certificateList(running.generation),
+    certificates: () =>
+      running instanceof Primary
+        ? certificateList(running.generation)
+        : certificateList(running.generation, (c) => running.ocspStatus(c)),
     failures: () =>
       running instanceof Primary ? running.failures() : { failures: running.state.instruments.failures.recent() },
     // The census is per process: with workers, the primary's generation holds none (not aggregated yet).
@@ -440,8 +456,12 @@ async function check(file: string | undefined): Promise<number> {
   return 0
 }
 
-/** certs lists the certificates the config uses, with names and expiry. */
-async function certs(file: string | undefined): Promise<number> {
+/**
+ * certs lists every certificate the config uses (loaded as a start would, binding nothing), with its source's next
+ * renewal and the OCSP state the running instance keeps under data_dir. Exit 1 when one expires within `warnDays`
+ * days or does not load, else 0.
+ */
+async function certs(file: string | undefined, json: boolean, warnDays: number): Promise<number> {
   let config: Config
   try {
     config = file ? loadConfigFile(file).config : defaultConfig(1, process.cwd())
@@ -449,15 +469,21 @@ async function certs(file: string | undefined): Promise<number> {
     console.error(errorMessage(err))
     return 1
   }
-  const report = await checkCertificates(config)
-  for (const c of report.certificates) {
-    const days = Math.floor((new Date(c.notAfter).getTime() - Date.now()) / 86_400_000)
+  const now = Date.now()
+  const { certificates, errors } = await certificatesOfConfig(config, now)
+  const soon = certificates.filter((c) => expiring(c, warnDays, now))
+  if (json) {
     console.log(
-      `${c.names.join(",")}\t${c.keyType}\texpires ${new Date(c.notAfter).toISOString()} (${days} days)\t${c.source}`,
+      JSON.stringify({ warn_days: warnDays, certificates, expiring: soon.map((c) => c.names), errors }, null, 2),
     )
+  } else {
+    console.log(renderCertificateTable(certificates, warnDays, now))
+    for (const c of soon) {
+      console.error(`warning: ${c.names.join(",")} (${c.listener}) expires in ${c.days_left} days (${c.not_after})`)
+    }
   }
-  for (const e of report.errors) console.error(`error: ${e}`)
-  return report.errors.length > 0 ? 1 : 0
+  for (const e of errors) console.error(`error: ${e}`)
+  return errors.length > 0 || soon.length > 0 ? 1 : 0
 }
 
 /** ask asks a running instance, through its admin API, to reload its config file, restart or upgrade. */

@@ -14,11 +14,14 @@ import { type Engine, TlsListener } from "./listeners/tls-listener.ts"
 import { HttpEngine } from "./proxy/http/engine.ts"
 import { TcpEngine } from "./proxy/tcp/engine.ts"
 import { Router } from "./routing/router.ts"
+import type { CertificateEvent } from "./state/instruments.ts"
 import { RuntimeState } from "./state/runtime-state.ts"
 import { AcmeManager } from "./tls/acme/manager.ts"
 import { selectCertificateStorage } from "./tls/acme/select-storage.ts"
-import { CertStore } from "./tls/cert-store.ts"
+import { CertStore, type LoadedCertificate } from "./tls/cert-store.ts"
 import type { ListenerCensus } from "./tls/client-census.ts"
+import { OcspStapler, type OcspStaplerOptions } from "./tls/ocsp/stapler.ts"
+import { checkServedCertificate, loopbackFor } from "./tls/self-check.ts"
 import { certificateSource } from "./tls/sources/index.ts"
 import { HealthRegistry } from "./upstreams/health/active.ts"
 import { Upstream } from "./upstreams/upstream.ts"
@@ -39,6 +42,22 @@ export interface RuntimeOptions {
   listen?: ListenSource | undefined
   /** false: active health follows the records set through healthRegistry() (a cluster worker). Default true. */
   probe?: boolean | undefined
+  /** the OCSP fetcher's timings (tests shorten the retry) */
+  ocsp?: Omit<OcspStaplerOptions, "log" | "count">
+  /**
+   * After every start, reload and in-place swap, handshake with the listener for each name of the certificates put
+   * in, within timeoutMs each, and warn when another leaf is served (main.ts turns it on; the handshakes count in
+   * the listener's metrics like any other).
+   */
+  selfCheck?: false | { timeoutMs: number }
+}
+
+/** GenerationServices: runtime-owned parts a generation uses but does not own. */
+export interface GenerationServices {
+  /** keeps OCSP staples for the certificates of listeners with tls.ocsp_stapling */
+  stapler?: OcspStapler | undefined
+  /** told when a listener's store swapped an entry's certificates in place (CertStore.replace) */
+  onReplaced?: (listener: string, entry: number) => void
 }
 
 /** Generation is everything built from one config: cert stores, routers, upstreams, engines. */
@@ -52,6 +71,9 @@ export class Generation {
   readonly createdAt = new Date()
   /** The name of the ring key this generation's SecureContexts were built with. */
   ticketKey = ""
+  /** Certificates this generation asked the stapler to keep staples for (released when it goes). */
+  readonly #stapled: LoadedCertificate[] = []
+  #stapler: OcspStapler | undefined
 
   private constructor(id: number, config: Config) {
     this.id = id
@@ -74,8 +96,11 @@ export class Generation {
     fleet?: FleetStore,
     acme?: AcmeManager,
     probe = true,
+    services: GenerationServices = {},
   ): Promise<Generation> {
     const gen = new Generation(id, config)
+    const stapler = services.stapler
+    gen.#stapler = stapler
     gen.ticketKey = state.ticketKeys.current().name
     const counters = state.instruments
     // Every part is built even after one failed, so one BuildError names every problem, each at its config path.
@@ -118,6 +143,7 @@ export class Generation {
         const firstAcme = listener.tls!.certificates.find((c) => "acme" in c)
         const onDemand = firstAcme && acme?.onDemand
         let certs: CertStore
+        const stapling = stapler !== undefined && listener.tls!.ocsp_stapling
         try {
           certs = await CertStore.load(listener.tls!, {
             sourceFor: (entry, dataDir) =>
@@ -137,6 +163,14 @@ export class Generation {
                 { listener: listener.name, entry, err: errorMessage(err) },
                 "pushed certificates refused; the old ones stay",
               ),
+            onReplaced: (entry, added, removed) => {
+              // A renewed certificate gets its own staple before its first handshake (this runs in replace()).
+              if (stapling) {
+                for (const cert of added) gen.#track(cert)
+                for (const cert of removed) gen.#untrack(cert)
+              }
+              services.onReplaced?.(listener.name, entry)
+            },
           })
         } catch (err) {
           problems.push(...problemsOf(err, ["listeners", index, "tls"]))
@@ -173,12 +207,14 @@ export class Generation {
           gen.gates.set(key, gate)
           engine = gate.wrap(engine)
         }
+        if (stapling) for (const cert of certs.certificates()) gen.#track(cert)
         gen.listeners.set(
           key,
           new TlsListener(listener, certs, engine, engineLog, counters.listener(listener.name), counters.failures, {
             metrics,
             census: censusWindow > 0 ? state.census(listener.name, censusWindow) : undefined,
             censusSample: config.metrics.census_sample,
+            staples: stapling ? (cert) => stapler.staple(cert) : undefined,
           }),
         )
       }
@@ -243,9 +279,21 @@ export class Generation {
     for (const u of this.upstreams.values()) void u.health?.close()
   }
 
-  /** A generation on its way out takes no more certificates its sources push. */
+  /** A generation on its way out takes no more certificates its sources push, and keeps no more staples. */
   #stopCertificateWatches(): void {
     for (const l of this.listeners.values()) if (l instanceof TlsListener) l.certs.close()
+    for (const cert of this.#stapled.splice(0)) this.#stapler?.release(cert)
+  }
+
+  #track(cert: LoadedCertificate): void {
+    if (this.#stapler?.track(cert, this.config.data_dir)) this.#stapled.push(cert)
+  }
+
+  #untrack(cert: LoadedCertificate): void {
+    const i = this.#stapled.indexOf(cert)
+    if (i < 0) return
+    this.#stapled.splice(i, 1)
+    this.#stapler?.release(cert)
   }
 
   destroy(): void {
@@ -325,6 +373,8 @@ export class Runtime {
   readonly #probe: boolean
   readonly #unwatchKeys: () => void
   #closing = false
+  readonly #stapler: OcspStapler
+  readonly #selfCheckMs: number | undefined
   /** The ACME manager of the running config's acme section (with the data_dir), kept while that stays the same. */
   #acme: { key: string; manager: AcmeManager } | undefined
 
@@ -339,6 +389,10 @@ export class Runtime {
     this.#fleet = options.fleet
     this.#listen = options.listen
     this.#probe = options.probe ?? true
+    const count = (name: string, event: CertificateEvent) => state.instruments.certificateEvent(name, event)
+    this.#stapler = new OcspStapler({ ...options.ocsp, log, count })
+    this.#selfCheckMs =
+      options.selfCheck === false || options.selfCheck === undefined ? undefined : options.selfCheck.timeoutMs
     // A SecureContext holds one ticket key (state/ticket-keys.ts): when the ring changes (a rotation here, or the
     // fleet's ring loaded or rotated elsewhere), the running config is rebuilt so new handshakes use the new key.
     this.#unwatchKeys = state.ticketKeys.onChange(() => this.#rekey())
@@ -431,6 +485,13 @@ export class Runtime {
         this.#fleet,
         acme?.manager,
         this.#probe,
+        {
+          stapler: this.#stapler,
+          onReplaced: (listener, entry) => {
+            // Only the serving generation's swaps are checked (a retiring one's store is closed, it takes none).
+            if (this.#current === gen) this.#selfCheck(gen, listener, entry)
+          },
+        },
       )
     } catch (err) {
       if (newAcme) acme.manager.close()
@@ -490,6 +551,7 @@ export class Runtime {
     if (old) this.#retire(old)
     // The old generation stopped watching its sources in #retire: certificates only it served stop renewing.
     if (old && acme === this.#acme) acme?.manager.prune()
+    this.#selfCheck(gen)
     // The ring changed while this generation was built (a fleet's key arriving at start, say): build again.
     if (gen.ticketKey !== this.#state.ticketKeys.current().name) this.#rekey()
   }
@@ -518,6 +580,54 @@ export class Runtime {
     const out = new Map<string, number>()
     for (const [key, s] of this.#sockets) if (s.fd >= 0) out.set(key, s.fd)
     return out
+  }
+
+  /** ocspStatus is a certificate's OCSP state as the runtime's stapler knows it ("none": no staple kept). */
+  ocspStatus(cert: LoadedCertificate) {
+    return this.#stapler.status(cert)
+  }
+
+  /**
+   * selfCheck handshakes with the generation's listeners (one listener's entry after an in-place swap; else every
+   * entry) for each certificate name, in the background and one handshake at a time, and reports what was served.
+   */
+  #selfCheck(gen: Generation, only?: string, entry?: number): void {
+    const timeoutMs = this.#selfCheckMs
+    if (timeoutMs === undefined) return
+    const run = async () => {
+      for (const [key, l] of gen.listeners) {
+        if (!(l instanceof TlsListener) || (only !== undefined && l.config.name !== only)) continue
+        const socket = this.#sockets.get(key)
+        // A listener that reads a PROXY header first would refuse (or misread) a bare handshake.
+        if (!socket || l.config.proxy_protocol === "accept") continue
+        const target = { host: loopbackFor(l.config.address.host), port: socket.port, timeoutMs }
+        const entries = l.certs.entries()
+        for (const [i, certs] of entries.entries()) {
+          if (entry !== undefined && i !== entry) continue
+          for (const cert of certs) {
+            if (this.#closing || this.#current !== gen) return
+            for (const r of await checkServedCertificate(cert, target)) {
+              const fields = { listener: l.config.name, entry: i, certificate: cert.names[0], sni: r.servername }
+              const name = cert.names[0] ?? ""
+              if (r.ok) {
+                this.#state.instruments.certificateEvent(name, "self_check_ok")
+                this.#log.debug(fields, "self-check: the intended certificate is served")
+              } else if (r.served) {
+                this.#state.instruments.certificateEvent(name, "self_check_mismatch")
+                this.#log.error(
+                  { ...fields, expected: r.expected, served: r.served, served_names: r.servedNames },
+                  "self-check: another certificate is served for this name (shadowed by another entry, or something else answers on the address)",
+                )
+              } else {
+                this.#state.instruments.certificateEvent(name, "self_check_failed")
+                this.#log.warn({ ...fields, err: r.error }, "self-check: no handshake with our own listener")
+              }
+            }
+          }
+        }
+      }
+    }
+    run().catch((err: unknown) => this.#log.warn({ err: errorMessage(err) }, "self-check"))
   }
 
   /** ports maps listener names to their bound ports (tests bind port 0). */
@@ -549,6 +659,7 @@ export class Runtime {
     this.#acme?.manager.close()
     this.#acme = undefined
     this.#state.close()
+    this.#stapler.close()
     // Every line of every request that finished is written before close resolves (and the process exits).
     await this.#accessLog?.close()
   }

@@ -6,6 +6,11 @@
 import { TlsListener } from "../listeners/tls-listener.ts"
 import type { Generation } from "../runtime.ts"
 import type { MetricSnapshot, SeriesSnapshot } from "../state/registry.ts"
+import type { LoadedCertificate } from "../tls/certificate.ts"
+import type { OcspStatus } from "../tls/ocsp/stapler.ts"
+
+/** OCSP_STATES: every value of the OCSP status gauge's `status` label (one series per state, 1 for the current). */
+const OCSP_STATES: readonly OcspStatus["status"][] = ["good", "revoked", "unknown", "failing", "pending", "none"]
 
 /** CONTENT_TYPE is what Prometheus expects for the text format (exposition formats, "Text format details"). */
 export const CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -71,7 +76,11 @@ export function certificateSourceKind(source: string): string {
  * liveMetrics reads what is a state, not a count, from the current generation at scrape time, so a backend or
  * certificate that a reload removed leaves no stale series behind.
  */
-export function liveMetrics(gen: Generation | undefined): MetricSnapshot[] {
+export function liveMetrics(
+  gen: Generation | undefined,
+  ocspStatus?: (cert: LoadedCertificate) => OcspStatus,
+): MetricSnapshot[] {
+  const ocsp: SeriesSnapshot[] = []
   const open: SeriesSnapshot[] = []
   const up: SeriesSnapshot[] = []
   const ejected: SeriesSnapshot[] = []
@@ -83,7 +92,13 @@ export function liveMetrics(gen: Generation | undefined): MetricSnapshot[] {
       if (!(l instanceof TlsListener)) continue
       const listener = l.config.name
       open.push({ labels: { listener }, value: l.engine.connections })
+      // Two certificates with one first name and key type (one shadows the other: see the self-check) would give
+      // one series twice, which the text format forbids: the first listed, the one served, speaks for both.
+      const seen = new Set<string>()
       for (const c of l.certs.certificates()) {
+        const series = `${c.names[0] ?? ""}\u0000${c.keyType}`
+        if (seen.has(series)) continue
+        seen.add(series)
         notAfter.push({
           labels: {
             listener,
@@ -93,6 +108,12 @@ export function liveMetrics(gen: Generation | undefined): MetricSnapshot[] {
           },
           value: Math.floor(c.notAfter.getTime() / 1000),
         })
+        if (ocspStatus) {
+          const current = ocspStatus(c).status
+          const labels = { listener, name: c.names[0] ?? "", key_type: c.keyType }
+          for (const status of OCSP_STATES)
+            ocsp.push({ labels: { ...labels, status }, value: status === current ? 1 : 0 })
+        }
       }
     }
     for (const u of gen.upstreams.values()) {
@@ -113,6 +134,11 @@ export function liveMetrics(gen: Generation | undefined): MetricSnapshot[] {
     gauge("portcullis_backend_in_flight_requests", "requests the backend holds now", inFlight),
     gauge("portcullis_upstream_queue_length", "requests waiting for a backend slot now", queue),
     gauge("portcullis_tls_certificate_not_after_seconds", "certificate expiry, Unix seconds", notAfter),
+    gauge(
+      "portcullis_tls_certificate_ocsp_status",
+      "1 for the certificate's OCSP state now (good, revoked, unknown, failing: no answer lately, pending, none: no responder or stapling off)",
+      ocsp,
+    ),
     gauge("portcullis_config_generation", "the running config generation (1 at start, +1 per reload)", [
       { labels: {}, value: gen?.id ?? 0 },
     ]),
@@ -123,9 +149,14 @@ export function liveMetrics(gen: Generation | undefined): MetricSnapshot[] {
 export interface ScrapeSource {
   readonly state: { readonly registry: { snapshot(): MetricSnapshot[] } }
   readonly generation: Generation | undefined
+  /** the OCSP state of a served certificate (the Runtime's stapler) */
+  ocspStatus?(cert: LoadedCertificate): OcspStatus
 }
 
 /** scrape is the whole GET /metrics body: the registry's counts and histograms, then the live gauges. */
 export function scrape(source: ScrapeSource): string {
-  return renderMetrics([...source.state.registry.snapshot(), ...liveMetrics(source.generation)])
+  return renderMetrics([
+    ...source.state.registry.snapshot(),
+    ...liveMetrics(source.generation, source.ocspStatus && ((c) => source.ocspStatus!(c))),
+  ])
 }

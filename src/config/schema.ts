@@ -211,6 +211,12 @@ const listenerTls = z
     handshake_timeout: duration().prefault("10s").describe("time allowed for the TLS handshake (default 10s)"),
     hsts: hsts.optional().describe("Strict-Transport-Security on responses (default off)"),
     session_tickets: z.boolean().default(true).describe("TLS 1.3/1.2 session resumption by tickets (default true)"),
+    ocsp_stapling: z
+      .boolean()
+      .default(true)
+      .describe(
+        "staple OCSP responses to clients that ask (status_request) for certificates whose issuer names a responder; fetched in the background, cached under data_dir, refreshed at half validity; false: off (default true)",
+      ),
   })
   .strict()
 

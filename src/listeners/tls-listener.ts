@@ -12,8 +12,9 @@ import {
   type HandshakeFailureReason,
   type ListenerCounters,
 } from "../state/instruments.ts"
-import type { CertStore, ClientAuthPolicy } from "../tls/cert-store.ts"
+import type { CertStore, ClientAuthPolicy, LoadedCertificate } from "../tls/cert-store.ts"
 import type { ClientCensus, ListenerCensus } from "../tls/client-census.ts"
+import type { Staple } from "../tls/ocsp/stapler.ts"
 import { censusPolicies } from "../tls/policy-offer.ts"
 import { readProxyHeader } from "./proxy-protocol/read-header.ts"
 import { compileCidrs } from "./proxy-protocol/trusted.ts"
@@ -49,6 +50,8 @@ const kError = Symbol("portcullis.failureError")
 interface Served {
   options: tls.TLSSocketOptions
   auth: ClientAuthPolicy
+  /** the OCSP staple of the context's one certificate (none for an ECDSA+RSA context: see #servedBy) */
+  staple: Staple | undefined
   /** a tls-alpn-01 validation handshake (RFC 8737): closed once done, never handed to the engine */
   challenge?: boolean
 }
@@ -67,7 +70,15 @@ export interface TlsListenerOptions {
   census?: ClientCensus | undefined
   /** on a single-context listener, peek 1 in this many ClientHellos for the census (default 1: each) */
   censusSample?: number
+  /** the OCSP staples of the listener's certificates (the runtime's stapler); absent: no stapling */
+  staples?: StapleLookup | undefined
 }
+
+/** The TLSWrap handle's staple setter (what tls.Server's 'OCSPRequest' callback calls, _tls_wrap.js requestOCSP). */
+type StaplingHandle = { setOCSPResponse(der: Buffer): void }
+
+/** StapleLookup gives the OCSP staple kept for a certificate, if any (the runtime's OcspStapler). */
+export type StapleLookup = (cert: LoadedCertificate) => Staple | undefined
 
 /** The native handle's verification result: what tls.Server itself reads after a server-side handshake. */
 type VerifyingHandle = { verifyError(): (Error & { code?: string }) | null }
@@ -96,6 +107,7 @@ export class TlsListener {
   readonly #onEarlyClose: (this: TLSSocket) => void
   readonly #onClosed: (this: TLSSocket) => void
   readonly #failures: FailureLog | undefined
+  readonly #staples: StapleLookup | undefined
   readonly #metrics: boolean
   readonly #census: ClientCensus | undefined
   readonly #censusSample: number
@@ -117,6 +129,7 @@ export class TlsListener {
     // The first connection is sampled, so a fresh listener's census is not empty for long.
     this.#unsampled = this.#censusSample - 1
     this.config = config
+    this.#staples = options.staples
     this.stats = stats ?? detachedInstruments().listener(config.name)
     this.certs = certs
     this.engine = engine
@@ -220,6 +233,11 @@ export class TlsListener {
     }
     const served = this.#servedBy(secureContext)
     const socket = new tls.TLSSocket(raw, served.options)
+    // OCSP stapling on a TLSSocket made without tls.Server: the TLSWrap keeps one response, and OpenSSL's status
+    // callback (set on every server context by Node's TLSWrap) sends it only to a client whose ClientHello asked
+    // (status_request, RFC 6066 §8). The socket reads on the next tick, so this precedes the ClientHello.
+    const der = served.staple?.der
+    if (der !== undefined) (socket as unknown as { ssl: StaplingHandle }).ssl.setOCSPResponse(der)
     ;(raw as WithSource)[kTls] = socket
     ;(raw as WithSource)[kServed] = served
     socket.once("secure", this.#onSecure)
@@ -235,14 +253,20 @@ export class TlsListener {
       served = {
         auth: { mode: "none", forwardCert: false, forwardFormat: "x-client" },
         options: { isServer: true, secureContext, ALPNProtocols: ["acme-tls/1"] },
+        staple: undefined,
         challenge: true,
       }
       this.#served.set(secureContext, served)
     }
     if (!served) {
       const auth = this.certs.clientAuthOf(secureContext)
+      // One response per handshake, set before OpenSSL picks between an ECDSA and an RSA certificate of the
+      // context: a response for the other one would be a staple for the wrong certificate, so such contexts get none.
+      const members = this.certs.certificatesOf(secureContext)
+      const staple = this.#staples && members.length === 1 ? this.#staples(members[0]!) : undefined
       served = {
         auth,
+        staple,
         options: {
           isServer: true,
           secureContext,

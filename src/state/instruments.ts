@@ -20,6 +20,18 @@ export type HandshakeFailureReason =
   | "reset"
   | "other"
 
+/**
+ * CertificateEvent: what happened to a certificate outside a handshake: an OCSP answer fetched, a fetch that failed,
+ * a `revoked` answer, a self-check after a swap that found the intended leaf served or another one.
+ */
+export type CertificateEvent =
+  | "ocsp_fetched"
+  | "ocsp_failed"
+  | "ocsp_revoked"
+  | "self_check_ok"
+  | "self_check_mismatch"
+  | "self_check_failed"
+
 /** ListenerCounters: one TLS listener's counts (by listener name), shown in its /status entry. */
 export interface ListenerCounters {
   accepted: Counter
@@ -197,6 +209,7 @@ export class Instruments {
   readonly #reloads
   readonly #backendRetries
   readonly #connectDuration
+  readonly #certificateEvents
   readonly #acmeEvents
   readonly #onDemand
   /** Per-listener totals for /status, by name (not exported: /metrics has the labelled families). */
@@ -262,6 +275,12 @@ export class Instruments {
       "portcullis_backend_retries_total",
       "tries that failed on this backend and were sent to another one",
       { labels: ["upstream", "backend"] },
+    )
+    this.#certificateEvents = r.counter(
+      "portcullis_tls_certificate_events_total",
+      "certificate events: OCSP answers fetched, fetches failed, revoked answers, self-checks after a swap",
+      // name: the certificate's first name, from the operator's files (never client input): bounded.
+      { labels: ["name", "event"], maxSeries: 600 },
     )
     this.#reloads = r.counter("portcullis_config_reloads_total", "config reloads, by result", { labels: ["result"] })
     this.#proxyHeaderErrors = r.counter(
@@ -363,6 +382,11 @@ export class Instruments {
       this.#duration.child(listener, route, upstream),
       this.#backendRetries,
     )
+  }
+
+  /** certificateEvent counts one event of the certificate named `name` (its first name). */
+  certificateEvent(name: string, event: CertificateEvent): void {
+    this.#certificateEvents.child(name, event).inc()
   }
 
   /** reload counts one reload by its result. */

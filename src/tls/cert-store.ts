@@ -11,6 +11,7 @@ import { type CertificateStatus, certificateStatus, type LoadedCertificate, norm
 import { type HelloSink, peekClientHello } from "./client-hello.ts"
 import { type ServerTlsOptions, serverTlsOptions } from "./policy.ts"
 import { type CertificateSource, loadEntries } from "./sources/index.ts"
+import type { CertificateSourceStatus } from "./sources/source.ts"
 
 export type { CertificateStatus, LoadedCertificate } from "./certificate.ts"
 
@@ -40,6 +41,11 @@ export interface CertStoreOptions {
   sourceFor?: (entry: CertificateConfig, dataDir: string) => CertificateSource
   /** called when certificates a source pushed (its watch) could not be swapped in; the old ones stay */
   onWatchError?: (err: unknown, entry: number) => void
+  /**
+   * called after replace() swapped an entry's certificates in (a source's watch, an ACME renewal), with the
+   * certificates it put in and the ones it took out: OCSP tracking and the self-check follow the swap from here.
+   */
+  onReplaced?: (entry: number, added: readonly LoadedCertificate[], removed: readonly LoadedCertificate[]) => void
   /** tls-alpn-01 (RFC 8737): the challenge context of a name, served to a ClientHello offering only acme-tls/1 */
   challenges?: { contextFor(name: string): tls.SecureContext | undefined } | undefined
   /**
@@ -69,6 +75,8 @@ interface Index {
   wildcard: Map<string, tls.SecureContext>
   fallback: tls.SecureContext
   auths: Map<tls.SecureContext, ClientAuthPolicy>
+  /** the certificates each context holds */
+  members: Map<tls.SecureContext, readonly LoadedCertificate[]>
   /** contexts of names waiting for their first ACME certificate with while_pending: refuse */
   refused: Set<tls.SecureContext>
   /** contexts by the certificates in them (ids joined), reused by the next index when those certificates stay */
@@ -91,6 +99,8 @@ export class CertStore {
   readonly #ids = new WeakMap<LoadedCertificate, number>()
   #nextId = 0
   readonly #unwatch: (() => void)[] = []
+  #onReplaced: CertStoreOptions["onReplaced"]
+  #sources: readonly CertificateSource[] = []
   readonly #challenges: CertStoreOptions["challenges"]
   readonly #onDemand: CertStoreOptions["onDemand"]
   /** Challenge contexts handed out by contextForSocket (the listener serves them with ALPN acme-tls/1 only). */
@@ -172,6 +182,8 @@ export class CertStore {
       loaded.certificates.map((list) => list!),
       { challenges: options.challenges, onDemand: options.onDemand },
     )
+    store.#onReplaced = options.onReplaced
+    store.#sources = loaded.sources
     // A source that pushes renewed certificates has them swapped in for its entry until the store is closed.
     for (const [i, source] of loaded.sources.entries()) {
       const unwatch = source.watch?.((certificates) => {
@@ -208,8 +220,25 @@ export class CertStore {
     }
     const entries = this.#entries.map((list, i) => (i === entry ? [...certificates] : list))
     const index = this.#build(entries, this.#index.built)
+    const removed = this.#entries[entry]!.filter((c) => !certificates.includes(c))
     this.#entries = entries
     this.#index = index
+    this.#onReplaced?.(entry, certificates, removed)
+  }
+
+  /** entries lists each config entry's certificates, in config order (the self-check tests one entry at a time). */
+  entries(): readonly (readonly LoadedCertificate[])[] {
+    return this.#entries
+  }
+
+  /** sourceStatus is what entry `entry`'s source says of itself (kind, next renewal, last error), if it says. */
+  sourceStatus(entry: number): CertificateSourceStatus | undefined {
+    return this.#sources[entry]?.status?.()
+  }
+
+  /** certificatesOf lists the certificates a context of this store holds (one, or ECDSA and RSA for a name). */
+  certificatesOf(context: tls.SecureContext): readonly LoadedCertificate[] {
+    return this.#index.members.get(context) ?? []
   }
 
   /** build makes the lookup maps for these entries, reusing the contexts of `previous` whose certificates stay. */
@@ -255,6 +284,7 @@ export class CertStore {
       list.sort((a, b) => Number(a.keyType === "ecdsa") - Number(b.keyType === "ecdsa"))
     const built = new Map<string, tls.SecureContext>()
     const auths = new Map<tls.SecureContext, ClientAuthPolicy>()
+    const members = new Map<tls.SecureContext, readonly LoadedCertificate[]>()
     const refused = new Set<tls.SecureContext>()
     const contextOf = (list: LoadedCertificate[]): tls.SecureContext | undefined => {
       const id = list.map(idOf).join(",")
@@ -269,6 +299,7 @@ export class CertStore {
         }
         built.set(id, context)
         auths.set(context, policy.auth)
+        members.set(context, [...list])
         if (list.every((c) => c.pending === "refuse")) refused.add(context)
       }
       return context
@@ -293,7 +324,7 @@ export class CertStore {
       key: defaultList.map((c) => c.key.reveal()),
     }
     const single = new Set([...exact.values(), ...wildcard.values(), fallback]).size === 1
-    return { certs, exact, wildcard, fallback, auths, refused, built, secureOptions, single }
+    return { certs, exact, wildcard, fallback, auths, members, refused, built, secureOptions, single }
   }
 
   /** sniCallback is tls.Server's SNICallback: answers synchronously from the maps built in load(). */

@@ -141,6 +141,8 @@ describe("admin.token_file", () => {
     assert.match(String(c["issuer"]), /CN=/)
     assert.equal(c["source"], site.certPath)
     assert.equal(c["source_kind"], "file")
+    // No OCSP responder in the certificate: nothing to staple (issue 11 item 5's OCSP column).
+    assert.deepEqual(c["ocsp"], { status: "none", stapled: false })
     const notAfter = new Date(String(c["not_after"])).getTime()
     assert.equal(c["days_left"], Math.floor((notAfter - Date.now()) / 86_400_000))
     assert.ok(Number(c["days_left"]) > 0)

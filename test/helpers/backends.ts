@@ -49,7 +49,8 @@ export async function startEchoBackend(name = "backend"): Promise<TestBackend> {
   const backend = { onUploadStop: undefined } as Pick<TestBackend, "onUploadStop">
   const server = http.createServer((req, res) => {
     seen.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers, rawHeaders: req.rawHeaders })
-    const url = new URL(req.url ?? "/", "http://x")
+    // A request target like "//" is no relative URL (it reads as a host-less authority): read it as a path then.
+    const url = URL.parse(req.url ?? "/", "http://x") ?? URL.parse(`http://x${req.url ?? "/"}`) ?? new URL("http://x/")
     const n = Number(url.searchParams.get("n") ?? url.searchParams.get("ms") ?? 0)
     if (url.pathname === "/upload") {
       let received = 0

@@ -34,6 +34,10 @@ export interface IssueOptions {
   /** who signs: the root CA (default), the intermediate, or any certificate with its key */
   issuer?: "ca" | "intermediate" | CertFiles
   commonName?: string
+  /** an OCSP responder URL for the Authority Information Access extension (RFC 5280 §4.2.2.1) */
+  ocspUrl?: string
+  /** a delegated OCSP responder's certificate (extKeyUsage id-kp-OCSPSigning, RFC 6960 §4.2.2.2) */
+  ocspSigning?: boolean
 }
 
 /** Pki is a CA in a fresh temp dir; close() removes the dir. */
@@ -197,11 +201,16 @@ export async function createPki(): Promise<Pki> {
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(usages, true),
       new x509.ExtendedKeyUsageExtension([
-        opts.client ? x509.ExtendedKeyUsage.clientAuth : x509.ExtendedKeyUsage.serverAuth,
+        opts.ocspSigning
+          ? x509.ExtendedKeyUsage.ocspSigning
+          : opts.client
+            ? x509.ExtendedKeyUsage.clientAuth
+            : x509.ExtendedKeyUsage.serverAuth,
       ]),
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
       await x509.AuthorityKeyIdentifierExtension.create(authority.cert),
     ]
+    if (opts.ocspUrl) extensions.push(new x509.AuthorityInfoAccessExtension({ ocsp: [opts.ocspUrl] }))
     if (opts.names.length > 0) {
       extensions.push(
         new x509.SubjectAlternativeNameExtension(

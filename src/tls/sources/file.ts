@@ -2,7 +2,7 @@
 import { readFileSync } from "node:fs"
 import { errorCode, errorMessage } from "../../core/errors.ts"
 import { type LoadedCertificate, loadError, parseCertificate } from "../certificate.ts"
-import type { CertificateSource } from "./source.ts"
+import type { CertificateSource, CertificateSourceStatus } from "./source.ts"
 
 export type { LoadedCertificate } from "../certificate.ts"
 
@@ -18,6 +18,11 @@ export class FileSource implements CertificateSource {
 
   async load(): Promise<LoadedCertificate[]> {
     return [loadFileCertificate(this.certPath, this.keyPath)]
+  }
+
+  /** status: files are renewed by whoever writes them, so there is no next renewal to show. */
+  status(): CertificateSourceStatus {
+    return { kind: "file" }
   }
 }
 

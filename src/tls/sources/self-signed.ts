@@ -8,7 +8,7 @@ import * as x509 from "@peculiar/x509"
 import { errorMessage } from "../../core/errors.ts"
 import { type LoadedCertificate, loadError, normalizeName, parseCertificate } from "../certificate.ts"
 import { loadFileCertificate } from "./file.ts"
-import type { CertificateSource } from "./source.ts"
+import type { CertificateSource, CertificateSourceStatus } from "./source.ts"
 
 const DAY = 86_400_000
 /** A kept certificate is replaced when fewer than this many days are left. */
@@ -40,6 +40,11 @@ export class SelfSignedSource implements CertificateSource {
 
   async load(): Promise<LoadedCertificate[]> {
     return [await loadSelfSigned(this.names, this.keyType, this.dataDir)]
+  }
+
+  /** status: a kept certificate is made anew by the first load with fewer than 7 days left (no timer of its own). */
+  status(): CertificateSourceStatus {
+    return { kind: "self-signed" }
   }
 }
 
