@@ -15,6 +15,7 @@ import { HttpEngine } from "./proxy/http/engine.ts"
 import { TcpEngine } from "./proxy/tcp/engine.ts"
 import { Router } from "./routing/router.ts"
 import { RuntimeState } from "./state/runtime-state.ts"
+import { ringSchedule, TicketRotation } from "./state/ticket-rotation.ts"
 import { AcmeManager } from "./tls/acme/manager.ts"
 import { selectCertificateStorage } from "./tls/acme/select-storage.ts"
 import { CertStore } from "./tls/cert-store.ts"
@@ -34,8 +35,6 @@ export class Generation {
   /** Per-client limits by listener address, for listeners that set them. */
   readonly gates = new Map<string, ClientGate>()
   readonly createdAt = new Date()
-  /** The name of the ring key this generation's SecureContexts were built with. */
-  ticketKey = ""
 
   private constructor(id: number, config: Config) {
     this.id = id
@@ -45,7 +44,7 @@ export class Generation {
   /**
    * build makes a generation without binding anything; a failure leaves nothing running. Health records come from
    * `registries` (by upstream name, kept across reloads); drain and ejection state from the `previous` generation;
-   * counters, client gate tables and the ticket key from `state` (the runtime's; a fresh one when built alone).
+   * counters, client gate tables and the ticket key ring from `state` (the runtime's; a fresh one when built alone).
    */
   static async build(
     id: number,
@@ -59,7 +58,6 @@ export class Generation {
     acme?: AcmeManager,
   ): Promise<Generation> {
     const gen = new Generation(id, config)
-    gen.ticketKey = state.ticketKeys.current().name
     const counters = state.instruments
     // Every part is built even after one failed, so one BuildError names every problem, each at its config path.
     const problems: BuildProblem[] = []
@@ -114,6 +112,8 @@ export class Generation {
             engine: listener.engine,
             ticketKeys: state.ticketKeys,
             ticketScope: listener.name,
+            onTicketError: (err) =>
+              log.warn({ listener: listener.name, err: errorMessage(err) }, "session ticket failed; full handshake"),
             onWatchError: (err, entry) =>
               log.warn(
                 { listener: listener.name, entry, err: errorMessage(err) },
@@ -303,7 +303,7 @@ export class Runtime {
   /** Where access lines go (one writer for every generation; each config says its path); none: not written. */
   readonly #accessLog: AccessLog | undefined
   readonly #fleet: FleetStore | undefined
-  readonly #unwatchKeys: () => void
+  readonly #rotation: TicketRotation
   #closing = false
   /** The ACME manager of the running config's acme section (with the data_dir), kept while that stays the same. */
   #acme: { key: string; manager: AcmeManager } | undefined
@@ -321,20 +321,9 @@ export class Runtime {
     this.#state = state
     this.#accessLog = options.accessLog
     this.#fleet = options.fleet
-    // A SecureContext holds one ticket key (state/ticket-keys.ts): when the ring changes (a rotation here, or the
-    // fleet's ring loaded or rotated elsewhere), the running config is rebuilt so new handshakes use the new key.
-    this.#unwatchKeys = state.ticketKeys.onChange(() => this.#rekey())
-  }
-
-  /** #rekey rebuilds the running config once the ring's current key is not the one its contexts hold. */
-  #rekey(): void {
-    const run = async () => {
-      while (this.#reloading) await this.#reloading.catch(() => {})
-      const gen = this.#current
-      if (!gen || this.#closing || gen.ticketKey === this.#state.ticketKeys.current().name) return
-      await this.reload(gen.config)
-    }
-    run().catch((err: unknown) => this.#log.error({ err }, "applying new session ticket keys"))
+    // Contexts read the ring in the handshake (tls/ticket-callback.ts): a rotation, here or by the fleet, needs no
+    // rebuild. The serving config's `session_tickets` schedules the ring's rotation.
+    this.#rotation = new TicketRotation(state.ticketKeys, log)
   }
 
   /** ready is true while a generation serves and the runtime is not shutting down (GET /readyz). */
@@ -471,8 +460,7 @@ export class Runtime {
     if (old) this.#retire(old)
     // The old generation stopped watching its sources in #retire: certificates only it served stop renewing.
     if (old && acme === this.#acme) acme?.manager.prune()
-    // The ring changed while this generation was built (a fleet's key arriving at start, say): build again.
-    if (gen.ticketKey !== this.#state.ticketKeys.current().name) this.#rekey()
+    this.#rotation.apply(ringSchedule(config.listeners.flatMap((l) => (l.tls ? [l.tls] : []))))
   }
 
   #retire(old: Generation): void {
@@ -499,7 +487,7 @@ export class Runtime {
   /** close stops accepting, lets in-flight requests finish within graceMs, then closes everything. */
   async close(graceMs?: number): Promise<void> {
     this.#closing = true
-    this.#unwatchKeys()
+    this.#rotation.close()
     const grace = graceMs ?? this.#current?.config.shutdown_grace ?? 30_000
     await Promise.allSettled([...this.#sockets.values()].map((s) => s.close()))
     this.#sockets.clear()

@@ -6,12 +6,19 @@ import { randomBytes } from "node:crypto"
 import { errorMessage } from "../../core/errors.ts"
 import type { Logger } from "../../core/log.ts"
 import { Secret } from "../../core/secret.ts"
-import { TICKET_KEY_BYTES, type TicketKey, type TicketKeyRing } from "../../state/ticket-keys.ts"
+import {
+  type ScheduledTicketKeyRing,
+  TICKET_KEY_BYTES,
+  type TicketKey,
+  type TicketKeyRing,
+} from "../../state/ticket-keys.ts"
 import type { RedisClient } from "./redis-client.ts"
 
 /** The Redis key holding the ring, and the channel a rotation is announced on (with the writer's instance id). */
 export const RING_KEY = "portcullis:ticket_keys"
 export const RING_CHANNEL = "portcullis:ticket_keys:changed"
+/** Held (SET NX PX) by the instance making a scheduled rotation, so one instance rotates for the fleet. */
+export const ROTATION_LOCK = "portcullis:ticket_keys:rotating"
 
 interface StoredKey {
   /** base64 of the 48 bytes */
@@ -38,12 +45,15 @@ export interface RedisTicketKeyRingOptions {
  * included, converges on it at the next read. While Redis is down the instance keeps its keys; a rotation made
  * then is written when Redis returns (it wins over what Redis holds), otherwise Redis's ring is adopted.
  * Key material is never logged; only key names (the first 16 bytes, which every ticket carries in clear) are.
+ * Scheduled rotation (rotateIfDue) is coordinated here: an instance reads the ring first, and rotates only if the
+ * fleet's current key is still due and it wins ROTATION_LOCK; the others adopt the new key from the announcement.
+ * While Redis is down no scheduled rotation is made (the fleet keeps one key rather than each instance its own).
  */
-export class RedisTicketKeyRing implements TicketKeyRing {
+export class RedisTicketKeyRing implements ScheduledTicketKeyRing {
   readonly #client: RedisClient
   readonly #subscriber: RedisClient
   readonly #log: Logger
-  readonly #keep: number
+  #keep: number
   readonly #listeners = new Set<(ring: TicketKeyRing) => void>()
   #keys: TicketKey[]
   /** A rotation made while Redis could not take it: written on the next sync. */
@@ -80,6 +90,27 @@ export class RedisTicketKeyRing implements TicketKeyRing {
     this.#notify()
     void this.#write()
     return this.current()
+  }
+
+  retain(keep: number): void {
+    // Only the count: the fleet's keys age out by rotation (every instance reads the same list).
+    this.#keep = keep
+  }
+
+  async rotateIfDue(maxAgeMs: number): Promise<boolean> {
+    if (!this.#client.ready) return false
+    await this.sync()
+    if (Date.now() - this.current().createdAt < maxAgeMs) return false
+    try {
+      const lockMs = Math.max(1000, Math.floor(maxAgeMs / 2))
+      const won = await this.#client.command("SET", ROTATION_LOCK, this.current().name, "NX", "PX", lockMs)
+      if (won === null) return false
+    } catch (err) {
+      this.#log.debug({ err: errorMessage(err) }, "ticket key rotation lock failed; not rotating now")
+      return false
+    }
+    this.rotate()
+    return true
   }
 
   onChange(listener: (ring: TicketKeyRing) => void): () => void {
