@@ -115,3 +115,44 @@ describe("control: two instances without a store", () => {
     })
   }
 })
+
+describe("session_tickets: { rotate, keep } with a fleet store: one instance rotates for the fleet", () => {
+  let store: ExternalServer
+  let a: Instance
+  let b: Instance
+  before(async () => {
+    store = await startRedis()
+    const scheduled = yaml.replace(
+      "tls: { certificates: [",
+      "tls: { session_tickets: { rotate: 2s, keep: 4 }, certificates: [",
+    )
+    assert.notEqual(scheduled, yaml)
+    a = await startInstance(scheduled, `redis://127.0.0.1:${store.port}`)
+    b = await startInstance(scheduled, `redis://127.0.0.1:${store.port}`)
+  })
+  after(async () => {
+    await Promise.allSettled([a?.close(), b?.close()])
+    await store?.close()
+  })
+
+  test("every key either instance made current is the fleet's (no instance rotates on its own), and tickets resume across", async () => {
+    await waitSameKey([a, b])
+    const seen = { a: new Set([currentKey(a)]), b: new Set([currentKey(b)]) }
+    const offA = a.runtime.state.ticketKeys.onChange((ring) => seen.a.add(ring.current().name))
+    const offB = b.runtime.state.ticketKeys.onChange((ring) => seen.b.add(ring.current().name))
+    try {
+      const old = await connect(a.port(), ca, "TLSv1.3")
+      const start = currentKey(a)
+      await waitUntil(() => seen.a.size >= 3 && seen.b.size >= 3, "two scheduled rotations seen by both", 12_000)
+      await waitSameKey([a, b])
+      // An uncoordinated rotation shows up as a key one instance made current that the other never had.
+      assert.deepEqual([...seen.a].sort(), [...seen.b].sort())
+      assert.notEqual(currentKey(a), start)
+      // The ticket of two rotations ago is in the fleet's ring (keep 4) and its lifetime (8 s): it resumes on B.
+      assert.equal((await connect(b.port(), ca, "TLSv1.3", old.session)).reused, true)
+    } finally {
+      offA()
+      offB()
+    }
+  })
+})
