@@ -17,7 +17,7 @@ import type { RedisClient } from "./redis-client.ts"
 /** The Redis key holding the ring, and the channel a rotation is announced on (with the writer's instance id). */
 export const RING_KEY = "portcullis:ticket_keys"
 export const RING_CHANNEL = "portcullis:ticket_keys:changed"
-/** Held (SET NX PX) by the instance making a scheduled rotation, so one instance rotates for the fleet. */
+/** Prefix of the lock (SET NX PX, suffixed with the current key's name) taken to make a scheduled rotation. */
 export const ROTATION_LOCK = "portcullis:ticket_keys:rotating"
 
 interface StoredKey {
@@ -99,12 +99,16 @@ export class RedisTicketKeyRing implements ScheduledTicketKeyRing {
 
   async rotateIfDue(maxAgeMs: number): Promise<boolean> {
     if (!this.#client.ready) return false
-    await this.sync()
-    if (Date.now() - this.current().createdAt < maxAgeMs) return false
+    // A read of our own (not a sync already in flight, which may predate another instance's rotation).
+    await this.#sync()
+    const current = this.current()
+    if (Date.now() - current.createdAt < maxAgeMs) return false
     try {
-      const lockMs = Math.max(1000, Math.floor(maxAgeMs / 2))
-      const won = await this.#client.command("SET", ROTATION_LOCK, this.current().name, "NX", "PX", lockMs)
-      if (won === null) return false
+      // One lock per key being replaced: of the instances that saw this key due, one rotates it away, however late
+      // the others read. It expires (one period, at most 10 min) in case its holder died before writing.
+      const lockMs = Math.min(Math.max(maxAgeMs, 1000), 600_000)
+      const won = await this.#client.command("SET", `${ROTATION_LOCK}:${current.name}`, "1", "NX", "PX", lockMs)
+      if (won === null || this.current() !== current) return false
     } catch (err) {
       this.#log.debug({ err: errorMessage(err) }, "ticket key rotation lock failed; not rotating now")
       return false
