@@ -9,6 +9,7 @@ import { after, before, describe, test } from "node:test"
 import tls from "node:tls"
 import { MemoryTicketKeyRing, type TicketKey, type TicketKeyRing } from "../../src/state/ticket-keys.ts"
 import { CertStore } from "../../src/tls/cert-store.ts"
+import { FileSource } from "../../src/tls/sources/file.ts"
 import { type CertFiles, createPki, type Pki } from "../helpers/pki.ts"
 import { startStoreServer, tlsConfig } from "./harness.ts"
 
@@ -224,3 +225,19 @@ test("TLSv1.2: a resumption with a previous key's ticket renews it under the cur
   assert.equal((await visit(port, "TLSv1.2", newest(first))).reused, false, "the first key is gone")
   assert.equal((await visit(port, "TLSv1.2", resumed.last)).reused, true, "the renewed ticket resumes")
 })
+
+for (const version of ["TLSv1.2", "TLSv1.3"] as const) {
+  test(`${version}: a ticket resumes on the contexts a renewal swapped in (replace), and after a rotation on top`, async (t) => {
+    const ring = new MemoryTicketKeyRing()
+    const store = await load(ring)
+    const port = await startStoreServer(t, store)
+    const first = await visit(port, version)
+    const renewed = await pki.issue({ names: ["localhost"] })
+    store.replace(0, await new FileSource(renewed.certPath, renewed.keyPath).load())
+    assert.equal(store.certificates()[0]!.chainPem, renewed.cert, "the renewed certificate serves")
+    const resumed = await visit(port, version, newest(first))
+    assert.equal(resumed.reused, true, "resumed on the new context")
+    ring.rotate()
+    assert.equal((await visit(port, version, newest(first))).reused, true, "and after a rotation")
+  })
+}
