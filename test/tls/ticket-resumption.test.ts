@@ -273,6 +273,15 @@ describe("a ticket issued before the ring rotates resumes after it, with no relo
   }
 })
 
+test("TLSv1.3: s_client -sess_in -msg: a resumed handshake gets a NewSessionTicket, which resumes in turn", async () => {
+  const [one, two] = [join(dir, "chain-1.sess"), join(dir, "chain-2.sess")]
+  assert.match(await sClient("TLSv1.3", one, "save"), /^New, /m)
+  const resumed = await sClient("TLSv1.3", one, "offer", pc.port("web"), ["-msg", "-sess_out", two])
+  assert.match(resumed, /^Reused, TLSv1\.3/m)
+  assert.match(resumed, /<<< TLS 1\.3, Handshake \[length [0-9a-f]+\], NewSessionTicket/, "a ticket after resumption")
+  assert.match(await sClient("TLSv1.3", two, "offer"), /^Reused, TLSv1\.3/m, "the new ticket resumes")
+})
+
 // SSL_OP_NO_TICKET: no stateless ticket. In TLS 1.3 OpenSSL still sends a NewSessionTicket carrying a session id
 // for its stateful cache, which Node leaves unused without tls.Server's session events: it never resumes.
 describe("session_tickets: false", () => {
