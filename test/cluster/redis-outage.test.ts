@@ -137,6 +137,24 @@ test("SIGKILL redis-server mid-run: 0 failed requests through both instances; a 
   assert.equal((await connect(b.port(), ca, "TLSv1.3", fresh.session)).reused, true)
 })
 
+test("a rotation made while a read of the ring is on its way stays (the older read does not undo it)", async () => {
+  await waitSameKey([a, b])
+  // Hung: the read and then the rotation's write queue up in order, and the read answers with the ring before it.
+  redis.signal("SIGSTOP")
+  let made: string
+  try {
+    const reading = a.fleet!.ring.sync()
+    made = a.runtime.state.ticketKeys.rotate().name
+    redis.signal("SIGCONT")
+    await reading
+  } finally {
+    redis.signal("SIGCONT")
+  }
+  await waitSameKey([a, b])
+  assert.equal(currentKey(a), made, "A kept its rotation")
+  assert.equal(currentKey(b), made, "and the fleet took it")
+})
+
 test("an instance started while Redis is down serves on its own keys, then adopts the fleet's", async () => {
   await redis.kill()
   const lonely = await startInstance(yaml, `redis://127.0.0.1:${port}`)

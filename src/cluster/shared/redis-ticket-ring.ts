@@ -137,6 +137,7 @@ export class RedisTicketKeyRing implements ScheduledTicketKeyRing {
     if (!this.#client.ready) return
     try {
       if (this.#unwritten) return await this.#write()
+      const held = this.#keys
       let stored = await this.#client.command("GET", RING_KEY)
       if (stored === null) {
         await this.#client.command("SET", RING_KEY, serialise(this.#keys), "NX")
@@ -145,6 +146,8 @@ export class RedisTicketKeyRing implements ScheduledTicketKeyRing {
       if (!Buffer.isBuffer(stored)) return
       const keys = deserialise(stored)
       if (keys.length === 0 || sameKeys(keys, this.#keys)) return
+      // Rotated here while the read was on its way: what Redis held then is older than our keys (the write wins).
+      if (this.#keys !== held || this.#unwritten) return
       this.#keys = keys
       this.#log.info({ ticket_key: keys[0]!.name }, "session ticket keys loaded from the fleet store")
       this.#notify()
