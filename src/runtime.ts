@@ -16,6 +16,7 @@ import { TcpEngine } from "./proxy/tcp/engine.ts"
 import { Router } from "./routing/router.ts"
 import type { CertificateEvent } from "./state/instruments.ts"
 import { RuntimeState } from "./state/runtime-state.ts"
+import { ringSchedule, TicketRotation } from "./state/ticket-rotation.ts"
 import { AcmeManager } from "./tls/acme/manager.ts"
 import { selectCertificateStorage } from "./tls/acme/select-storage.ts"
 import { CertStore, type LoadedCertificate } from "./tls/cert-store.ts"
@@ -69,8 +70,6 @@ export class Generation {
   /** Per-client limits by listener address, for listeners that set them. */
   readonly gates = new Map<string, ClientGate>()
   readonly createdAt = new Date()
-  /** The name of the ring key this generation's SecureContexts were built with. */
-  ticketKey = ""
   /** Certificates this generation asked the stapler to keep staples for (released when it goes). */
   readonly #stapled: LoadedCertificate[] = []
   #stapler: OcspStapler | undefined
@@ -83,7 +82,7 @@ export class Generation {
   /**
    * build makes a generation without binding anything; a failure leaves nothing running. Health records come from
    * `registries` (by upstream name, kept across reloads); drain and ejection state from the `previous` generation;
-   * counters, client gate tables and the ticket key from `state` (the runtime's; a fresh one when built alone).
+   * counters, client gate tables and the ticket key ring from `state` (the runtime's; a fresh one when built alone).
    */
   static async build(
     id: number,
@@ -101,7 +100,6 @@ export class Generation {
     const gen = new Generation(id, config)
     const stapler = services.stapler
     gen.#stapler = stapler
-    gen.ticketKey = state.ticketKeys.current().name
     const counters = state.instruments
     // Every part is built even after one failed, so one BuildError names every problem, each at its config path.
     const problems: BuildProblem[] = []
@@ -158,6 +156,8 @@ export class Generation {
             engine: listener.engine,
             ticketKeys: state.ticketKeys,
             ticketScope: listener.name,
+            onTicketError: (err) =>
+              log.warn({ listener: listener.name, err: errorMessage(err) }, "session ticket failed; full handshake"),
             onWatchError: (err, entry) =>
               log.warn(
                 { listener: listener.name, entry, err: errorMessage(err) },
@@ -371,7 +371,7 @@ export class Runtime {
   readonly #fleet: FleetStore | undefined
   readonly #listen: ListenSource | undefined
   readonly #probe: boolean
-  readonly #unwatchKeys: () => void
+  readonly #rotation: TicketRotation
   #closing = false
   readonly #stapler: OcspStapler
   readonly #selfCheckMs: number | undefined
@@ -393,20 +393,9 @@ export class Runtime {
     this.#stapler = new OcspStapler({ ...options.ocsp, log, count })
     this.#selfCheckMs =
       options.selfCheck === false || options.selfCheck === undefined ? undefined : options.selfCheck.timeoutMs
-    // A SecureContext holds one ticket key (state/ticket-keys.ts): when the ring changes (a rotation here, or the
-    // fleet's ring loaded or rotated elsewhere), the running config is rebuilt so new handshakes use the new key.
-    this.#unwatchKeys = state.ticketKeys.onChange(() => this.#rekey())
-  }
-
-  /** #rekey rebuilds the running config once the ring's current key is not the one its contexts hold. */
-  #rekey(): void {
-    const run = async () => {
-      while (this.#reloading) await this.#reloading.catch(() => {})
-      const gen = this.#current
-      if (!gen || this.#closing || gen.ticketKey === this.#state.ticketKeys.current().name) return
-      await this.reload(gen.config)
-    }
-    run().catch((err: unknown) => this.#log.error({ err }, "applying new session ticket keys"))
+    // Contexts read the ring in the handshake (tls/ticket-callback.ts): a rotation, here or by the fleet, needs no
+    // rebuild. The serving config's `session_tickets` schedules the ring's rotation.
+    this.#rotation = new TicketRotation(state.ticketKeys, log)
   }
 
   /** ready is true while a generation serves and the runtime is not shutting down (GET /readyz). */
@@ -552,8 +541,7 @@ export class Runtime {
     // The old generation stopped watching its sources in #retire: certificates only it served stop renewing.
     if (old && acme === this.#acme) acme?.manager.prune()
     this.#selfCheck(gen)
-    // The ring changed while this generation was built (a fleet's key arriving at start, say): build again.
-    if (gen.ticketKey !== this.#state.ticketKeys.current().name) this.#rekey()
+    this.#rotation.apply(ringSchedule(config.listeners.flatMap((l) => (l.tls ? [l.tls] : []))))
   }
 
   #retire(old: Generation): void {
@@ -649,7 +637,7 @@ export class Runtime {
    */
   async close(graceMs?: number, options: { handover?: boolean } = {}): Promise<void> {
     this.#closing = true
-    this.#unwatchKeys()
+    this.#rotation.close()
     const grace = graceMs ?? this.#current?.config.shutdown_grace ?? 30_000
     await Promise.allSettled([...this.#sockets.values()].map((s) => s.close()))
     this.#sockets.clear()

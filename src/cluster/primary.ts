@@ -13,6 +13,7 @@ import { addressKey } from "../listeners/listener-socket.ts"
 import { Generation, type ReloadStep } from "../runtime.ts"
 import type { MetricSnapshot } from "../state/registry.ts"
 import type { RuntimeState } from "../state/runtime-state.ts"
+import { ringSchedule, TicketRotation } from "../state/ticket-rotation.ts"
 import type { HealthRegistry } from "../upstreams/health/active.ts"
 import { mergeMetrics, mergeStatus } from "./aggregate.ts"
 import type { InheritedFds } from "./inherited-fds.ts"
@@ -61,6 +62,8 @@ export class Primary {
   #reloading: Promise<void> | undefined
   #closing = false
   readonly #unwatchKeys: () => void
+  /** The ring is the primary's: its `session_tickets` schedule rotates it here, and workers get the keys. */
+  readonly #rotation: TicketRotation
 
   constructor(options: PrimaryOptions) {
     this.#options = options
@@ -72,6 +75,7 @@ export class Primary {
     this.#unwatchKeys = options.state.ticketKeys.onChange((ring) =>
       this.#broadcast({ type: "keys", keys: wireKeys(ring) }),
     )
+    this.#rotation = new TicketRotation(options.state.ticketKeys, this.#log)
   }
 
   get state(): RuntimeState {
@@ -92,6 +96,7 @@ export class Primary {
   async start(config: Config): Promise<void> {
     const gen = await this.#build(config)
     this.#current = gen
+    this.#rotation.apply(ringSchedule(gen.config.listeners.flatMap((l) => (l.tls ? [l.tls] : []))))
     this.#nextId++
     try {
       await Promise.all(this.#slots.map((_, i) => this.#spawn(i, true)))
@@ -289,6 +294,7 @@ export class Primary {
     this.#nextId++
     const old = this.#current
     this.#current = gen
+    this.#rotation.apply(ringSchedule(gen.config.listeners.flatMap((l) => (l.tls ? [l.tls] : []))))
     step?.commit()
     this.#handles.retain(this.#keys(config))
     if (old) {
@@ -422,6 +428,7 @@ export class Primary {
   async close(graceMs?: number, options: { handover?: boolean } = {}): Promise<void> {
     this.#closing = true
     this.#unwatchKeys()
+    this.#rotation.close()
     const grace = graceMs ?? this.#current?.config.shutdown_grace ?? 30_000
     const workers = this.#slots.map((s) => s.worker).filter((w): w is WorkerProcess => w !== undefined)
     for (const s of this.#slots) if (s.timer) clearTimeout(s.timer)

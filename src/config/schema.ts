@@ -191,6 +191,23 @@ const hsts = z
   })
   .strict()
 
+/** The session-ticket key schedule: the runtime's ring rotates every `rotate`; `keep` previous keys still open. */
+const sessionTickets = z
+  .object({
+    rotate: duration()
+      .prefault("12h")
+      .refine((ms) => ms >= 1000, "rotate must be at least 1s")
+      .describe("how often a new ticket key is made (default 12h)"),
+    keep: z
+      .number()
+      .int()
+      .min(0)
+      .max(16)
+      .default(2)
+      .describe("previous keys whose tickets still resume, each for one more rotate period (default 2)"),
+  })
+  .strict()
+
 const listenerTls = z
   .object({
     certificates: z.array(certificate).min(1).describe("one or more certificates; SNI picks among them (required)"),
@@ -210,7 +227,12 @@ const listenerTls = z
     client_auth: clientAuth.optional().describe("mTLS from clients (default none)"),
     handshake_timeout: duration().prefault("10s").describe("time allowed for the TLS handshake (default 10s)"),
     hsts: hsts.optional().describe("Strict-Transport-Security on responses (default off)"),
-    session_tickets: z.boolean().default(true).describe("TLS 1.3/1.2 session resumption by tickets (default true)"),
+    session_tickets: z
+      .union([z.boolean(), sessionTickets])
+      .default(true)
+      .describe(
+        "TLS 1.3/1.2 session resumption by tickets: true, false (no tickets) or a rotation schedule (default true)",
+      ),
     ocsp_stapling: z
       .boolean()
       .default(true)

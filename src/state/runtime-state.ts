@@ -18,7 +18,7 @@ export interface RuntimeStateOptions {
 /**
  * RuntimeState: long-lived state by name and address. Counters are keyed by listener name, upstream name and bound
  * address; client gate tables by listener address (a reload applies new limits to the same table, so a client's
- * open connections and spent tokens still count); every generation's SecureContexts take the ring's current key.
+ * open connections and spent tokens still count); every generation's SecureContexts read the ticket key ring live.
  */
 export class RuntimeState {
   readonly registry: MetricsRegistry

@@ -16,27 +16,22 @@ export interface TicketKey {
 }
 
 /**
- * TicketKeyRing is what the cert store sees. current() is read when a generation builds its SecureContexts (never
- * in a handshake); keys() is current first, then the previous keys still in their grace period, newest first.
- * rotate() makes a new current key and tells every onChange listener. An implementation may be fed from elsewhere
- * (a primary process, a Redis store): it calls its listeners whenever the set of keys changes.
+ * TicketKeyRing is what the cert store sees. current() is the key new tickets are sealed with; keys() is current
+ * first, then the previous keys still in their grace period, newest first (key i stopped being current when key
+ * i-1 was made, so its createdAt is key i's retirement time). rotate() makes a new current key and tells every
+ * onChange listener. An implementation may be fed from elsewhere (a primary process, a Redis store): it calls its
+ * listeners whenever the set of keys changes.
  *
- * What Node does with a key (read from src/crypto/crypto_context.cc, TicketCompatibilityCallback, and checked in
- * test/tls/ticket-resumption.test.ts): a SecureContext holds exactly one 48-byte key (`ticketKeys`, and
- * `setTicketKeys` replaces it). Tickets are sealed with it, and a ticket whose 16-byte key name differs is
- * discarded (the callback returns 0), so the client gets a full handshake; this holds for TLS 1.2 tickets and
- * TLS 1.3 PSK tickets alike. Hence sessions survive a reload only when the new contexts get the same current key,
- * and the previous keys here cannot be honoured by a context through Node's public API: they are kept for an owner
- * that can, and a rotation ends resumption for tickets of older keys.
+ * How contexts use it (tls/ticket-callback.ts): every SecureContext seals and opens its tickets through Node's
+ * internal ticket-key callback (enableTicketKeyCallback / onticketkeycallback, checked on Node 24.21 and guarded by
+ * test/tls/ticket-callback.test.ts), which reads current() when sealing and keys() when opening, in the handshake.
+ * So a rotation reaches every running context at once (no reload, no new contexts), a ticket sealed under a
+ * previous key still resumes (and is renewed under the current one) until the ring drops the key, and a ticket of
+ * a key the ring no longer holds gets a full handshake. Each listener seals with a key derived from the ring key
+ * for its name (deriveTicketKey), so a ticket resumes only on the listener that issued it.
  *
- * How a rotation reaches contexts: today, by a reload (each new context takes current()). In place, an onChange
- * listener would call `context.context.setTicketKeys(material)` on every SecureContext of the running stores (what
- * tls.Server#setTicketKeys does), which again drops older tickets at once. Honouring the grace period needs the
- * native `enableTicketKeyCallback()` with an `onticketkeycallback(name, iv, encrypt)` on each context that looks the
- * name up in keys() and answers [1|2, hmac, aes(, name, iv)] (2: decrypt with an old key, then issue a new ticket).
- * Tried on Node 24.21 with TlsListener's direct TLSSocket path, it resumes tickets of a previous key; but Node marks
- * that callback as existing only for its own regression test, and an answer without both 16-byte buffers aborts the
- * process (a CHECK in TicketKeyCallback), so it is not used here.
+ * Before this, each context held one fixed 48-byte `ticketKeys` (Node's TicketCompatibilityCallback discards a
+ * ticket whose key name differs): a rotation needed a reload and ended every ticket of the older keys at once.
  */
 export interface TicketKeyRing {
   current(): TicketKey
@@ -44,6 +39,25 @@ export interface TicketKeyRing {
   rotate(): TicketKey
   /** onChange calls listener after every change of keys; returns the function that unsubscribes it. */
   onChange(listener: (ring: TicketKeyRing) => void): () => void
+}
+
+/**
+ * ScheduledTicketKeyRing is a ring that takes part in scheduled rotation (state/ticket-rotation.ts): it is told how
+ * many previous keys to hold and for how long, and decides itself whether a rotation is due (a fleet store lets
+ * one instance rotate for all). A ring fed from elsewhere (a worker's, from its primary) does not implement it and
+ * is not rotated by the process that holds it.
+ */
+export interface ScheduledTicketKeyRing extends TicketKeyRing {
+  /** retain sets how many previous keys are held and for how long after they stopped being current. */
+  retain(keep: number, graceMs: number): void
+  /** rotateIfDue rotates when the current key is at least maxAgeMs old (and, for a shared ring, nobody else did). */
+  rotateIfDue(maxAgeMs: number): boolean | Promise<boolean>
+}
+
+/** isScheduled says whether a ring takes part in scheduled rotation. */
+export function isScheduled(ring: TicketKeyRing): ring is ScheduledTicketKeyRing {
+  const r = ring as Partial<ScheduledTicketKeyRing>
+  return typeof r.retain === "function" && typeof r.rotateIfDue === "function"
 }
 
 /**
@@ -72,9 +86,9 @@ interface Held {
 }
 
 /** MemoryTicketKeyRing is the in-process ring: random keys, made at start and on rotate(). */
-export class MemoryTicketKeyRing implements TicketKeyRing {
-  readonly #keep: number
-  readonly #graceMs: number
+export class MemoryTicketKeyRing implements ScheduledTicketKeyRing {
+  #keep: number
+  #graceMs: number
   readonly #now: () => number
   readonly #random: (bytes: number) => Buffer
   readonly #listeners = new Set<(ring: TicketKeyRing) => void>()
@@ -111,6 +125,21 @@ export class MemoryTicketKeyRing implements TicketKeyRing {
   onChange(listener: (ring: TicketKeyRing) => void): () => void {
     this.#listeners.add(listener)
     return () => this.#listeners.delete(listener)
+  }
+
+  retain(keep: number, graceMs: number): void {
+    if (!(keep >= 0) || !(graceMs >= 0)) throw new RangeError("ticket key ring: keep and graceMs >= 0")
+    const before = this.#held.length
+    this.#keep = keep
+    this.#graceMs = graceMs
+    this.#expire()
+    if (this.#held.length !== before) for (const listener of this.#listeners) listener(this)
+  }
+
+  rotateIfDue(maxAgeMs: number): boolean {
+    if (this.#now() - this.current().createdAt < maxAgeMs) return false
+    this.rotate()
+    return true
   }
 
   /** expire drops previous keys past `keep` or past their grace period. */

@@ -1,17 +1,19 @@
 /** @module cert-store: a listener's certificates as SecureContexts, picked by SNI: exact name, wildcard, default. */
-import { constants, createHash, randomBytes } from "node:crypto"
+import { constants, createHash } from "node:crypto"
 import type net from "node:net"
 import tls from "node:tls"
 import { BuildError, type BuildProblem, keyOf, problemsOf } from "../config/problems.ts"
 import type { CertificateConfig, ListenerTlsConfig } from "../config/schema.ts"
 import type { ForwardFormat } from "../core/connection-info.ts"
 import { errorMessage, TlsError } from "../core/errors.ts"
-import { deriveTicketKey, type TicketKeyRing } from "../state/ticket-keys.ts"
+import { MemoryTicketKeyRing, type TicketKeyRing } from "../state/ticket-keys.ts"
+import { listenerTickets } from "../state/ticket-rotation.ts"
 import { type CertificateStatus, certificateStatus, type LoadedCertificate, normalizeName } from "./certificate.ts"
 import { type HelloSink, peekClientHello } from "./client-hello.ts"
 import { type ServerTlsOptions, serverTlsOptions } from "./policy.ts"
 import { type CertificateSource, loadEntries } from "./sources/index.ts"
 import type { CertificateSourceStatus } from "./sources/source.ts"
+import { ListenerTicketKeys } from "./ticket-callback.ts"
 
 export type { CertificateStatus, LoadedCertificate } from "./certificate.ts"
 
@@ -31,12 +33,14 @@ export interface CertStoreOptions {
   dataDir: string
   engine: "http" | "tcp"
   /**
-   * The session-ticket key ring (the runtime's, so tickets resume across reloads): every context of the store
-   * takes its current key when built. Default: a random key per store.
+   * The session-ticket key ring (the runtime's, so tickets resume across reloads and rotations): every context of
+   * the store seals and opens tickets from it at handshake time (ticket-callback.ts). Default: a ring of its own.
    */
   ticketKeys?: TicketKeyRing | undefined
   /** The listener's name: its tickets are sealed with a key derived for it, so they resume only there. */
   ticketScope?: string | undefined
+  /** called when sealing or opening a ticket failed (that handshake went on without it) */
+  onTicketError?: (err: unknown) => void
   /** the source of each entry (default: sources/index.ts's certificateSource) */
   sourceFor?: (entry: CertificateConfig, dataDir: string) => CertificateSource
   /** called when certificates a source pushed (its watch) could not be swapped in; the old ones stay */
@@ -62,6 +66,8 @@ const ACME_TLS_ALPN = "acme-tls/1"
 interface Policy {
   options: ServerTlsOptions
   session: SessionOptions
+  /** undefined: session_tickets is false */
+  ticketKeys: ListenerTicketKeys | undefined
   auth: ClientAuthPolicy
   /** JSON of the client_auth: entries serving one name must agree on it */
   key: string
@@ -136,11 +142,15 @@ export class CertStore {
     const loaded = await loadEntries(config, options.dataDir, options.sourceFor)
     const problems: BuildProblem[] = [...loaded.problems]
     // Each entry's client_auth (or the listener's) is its policy; a policy's options and session scope are built
-    // once, and every context of the store shares one set of ticket keys.
-    // Node keeps one key per SecureContext and discards a ticket sealed under any other (state/ticket-keys.ts):
-    // every context takes the ring's current key (derived for the listener), so a reload keeps resumption working.
-    const ring = options.ticketKeys
-    const ticketKeys = ring ? deriveTicketKey(ring.current(), options.ticketScope ?? "") : randomBytes(48)
+    // once, and every context of the store seals its tickets through one ListenerTicketKeys, which reads the ring
+    // (keys derived for the listener) in the handshake: rotations and reloads keep resumption working.
+    const tickets = listenerTickets(config)
+    const ticketKeys = tickets.enabled
+      ? new ListenerTicketKeys(options.ticketKeys ?? new MemoryTicketKeyRing(), options.ticketScope ?? "", {
+          graceMs: tickets.graceMs,
+          onError: options.onTicketError,
+        })
+      : undefined
     const entryConfig = config.certificates.map((entry) => ({
       ...config,
       client_auth: entry.client_auth ?? config.client_auth,
@@ -158,7 +168,8 @@ export class CertStore {
           const auth = listenerConfig.client_auth
           policy = {
             options: tlsOptions,
-            session: sessionOptions(listenerConfig, tlsOptions, ticketKeys),
+            session: sessionOptions(listenerConfig, tlsOptions, tickets.lifetimeS),
+            ticketKeys,
             auth: {
               mode: auth?.mode ?? "none",
               forwardCert: auth?.forward_cert ?? false,
@@ -292,7 +303,7 @@ export class CertStore {
       if (!context) {
         const policy = policyOf(list[0]!)
         try {
-          context = previous.get(id) ?? buildContext(list, policy.options, policy.session)
+          context = previous.get(id) ?? buildContext(list, policy)
         } catch (err) {
           problems.push(...problemsOf(err, ["certificates", entryOf.get(list[0]!)!]))
           return undefined
@@ -407,8 +418,8 @@ export class CertStore {
 
 interface SessionOptions {
   sessionIdContext: string
-  ticketKeys: Buffer
   secureOptions?: number
+  sessionTimeout?: number
 }
 
 /**
@@ -416,7 +427,11 @@ interface SessionOptions {
  * context is a hash of the client-certificate policy and the served names, so a session made under a policy that
  * did not ask for a client certificate cannot resume where one is required, even with shared ticket keys.
  */
-function sessionOptions(config: ListenerTlsConfig, policy: ServerTlsOptions, ticketKeys: Buffer): SessionOptions {
+function sessionOptions(
+  config: ListenerTlsConfig,
+  policy: ServerTlsOptions,
+  lifetimeS: number | undefined,
+): SessionOptions {
   const scope = createHash("sha256")
   scope.update(`mode=${config.client_auth?.mode ?? "none"}\n`)
   scope.update(`ca=${String(policy.ca ?? "")}\ncrl=${String(policy.crl ?? "")}\n`)
@@ -425,21 +440,25 @@ function sessionOptions(config: ListenerTlsConfig, policy: ServerTlsOptions, tic
   const options: SessionOptions = {
     // OpenSSL takes at most 32 bytes of session id context.
     sessionIdContext: scope.digest("hex").slice(0, 32),
-    ticketKeys,
   }
+  // The ticket lifetime hint (RFC 5077 §3.3, RFC 8446 §4.6.1) and OpenSSL's own session timeout: no longer than
+  // the ring's schedule honours a ticket (state/ticket-rotation.ts).
+  if (lifetimeS !== undefined) options.sessionTimeout = lifetimeS
   // Spread after the policy's options: keep its secureOptions flags (no renegotiation) and add ours.
-  if (!config.session_tickets) options.secureOptions = (policy.secureOptions ?? 0) | constants.SSL_OP_NO_TICKET
+  if (config.session_tickets === false) options.secureOptions = (policy.secureOptions ?? 0) | constants.SSL_OP_NO_TICKET
   return options
 }
 
-function buildContext(list: LoadedCertificate[], policy: ServerTlsOptions, session: SessionOptions): tls.SecureContext {
+function buildContext(list: LoadedCertificate[], policy: Policy): tls.SecureContext {
   try {
-    return tls.createSecureContext({
-      ...policy,
-      ...session,
+    const context = tls.createSecureContext({
+      ...policy.options,
+      ...policy.session,
       cert: list.map((c) => c.chainPem),
       key: list.map((c) => c.key.reveal()),
     })
+    policy.ticketKeys?.install(context)
+    return context
   } catch (err) {
     const names = list[0]?.names.join(", ") ?? ""
     throw new TlsError("PC_TLS_POLICY", `building the tls context for ${names}: ${errorMessage(err)}`, { cause: err })

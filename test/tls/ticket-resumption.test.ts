@@ -1,7 +1,9 @@
 /**
- * Session resumption across a reload (issue 9): TLS 1.2 session tickets and TLS 1.3 PSK tickets issued before
- * `POST /reload` (or runtime.reload) resume after it, with Node's tls client and with openssl s_client; and a
- * ticket whose key the ring has dropped gets a full handshake.
+ * Session resumption across a reload (issue 9) and across a rotation of the ticket key ring in place (issue 11):
+ * TLS 1.2 session tickets and TLS 1.3 PSK tickets issued before `POST /reload` (or runtime.reload), or before the
+ * ring rotates (by hand or on the `session_tickets: { rotate, keep }` schedule), resume after it, with Node's tls
+ * client and with openssl s_client; a ticket whose key the ring has dropped gets a full handshake;
+ * `session_tickets: false` hands over no ticket.
  */
 import assert from "node:assert/strict"
 import { execFile } from "node:child_process"
@@ -15,6 +17,7 @@ import { silentLogger } from "../../src/core/log.ts"
 import { startEchoBackend, type TestBackend } from "../helpers/backends.ts"
 import { createPki, type Pki } from "../helpers/pki.ts"
 import { type RunningPortcullis, startPortcullis } from "../helpers/portcullis.ts"
+import { waitUntil } from "../helpers/wait.ts"
 
 type Version = "TLSv1.2" | "TLSv1.3"
 
@@ -40,6 +43,10 @@ listeners:
     address: "127.0.0.2:0"
     tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }
     upstream: echo
+  - name: off
+    address: "127.0.0.3:0"
+    tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }], session_tickets: false }
+    upstream: echo
 upstreams:
   echo: { backends: ["127.0.0.1:${echo.port}"] }
 `
@@ -60,18 +67,26 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true })
 })
 
-/** connect makes one TLS connection, sends one request, and returns whether it resumed and the last session. */
+const HOSTS = { web: "127.0.0.1", other: "127.0.0.2", off: "127.0.0.3" } as const
+
+/**
+ * connect makes one TLS connection, sends one request, and returns whether it resumed and the newest session: the
+ * last 'session' event, else (TLS 1.2 resumed: a renewed ticket raises no event) getSession() at the end.
+ */
 function connect(
   version: Version,
   session?: Buffer,
-  listener: "web" | "other" = "web",
-): Promise<{ reused: boolean; session: Buffer | undefined }> {
+  listener: keyof typeof HOSTS = "web",
+  port: number = pc.port(listener),
+): Promise<{ reused: boolean; session: Buffer | undefined; tickets: number }> {
   return new Promise((resolve, reject) => {
     let last: Buffer | undefined
+    let atEnd: Buffer | undefined
+    let tickets = 0
     let reused = false
     const socket = tls.connect({
-      host: listener === "web" ? "127.0.0.1" : "127.0.0.2",
-      port: pc.port(listener),
+      host: HOSTS[listener],
+      port,
       servername: "localhost",
       ca: readFileSync(pki.ca.certPath),
       minVersion: version,
@@ -81,6 +96,10 @@ function connect(
     const timer = setTimeout(() => socket.destroy(new Error("no answer within 10 s")), 10_000)
     socket.on("session", (s: Buffer) => {
       last = s
+      tickets++
+    })
+    socket.once("end", () => {
+      atEnd = socket.getSession()
     })
     socket.once("secureConnect", () => {
       reused = socket.isSessionReused()
@@ -98,7 +117,7 @@ function connect(
       clearTimeout(timer)
       if (!text.startsWith("HTTP/1.1 200"))
         reject(new Error(`expected a 200, got ${JSON.stringify(text.slice(0, 40))}`))
-      else resolve({ reused, session: last })
+      else resolve({ reused, session: last ?? atEnd, tickets })
     })
   })
 }
@@ -111,11 +130,19 @@ async function reloadByAdmin(): Promise<void> {
 }
 
 /** sClient runs openssl s_client once, saving (-sess_out) or offering (-sess_in) a session; returns its output. */
-function sClient(version: Version, sessionFile: string, mode: "save" | "offer"): Promise<string> {
+function sClient(
+  version: Version,
+  sessionFile: string,
+  mode: "save" | "offer",
+  port = pc.port("web"),
+  extra: string[] = [],
+  host = "127.0.0.1",
+): Promise<string> {
   const args = [
     "s_client",
     "-connect",
-    `127.0.0.1:${pc.port("web")}`,
+    `${host}:${port}`,
+    ...extra,
     "-servername",
     "localhost",
     "-CAfile",
@@ -198,6 +225,112 @@ describe("tickets stay with the listener that issued them (as when each listener
       assert.equal((await connect(version, first.session, "other")).reused, false)
       // Control: it does resume where it was issued.
       assert.equal((await connect(version, first.session)).reused, true)
+    })
+  }
+})
+
+describe("a ticket issued before the ring rotates resumes after it, with no reload", () => {
+  for (const version of ["TLSv1.2", "TLSv1.3"] as const) {
+    test(`${version}: Node's tls client, the contexts that issued it (the generation stays)`, async () => {
+      const generation = pc.runtime.status().generation
+      const first = await connect(version)
+      assert.ok(first.session)
+      pc.runtime.state.ticketKeys.rotate()
+      assert.equal((await connect(version, first.session)).reused, true, "resumed across the rotation")
+      assert.equal(pc.runtime.status().generation, generation, "no reload was made for the rotation")
+    })
+
+    test(`${version}: openssl s_client -sess_out, rotate, -sess_in`, async () => {
+      const file = join(dir, `${version}-rotate.sess`)
+      assert.match(await sClient(version, file, "save"), /^New, /m)
+      pc.runtime.state.ticketKeys.rotate()
+      const resumed = await sClient(version, file, "offer")
+      assert.match(resumed, new RegExp(`^Reused, ${version}`, "m"), resumed)
+      assert.match(resumed, /HTTP\/1\.1 200/)
+    })
+
+    test(`${version}: rotate past keep (no reload) and the old ticket gets a full handshake`, async () => {
+      const first = await connect(version)
+      for (let i = 0; i < 3; i++) pc.runtime.state.ticketKeys.rotate()
+      const again = await connect(version, first.session)
+      assert.equal(again.reused, false)
+      assert.equal((await connect(version, again.session)).reused, true)
+    })
+
+    test(`${version}: a client resuming continuously across 6 rotations makes no full handshake after its first`, async () => {
+      let { session } = await connect(version)
+      let full = 0
+      let resumed = 0
+      for (let i = 0; i < 30; i++) {
+        if (i % 5 === 4) pc.runtime.state.ticketKeys.rotate()
+        const c = await connect(version, session)
+        if (c.reused) resumed++
+        else full++
+        session = c.session ?? session
+      }
+      assert.deepEqual({ full, resumed }, { full: 0, resumed: 30 })
+    })
+  }
+})
+
+test("TLSv1.3: s_client -sess_in -msg: a resumed handshake gets a NewSessionTicket, which resumes in turn", async () => {
+  const [one, two] = [join(dir, "chain-1.sess"), join(dir, "chain-2.sess")]
+  assert.match(await sClient("TLSv1.3", one, "save"), /^New, /m)
+  const resumed = await sClient("TLSv1.3", one, "offer", pc.port("web"), ["-msg", "-sess_out", two])
+  assert.match(resumed, /^Reused, TLSv1\.3/m)
+  assert.match(resumed, /<<< TLS 1\.3, Handshake \[length [0-9a-f]+\], NewSessionTicket/, "a ticket after resumption")
+  assert.match(await sClient("TLSv1.3", two, "offer"), /^Reused, TLSv1\.3/m, "the new ticket resumes")
+})
+
+// SSL_OP_NO_TICKET: no stateless ticket. In TLS 1.3 OpenSSL still sends a NewSessionTicket carrying a session id
+// for its stateful cache, which Node leaves unused without tls.Server's session events: it never resumes.
+describe("session_tickets: false", () => {
+  for (const version of ["TLSv1.2", "TLSv1.3"] as const) {
+    test(`${version}: no ticket resumes (s_client and Node's client); TLS 1.2 sees no NewSessionTicket`, async () => {
+      const file = join(dir, `${version}-off.sess`)
+      const saved = await sClient(version, file, "save", pc.port("off"), ["-msg"], HOSTS.off)
+      assert.match(saved, /HTTP\/1\.1 200/)
+      if (version === "TLSv1.2") assert.doesNotMatch(saved, /NewSessionTicket/)
+      // Control: the listener with tickets does send one.
+      const on = await sClient(version, join(dir, `${version}-on.sess`), "save", pc.port("web"), ["-msg"])
+      assert.match(on, /NewSessionTicket/)
+      const offered = await sClient(version, file, "offer", pc.port("off"), [], HOSTS.off)
+      assert.match(offered, /^New, /m, "s_client's saved session is not resumed")
+      const first = await connect(version, undefined, "off")
+      if (first.session) assert.equal((await connect(version, first.session, "off")).reused, false)
+    })
+  }
+})
+
+describe("session_tickets: { rotate, keep }: the ring rotates on its own, and tickets outlive the rotation", () => {
+  let scheduled: RunningPortcullis
+  before(async () => {
+    const site = await pki.issue({ names: ["localhost"] })
+    scheduled = await startPortcullis(`
+listeners:
+  - name: web
+    address: "127.0.0.1:0"
+    tls:
+      certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }]
+      session_tickets: { rotate: 3s, keep: 3 }
+    upstream: echo
+upstreams:
+  echo: { backends: ["127.0.0.1:${echo.port}"] }
+`)
+  })
+  after(() => scheduled?.close())
+
+  for (const version of ["TLSv1.2", "TLSv1.3"] as const) {
+    test(`${version}: the lifetime hint is keep × rotate (9 s), and a ticket resumes after a scheduled rotation`, async () => {
+      const hint = await sClient(version, join(dir, `${version}-hint.sess`), "save", scheduled.port("web"))
+      assert.match(hint, /TLS session ticket lifetime hint: 9 \(seconds\)/)
+      const ring = scheduled.runtime.state.ticketKeys
+      const generation = scheduled.runtime.status().generation
+      const first = await connect(version, undefined, "web", scheduled.port("web"))
+      const before = ring.current().name
+      await waitUntil(() => ring.current().name !== before, "the ring rotated on its schedule", 8000)
+      assert.equal((await connect(version, first.session, "web", scheduled.port("web"))).reused, true)
+      assert.equal(scheduled.runtime.status().generation, generation, "no reload")
     })
   }
 })

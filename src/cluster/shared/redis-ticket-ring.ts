@@ -6,12 +6,19 @@ import { randomBytes } from "node:crypto"
 import { errorMessage } from "../../core/errors.ts"
 import type { Logger } from "../../core/log.ts"
 import { Secret } from "../../core/secret.ts"
-import { TICKET_KEY_BYTES, type TicketKey, type TicketKeyRing } from "../../state/ticket-keys.ts"
+import {
+  type ScheduledTicketKeyRing,
+  TICKET_KEY_BYTES,
+  type TicketKey,
+  type TicketKeyRing,
+} from "../../state/ticket-keys.ts"
 import type { RedisClient } from "./redis-client.ts"
 
 /** The Redis key holding the ring, and the channel a rotation is announced on (with the writer's instance id). */
 export const RING_KEY = "portcullis:ticket_keys"
 export const RING_CHANNEL = "portcullis:ticket_keys:changed"
+/** Prefix of the lock (SET NX PX, suffixed with the current key's name) taken to make a scheduled rotation. */
+export const ROTATION_LOCK = "portcullis:ticket_keys:rotating"
 
 interface StoredKey {
   /** base64 of the 48 bytes */
@@ -38,12 +45,15 @@ export interface RedisTicketKeyRingOptions {
  * included, converges on it at the next read. While Redis is down the instance keeps its keys; a rotation made
  * then is written when Redis returns (it wins over what Redis holds), otherwise Redis's ring is adopted.
  * Key material is never logged; only key names (the first 16 bytes, which every ticket carries in clear) are.
+ * Scheduled rotation (rotateIfDue) is coordinated here: an instance reads the ring first, and rotates only if the
+ * fleet's current key is still due and it wins ROTATION_LOCK; the others adopt the new key from the announcement.
+ * While Redis is down no scheduled rotation is made (the fleet keeps one key rather than each instance its own).
  */
-export class RedisTicketKeyRing implements TicketKeyRing {
+export class RedisTicketKeyRing implements ScheduledTicketKeyRing {
   readonly #client: RedisClient
   readonly #subscriber: RedisClient
   readonly #log: Logger
-  readonly #keep: number
+  #keep: number
   readonly #listeners = new Set<(ring: TicketKeyRing) => void>()
   #keys: TicketKey[]
   /** A rotation made while Redis could not take it: written on the next sync. */
@@ -82,6 +92,31 @@ export class RedisTicketKeyRing implements TicketKeyRing {
     return this.current()
   }
 
+  retain(keep: number): void {
+    // Only the count: the fleet's keys age out by rotation (every instance reads the same list).
+    this.#keep = keep
+  }
+
+  async rotateIfDue(maxAgeMs: number): Promise<boolean> {
+    if (!this.#client.ready) return false
+    // A read of our own (not a sync already in flight, which may predate another instance's rotation).
+    await this.#sync()
+    const current = this.current()
+    if (Date.now() - current.createdAt < maxAgeMs) return false
+    try {
+      // One lock per key being replaced: of the instances that saw this key due, one rotates it away, however late
+      // the others read. It expires (one period, at most 10 min) in case its holder died before writing.
+      const lockMs = Math.min(Math.max(maxAgeMs, 1000), 600_000)
+      const won = await this.#client.command("SET", `${ROTATION_LOCK}:${current.name}`, "1", "NX", "PX", lockMs)
+      if (won === null || this.current() !== current) return false
+    } catch (err) {
+      this.#log.debug({ err: errorMessage(err) }, "ticket key rotation lock failed; not rotating now")
+      return false
+    }
+    this.rotate()
+    return true
+  }
+
   onChange(listener: (ring: TicketKeyRing) => void): () => void {
     this.#listeners.add(listener)
     return () => this.#listeners.delete(listener)
@@ -102,6 +137,7 @@ export class RedisTicketKeyRing implements TicketKeyRing {
     if (!this.#client.ready) return
     try {
       if (this.#unwritten) return await this.#write()
+      const held = this.#keys
       let stored = await this.#client.command("GET", RING_KEY)
       if (stored === null) {
         await this.#client.command("SET", RING_KEY, serialise(this.#keys), "NX")
@@ -110,6 +146,8 @@ export class RedisTicketKeyRing implements TicketKeyRing {
       if (!Buffer.isBuffer(stored)) return
       const keys = deserialise(stored)
       if (keys.length === 0 || sameKeys(keys, this.#keys)) return
+      // Rotated here while the read was on its way: what Redis held then is older than our keys (the write wins).
+      if (this.#keys !== held || this.#unwritten) return
       this.#keys = keys
       this.#log.info({ ticket_key: keys[0]!.name }, "session ticket keys loaded from the fleet store")
       this.#notify()
