@@ -120,6 +120,30 @@ test("release deletes only its own token: a holder whose lock expired leaves the
   await current()
 })
 
+test("renewal extends only its own token: a holder whose lock was taken stops renewing and logs the loss", async () => {
+  const lines: string[] = []
+  const log = pino(
+    { level: "warn" },
+    new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(chunk.toString())
+        done()
+      },
+    }),
+  )
+  const a = await storage("test:renew:", log)
+  const raw = clients.at(-1)!
+  const release = await a.lock("issue/z", 300)
+  // Another holder's token, as if a's lock had expired and been taken (renewal runs every 100 ms).
+  await raw.command("SET", "test:renew:lock:issue/z", "someone-else", "PX", 5000)
+  await waitUntil(() => lines.some((l) => l.includes("lock lost")), "a logged the loss", 3000)
+  await new Promise((r) => setTimeout(r, 250))
+  assert.equal(String(await raw.command("GET", "test:renew:lock:issue/z")), "someone-else")
+  assert.ok(Number(await raw.command("PTTL", "test:renew:lock:issue/z")) > 3000, "a did not shorten the other's TTL")
+  await release()
+  assert.equal(String(await raw.command("GET", "test:renew:lock:issue/z")), "someone-else", "nor released it")
+})
+
 test("FleetStore exposes it as certificateStorage: what one instance stores, another loads", async () => {
   const fleets = [0, 1].map(
     () =>
