@@ -11,9 +11,9 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { type TestContext, test } from "node:test"
-import { createPki } from "../helpers/pki.ts"
+import { createPki, type Pki } from "../helpers/pki.ts"
 import { MAIN } from "../helpers/portcullis.ts"
-import { createSegment, type Host, netnsRefusal, type Proc, SUBNET } from "./netns.ts"
+import { createSegment, type Host, netnsRefusal, type Proc, type Segment, SUBNET } from "./netns.ts"
 
 const VIP = `${SUBNET}.100`
 const NAME = "portcullis.test"
@@ -115,16 +115,19 @@ test("keepalived + two instances: SIGKILL the master's Portcullis, the VIP moves
     return
   }
   const dir = mkdtempSync(join(tmpdir(), "pc-ha-"))
-  const pki = await createPki()
-  const segment = await createSegment(["a", "b", "client", "store"])
+  let pki: Pki | undefined
+  let segment: Segment | undefined
   const nodes: Node[] = []
   let finished = false
+  // Registered first: whatever fails below, every process, namespace and link goes (createSegment cleans up itself).
   t.after(async () => {
     if (!finished) for (const n of nodes) t.diagnostic(`keepalived ${n.name}:\n${n.keepalived.output()}`)
-    await segment.close()
-    await pki.close()
+    await segment?.close()
+    await pki?.close()
     rmSync(dir, { recursive: true, force: true })
   })
+  pki = await createPki()
+  segment = await createSegment(["a", "b", "client", "store"])
   const { a, b, client: clientHost, store } = segment.hosts as Record<string, Host>
   const site = await pki.issue({ names: [NAME] })
 
