@@ -2,9 +2,11 @@
  * Redis down, hung and back (issue 12, item 4): a client making requests in a loop through two instances sees no
  * failure while redis-server is SIGSTOPped (hung), then SIGKILLed and restarted; each instance logs the loss once;
  * once it is back, a rotation on one instance reaches the other. An instance started while Redis is down serves
- * on its own keys and adopts the fleet's when Redis comes.
+ * on its own keys and adopts the fleet's when Redis comes. Under load (h2load HTTP/1.1 and HTTP/2 on both instances
+ * and the new-connection loop), redis-server SIGKILLed and restarted mid-run: 0 failed requests.
  */
 import assert from "node:assert/strict"
+import { execFile } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -154,5 +156,94 @@ test("an instance started while Redis is down serves on its own keys, then adopt
     assert.equal((await connect(lonely.port(), ca, "TLSv1.2", fresh.session)).reused, true)
   } finally {
     await lonely.close()
+  }
+})
+
+/** H2loadResult is what h2load's summary says: requests done, failed, errored, timed out, and 2xx answers. */
+interface H2loadResult {
+  done: number
+  failed: number
+  errored: number
+  timeout: number
+  ok2xx: number
+  output: string
+}
+
+function h2load(port: number, args: string[]): Promise<H2loadResult> {
+  return new Promise((resolve, reject) => {
+    execFile("h2load", [...args, `https://127.0.0.1:${port}/`], { timeout: 60_000 }, (err, stdout) => {
+      const m =
+        /requests: \d+ total, \d+ started, (\d+) done, \d+ succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(
+          stdout,
+        )
+      const codes = /status codes: (\d+) 2xx/.exec(stdout)
+      if (err || !m || !codes) return reject(new Error(`h2load: ${err?.message ?? ""}\n${stdout}`))
+      resolve({
+        done: Number(m[1]),
+        failed: Number(m[2]),
+        errored: Number(m[3]),
+        timeout: Number(m[4]),
+        ok2xx: Number(codes[1]),
+        output: stdout,
+      })
+    })
+  })
+}
+
+test("under load: h2load (HTTP/2 on A, HTTP/1.1 on B, back to back) and the loop, redis-server SIGKILLed and restarted mid-run: 0 failed", async (t) => {
+  let ok = 0
+  const failures: string[] = []
+  let stop = false
+  // h2load runs of 300 requests back to back until the events are over, so the load covers them however slow the
+  // machine is. A logs at debug into an array (the access lines too), which slows it: the HTTP/2 load goes there.
+  const repeat = async (port: number, args: string[]) => {
+    const runs: H2loadResult[] = []
+    while (!stop) runs.push(await h2load(port, [...args, "-n", "300"]))
+    return runs
+  }
+  const load = Promise.all([repeat(a.port(), ["-c", "2", "-m", "8"]), repeat(b.port(), ["--h1", "-c", "2"])])
+  load.catch(() => {}) // awaited below
+  const loop = (async () => {
+    for (let i = 0; !stop && i < 100_000; i++) {
+      const instance = i % 2 === 0 ? a : b
+      try {
+        const reply = await request({ port: instance.port(), ca, timeoutMs: 5000 })
+        if (reply.status === 200) ok++
+        else failures.push(`status ${reply.status}`)
+      } catch (err) {
+        failures.push(String(err))
+      }
+    }
+  })()
+  const more = async (n: number) => {
+    const target = ok + n
+    await waitUntil(() => ok >= target || failures.length > 0, `${n} more requests`, 20_000)
+  }
+  try {
+    await more(10)
+    await redis.kill()
+    await waitUntil(() => !a.fleet!.status().connected && !b.fleet!.status().connected, "both see the store gone")
+    await more(10)
+    await redis.start()
+    await waitUntil(() => a.fleet!.status().connected && b.fleet!.status().connected, "both reconnected", 15_000)
+    await more(10)
+  } finally {
+    stop = true
+  }
+  await loop
+  const [h2, h1] = await load
+  assert.deepEqual(failures, [], `${ok} ok`)
+  const sum = (runs: H2loadResult[]) => runs.reduce((n, r) => n + r.done, 0)
+  t.diagnostic(`h2load: ${sum(h2)} HTTP/2 requests on A, ${sum(h1)} HTTP/1.1 on B; the loop ${ok}`)
+  for (const [name, runs] of [
+    ["HTTP/2 on A", h2],
+    ["HTTP/1.1 on B", h1],
+  ] as const) {
+    assert.ok(runs.length > 0)
+    for (const r of runs) {
+      assert.equal(r.failed + r.errored + r.timeout, 0, `${name}:\n${r.output}`)
+      assert.equal(r.ok2xx, r.done, `${name}: every answer 2xx`)
+      assert.equal(r.done, 300, `${name}: every request done`)
+    }
   }
 })

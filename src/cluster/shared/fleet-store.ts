@@ -1,6 +1,7 @@
 /**
  * @module fleet-store: the connection of one instance to the fleet's Redis (or Valkey): the shared ticket key ring,
- * the instance list and the fleet rate counters, over two connections (commands, subscriptions).
+ * the instance list, the fleet rate counters and the certificate storage, over two connections (commands,
+ * subscriptions).
  */
 import { randomBytes } from "node:crypto"
 import { hostname } from "node:os"
@@ -9,6 +10,7 @@ import type { Logger } from "../../core/log.ts"
 import type { ClientLimiterOptions } from "../../listeners/limits/client-limiter.ts"
 import { FleetClientLimiter, FleetRateSync } from "./fleet-rate.ts"
 import { InstanceList, type InstanceRecord } from "./instances.ts"
+import { RedisCertificateStorage } from "./redis-certificate-storage.ts"
 import { RedisClient } from "./redis-client.ts"
 import { RedisTicketKeyRing } from "./redis-ticket-ring.ts"
 
@@ -33,6 +35,8 @@ export class FleetStore {
   readonly id: string
   readonly ring: RedisTicketKeyRing
   readonly instances: InstanceList
+  /** ACME's account, certificates and locks for the whole fleet (tls/acme/storage.ts's CertificateStorage). */
+  readonly certificateStorage: RedisCertificateStorage
   readonly #client: RedisClient
   readonly #subscriber: RedisClient
   readonly #log: Logger
@@ -60,6 +64,7 @@ export class FleetStore {
       log: this.#log,
       ...(options.ringPollMs !== undefined && { pollMs: options.ringPollMs }),
     })
+    this.certificateStorage = new RedisCertificateStorage({ client: this.#client, log: this.#log })
     this.instances = new InstanceList({
       client: this.#client,
       log: this.#log,
