@@ -190,9 +190,11 @@ async function run(file: string | undefined, format: "json" | "pretty"): Promise
     ready: () => running.ready,
     reload: reloadFromFile,
     drain: (upstream: string, backend: string, on: boolean) => running.drain(upstream, backend, on),
-    metrics: () => scrape(running),
+    // metrics.enabled false: the families are not counted, so the scrape is refused rather than served stale.
+    metrics: () => (running.generation?.config.metrics.enabled === false ? undefined : scrape(running)),
     certificates: () => certificateList(running.generation),
     failures: () => ({ failures: running.state.instruments.failures.recent() }),
+    clients: () => running.generation?.census() ?? { listeners: {} },
   }
   if (config.admin) {
     admin = new AdminApi(config.admin.address, actions, log, config.admin)

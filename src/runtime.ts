@@ -18,6 +18,7 @@ import { RuntimeState } from "./state/runtime-state.ts"
 import { AcmeManager } from "./tls/acme/manager.ts"
 import { selectCertificateStorage } from "./tls/acme/select-storage.ts"
 import { CertStore } from "./tls/cert-store.ts"
+import type { ListenerCensus } from "./tls/client-census.ts"
 import { certificateSource } from "./tls/sources/index.ts"
 import { HealthRegistry } from "./upstreams/health/active.ts"
 import { Upstream } from "./upstreams/upstream.ts"
@@ -76,6 +77,7 @@ export class Generation {
             healthRegistry: registry,
             previous: previous?.upstreams.get(name),
             stats: counters.upstream(name),
+            metrics: config.metrics.enabled,
           })
           gen.upstreams.set(name, upstream)
         } catch (err) {
@@ -83,6 +85,9 @@ export class Generation {
         }
       }
       const accessLog = config.access_log.enabled ? access : undefined
+      // metrics.enabled false: no route meters, no connect histograms, no labelled handshake series, no census.
+      const metrics = config.metrics.enabled
+      const censusWindow = metrics ? config.metrics.census_window : 0
       for (const [index, listener] of config.listeners.entries()) {
         const key = addressKey(listener.address)
         if (listener.redirect_https !== undefined) {
@@ -141,7 +146,9 @@ export class Generation {
                 log: engineLog,
                 accessLog,
                 gate,
-                meters: router.routes.map((r) => counters.route(listener.name, String(r.index), r.upstream)),
+                meters: metrics
+                  ? router.routes.map((r) => counters.route(listener.name, String(r.index), r.upstream))
+                  : undefined,
                 generateTrace: config.tracing.generate,
               })
         if (gate) {
@@ -150,7 +157,11 @@ export class Generation {
         }
         gen.listeners.set(
           key,
-          new TlsListener(listener, certs, engine, engineLog, counters.listener(listener.name), counters.failures),
+          new TlsListener(listener, certs, engine, engineLog, counters.listener(listener.name), counters.failures, {
+            metrics,
+            census: censusWindow > 0 ? state.census(listener.name, censusWindow) : undefined,
+            censusSample: config.metrics.census_sample,
+          }),
         )
       }
       if (problems.length > 0) throw new BuildError(problems)
@@ -224,6 +235,17 @@ export class Generation {
     for (const gate of this.gates.values()) gate.close()
     for (const l of this.listeners.values()) l.destroy()
     for (const u of this.upstreams.values()) void u.destroy()
+  }
+
+  /** census: GET /tls/clients, each TLS listener's ClientHello census by name (listeners without one left out). */
+  census(): { listeners: Record<string, ListenerCensus> } {
+    const listeners: Record<string, ListenerCensus> = {}
+    for (const l of this.listeners.values()) {
+      if (!(l instanceof TlsListener)) continue
+      const census = l.census()
+      if (census !== undefined) listeners[l.config.name] = census
+    }
+    return { listeners }
   }
 
   status() {
@@ -436,6 +458,9 @@ export class Runtime {
     }
     gen.applyLimits()
     this.#state.clientLimiters.retain(gen.gates.keys())
+    this.#state.retainCensuses(
+      gen.config.metrics.enabled && gen.config.metrics.census_window > 0 ? gen.config.listeners.map((l) => l.name) : [],
+    )
     const old = this.#current
     this.#current = gen
     if (acme !== this.#acme) {

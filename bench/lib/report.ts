@@ -75,6 +75,47 @@ export function summarise(runs: CellRun[], anchor: string): Summary[] {
   return out
 }
 
+/** RatioCheck: a figure of one row over another's on one workload, against a floor ("metrics on vs off"). */
+export interface RatioCheck {
+  type: "check"
+  name: string
+  workload: WorkloadId
+  target: string
+  versus: string
+  floor: number
+  /** null when either cell is missing or failed (the check is then "not run", never a pass) */
+  ratio: number | null
+  pass: boolean | null
+}
+
+/** CHECKS: the same-run ratios a change must keep (issue 13: metrics on within 5% of metrics off on W2). */
+const CHECKS: readonly Omit<RatioCheck, "type" | "ratio" | "pass">[] = [
+  { name: "metrics on vs off", workload: "W2", target: "portcullis", versus: "portcullis-metrics-off", floor: 0.95 },
+]
+
+/** checkRatios evaluates every check whose rows ran: target's figure / versus's figure >= floor. */
+export function checkRatios(summaries: Summary[]): RatioCheck[] {
+  const out: RatioCheck[] = []
+  for (const c of CHECKS) {
+    const a = summaries.find((s) => s.target === c.target && s.workload === c.workload)
+    const b = summaries.find((s) => s.target === c.versus && s.workload === c.workload)
+    if (!a && !b) continue
+    const ratio = a?.ok && b?.ok && b.figure > 0 ? a.figure / b.figure : null
+    out.push({ type: "check", ...c, ratio, pass: ratio === null ? null : ratio >= c.floor })
+  }
+  return out
+}
+
+/** renderChecks prints one line per check: `metrics on vs off, W2 >= 0.95: 0.97 PASS`. */
+export function renderChecks(checks: RatioCheck[]): string {
+  const lines = checks.map((c) => {
+    const verdict = c.pass === null ? "NOT RUN (a cell is missing or failed)" : c.pass ? "PASS" : "FAIL"
+    const ratio = c.ratio === null ? "" : `${c.ratio.toFixed(3)} `
+    return `- ${c.name}, ${c.workload} (${c.target} / ${c.versus}) >= ${c.floor}: ${ratio}${verdict}`
+  })
+  return ["Checks (same-run ratios of the per proxy CPU-second figure):", ...lines].join("\n")
+}
+
 const fmt = (n: number, digits = 0) =>
   n.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits })
 

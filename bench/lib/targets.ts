@@ -56,6 +56,8 @@ const nginxVersion = () => {
 
 /** LOG_OFF names a target's second row: the same proxy with its access log off (the row a tuned setup gets). */
 export const LOG_OFF = "-log-off"
+/** METRICS_OFF names the Portcullis row with `metrics: { enabled: false }` (what the metrics cost, W2). */
+export const METRICS_OFF = "-metrics-off"
 
 const haproxyTarget = (log: boolean): TargetSpec => ({
   name: log ? "haproxy" : `haproxy${LOG_OFF}`,
@@ -201,9 +203,15 @@ const tlsPipe: TargetSpec = {
  * portcullisConfig is what a user writes from README's minimal example: a listener, a route, a backend. Nothing is
  * tuned (keep-alive cap, timeouts and limits are the defaults); the access log is on, as by default, and goes to
  * stdout, which the bench captures in a file as a service manager would. The log-off row differs only in
- * `access_log: { enabled: false }`.
+ * `access_log: { enabled: false }`, the metrics-off row only in `metrics: { enabled: false }`.
  */
-function portcullisConfig(ctx: StartContext, engine: "http" | "tcp", log: boolean, h2c: boolean): string {
+function portcullisConfig(
+  ctx: StartContext,
+  engine: "http" | "tcp",
+  log: boolean,
+  h2c: boolean,
+  metrics = true,
+): string {
   const route =
     engine === "http"
       ? h2c
@@ -220,7 +228,7 @@ ${route}
 upstreams:
   backend:
     backends: ["127.0.0.1:${ctx.backendPort}"]
-${h2c ? `  h2c:\n    protocol: h2c\n    backends: ["127.0.0.1:${ctx.h2cBackendPort}"]\n` : ""}${log ? "" : "access_log: { enabled: false }\n"}data_dir: ${join(ctx.dir, "data")}
+${h2c ? `  h2c:\n    protocol: h2c\n    backends: ["127.0.0.1:${ctx.h2cBackendPort}"]\n` : ""}${log ? "" : "access_log: { enabled: false }\n"}${metrics ? "" : "metrics: { enabled: false }\n"}data_dir: ${join(ctx.dir, "data")}
 `
 }
 
@@ -228,8 +236,14 @@ ${h2c ? `  h2c:\n    protocol: h2c\n    backends: ["127.0.0.1:${ctx.h2cBackendPo
  * portcullisTarget runs Portcullis from `root` (this checkout; PORTCULLIS_BENCH_BASELINE names another checkout, e.g.
  * the commit before a change, run in the same pass as `baseline` rows so before and after share one machine state).
  */
-function portcullisTarget(engine: "http" | "tcp", log = true, root = repoDir, prefix = "portcullis"): TargetSpec {
-  const base = engine === "http" ? prefix : `${prefix}-tcp`
+function portcullisTarget(
+  engine: "http" | "tcp",
+  log = true,
+  root = repoDir,
+  prefix = "portcullis",
+  metrics = true,
+): TargetSpec {
+  const base = `${engine === "http" ? prefix : `${prefix}-tcp`}${metrics ? "" : METRICS_OFF}`
   const mainTs = join(root, "src", "main.ts")
   // W3c needs `protocol: h2c` upstreams; a baseline checkout from before them gets neither the route nor the cell.
   const h2c = engine === "http" && supportsH2c(root)
@@ -237,7 +251,7 @@ function portcullisTarget(engine: "http" | "tcp", log = true, root = repoDir, pr
     name: log ? base : `${base}${LOG_OFF}`,
     layer: engine === "http" ? "L7" : "L4",
     h2Upstream: h2c,
-    description: `Portcullis${root === repoDir ? "" : ` at ${root}`}, engine ${engine}${engine === "tcp" ? " (L4)" : ""}, one process, ${log ? "defaults (access log on, stdout to a file)" : "defaults but access_log off"}`,
+    description: `Portcullis${root === repoDir ? "" : ` at ${root}`}, engine ${engine}${engine === "tcp" ? " (L4)" : ""}, one process, ${log ? "defaults (access log on, stdout to a file)" : "defaults but access_log off"}${metrics ? "" : ", metrics: { enabled: false }"}`,
     version: () => {
       const pkg = execFileSync(
         process.execPath,
@@ -251,7 +265,7 @@ function portcullisTarget(engine: "http" | "tcp", log = true, root = repoDir, pr
     },
     launch(ctx) {
       const conf = join(ctx.dir, `portcullis-${engine}.yaml`)
-      writeFileSync(conf, portcullisConfig(ctx, engine, log, h2c))
+      writeFileSync(conf, portcullisConfig(ctx, engine, log, h2c, metrics))
       return spawnLogged(process.execPath, [mainTs, "--config", conf], join(ctx.dir, `portcullis-${engine}.log`), {
         core: PROXY_CORE,
         cwd: ctx.dir,
@@ -286,6 +300,7 @@ export const TARGETS: readonly TargetSpec[] = [
   tlsPipe,
   portcullisTarget("http"),
   portcullisTarget("http", false),
+  portcullisTarget("http", true, repoDir, "portcullis", false),
   portcullisTarget("tcp"),
   ...(process.env["PORTCULLIS_BENCH_BASELINE"]
     ? [

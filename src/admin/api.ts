@@ -13,12 +13,14 @@ export interface AdminActions {
   status(): unknown
   reload(): Promise<void>
   drain(upstream: string, backend: string, on: boolean): void
-  /** metrics renders the Prometheus text (metrics-endpoint.ts). */
-  metrics?(): string
+  /** metrics renders the Prometheus text (metrics-endpoint.ts); undefined when metrics are off (404). */
+  metrics?(): string | undefined
   /** certificates lists the certificates in use, without key material. */
   certificates?(): unknown
   /** failures lists the recent handshake failures, newest first. */
   failures?(): unknown
+  /** clients is the ClientHello census and profile what-if of each listener (GET /tls/clients). */
+  clients?(): unknown
   /** ready: serving (not starting, not draining for shutdown); GET /readyz answers 503 otherwise. Default true. */
   ready?(): boolean
 }
@@ -30,7 +32,7 @@ export interface AdminSecurity {
 }
 
 /**
- * AdminApi serves GET /status, /metrics, /certificates, /tls/failures, /healthz, /readyz, POST /reload and
+ * AdminApi serves GET /status, /metrics, /certificates, /tls/failures, /tls/clients, /healthz, /readyz, POST /reload and
  * POST /upstreams/NAME/backends/ADDR/drain (and /undrain). With a token_file every request needs the bearer token
  * (401 otherwise); with tls the listener is HTTPS and refuses, in the handshake, a client without a certificate
  * signed by client_ca. For an outside load balancer: /healthz is live (the process answers), /readyz is ready
@@ -88,6 +90,7 @@ export class AdminApi {
     if (req.method === "GET" && url.pathname === "/status") return reply(res, 200, this.#actions.status())
     if (req.method === "GET" && url.pathname === "/metrics" && this.#actions.metrics) {
       const text = this.#actions.metrics()
+      if (text === undefined) return reply(res, 404, { error: "metrics are off (metrics.enabled: false)" })
       res.writeHead(200, { "content-type": CONTENT_TYPE, "content-length": Buffer.byteLength(text) })
       res.end(text)
       return
@@ -97,6 +100,9 @@ export class AdminApi {
     }
     if (req.method === "GET" && url.pathname === "/tls/failures" && this.#actions.failures) {
       return reply(res, 200, this.#actions.failures())
+    }
+    if (req.method === "GET" && url.pathname === "/tls/clients" && this.#actions.clients) {
+      return reply(res, 200, this.#actions.clients())
     }
     if (req.method === "POST" && url.pathname === "/reload") {
       try {

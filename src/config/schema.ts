@@ -554,6 +554,33 @@ const tracing = z
   })
   .strict()
 
+const metrics = z
+  .object({
+    enabled: z
+      .boolean()
+      .default(true)
+      .describe(
+        "count by label and time (handshakes by version and cipher, requests by route, latency histograms, bytes) and serve GET /metrics; false keeps only the /status totals and turns the ClientHello census off (default true)",
+      ),
+    census_window: z
+      .number()
+      .int()
+      .min(0)
+      .max(100_000)
+      .default(1000)
+      .describe("ClientHellos per listener the census keeps (GET /tls/clients); 0 turns the census off (default 1000)"),
+    census_sample: z
+      .number()
+      .int()
+      .min(1)
+      .max(1000)
+      .default(10)
+      .describe(
+        "on a listener with one certificate, the census reads 1 in this many ClientHellos: only for it is the ClientHello peeked there, which costs a full handshake about a fifth more CPU; listeners with several certificates peek every hello for SNI and count each (default 10)",
+      ),
+  })
+  .strict()
+
 const cluster = z
   .object({
     store: z
@@ -690,6 +717,7 @@ export const configSchema = z
       .describe("named backend pools"),
     admin: admin.optional().describe("admin API (default on 127.0.0.1:9901 for the embedded default only)"),
     access_log: accessLog.prefault({}).describe("access log settings"),
+    metrics: metrics.prefault({}).describe("what is measured on the hot path: metrics and the ClientHello census"),
     tracing: tracing.prefault({}).describe("W3C trace context: a client's traceparent always passes through"),
     cluster: cluster.optional().describe("several instances as one fleet (default: one instance alone)"),
     acme: acme.optional().describe("the ACME CA that { acme: [names] } certificates come from (default none)"),

@@ -13,6 +13,8 @@ import {
   type ListenerCounters,
 } from "../state/instruments.ts"
 import type { CertStore, ClientAuthPolicy } from "../tls/cert-store.ts"
+import type { ClientCensus, ListenerCensus } from "../tls/client-census.ts"
+import { censusPolicies } from "../tls/policy-offer.ts"
 import { readProxyHeader } from "./proxy-protocol/read-header.ts"
 import { compileCidrs } from "./proxy-protocol/trusted.ts"
 
@@ -57,6 +59,16 @@ interface Served {
  */
 const UNRECOGNIZED_NAME_ALERT = Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70])
 
+/** TlsListenerOptions: what is measured on the accept path (config `metrics`). */
+export interface TlsListenerOptions {
+  /** false: no per-version/cipher handshake series, no handshake histogram, no byte counts (default true) */
+  metrics?: boolean
+  /** the listener's ClientHello census (kept by the runtime across generations); absent: no census */
+  census?: ClientCensus | undefined
+  /** on a single-context listener, peek 1 in this many ClientHellos for the census (default 1: each) */
+  censusSample?: number
+}
+
 /** The native handle's verification result: what tls.Server itself reads after a server-side handshake. */
 type VerifyingHandle = { verifyError(): (Error & { code?: string }) | null }
 
@@ -84,6 +96,11 @@ export class TlsListener {
   readonly #onEarlyClose: (this: TLSSocket) => void
   readonly #onClosed: (this: TLSSocket) => void
   readonly #failures: FailureLog | undefined
+  readonly #metrics: boolean
+  readonly #census: ClientCensus | undefined
+  readonly #censusSample: number
+  /** Connections since the census last peeked one (single-context listeners sample). */
+  #unsampled = 0
 
   constructor(
     config: ListenerConfig,
@@ -92,7 +109,13 @@ export class TlsListener {
     log: Logger,
     stats?: ListenerCounters,
     failures?: FailureLog,
+    options: TlsListenerOptions = {},
   ) {
+    this.#metrics = options.metrics ?? true
+    this.#census = options.census
+    this.#censusSample = options.censusSample ?? 1
+    // The first connection is sampled, so a fresh listener's census is not empty for long.
+    this.#unsampled = this.#censusSample - 1
     this.config = config
     this.stats = stats ?? detachedInstruments().listener(config.name)
     this.certs = certs
@@ -153,18 +176,21 @@ export class TlsListener {
 
   #handshake(raw: net.Socket): void {
     raw.on("error", ignore)
-    ;(raw as WithSource)[kStart] = performance.now()
+    if (this.#metrics) (raw as WithSource)[kStart] = performance.now()
     // Read (and so cache) the peer address now: a failed handshake's entry in the failures log needs it after the
     // handle is gone; a served connection reads it anyway (readConnectionInfo).
     void raw.remoteAddress
     // The whole handshake, ClientHello peek included, must finish within handshake_timeout: a deadline, not an
     // idle timer, so a client trickling bytes cannot hold the connection open.
     ;(raw as WithSource)[kDeadline] = setTimeout(() => expireHandshake(raw), this.#handshakeTimeout)
-    if (this.certs.single) {
+    // One context needs no peek for SNI. The census, when on, peeks there too, but only 1 in censusSample
+    // connections: the peek (flowing mode, unshift, a promise) costs a full handshake about a fifth more CPU.
+    if (this.certs.single && (this.#census === undefined || ++this.#unsampled < this.#censusSample)) {
       this.#wrap(raw, this.certs.contextFor(undefined))
       return
     }
-    this.certs.contextForSocket(raw, this.#handshakeTimeout).then(
+    this.#unsampled = 0
+    this.certs.contextForSocket(raw, this.#handshakeTimeout, this.#census).then(
       (context) => this.#wrap(raw, context),
       (err: unknown) => {
         // The ClientHello peek failed: the deadline passed, the client left, or the bytes were not a ClientHello.
@@ -253,13 +279,17 @@ export class TlsListener {
     ;(socket as unknown as { _releaseControl(): boolean })._releaseControl()
     ;(socket as unknown as { secureConnecting: boolean }).secureConnecting = false
     const stats = this.stats
-    const cipher = socket.getCipher()
-    stats.handshake(socket.getProtocol() ?? "", cipher?.standardName ?? cipher?.name ?? "", socket.isSessionReused())
-    const started = raw?.[kStart]
-    if (started !== undefined) stats.handshakeDuration.observe((performance.now() - started) / 1000)
-    const sni = socket.servername
-    if (typeof sni === "string" && sni !== "" && !this.certs.single && !this.certs.covers(sni)) stats.unknownSni.inc()
-    socket.once("close", this.#onClosed)
+    if (this.#metrics) {
+      const cipher = socket.getCipher()
+      stats.handshake(socket.getProtocol() ?? "", cipher?.standardName ?? cipher?.name ?? "", socket.isSessionReused())
+      const started = raw?.[kStart]
+      if (started !== undefined) stats.handshakeDuration.observe((performance.now() - started) / 1000)
+      const sni = socket.servername
+      if (typeof sni === "string" && sni !== "" && !this.certs.single && !this.certs.covers(sni)) stats.unknownSni.inc()
+      socket.once("close", this.#onClosed)
+    } else {
+      stats.handshakes.inc()
+    }
     const info = readConnectionInfo(socket, this.config.name, {
       source: raw?.[kSource],
       isTrusted: this.#isTrusted,
@@ -328,6 +358,13 @@ export class TlsListener {
 
   destroy(): void {
     this.engine.destroy()
+  }
+
+  /** census counts the listener's recent ClientHellos and judges them against each profile and the current policy. */
+  census(): ListenerCensus | undefined {
+    if (this.#census === undefined) return undefined
+    const leaves = this.certs.certificates().map((c) => c.leaf)
+    return this.#census.snapshot(censusPolicies(this.config.tls!, this.config.engine, this.certs.secureOptions, leaves))
   }
 
   status() {

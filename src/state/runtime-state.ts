@@ -3,6 +3,7 @@
  * ring and the per-client gate tables. The runtime owns one RuntimeState and hands it to each generation it builds.
  */
 import type { ClientLimiter } from "../listeners/limits/client-limiter.ts"
+import { ClientCensus } from "../tls/client-census.ts"
 import { ByKey } from "./by-key.ts"
 import { Instruments } from "./instruments.ts"
 import { MetricsRegistry } from "./registry.ts"
@@ -25,11 +26,29 @@ export class RuntimeState {
   readonly ticketKeys: TicketKeyRing
   /** Per-client limiters by listener address. */
   readonly clientLimiters = new ByKey<ClientLimiter>((limiter) => limiter.close())
+  /** ClientHello censuses by listener name: a reload keeps the window (a new census_window starts a new one). */
+  readonly #censuses = new Map<string, ClientCensus>()
 
   constructor(options: RuntimeStateOptions = {}) {
     this.registry = options.registry ?? new MetricsRegistry()
     this.instruments = new Instruments(this.registry)
     this.ticketKeys = options.ticketKeys ?? new MemoryTicketKeyRing()
+  }
+
+  /** census returns the listener's ClientHello census of `size` records, made on first use or when the size changed. */
+  census(listener: string, size: number): ClientCensus {
+    let census = this.#censuses.get(listener)
+    if (census === undefined || census.size !== size) {
+      census = new ClientCensus(size)
+      this.#censuses.set(listener, census)
+    }
+    return census
+  }
+
+  /** retainCensuses drops the censuses of listeners the running generation no longer has (or counts). */
+  retainCensuses(listeners: Iterable<string>): void {
+    const keep = new Set(listeners)
+    for (const name of this.#censuses.keys()) if (!keep.has(name)) this.#censuses.delete(name)
   }
 
   /** close ends what holds timers (the gate tables' sweeps); counters and keys stay readable. */

@@ -8,7 +8,7 @@ import type { ForwardFormat } from "../core/connection-info.ts"
 import { errorMessage, TlsError } from "../core/errors.ts"
 import { deriveTicketKey, type TicketKeyRing } from "../state/ticket-keys.ts"
 import { type CertificateStatus, certificateStatus, type LoadedCertificate, normalizeName } from "./certificate.ts"
-import { peekClientHello } from "./client-hello.ts"
+import { type HelloSink, peekClientHello } from "./client-hello.ts"
 import { type ServerTlsOptions, serverTlsOptions } from "./policy.ts"
 import { type CertificateSource, loadEntries } from "./sources/index.ts"
 
@@ -321,8 +321,8 @@ export class CertStore {
    * context. Build the TLSSocket on it (`new tls.TLSSocket(socket, { isServer: true, secureContext })`) to offer
    * every certificate of the name, ECDSA and RSA alike; the SNICallback path installs only one of them.
    */
-  async contextForSocket(socket: net.Socket, timeoutMs: number): Promise<tls.SecureContext> {
-    const hello = await peekClientHello(socket, timeoutMs, this.#challenges !== undefined)
+  async contextForSocket(socket: net.Socket, timeoutMs: number, sink?: HelloSink): Promise<tls.SecureContext> {
+    const hello = await peekClientHello(socket, timeoutMs, this.#challenges !== undefined, sink)
     const name = hello.servername
     if (name && this.#challenges && hello.alpn?.length === 1 && hello.alpn[0] === ACME_TLS_ALPN) {
       const challenge = this.#challenges.contextFor(name)

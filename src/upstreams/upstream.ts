@@ -86,6 +86,8 @@ export interface UpstreamOptions {
   previous?: Upstream | undefined
   /** Counters by upstream name from the runtime's registry (default: counted here alone). */
   stats?: UpstreamCounters | undefined
+  /** false (config metrics.enabled): backend connects are not timed (default true) */
+  metrics?: boolean | undefined
 }
 
 /** Upstream owns its backends, picks one per request and gives out that backend's connection pool. */
@@ -111,6 +113,7 @@ export class Upstream {
   /** Requests waiting for a slot, oldest first, with their timeout timers. */
   readonly #waiters = new Map<SlotWaiter, NodeJS.Timeout>()
   readonly #log: Logger
+  readonly #metrics: boolean
   /** Panic mode is on (logged once per episode). */
   #panic = false
   /** ejectedUntil of each backend while a panic pick lifts them (one array, reused). */
@@ -122,6 +125,7 @@ export class Upstream {
     this.name = name
     this.config = config
     this.stats = options.stats ?? detachedInstruments().upstream(name)
+    this.#metrics = options.metrics ?? true
     this.tls = loadBackendTls(name, config, log)
     this.backends = config.backends.map(
       (b) =>
@@ -238,7 +242,7 @@ export class Upstream {
     if (!dialer) {
       const { host, port } = backend.address
       dialer = new Dialer({ host, port, tls: dialTls(this.tls), connectTimeout: this.config.timeouts.connect })
-      dialer.connectDuration = this.stats.connectDuration
+      if (this.#metrics) dialer.connectDuration = this.stats.connectDuration
       this.#dialers.set(backend, dialer)
     }
     return dialer
