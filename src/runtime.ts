@@ -444,8 +444,9 @@ export class Runtime {
     const key = JSON.stringify([config.acme, config.data_dir])
     if (this.#acme?.key === key) return this.#acme
     const manager = new AcmeManager(config.acme, {
-      // cluster.store: the fleet's Redis storage goes here once the fleet store offers one (same interface).
-      storage: selectCertificateStorage(config.data_dir),
+      // cluster.store: the fleet's Redis storage, so one instance orders a name and the others load its result.
+      storage: selectCertificateStorage(config.data_dir, this.#fleet?.certificateStorage),
+      ...(this.#fleet && { watchMs: this.#fleet.certificatePollMs }),
       log: this.#log.child({ component: "acme" }),
       counters: this.#state.instruments.acme(),
     })

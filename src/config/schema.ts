@@ -626,7 +626,9 @@ const cluster = z
       })
       .strict()
       .optional()
-      .describe("fleet store shared by instances: ticket keys, instance list, fleet rate limits (default none)"),
+      .describe(
+        "fleet store shared by instances: ticket keys, instance list, fleet rate limits, ACME account, certificates and locks (default none)",
+      ),
   })
   .strict()
 

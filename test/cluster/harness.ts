@@ -4,7 +4,7 @@ import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import tls from "node:tls"
-import { FleetStore } from "../../src/cluster/shared/fleet-store.ts"
+import { FleetStore, type FleetStoreOptions } from "../../src/cluster/shared/fleet-store.ts"
 import { parseConfig } from "../../src/config/load.ts"
 import { type Logger, silentLogger } from "../../src/core/log.ts"
 import { Runtime } from "../../src/runtime.ts"
@@ -19,8 +19,16 @@ export interface Instance {
   close: () => Promise<void>
 }
 
-/** startInstance runs one instance from YAML; with `redis` (a redis:// URL) it joins that fleet store. */
-export async function startInstance(yaml: string, redis?: string, log: Logger = silentLogger()): Promise<Instance> {
+/**
+ * startInstance runs one instance from YAML; with `redis` (a redis:// URL) it joins that fleet store (`fleetOptions`
+ * override its timings).
+ */
+export async function startInstance(
+  yaml: string,
+  redis?: string,
+  log: Logger = silentLogger(),
+  fleetOptions: Pick<FleetStoreOptions, "certificatePollMs"> = {},
+): Promise<Instance> {
   const dir = mkdtempSync(join(tmpdir(), "pc-fleet-"))
   const config = parseConfig(yaml, "test.yaml", dir)
   let runtime: Runtime | undefined
@@ -33,6 +41,7 @@ export async function startInstance(yaml: string, redis?: string, log: Logger = 
       heartbeatMs: 200,
       ringPollMs: 500,
       rateWindowMs: 100,
+      ...fleetOptions,
       self: () => ({ addresses: {}, status: runtime?.ready ? "serving" : "starting" }),
     })
     await fleet.start()

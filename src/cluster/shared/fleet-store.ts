@@ -24,6 +24,8 @@ export interface FleetStoreOptions {
   heartbeatMs?: number
   ringPollMs?: number
   rateWindowMs?: number
+  /** How often each ACME certificate's stored copy is checked for another instance's renewal (default 60 s). */
+  certificatePollMs?: number
 }
 
 /**
@@ -37,6 +39,8 @@ export class FleetStore {
   readonly instances: InstanceList
   /** ACME's account, certificates and locks for the whole fleet (tls/acme/storage.ts's CertificateStorage). */
   readonly certificateStorage: RedisCertificateStorage
+  /** How often ACME looks for a certificate another instance stored (a renewal), in ms. */
+  readonly certificatePollMs: number
   readonly #client: RedisClient
   readonly #subscriber: RedisClient
   readonly #log: Logger
@@ -65,6 +69,7 @@ export class FleetStore {
       ...(options.ringPollMs !== undefined && { pollMs: options.ringPollMs }),
     })
     this.certificateStorage = new RedisCertificateStorage({ client: this.#client, log: this.#log })
+    this.certificatePollMs = options.certificatePollMs ?? 60_000
     this.instances = new InstanceList({
       client: this.#client,
       log: this.#log,

@@ -137,6 +137,17 @@ export class AcmeAccount {
     } catch (err) {
       throw new AcmeError("PC_ACME_DIRECTORY", `reading the ACME directory ${url}: ${errorMessage(err)}`)
     }
+    // One account for a fleet sharing the storage: the first instance creates and registers it under the lock, the
+    // others wait and load it.
+    const release = await this.storage.lock(`${this.prefix.replace(/\//g, "_")}_account`, 120_000)
+    try {
+      return await this.#register(url)
+    } finally {
+      await release().catch(() => {})
+    }
+  }
+
+  async #register(url: string): Promise<acme.Client> {
     const keyKey = `${this.prefix}/account.key`
     const urlKey = `${this.prefix}/account.json`
     let key = (await this.storage.load(keyKey))?.value

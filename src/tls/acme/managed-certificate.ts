@@ -62,6 +62,11 @@ export interface ManagedOptions {
   log: Logger
   counters: AcmeCounters
   random?: () => number
+  /**
+   * With a storage shared by a fleet: every watchMs the stored certificate's modifiedAt is read, and a newer
+   * certificate another instance stored (its renewal) is adopted and pushed to the subscribers.
+   */
+  watchMs?: number
 }
 
 /**
@@ -78,6 +83,9 @@ export class ManagedCertificate {
   #current: LoadedCertificate | undefined
   #loaded: Promise<LoadedCertificate | undefined> | undefined
   #timer: ReturnType<typeof setTimeout> | undefined
+  #watch: ReturnType<typeof setInterval> | undefined
+  /** The stored cert.pem's modifiedAt last looked at by the watch. */
+  #seenModifiedAt = 0
   #running: Promise<void> | undefined
   #started = false
   #closed = false
@@ -138,6 +146,7 @@ export class ManagedCertificate {
   start(): void {
     if (this.#started || this.#closed) return
     this.#started = true
+    this.#startWatch()
     // With a certificate in hand, read the directory first: whether it offers renewalInfo decides the schedule.
     void this.load()
       .then(async () => {
@@ -161,6 +170,7 @@ export class ManagedCertificate {
       return this.#current
     }
     this.#started = true
+    this.#startWatch()
     await this.#run()
     if (!this.#current) throw new AcmeError("PC_ACME_ORDER", this.#lastError ?? "the order failed")
     return this.#current
@@ -169,7 +179,37 @@ export class ManagedCertificate {
   close(): void {
     this.#closed = true
     clearTimeout(this.#timer)
+    clearInterval(this.#watch)
     this.#subscribers.clear()
+  }
+
+  #startWatch(): void {
+    const ms = this.#options.watchMs
+    if (ms === undefined || this.#watch || this.#closed) return
+    this.#watch = setInterval(() => void this.#pickUp(), ms)
+    this.#watch.unref()
+  }
+
+  /**
+   * pickUp adopts a certificate another instance of the fleet stored since the last look (it renewed first), when
+   * it is newer than the one held; an order of this instance in progress goes first (it re-reads under the lock).
+   */
+  async #pickUp(): Promise<void> {
+    if (this.#closed || this.#running) return
+    const { storage, prefix } = this.#options.account
+    try {
+      const item = await storage.load(`${storageDir(prefix, this.names, this.keyType)}/cert.pem`)
+      if (!item || item.modifiedAt === this.#seenModifiedAt) return
+      this.#seenModifiedAt = item.modifiedAt
+      const stored = await readStoredCertificate(storage, prefix, this.names, this.keyType)
+      const current = this.#current
+      if (!stored || this.#running || this.#closed || stored.fingerprint256 === current?.fingerprint256) return
+      if (current && stored.notAfter <= current.notAfter) return
+      this.#adopt(stored, "loaded")
+      this.#schedule()
+    } catch {
+      // The store is down (its connection logs that): the next look tries again.
+    }
   }
 
   /** schedule sets the one timer: a retry after a failure, the renewal time, or an ARI refresh if that is sooner. */

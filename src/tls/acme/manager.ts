@@ -26,6 +26,8 @@ export interface AcmeManagerOptions {
   log: Logger
   counters: AcmeCounters
   random?: () => number
+  /** With a shared storage: how often each certificate looks for a copy another instance stored (ms). */
+  watchMs?: number
 }
 
 /**
@@ -83,6 +85,7 @@ export class AcmeManager {
         log: this.#options.log,
         counters: this.#options.counters,
         ...(this.#options.random ? { random: this.#options.random } : {}),
+        ...(this.#options.watchMs !== undefined ? { watchMs: this.#options.watchMs } : {}),
       })
       this.#managed.set(key, managed)
     }
