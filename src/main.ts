@@ -5,6 +5,7 @@ import { join } from "node:path"
 import { parseArgs } from "node:util"
 import { AdminApi } from "./admin/api.ts"
 import { certificateList } from "./admin/certificates.ts"
+import { type DashboardSource, dashboardData } from "./admin/dashboard/data.ts"
 import { scrape } from "./admin/metrics-endpoint.ts"
 import { FleetStore } from "./cluster/shared/fleet-store.ts"
 import { defaultConfig } from "./config/default.ts"
@@ -180,6 +181,14 @@ async function run(file: string | undefined, format: "json" | "pretty"): Promise
       throw locateBuildError(err, loadedNext.locate)
     }
   }
+  const dashboardSource: DashboardSource = {
+    state: running.state,
+    get generation() {
+      return running.generation
+    },
+    ports: () => running.ports(),
+    ...(fleet && { instances: () => fleet.status() }),
+  }
   const actions = {
     status: () => ({
       pid: process.pid,
@@ -195,6 +204,7 @@ async function run(file: string | undefined, format: "json" | "pretty"): Promise
     certificates: () => certificateList(running.generation),
     failures: () => ({ failures: running.state.instruments.failures.recent() }),
     clients: () => running.generation?.census() ?? { listeners: {} },
+    dashboard: () => dashboardData(dashboardSource),
   }
   if (config.admin) {
     admin = new AdminApi(config.admin.address, actions, log, config.admin)

@@ -152,6 +152,8 @@ export interface UpstreamCounters {
   tcpRejected: Counter
   /** Backend connect times (TCP, PROXY header, TLS) of proxied traffic. */
   connectDuration: Histogram
+  /** backendError counts one failure a backend caused (connect, timeout, reset, tls, protocol, 5xx): the error path. */
+  backendError(backend: string, kind: string): void
 }
 
 /** ClientGateCounters: one listener address's per-client refusals. */
@@ -199,6 +201,7 @@ export class Instruments {
   readonly #connectDuration
   readonly #acmeEvents
   readonly #onDemand
+  readonly #backendErrors
   /** Per-listener totals for /status, by name (not exported: /metrics has the labelled families). */
   readonly #totals = new Map<string, { handshakes: Counter; errors: Counter }>()
   /** The last 100 handshake failures of every listener (GET /tls/failures). */
@@ -262,6 +265,11 @@ export class Instruments {
       "portcullis_backend_retries_total",
       "tries that failed on this backend and were sent to another one",
       { labels: ["upstream", "backend"] },
+    )
+    this.#backendErrors = r.counter(
+      "portcullis_backend_errors_total",
+      "tries a backend failed (connect, timeout, reset, tls, protocol) or answered with a 5xx, by kind",
+      { labels: ["upstream", "backend", "kind"] },
     )
     this.#reloads = r.counter("portcullis_config_reloads_total", "config reloads, by result", { labels: ["result"] })
     this.#proxyHeaderErrors = r.counter(
@@ -375,6 +383,7 @@ export class Instruments {
   }
 
   upstream(name: string): UpstreamCounters {
+    const errors = this.#backendErrors
     return {
       retries: this.#retries.child(name),
       queued: this.#queued.child(name),
@@ -383,6 +392,7 @@ export class Instruments {
       ejections: this.#ejections.child(name),
       tcpRejected: this.#tcpRejected.child(name),
       connectDuration: this.#connectDuration.child(name),
+      backendError: (backend, kind) => errors.child(name, backend, kind).inc(),
     }
   }
 
