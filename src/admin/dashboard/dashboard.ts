@@ -30,7 +30,7 @@ interface Asset {
 
 const STATIC = join(import.meta.dirname, "static")
 
-/** loadAssets reads the page's files once (about 70 KB with uPlot): a request is then a write of a Buffer. */
+/** loadAssets reads the page's files once (about 85 KB with uPlot): a request is then a write of a Buffer. */
 function loadAssets(): Map<string, Asset> {
   const uplot = join(createRequire(import.meta.url).resolve("uplot/package.json"), "../dist")
   const file = (path: string, type: string): Asset => ({ type, body: readFileSync(path) })
