@@ -5,7 +5,7 @@
  * the census panel shows when a census is there and hides when not. Screenshots are kept in the test's temp dir.
  */
 import assert from "node:assert/strict"
-import { readFileSync } from "node:fs"
+import { existsSync, readFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import { join } from "node:path"
 import { after, before, describe, test } from "node:test"
@@ -32,6 +32,7 @@ type Charts = Record<string, { series: string[]; data: (number | null)[][] } | n
 type Hook = { portcullisDashboard: { polls: number; charts(): Charts } }
 
 let scene: Scene
+const skip = existsSync(CHROMIUM) ? false : `${CHROMIUM} is missing (apt-get install -y chromium)`
 
 before(async () => {
   scene = await startScene()
@@ -105,7 +106,9 @@ describe("GET / on the admin address, with admin.token_file", () => {
 })
 
 describe("the dashboard in headless Chromium", () => {
-  test("after known traffic: every chart has data, days left per certificate, SNI as text, no errors", async () => {
+  test("after known traffic: every chart has data, days left per certificate, SNI as text, no errors", {
+    skip,
+  }, async () => {
     const browser = await openDashboard(scene)
     const { page, problems } = browser
     try {
@@ -265,7 +268,28 @@ describe("the census panel", () => {
     },
   }
 
-  test("with a census it shows per listener shares and what each profile would refuse", async () => {
+  /** A fleet store's status as /status shows it (FleetStore.status()): this instance and one other. */
+  const now = new Date().toISOString()
+  const fleet = {
+    id: "pc-a",
+    connected: true,
+    read_at: now,
+    instances: [
+      { id: "pc-a", version: "0.1.0", pid: 11, addresses: { web: "10.0.0.1:443" }, status: "serving", updated_at: now },
+      {
+        id: "pc-b",
+        version: "0.1.0",
+        pid: 12,
+        addresses: { web: "10.0.0.2:443" },
+        status: "draining",
+        updated_at: now,
+      },
+    ],
+  }
+
+  test("with a census it shows per listener shares and what each profile would refuse; fleet instances", {
+    skip,
+  }, async () => {
     const state = new RuntimeState()
     const api = new AdminApi(
       { host: "127.0.0.1", port: 0 },
@@ -273,7 +297,7 @@ describe("the census panel", () => {
         status: () => ({}),
         reload: async () => {},
         drain: () => {},
-        dashboard: () => dashboardData({ state, generation: undefined, census: () => census }),
+        dashboard: () => dashboardData({ state, generation: undefined, census: () => census, instances: () => fleet }),
       },
       silentLogger(),
     )
@@ -305,6 +329,13 @@ describe("the census panel", () => {
       // Empty states say what is missing: no upstreams, no certificates.
       assert.match((await page.locator("#backends").textContent()) ?? "", /No upstreams configured/)
       assert.match((await page.locator("#certificates").textContent()) ?? "", /no certificates/i)
+      const instances = await page
+        .locator("#instances tbody tr")
+        .evaluateAll((rows) => rows.map((r) => [...r.querySelectorAll("td")].slice(0, 2).map((td) => td.textContent)))
+      assert.deepEqual(instances, [
+        ["pc-a (this one)", "serving"],
+        ["pc-b", "draining"],
+      ])
       await page.screenshot({ path: join(scene.dir, "dashboard-census.png"), fullPage: true })
       assert.deepEqual(problems, [])
     } finally {
