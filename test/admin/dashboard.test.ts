@@ -184,8 +184,10 @@ describe("the dashboard in headless Chromium", () => {
       const down = page.locator("#backends tbody tr", { hasText: "down" })
       assert.ok(Number(await down.locator("td").nth(4).textContent()) >= 2, "the refusing backend's errors")
       const app = page.locator("#backends tbody tr", { hasText: "app" })
-      assert.match((await app.locator("td").nth(5).textContent()) ?? "", /^\d+(\.\d)? ms \/ \d+(\.\d)? ms$/)
-      assert.match((await app.locator("td").nth(6).textContent()) ?? "", /^ok · \d/)
+      assert.match((await app.locator("td").nth(5).textContent()) ?? "", /^\d+(\.\d)? ms$/, "the backend's mean")
+      assert.match((await app.locator("td").nth(6).textContent()) ?? "", /^\d+(\.\d)? ms \/ \d+(\.\d)? ms$/)
+      assert.match((await app.locator("td").nth(7).textContent()) ?? "", /^ok · \d/)
+      assert.equal(await down.locator("td").nth(5).textContent(), "no responses")
       assert.match((await page.locator("#versions").textContent()) ?? "", /TLSv1\.3/)
       // No cluster.store: the fleet panel says so; no census in this build: its panel is hidden.
       assert.match((await page.locator("#instances").textContent()) ?? "", /No cluster\.store configured/)

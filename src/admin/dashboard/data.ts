@@ -99,6 +99,7 @@ export function dashboardData(source: DashboardSource, now = Date.now()) {
     for (const u of gen.upstreams.values()) {
       const s = u.status()
       const health = new Map((s.health ?? []).map((h) => [h.id, h]))
+      const live = new Map(u.backends.map((b) => [b.id, b]))
       upstreams.push({
         name: s.name,
         balance: s.balance,
@@ -113,6 +114,9 @@ export function dashboardData(source: DashboardSource, now = Date.now()) {
             in_flight: b.in_flight,
             max_connections: b.max_connections,
             errors: backendErrors[`${s.name}\u0000${b.id}`] ?? 0,
+            // Totals for this generation's Backend (a reload starts them again: the page skips a drop).
+            responses: live.get(b.id)?.responses ?? 0,
+            first_byte_seconds: live.get(b.id)?.firstByteSeconds ?? 0,
             health: h && { healthy: h.healthy, last_error: h.last_error, last_duration_ms: h.last_duration_ms },
           }
         }),

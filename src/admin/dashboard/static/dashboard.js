@@ -280,8 +280,18 @@
       handshakes: d.handshakes,
       failures: d.failures,
       first_byte: d.latency.first_byte,
+      backends: backendTotals(d),
     })
     if (samples.length > WINDOW + 1) samples.shift()
+  }
+
+  /** backendTotals: each backend's response count and time-to-first-byte sum, by upstream and id. */
+  function backendTotals(d) {
+    const out = {}
+    for (const u of d.upstreams) {
+      for (const b of u.backends) out[`${u.name} ${b.id}`] = { n: b.responses, s: b.first_byte_seconds }
+    }
+    return out
   }
 
   function renderTiles(d) {
@@ -412,6 +422,9 @@
             : h.healthy === undefined
               ? { text: "not checked yet", cls: "num muted" }
               : { text: `ok · ${fmtMs(h.last_duration_ms)}`, cls: "num ok" }
+        const then = minute.backends[`${u.name} ${b.id}`]
+        const n = then ? delta(b.responses, then.n) : null
+        const mean = n ? `${fmtMs((1000 * (b.first_byte_seconds - then.s)) / n)}` : "no responses"
         const flight = b.max_connections === null ? fmtCount(b.in_flight) : `${b.in_flight} / ${b.max_connections}`
         body.appendChild(
           row([
@@ -420,6 +433,7 @@
             { text: state, cls: `state ${tone}` },
             { text: flight, cls: "num" },
             { text: fmtCount(b.errors), cls: b.errors ? "num warn" : "num" },
+            { text: mean, cls: "num", title: "this backend's mean time to first byte, last minute" },
             { text: latency, cls: "num", title: "time to first byte of the upstream's responses, last minute" },
             check,
           ]),
