@@ -255,6 +255,48 @@ describe("the dashboard's data endpoint", () => {
   })
 })
 
+describe("the browser's window", () => {
+  test("the charts keep at most 300 points (5 minutes at one a second) however long the page is open", {
+    skip,
+  }, async () => {
+    const state = new RuntimeState()
+    const api = new AdminApi(
+      { host: "127.0.0.1", port: 0 },
+      {
+        status: () => ({}),
+        reload: async () => {},
+        drain: () => {},
+        dashboard: () => dashboardData({ state, generation: undefined }),
+      },
+      silentLogger(),
+    )
+    await api.start()
+    const context = await chromium.launchPersistentContext(join(scene.dir, "window-profile"), {
+      headless: true,
+      executablePath: CHROMIUM,
+      args: CHROMIUM_ARGS,
+    })
+    try {
+      const page = context.pages()[0] ?? (await context.newPage())
+      // The page's clock is Playwright's: its one-second timer is run forward instead of waited for.
+      await page.clock.install()
+      await page.goto(`http://127.0.0.1:${api.port}/`)
+      const polls = () => page.evaluate(() => (window as unknown as Hook).portcullisDashboard.polls)
+      const deadline = Date.now() + 60_000
+      for (let n = 0; (n % 20 !== 0 || (await polls()) < 320) && Date.now() < deadline; n++) {
+        await page.clock.runFor(1_000)
+      }
+      assert.ok((await polls()) >= 320, `${await polls()} polls in 60 s`)
+      const charts = await page.evaluate(() => (window as unknown as Hook).portcullisDashboard.charts())
+      assert.equal(charts["requests"]!.data[0]!.length, 300)
+      for (const col of charts["requests"]!.data) assert.equal(col.length, 300)
+    } finally {
+      await context.close()
+      await api.close()
+    }
+  })
+})
+
 describe("the census panel", () => {
   /** The shape GET /tls/clients answers (the census, issue 13 item 5). */
   const census = {

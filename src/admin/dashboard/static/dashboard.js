@@ -129,14 +129,19 @@
     const n = history.t.length
     for (const [key, col] of history.cols) col.push(point.has(key) ? point.get(key) : null)
     for (const [key, v] of point) {
-      if (history.cols.has(key)) continue
+      // A series starts with its first value: one that never had any (an upstream with no traffic) is not drawn.
+      if (v === null || history.cols.has(key)) continue
       const col = new Array(n - 1).fill(null)
       col.push(v)
       history.cols.set(key, col)
     }
     if (n > WINDOW) {
       history.t.shift()
-      for (const col of history.cols.values()) col.shift()
+      for (const [key, col] of history.cols) {
+        col.shift()
+        // A series with no value left in the window (an upstream a reload removed) goes, so memory stays bounded.
+        if (col.every((v) => v === null)) history.cols.delete(key)
+      }
     }
   }
 
