@@ -307,7 +307,12 @@ describe("the census panel", () => {
         groups: { X25519MLKEM768: 4, x25519: 8, secp256r1: 7 },
         ciphers: { TLS_AES_128_GCM_SHA256: 6, "ECDHE-ECDSA-AES128-GCM-SHA256": 8 },
         sigalgs: { ecdsa_secp256r1_sha256: 8, rsa_pss_rsae_sha256: 8 },
-        whatif: { modern: { refused: 2 }, intermediate: { refused: 0 }, old: { refused: 0 } },
+        whatif: {
+          modern: { refused: 2, reasons: { no_shared_version: 2 } },
+          intermediate: { refused: 0 },
+          old: { refused: 0 },
+          current: { refused: 0, unjudged: ["ciphers keyword HIGH"] },
+        },
       },
     },
   }
@@ -367,6 +372,8 @@ describe("the census panel", () => {
       const modern = page.locator("#census .bar", { hasText: "modern" })
       assert.equal(await modern.locator(".pct").textContent(), "25%")
       assert.match((await modern.locator(".fill").getAttribute("class")) ?? "", /\bbad\b/)
+      assert.equal(await modern.getAttribute("title"), "2 of 8 (no_shared_version: 2)")
+      assert.match(text, /current: not judged: ciphers keyword HIGH/)
       assert.equal(await page.locator("#census .bar", { hasText: "intermediate" }).locator(".pct").textContent(), "0%")
       const mlkem = page.locator("#census .bar", { hasText: "X25519MLKEM768" })
       assert.equal(await mlkem.locator(".pct").textContent(), "50%")

@@ -523,10 +523,15 @@
         const profiles = Object.keys(c.whatif || {})
         if (!profiles.length) g.appendChild(el("div", "empty", "no profiles"))
         for (const p of profiles) {
-          const share = pct(c.whatif[p].refused, c.clients)
-          g.appendChild(
-            bar(p, share, `${fmtCount(c.whatif[p].refused)} of ${fmtCount(c.clients)}`, share > 0 ? "bad" : "ok"),
-          )
+          const w = c.whatif[p]
+          const share = pct(w.refused, c.clients)
+          // The reasons (no shared version, cipher, group...) go in the tooltip; parts it could not judge below.
+          const why = Object.entries(w.reasons || {})
+            .map(([r, n]) => `${r}: ${n}`)
+            .join(", ")
+          const title = `${fmtCount(w.refused)} of ${fmtCount(c.clients)}${why ? ` (${why})` : ""}`
+          g.appendChild(bar(p, share, title, share > 0 ? "bad" : "ok"))
+          if (w.unjudged?.length) g.appendChild(el("div", "sub muted", `${p}: not judged: ${w.unjudged.join(", ")}`))
         }
       })
       for (const [title, key] of [
