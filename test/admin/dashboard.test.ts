@@ -6,12 +6,14 @@
  */
 import assert from "node:assert/strict"
 import { existsSync, readFileSync } from "node:fs"
+import http from "node:http"
 import { createRequire } from "node:module"
+import type { AddressInfo } from "node:net"
 import { join } from "node:path"
 import { after, before, describe, test } from "node:test"
 import { chromium } from "playwright-core"
 import { AdminApi } from "../../src/admin/api.ts"
-import { CONTENT_SECURITY_POLICY } from "../../src/admin/dashboard/dashboard.ts"
+import { CONTENT_SECURITY_POLICY, Dashboard } from "../../src/admin/dashboard/dashboard.ts"
 import { DashboardFeed, dashboardData } from "../../src/admin/dashboard/data.ts"
 import { silentLogger } from "../../src/core/log.ts"
 import { RuntimeState } from "../../src/state/runtime-state.ts"
@@ -259,18 +261,15 @@ describe("the browser's window", () => {
   test("the charts keep at most 300 points (5 minutes at one a second) however long the page is open", {
     skip,
   }, async () => {
+    // The page's clock is Playwright's, so its one-second timer is run forward instead of waited for; the data
+    // says a second passed at every poll (a feed without the shared second, and a snapshot time that counts up).
     const state = new RuntimeState()
-    const api = new AdminApi(
-      { host: "127.0.0.1", port: 0 },
-      {
-        status: () => ({}),
-        reload: async () => {},
-        drain: () => {},
-        dashboard: () => dashboardData({ state, generation: undefined }),
-      },
-      silentLogger(),
-    )
-    await api.start()
+    let second = 1_700_000_000
+    const dashboard = new Dashboard(() => dashboardData({ state, generation: undefined }, ++second * 1000), 0)
+    const server = http.createServer((req, res) => {
+      if (!dashboard.serve(req, res, new URL(req.url ?? "/", "http://x").pathname)) res.writeHead(404).end()
+    })
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r))
     const context = await chromium.launchPersistentContext(join(scene.dir, "window-profile"), {
       headless: true,
       executablePath: CHROMIUM,
@@ -278,9 +277,8 @@ describe("the browser's window", () => {
     })
     try {
       const page = context.pages()[0] ?? (await context.newPage())
-      // The page's clock is Playwright's: its one-second timer is run forward instead of waited for.
       await page.clock.install()
-      await page.goto(`http://127.0.0.1:${api.port}/`)
+      await page.goto(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`)
       const polls = () => page.evaluate(() => (window as unknown as Hook).portcullisDashboard.polls)
       const deadline = Date.now() + 60_000
       for (let n = 0; (n % 20 !== 0 || (await polls()) < 320) && Date.now() < deadline; n++) {
@@ -292,7 +290,8 @@ describe("the browser's window", () => {
       for (const col of charts["requests"]!.data) assert.equal(col.length, 300)
     } finally {
       await context.close()
-      await api.close()
+      server.closeAllConnections()
+      await new Promise((r) => server.close(r))
     }
   })
 })

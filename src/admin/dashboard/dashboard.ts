@@ -51,8 +51,9 @@ export class Dashboard {
   readonly feed: DashboardFeed
   readonly #assets = loadAssets()
 
-  constructor(data: () => unknown) {
-    this.feed = new DashboardFeed(data)
+  /** periodMs: how long one snapshot serves every poll (1 s; a test of the page's own window may shorten it). */
+  constructor(data: () => unknown, periodMs = 1000) {
+    this.feed = new DashboardFeed(data, periodMs)
   }
 
   /** serve answers GET/HEAD for a dashboard path and returns true, or returns false for any other path. */

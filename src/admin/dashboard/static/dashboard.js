@@ -56,6 +56,7 @@
     for (const c of cells) {
       const td = el("td", c.cls, c.text)
       if (c.title) td.title = c.title
+      if (c.span) td.colSpan = c.span
       tr.appendChild(td)
     }
     return tr
@@ -183,12 +184,23 @@
     return keys.map((key, i) => ({ key, label: key.slice(spec.prefix.length), color: PALETTE[i % PALETTE.length] }))
   }
 
+  /** xRange: with fewer than two points uPlot spans about 1,000 days around one time; show the last minute. */
+  function xRange(u, min, max) {
+    const t = u.data[0]
+    if (t && t.length >= 2) return [min, max]
+    const end = t && t.length === 1 ? t[0] : Date.now() / 1000
+    return [end - 60, end + 1]
+  }
+
   function chartOptions(node, spec, series) {
     return {
       width: Math.max(200, node.clientWidth),
       height: 200,
       cursor: { drag: { x: false, y: false } },
-      scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.15 : 1] } },
+      scales: {
+        x: { time: true, range: xRange },
+        y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.15 : 1] },
+      },
       axes: [
         { stroke: COLOR.muted, grid: { stroke: COLOR.line, width: 1 }, ticks: { stroke: COLOR.line } },
         {
@@ -257,6 +269,8 @@
   // ---- one poll ----
 
   function record(d) {
+    // The same one-second snapshot twice (a poll inside the server's second): no new point.
+    if (previous && d.time === previous.time) return
     const t = d.time / 1000
     const point = new Map()
     if (previous) {
@@ -356,7 +370,7 @@
     const old = sampleAgo(WINDOW * 1000)
     const reasons = Object.keys(d.failures).sort((a, b) => d.failures[b] - d.failures[a])
     if (!reasons.length) {
-      body.appendChild(row([{ text: "none since start", cls: "muted" }, { text: "" }, { text: "" }]))
+      body.appendChild(row([{ text: "none since start", cls: "muted", span: 3 }]))
       return
     }
     for (const r of reasons) {
@@ -402,7 +416,7 @@
     const body = byId("backends").tBodies[0]
     clear(body)
     if (!d.upstreams.length) {
-      body.appendChild(row([{ text: "No upstreams configured.", cls: "muted" }]))
+      body.appendChild(row([{ text: "No upstreams configured.", cls: "muted", span: 8 }]))
       return
     }
     const minute = sampleAgo(60_000)
@@ -479,7 +493,7 @@
     const body = byId("recent-failures").tBodies[0]
     clear(body)
     if (!d.recent_failures.length) {
-      body.appendChild(row([{ text: "No handshake failures since start.", cls: "muted" }]))
+      body.appendChild(row([{ text: "No handshake failures since start.", cls: "muted", span: 5 }]))
       return
     }
     for (const f of d.recent_failures.slice(0, RECENT_SHOWN)) {
@@ -559,13 +573,15 @@
     clear(body)
     const fleet = d.instances
     if (!fleet) {
-      body.appendChild(row([{ text: "No cluster.store configured: this instance runs on its own.", cls: "muted" }]))
+      body.appendChild(
+        row([{ text: "No cluster.store configured: this instance runs on its own.", cls: "muted", span: 6 }]),
+      )
       return
     }
     const list = fleet.instances || []
     if (!list.length) {
       const why = fleet.connected ? "the store lists no instance yet" : "the store is unreachable and none was read"
-      body.appendChild(row([{ text: `No instances: ${why}.`, cls: "muted" }]))
+      body.appendChild(row([{ text: `No instances: ${why}.`, cls: "muted", span: 6 }]))
       return
     }
     for (const i of list) {
