@@ -187,6 +187,12 @@ async function run(file: string | undefined, format: "json" | "pretty"): Promise
       return running.generation
     },
     ports: () => running.ports(),
+    // As GET /tls/clients answers it; with no listener counting (metrics.enabled false, census_window 0) the
+    // dashboard gets none and hides the panel.
+    census: () => {
+      const census = running.generation?.census()
+      return census && Object.keys(census.listeners).length > 0 ? census : undefined
+    },
     ...(fleet && { instances: () => fleet.status() }),
   }
   const actions = {

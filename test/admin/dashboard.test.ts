@@ -191,9 +191,11 @@ describe("the dashboard in headless Chromium", () => {
       assert.match((await app.locator("td").nth(7).textContent()) ?? "", /^ok · \d/)
       assert.equal(await down.locator("td").nth(5).textContent(), "no responses")
       assert.match((await page.locator("#versions").textContent()) ?? "", /TLSv1\.3/)
-      // No cluster.store: the fleet panel says so; no census in this build: its panel is hidden.
+      // No cluster.store: the fleet panel says so. The census (GET /tls/clients) shows the listener's clients.
       assert.match((await page.locator("#instances").textContent()) ?? "", /No cluster\.store configured/)
-      assert.equal(await page.locator("#census").isHidden(), true)
+      assert.equal(await page.locator("#census").isVisible(), true)
+      assert.match((await page.locator("#census").textContent()) ?? "", /web · \d+ recent clients/)
+      assert.equal(await page.locator("#census .bar", { hasText: "modern" }).count(), 1)
 
       const wide = join(scene.dir, "dashboard.png")
       await page.screenshot({ path: wide, fullPage: true })
