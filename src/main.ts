@@ -7,6 +7,7 @@ import { parseArgs } from "node:util"
 import { AdminApi } from "./admin/api.ts"
 import { expiring, renderCertificateTable, WARN_DAYS_DEFAULT } from "./admin/certificate-table.ts"
 import { certificateList, certificatesOfConfig } from "./admin/certificates.ts"
+import { type DashboardSource, dashboardData } from "./admin/dashboard/data.ts"
 import { scrape } from "./admin/metrics-endpoint.ts"
 import { InheritedFds } from "./cluster/inherited-fds.ts"
 import { Primary } from "./cluster/primary.ts"
@@ -30,6 +31,7 @@ import { PrettyStream } from "./core/pretty-log.ts"
 import { type DemoBackend, startDemoBackend } from "./demo/backend.ts"
 import { Generation, Runtime } from "./runtime.ts"
 import { RuntimeState } from "./state/runtime-state.ts"
+import type { LoadedCertificate } from "./tls/certificate.ts"
 import { checkCertificates } from "./tls/check-certificates.ts"
 
 const USAGE = `usage:
@@ -252,6 +254,21 @@ async function run(file: string | undefined, format: "json" | "pretty"): Promise
     return { pid: process.pid, successor: pid }
   }
   let stopNow: (why: string) => void = () => {}
+  const dashboardSource: DashboardSource = {
+    state: running.state,
+    get generation() {
+      return running.generation
+    },
+    ports: () => running.ports(),
+    // As GET /tls/clients answers it; with no listener counting (metrics.enabled false, census_window 0) the
+    // dashboard gets none and hides the panel.
+    census: () => {
+      const census = running.generation?.census()
+      return census && Object.keys(census.listeners).length > 0 ? census : undefined
+    },
+    ...(fleet && { instances: () => fleet.status() }),
+    ...(!(running instanceof Primary) && { ocspStatus: (c: LoadedCertificate) => running.ocspStatus(c) }),
+  }
   const actions = {
     status: async () => ({
       pid: process.pid,
@@ -280,6 +297,7 @@ async function run(file: string | undefined, format: "json" | "pretty"): Promise
     // One process has no workers to replace: a restart is then the takeover (a new process on the same sockets).
     restart: () => (running instanceof Primary ? running.restart() : upgrade()),
     upgrade,
+    dashboard: () => dashboardData(dashboardSource),
   }
   if (config.admin) {
     admin = new AdminApi(config.admin.address, actions, log, config.admin)

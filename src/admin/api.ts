@@ -6,6 +6,7 @@ import type { HostPort } from "../config/schema.ts"
 import { ConfigError, errorMessage, PortcullisError } from "../core/errors.ts"
 import type { Logger } from "../core/log.ts"
 import { BearerToken } from "./auth.ts"
+import { Dashboard } from "./dashboard/dashboard.ts"
 import { CONTENT_TYPE } from "./metrics-endpoint.ts"
 
 /** AdminActions: what the API can ask of the process; main.ts wires them to the runtime. */
@@ -29,6 +30,8 @@ export interface AdminActions {
   failures?(): unknown
   /** clients is the ClientHello census and profile what-if of each listener (GET /tls/clients). */
   clients?(): unknown
+  /** dashboard is the live dashboard's snapshot (dashboard/data.ts); with it GET / serves the dashboard. */
+  dashboard?(): unknown
   /** ready: serving (not starting, not draining for shutdown); GET /readyz answers 503 otherwise. Default true. */
   ready?(): boolean
 }
@@ -40,8 +43,9 @@ export interface AdminSecurity {
 }
 
 /**
- * AdminApi serves GET /status, /metrics, /certificates, /tls/failures, /tls/clients, /healthz, /readyz, POST /reload and
- * POST /upstreams/NAME/backends/ADDR/drain (and /undrain). With a token_file every request needs the bearer token
+ * AdminApi serves GET / (the dashboard, its /assets/ and /dashboard/data), GET /status, /metrics, /certificates,
+ * /tls/failures, /tls/clients, /healthz, /readyz, POST /reload and POST /upstreams/NAME/backends/ADDR/drain (and
+ * /undrain). With a token_file every request needs the bearer token
  * (401 otherwise); with tls the listener is HTTPS and refuses, in the handshake, a client without a certificate
  * signed by client_ca. For an outside load balancer: /healthz is live (the process answers), /readyz is ready
  * (200 while serving, 503 while starting or shutting down, so the balancer stops sending before the listeners go).
@@ -54,12 +58,15 @@ export class AdminApi {
   /** A reload moved the API elsewhere: answers close their connections. */
   #retired = false
   readonly #token: BearerToken | undefined
+  readonly #dashboard: Dashboard | undefined
 
   constructor(address: HostPort, actions: AdminActions, log: Logger, security: AdminSecurity = {}) {
     this.address = address
     this.#actions = actions
     this.#log = log
     this.#token = security.token_file === undefined ? undefined : BearerToken.fromFile(security.token_file)
+    const data = actions.dashboard?.bind(actions)
+    this.#dashboard = data && new Dashboard(data)
     const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
       this.#handle(req, res).catch((err: unknown) => reply(res, 500, { error: errorMessage(err) }))
     }
@@ -90,6 +97,7 @@ export class AdminApi {
     }
     const url = new URL(req.url ?? "/", "http://admin")
     const parts = url.pathname.split("/").filter(Boolean).map(decodeURIComponent)
+    if (this.#dashboard?.serve(req, res, url.pathname)) return
     if (req.method === "GET" && url.pathname === "/healthz") return reply(res, 200, { ok: true })
     if (req.method === "GET" && url.pathname === "/readyz") {
       const ready = this.#actions.ready?.() ?? true

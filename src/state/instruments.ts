@@ -164,6 +164,8 @@ export interface UpstreamCounters {
   tcpRejected: Counter
   /** Backend connect times (TCP, PROXY header, TLS) of proxied traffic. */
   connectDuration: Histogram
+  /** backendError counts one failure a backend caused (connect, timeout, reset, tls, protocol, 5xx): the error path. */
+  backendError(backend: string, kind: string): void
 }
 
 /** ClientGateCounters: one listener address's per-client refusals. */
@@ -212,6 +214,7 @@ export class Instruments {
   readonly #certificateEvents
   readonly #acmeEvents
   readonly #onDemand
+  readonly #backendErrors
   /** Per-listener totals for /status, by name (not exported: /metrics has the labelled families). */
   readonly #totals = new Map<string, { handshakes: Counter; errors: Counter }>()
   /** The last 100 handshake failures of every listener (GET /tls/failures). */
@@ -281,6 +284,11 @@ export class Instruments {
       "certificate events: OCSP answers fetched, fetches failed, revoked answers, self-checks after a swap",
       // name: the certificate's first name, from the operator's files (never client input): bounded.
       { labels: ["name", "event"], maxSeries: 600 },
+    )
+    this.#backendErrors = r.counter(
+      "portcullis_backend_errors_total",
+      "tries a backend failed (connect, timeout, reset, tls, protocol) or answered with a 5xx, by kind",
+      { labels: ["upstream", "backend", "kind"] },
     )
     this.#reloads = r.counter("portcullis_config_reloads_total", "config reloads, by result", { labels: ["result"] })
     this.#proxyHeaderErrors = r.counter(
@@ -399,6 +407,7 @@ export class Instruments {
   }
 
   upstream(name: string): UpstreamCounters {
+    const errors = this.#backendErrors
     return {
       retries: this.#retries.child(name),
       queued: this.#queued.child(name),
@@ -407,6 +416,7 @@ export class Instruments {
       ejections: this.#ejections.child(name),
       tcpRejected: this.#tcpRejected.child(name),
       connectDuration: this.#connectDuration.child(name),
+      backendError: (backend, kind) => errors.child(name, backend, kind).inc(),
     }
   }
 

@@ -18,6 +18,12 @@ export class Backend {
   ejectedUntil = 0
   /** When (ms since epoch) the backend last came back (health up, or end of an ejection); 0 if it never left. */
   returnedAt = 0
+  /**
+   * HTTP responses this backend began, and the sum of their times to first byte (seconds, from the request's
+   * arrival): two adds per response, so the dashboard can show each backend's mean over a window.
+   */
+  responses = 0
+  firstByteSeconds = 0
   /** Over this many ms after returnedAt its weight ramps up from 10% to full (slow start); 0 = off. */
   readonly slowStart: number
 

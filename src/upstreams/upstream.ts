@@ -287,9 +287,11 @@ export class Upstream {
    * eject a healthy backend.
    */
   failed(backend: Backend, failure: Failure | "5xx", source?: FailureSource): boolean {
+    if (failure !== "5xx" && (failure.source !== "backend" || failure.kind === "unavailable")) return false
+    // Counted whether or not passive health is on: the dashboard's backend error rate and /metrics read it.
+    this.stats.backendError(backend.id, failure === "5xx" ? failure : failure.kind)
     const outliers = this.outliers
     if (outliers === undefined) return false
-    if (failure !== "5xx" && (failure.source !== "backend" || failure.kind === "unavailable")) return false
     if (!outliers.onFailure(backend, failure === "5xx" ? failure : failure.kind, Date.now(), source)) return false
     this.stats.ejections.inc()
     return true

@@ -389,9 +389,12 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
   #respond(statusCode: number, headers: Record<string, string | string[] | undefined>, endStream?: boolean): void {
     this.responseStarted = true
     this.status = statusCode
-    this.meter?.firstByte.observe((performance.now() - this.started) / 1000)
+    const firstByte = (performance.now() - this.started) / 1000
+    this.meter?.firstByte.observe(firstByte)
     const upstream = this.upstream
     const backend = this.backend!
+    backend.responses++
+    backend.firstByteSeconds += firstByte
     if (statusCode >= 500) upstream.failed(backend, "5xx", this)
     else upstream.succeeded(backend)
     const out = responseHeadersForClient(headers)
