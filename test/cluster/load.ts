@@ -56,7 +56,9 @@ export async function h2load(port: number, seconds: number, clients = 2, streams
   // printed as "Process Request Failure"; that client then stops. Nothing was sent, so nothing was lost: those are
   // taken out. Every other failure (a reset or refused stream, a broken connection, a 4xx/5xx) counts.
   const unsent = (out.match(/^Process Request Failure:/gm) ?? []).length
-  const failed = Number(m[5]) - unsent + Number(m[7]) + (status ? Number(status[3]) + Number(status[4]) : 0)
+  // h2load does not always count such a request as failed (in -D mode it may never have been started): never
+  // take out more than it counted.
+  const failed = Math.max(0, Number(m[5]) - unsent) + Number(m[7]) + (status ? Number(status[3]) + Number(status[4]) : 0)
   return { tool: "h2load", requests: Number(m[4]), failed, output: out }
 }
 
