@@ -58,7 +58,8 @@ export async function h2load(port: number, seconds: number, clients = 2, streams
   const unsent = (out.match(/^Process Request Failure:/gm) ?? []).length
   // h2load does not always count such a request as failed (in -D mode it may never have been started): never
   // take out more than it counted.
-  const failed = Math.max(0, Number(m[5]) - unsent) + Number(m[7]) + (status ? Number(status[3]) + Number(status[4]) : 0)
+  const failed =
+    Math.max(0, Number(m[5]) - unsent) + Number(m[7]) + (status ? Number(status[3]) + Number(status[4]) : 0)
   return { tool: "h2load", requests: Number(m[4]), failed, output: out }
 }
 
