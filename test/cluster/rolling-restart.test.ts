@@ -60,7 +60,9 @@ test("a rolling restart under HTTP/1.1, HTTP/2 and WebSocket load fails no reque
   }
   const results = await loads
   for (const r of results) {
-    t.diagnostic(`${r.tool}: ${r.requests} requests, ${r.failed} failed`)
+    t.diagnostic(
+      `${r.tool}: ${r.requests} requests, ${r.failed} failed${r.tool === "node http2" ? ` (${r.output})` : ""}`,
+    )
     assert.ok(r.requests > 0, `${r.tool} sent requests:\n${r.output}`)
     assert.equal(r.failed, 0, `${r.tool}: 0 failed requests:\n${r.output}`)
   }

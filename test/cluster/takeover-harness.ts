@@ -65,6 +65,11 @@ export async function takeoverUnderLoad(
 ): Promise<number> {
   const oldPid = cluster.pc.child.pid!
   const sockets: OpenSocket[] = []
+  // Whatever fails below, the WebSockets and the new process go with the test (a failed assertion must not leave
+  // the file waiting on them).
+  t.after(() => {
+    for (const s of sockets) s.destroy()
+  })
   for (let i = 0; i < webSockets; i++) sockets.push(await openWebSocket(cluster.port, cluster.ca))
   const exited = new Promise<number | null>((r) => cluster.pc.child.once("exit", (code) => r(code)))
   const loads = Promise.all([wrk(cluster.port, 8), h2load(cluster.port, 8), h2client(cluster.port, cluster.ca, 8)])
@@ -75,12 +80,15 @@ export async function takeoverUnderLoad(
   assert.equal(upgrade.status, 200, JSON.stringify(upgrade.body))
   const successor = Number(upgrade.body["successor"])
   assert.ok(successor > 0 && successor !== oldPid)
+  t.after(() => stopPid(successor))
   const results = await loads
   const loop = await connects.stop()
   t.diagnostic(`new-connection loop: ${loop.ok} ok, ${loop.failures.length} failed`)
   assert.deepEqual(loop.failures, [], "no connection refused or request failed")
   for (const r of results) {
-    t.diagnostic(`${r.tool}: ${r.requests} requests, ${r.failed} failed`)
+    t.diagnostic(
+      `${r.tool}: ${r.requests} requests, ${r.failed} failed${r.tool === "node http2" ? ` (${r.output})` : ""}`,
+    )
     assert.ok(r.requests > 0, `${r.tool} sent requests:\n${r.output}`)
     assert.equal(r.failed, 0, `${r.tool}: 0 failed requests:\n${r.output}`)
   }

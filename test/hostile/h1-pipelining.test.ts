@@ -80,7 +80,9 @@ test("20,000 pipelined GETs from a client that never reads reach the backend a f
   assert.equal(other.status, 200)
   assert.equal(other.text, "seen /other 0")
   assert.ok(latency < 1_000, `bystander latency ${latency} ms`)
-  assert.ok(rssDuring - rssBefore < 10, `RSS grew ${rssDuring - rssBefore} MiB`)
+  // Before the fix: +202 MiB (and 373 at 20,000 responses of 100 KiB); a clean run grows 2-10 MiB with V8's own
+  // timing of young-generation growth (10.3 seen once on a clean clone), so the bound sits well between.
+  assert.ok(rssDuring - rssBefore < 32, `RSS grew ${rssDuring - rssBefore} MiB`)
 })
 
 test("pipelined GETs and POSTs (bodies across TLS records) are answered in order with their bodies", async () => {

@@ -151,7 +151,7 @@ export class HttpEngine implements ExchangeContext {
       // and buffers) lives until it fires: 60 s by default for every closed connection.
       if (guard) guard.setIdleTimeout(limits.idle_timeout, () => session.close())
       else session.setTimeout(limits.idle_timeout, () => session.close())
-      if (this.closing) session.close()
+      if (this.closing) closeAfterMargin(session)
     })
     this.#h2.on("sessionError", () => {})
   }
@@ -392,7 +392,8 @@ export class HttpEngine implements ExchangeContext {
     }
     if (this.#sessions.size > 0)
       await new Promise((resolve) => setTimeout(resolve, Math.min(GOAWAY_MARGIN_MS, graceMs)))
-    for (const session of this.#sessions) session.close()
+    // A session accepted during the margin has its own (closeAfterMargin).
+    for (const session of this.#sessions) if (!lateSessions.has(session)) session.close()
     const deadline = Date.now() + graceMs
     while (this.#sockets.size > 0 && Date.now() < deadline) {
       if (closeIdle) this.#h1.closeIdleConnections()
@@ -407,6 +408,22 @@ export class HttpEngine implements ExchangeContext {
     this.#h1.close()
     this.#h2.close()
   }
+}
+
+/** Sessions accepted after close() began: they got their first GOAWAY late and close after their own margin. */
+const lateSessions = new WeakSet<Http2Session>()
+
+/**
+ * closeAfterMargin is close()'s two GOAWAYs for a session accepted while the engine closes (during a takeover or a
+ * reload both processes accept for a moment): an immediate close() would name stream 0 as the last one processed
+ * and refuse the requests the client sent with its preface (RST_STREAM REFUSED_STREAM).
+ */
+function closeAfterMargin(session: Http2Session): void {
+  lateSessions.add(session)
+  session.goaway(http2.constants.NGHTTP2_NO_ERROR, 2 ** 31 - 1)
+  setTimeout(() => {
+    if (!session.closed && !session.destroyed) session.close()
+  }, GOAWAY_MARGIN_MS).unref()
 }
 
 /** onQueuedSocketResume keeps a socket with queued pipelined requests paused: Node resumes it when it reads a body. */
