@@ -120,7 +120,7 @@ export async function h2client(
       req.on("close", () => {
         if (!again) return resolve()
         const fresh = open()
-        one(fresh, false).then(() => {
+        void one(fresh, false).then(() => {
           fresh.close()
           resolve()
         })
