@@ -106,35 +106,18 @@ function readAlpn(hello: Buffer): string[] | undefined {
   return out
 }
 
+/** readServerName reads the host_name of the server_name extension (0; RFC 6066 §3). */
 function readServerName(hello: Buffer): string | undefined {
-  let p = 2 + 32 // legacy_version, random
-  if (hello.length < p + 1) return undefined
-  p += 1 + hello[p]! // legacy_session_id
-  if (hello.length < p + 2) return undefined
-  p += 2 + hello.readUInt16BE(p) // cipher_suites
-  if (hello.length < p + 1) return undefined
-  p += 1 + hello[p]! // legacy_compression_methods
-  if (hello.length < p + 2) return undefined
-  const end = Math.min(hello.length, p + 2 + hello.readUInt16BE(p))
-  p += 2
-  while (p + 4 <= end) {
-    const type = hello.readUInt16BE(p)
-    const length = hello.readUInt16BE(p + 2)
-    p += 4
-    if (type === 0 && p + length <= end) {
-      // server_name_list: list length, then entries of (type, length, name); host_name is type 0.
-      let q = p + 2
-      while (q + 3 <= p + length) {
-        const nameType = hello[q]!
-        const nameLength = hello.readUInt16BE(q + 1)
-        q += 3
-        if (q + nameLength > p + length) return undefined
-        if (nameType === 0) return hello.toString("latin1", q, q + nameLength)
-        q += nameLength
-      }
-      return undefined
-    }
-    p += length
+  const body = extensionOf(hello, 0)
+  if (!body) return undefined
+  // server_name_list: list length, then entries of (type, length, name); host_name is type 0.
+  for (let q = 2; q + 3 <= body.length; ) {
+    const nameType = body[q]!
+    const nameLength = body.readUInt16BE(q + 1)
+    q += 3
+    if (q + nameLength > body.length) return undefined
+    if (nameType === 0) return body.toString("latin1", q, q + nameLength)
+    q += nameLength
   }
   return undefined
 }
