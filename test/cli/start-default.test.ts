@@ -6,6 +6,9 @@
 import assert from "node:assert/strict"
 import { execFile, spawn, spawnSync } from "node:child_process"
 import { randomBytes } from "node:crypto"
+import { rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { test } from "node:test"
 import { ROOT } from "../helpers/portcullis.ts"
 
@@ -71,6 +74,15 @@ test("npm start answers curl -k https://localhost:8443/ with the demo backend", 
   assert.match(out.stdout, /built-in demo backend/)
   const cert = await curlIn(ns, ["-k", "-v", "-o", "/dev/null", "https://localhost:8443/"])
   assert.match(cert.stderr, /subject: CN=localhost/)
+  // Uploads as curl sends them: over HTTP/1.1 with its own `Expect: 100-continue`, and over HTTP/2.
+  const upload = join(tmpdir(), `pc-default-upload-${process.pid}.bin`)
+  writeFileSync(upload, randomBytes(3_000_000))
+  t.after(() => rmSync(upload, { force: true }))
+  for (const version of ["--http1.1", "--http2"]) {
+    const up = await curlIn(ns, ["-k", version, "--data-binary", `@${upload}`, "https://localhost:8443/upload"])
+    assert.equal(up.code, 0, `${version}: ${up.stderr}`)
+    assert.match(up.stdout, /"bodyBytes": 3000000/, version)
+  }
   process.kill(-child.pid!, "SIGTERM")
   const code = await exited
   assert.ok(code === 0 || code === null, `exit code ${code}`)
