@@ -12,6 +12,7 @@ import {
   type HandshakeFailureReason,
   type ListenerCounters,
 } from "../state/instruments.ts"
+import type { CertPick } from "../tls/cert-pick.ts"
 import type { CertStore, ClientAuthPolicy, LoadedCertificate } from "../tls/cert-store.ts"
 import type { ClientCensus, ListenerCensus } from "../tls/client-census.ts"
 import type { Staple } from "../tls/ocsp/stapler.ts"
@@ -50,8 +51,14 @@ const kError = Symbol("portcullis.failureError")
 interface Served {
   options: tls.TLSSocketOptions
   auth: ClientAuthPolicy
-  /** the OCSP staple of the context's one certificate (none for an ECDSA+RSA context: see #servedBy) */
+  /** the OCSP staple of the context's one certificate (an ECDSA+RSA context has `pick` instead) */
   staple: Staple | undefined
+  /**
+   * An ECDSA+RSA context with a staple kept for either: which certificate OpenSSL will serve is predicted from the
+   * ClientHello (cert-pick.ts), and that one's staple is set; `picked` holds the staples in CertPick.certs order.
+   */
+  pick?: CertPick | undefined
+  picked?: readonly (Staple | undefined)[] | undefined
   /** a tls-alpn-01 validation handshake (RFC 8737): closed once done, never handed to the engine */
   challenge?: boolean
 }
@@ -198,13 +205,22 @@ export class TlsListener {
     ;(raw as WithSource)[kDeadline] = setTimeout(() => expireHandshake(raw), this.#handshakeTimeout)
     // One context needs no peek for SNI. The census, when on, peeks there too, but only 1 in censusSample
     // connections: the peek (flowing mode, unshift, a promise) costs a full handshake about a fifth more CPU.
-    if (this.certs.single && (this.#census === undefined || ++this.#unsampled < this.#censusSample)) {
-      this.#wrap(raw, this.certs.contextFor(undefined))
-      return
+    // An ECDSA+RSA context with OCSP staples needs the ClientHello to tell which certificate's staple to set.
+    if (this.certs.single) {
+      const context = this.certs.contextFor(undefined)
+      const served = this.#servedBy(context)
+      if (served.pick === undefined && (this.#census === undefined || ++this.#unsampled < this.#censusSample)) {
+        this.#wrap(raw, context, undefined, served)
+        return
+      }
     }
     this.#unsampled = 0
-    this.certs.contextForSocket(raw, this.#handshakeTimeout, this.#census).then(
-      (context) => this.#wrap(raw, context),
+    this.certs.peek(raw, this.#handshakeTimeout, this.#census).then(
+      (hello) => {
+        const context = this.certs.contextForHello(hello)
+        if (context instanceof Promise) void context.then((c) => this.#wrap(raw, c, hello.hello))
+        else this.#wrap(raw, context, hello.hello)
+      },
       (err: unknown) => {
         // The ClientHello peek failed: the deadline passed, the client left, or the bytes were not a ClientHello.
         const w = raw as net.Socket & WithSource
@@ -216,7 +232,8 @@ export class TlsListener {
     )
   }
 
-  #wrap(raw: net.Socket, secureContext: tls.SecureContext): void {
+  /** wrap starts the handshake on `secureContext`; `hello` is the peeked ClientHello body, if it was peeked. */
+  #wrap(raw: net.Socket, secureContext: tls.SecureContext, hello: Buffer | undefined, known?: Served): void {
     if (raw.destroyed) {
       const w = raw as net.Socket & WithSource
       clearTimeout(w[kDeadline])
@@ -231,12 +248,18 @@ export class TlsListener {
       raw.destroySoon()
       return
     }
-    const served = this.#servedBy(secureContext)
+    const served = known ?? this.#servedBy(secureContext)
     const socket = new tls.TLSSocket(raw, served.options)
     // OCSP stapling on a TLSSocket made without tls.Server: the TLSWrap keeps one response, and OpenSSL's status
     // callback (set on every server context by Node's TLSWrap) sends it only to a client whose ClientHello asked
-    // (status_request, RFC 6066 §8). The socket reads on the next tick, so this precedes the ClientHello.
-    const der = served.staple?.der
+    // (status_request, RFC 6066 §8). The socket reads on the next tick, so this precedes the ClientHello. Node takes
+    // it before OpenSSL picks between an ECDSA and an RSA certificate: for such a context the pick is predicted, and
+    // when the prediction is unsure nothing is stapled (a staple for the other certificate fails strict clients).
+    let der = served.staple?.der
+    if (served.pick !== undefined && hello !== undefined) {
+      const i = served.pick.pick(hello)
+      der = i < 0 ? undefined : served.picked![i]?.der
+    }
     if (der !== undefined) (socket as unknown as { ssl: StaplingHandle }).ssl.setOCSPResponse(der)
     ;(raw as WithSource)[kTls] = socket
     ;(raw as WithSource)[kServed] = served
@@ -261,12 +284,17 @@ export class TlsListener {
     if (!served) {
       const auth = this.certs.clientAuthOf(secureContext)
       // One response per handshake, set before OpenSSL picks between an ECDSA and an RSA certificate of the
-      // context: a response for the other one would be a staple for the wrong certificate, so such contexts get none.
+      // context: for those the listener predicts the pick from the ClientHello (#wrap); other mixes get no staple.
       const members = this.certs.certificatesOf(secureContext)
       const staple = this.#staples && members.length === 1 ? this.#staples(members[0]!) : undefined
+      const pick = this.#staples && members.length > 1 ? this.certs.certPickOf(secureContext) : undefined
+      const picked = pick ? pick.certs.map((c) => this.#staples!(c)) : undefined
+      const stapled = picked?.some((s) => s !== undefined) === true
       served = {
         auth,
         staple,
+        pick: stapled ? pick : undefined,
+        picked: stapled ? picked : undefined,
         options: {
           isServer: true,
           secureContext,

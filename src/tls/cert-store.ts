@@ -8,8 +8,9 @@ import type { ForwardFormat } from "../core/connection-info.ts"
 import { errorMessage, TlsError } from "../core/errors.ts"
 import { MemoryTicketKeyRing, type TicketKeyRing } from "../state/ticket-keys.ts"
 import { listenerTickets } from "../state/ticket-rotation.ts"
+import { type CertPick, certPickFor } from "./cert-pick.ts"
 import { type CertificateStatus, certificateStatus, type LoadedCertificate, normalizeName } from "./certificate.ts"
-import { type HelloSink, peekClientHello } from "./client-hello.ts"
+import { type HelloScan, type HelloSink, peekClientHello } from "./client-hello.ts"
 import { type ServerTlsOptions, serverTlsOptions } from "./policy.ts"
 import { type CertificateSource, loadEntries } from "./sources/index.ts"
 import type { CertificateSourceStatus } from "./sources/source.ts"
@@ -83,6 +84,8 @@ interface Index {
   auths: Map<tls.SecureContext, ClientAuthPolicy>
   /** the certificates each context holds */
   members: Map<tls.SecureContext, readonly LoadedCertificate[]>
+  /** how to tell which certificate of an ECDSA+RSA context OpenSSL serves (cert-pick.ts) */
+  picks: Map<tls.SecureContext, CertPick>
   /** contexts of names waiting for their first ACME certificate with while_pending: refuse */
   refused: Set<tls.SecureContext>
   /** contexts by the certificates in them (ids joined), reused by the next index when those certificates stay */
@@ -252,6 +255,14 @@ export class CertStore {
     return this.#index.members.get(context) ?? []
   }
 
+  /**
+   * certPickOf predicts, for a context holding an ECDSA and an RSA certificate, which one OpenSSL serves to a
+   * ClientHello (the OCSP staple is set before OpenSSL chooses); undefined for other contexts.
+   */
+  certPickOf(context: tls.SecureContext): CertPick | undefined {
+    return this.#index.picks.get(context)
+  }
+
   /** build makes the lookup maps for these entries, reusing the contexts of `previous` whose certificates stay. */
   #build(entries: readonly (readonly LoadedCertificate[])[], previous: Map<string, tls.SecureContext>): Index {
     const problems: BuildProblem[] = []
@@ -296,6 +307,7 @@ export class CertStore {
     const built = new Map<string, tls.SecureContext>()
     const auths = new Map<tls.SecureContext, ClientAuthPolicy>()
     const members = new Map<tls.SecureContext, readonly LoadedCertificate[]>()
+    const picks = new Map<tls.SecureContext, CertPick>()
     const refused = new Set<tls.SecureContext>()
     const contextOf = (list: LoadedCertificate[]): tls.SecureContext | undefined => {
       const id = list.map(idOf).join(",")
@@ -311,6 +323,8 @@ export class CertStore {
         built.set(id, context)
         auths.set(context, policy.auth)
         members.set(context, [...list])
+        const pick = certPickFor(list, policy.options)
+        if (pick) picks.set(context, pick)
         if (list.every((c) => c.pending === "refuse")) refused.add(context)
       }
       return context
@@ -335,7 +349,7 @@ export class CertStore {
       key: defaultList.map((c) => c.key.reveal()),
     }
     const single = new Set([...exact.values(), ...wildcard.values(), fallback]).size === 1
-    return { certs, exact, wildcard, fallback, auths, members, refused, built, secureOptions, single }
+    return { certs, exact, wildcard, fallback, auths, members, picks, refused, built, secureOptions, single }
   }
 
   /** sniCallback is tls.Server's SNICallback: answers synchronously from the maps built in load(). */
@@ -364,7 +378,22 @@ export class CertStore {
    * every certificate of the name, ECDSA and RSA alike; the SNICallback path installs only one of them.
    */
   async contextForSocket(socket: net.Socket, timeoutMs: number, sink?: HelloSink): Promise<tls.SecureContext> {
-    const hello = await peekClientHello(socket, timeoutMs, this.#challenges !== undefined, sink)
+    return this.contextForHello(await this.peek(socket, timeoutMs, sink))
+  }
+
+  /**
+   * peek reads the ClientHello off a fresh socket and puts the bytes back: its SNI name, its ALPN list when the
+   * store answers tls-alpn-01 challenges, and its body (for certPickOf). Never rejects (see peekClientHello).
+   */
+  peek(socket: net.Socket, timeoutMs: number, sink?: HelloSink): Promise<HelloScan> {
+    return peekClientHello(socket, timeoutMs, this.#challenges !== undefined, sink)
+  }
+
+  /**
+   * contextForHello is the context for a peeked ClientHello: a tls-alpn-01 challenge's, else the name's. A promise
+   * only while an on-demand certificate for the name is being fetched (it then resolves to whatever the store holds).
+   */
+  contextForHello(hello: HelloScan): tls.SecureContext | Promise<tls.SecureContext> {
     const name = hello.servername
     if (name && this.#challenges && hello.alpn?.length === 1 && hello.alpn[0] === ACME_TLS_ALPN) {
       const challenge = this.#challenges.contextFor(name)
@@ -375,7 +404,10 @@ export class CertStore {
     }
     if (name && this.#onDemand && !this.covers(name)) {
       const waiting = this.#onDemand(name)
-      if (waiting) await waiting.catch(() => {})
+      if (waiting) {
+        const settled = () => this.contextFor(name)
+        return waiting.then(settled, settled)
+      }
     }
     return this.contextFor(name)
   }

@@ -24,6 +24,11 @@ export interface HelloScan {
   servername?: string
   /** the protocols of the ALPN extension (RFC 7301 §3.1), when it has one */
   alpn?: string[]
+  /**
+   * the whole ClientHello body (handshake header stripped), a view of the bytes read: valid until they are put back
+   * and read by the TLS socket, so read it synchronously (cert-pick.ts predicts the served certificate from it)
+   */
+  hello?: Buffer
 }
 
 /**
@@ -65,8 +70,8 @@ export function scanClientHello(buf: Buffer, withAlpn = false, sink?: HelloSink)
   // The ALPN list only when asked (tls-alpn-01 listeners): most handshakes need the name alone.
   const alpn = withAlpn ? readAlpn(hello) : undefined
   return alpn
-    ? { done: true, servername: readServerName(hello), alpn }
-    : { done: true, servername: readServerName(hello) }
+    ? { done: true, servername: readServerName(hello), alpn, hello }
+    : { done: true, servername: readServerName(hello), hello }
 }
 
 /** extensionOf finds one extension's body in a ClientHello (RFC 8446 §4.1.2), or undefined. */

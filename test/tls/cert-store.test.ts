@@ -109,7 +109,9 @@ test("scanClientHello reads the SNI name of a real ClientHello, and says when it
     })
   })
   t.diagnostic(`ClientHello of ${hello.length} bytes`)
-  assert.deepEqual(scanClientHello(hello), { done: true, servername: "Peek.Example.com" })
+  // The body: after the record header (5 bytes) and the handshake header (type, 3-byte length).
+  const body = hello.subarray(9, 9 + hello.readUIntBE(6, 3))
+  assert.deepEqual(scanClientHello(hello), { done: true, servername: "Peek.Example.com", hello: body })
   assert.deepEqual(scanClientHello(hello.subarray(0, 40)), { done: false })
   assert.deepEqual(scanClientHello(Buffer.from("GET / HTTP/1.1\r\n")), { done: true })
 })

@@ -9,7 +9,7 @@ import { X509Certificate } from "node:crypto"
 import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { after, before, test } from "node:test"
+import { after, before, type TestContext, test } from "node:test"
 import tls from "node:tls"
 import { pino } from "pino"
 import { certificateList } from "../../src/admin/certificates.ts"
@@ -234,7 +234,36 @@ test("a renewed certificate swapped in place (CertStore.replace) gets its own st
   assert.match(out, new RegExp(`Serial Number: ${new X509Certificate(renewed.cert).serialNumber}`, "i"))
 })
 
-test("a name served with both ECDSA and RSA certificates gets no staple (the staple is set before OpenSSL picks one)", async (t) => {
+/** sClientWith runs `openssl s_client -status` with more arguments; returns the served leaf's serial and the staple's. */
+async function stapleOf(port: number, args: string[]): Promise<{ served?: string; stapled?: string; out: string }> {
+  const out = await new Promise<string>((resolve, reject) => {
+    const child = execFile(
+      "openssl",
+      [
+        "s_client",
+        "-connect",
+        `127.0.0.1:${port}`,
+        "-servername",
+        "a.test",
+        "-status",
+        "-CAfile",
+        pki.ca.certPath,
+        ...args,
+      ],
+      { timeout: 10_000 },
+      (err, stdout, stderr) => (err && !stdout ? reject(err) : resolve(stdout + stderr)),
+    )
+    child.stdin?.end()
+  })
+  // The leaf s_client prints after "Server certificate" (the OCSP response before it carries its signer's).
+  const pem = out.match(/Server certificate\s+(-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----)/)?.[1]
+  // The OCSP response's CertID (RFC 6960 §4.1.1) names the certificate it is about by serial.
+  const stapled = out.match(/Certificate ID:[\s\S]*?Serial Number: ([0-9A-F]+)/i)?.[1]?.toUpperCase()
+  return { served: pem ? new X509Certificate(pem).serialNumber.toUpperCase() : undefined, stapled, out }
+}
+
+/** dualListener starts one listener serving a.test with an ECDSA and an RSA certificate, both stapled "good". */
+async function dualListener(t: TestContext, tlsExtra = "", more?: CertFiles) {
   const responder = await startOcspResponder(issuer)
   t.after(() => responder.close())
   const ec = await pki.issue({ names: ["a.test"], issuer: "intermediate", ocspUrl: responder.url })
@@ -242,19 +271,73 @@ test("a name served with both ECDSA and RSA certificates gets no staple (the sta
   responder.setStatus(ec, "good")
   responder.setStatus(rsa, "good")
   const dataDir = mkdtempSync(join(tmpdir(), "pc-ocsp-data-"))
+  const entries = [ec, rsa, ...(more ? [more] : [])].map((f) => `{ cert: ${f.certPath}, key: ${f.keyPath} }`)
   const text = yaml(dataDir, [{ name: "web", leaf: ec }]).replace(
     `certificates: [{ cert: ${ec.certPath}, key: ${ec.keyPath} }]`,
-    `certificates: [{ cert: ${ec.certPath}, key: ${ec.keyPath} }, { cert: ${rsa.certPath}, key: ${rsa.keyPath} }]`,
+    `certificates: [${entries.join(", ")}]${tlsExtra}`,
   )
   const running = await start(text)
   t.after(() => running.close())
   const store = ([...running.runtime.generation!.listeners.values()][0] as TlsListener).certs
   await waitUntil(
-    () => store.certificates().every((c) => running.runtime.ocspStatus(c).stapled),
+    () => store.certificates().every((c) => !c.names.includes("a.test") || running.runtime.ocspStatus(c).stapled),
     "both answers fetched",
   )
+  return {
+    running,
+    store,
+    ec: new X509Certificate(ec.cert).serialNumber.toUpperCase(),
+    rsa: new X509Certificate(rsa.cert).serialNumber.toUpperCase(),
+  }
+}
+
+// Each client gets the staple of the certificate OpenSSL served it, not the other one's (which fails strict clients).
+const DUAL_CASES: [string, string[], "ec" | "rsa"][] = [
+  ["TLS 1.3, ECDSA signature algorithms", ["-sigalgs", "ECDSA+SHA256"], "ec"],
+  ["TLS 1.3, RSA-PSS signature algorithms", ["-sigalgs", "RSA-PSS+SHA256"], "rsa"],
+  ["TLS 1.2, an ECDHE-RSA suite", ["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"], "rsa"],
+  ["TLS 1.2, an ECDHE-ECDSA suite", ["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"], "ec"],
+  ["TLS 1.3, both (the server's order: ECDSA)", ["-sigalgs", "RSA-PSS+SHA256:ECDSA+SHA256"], "ec"],
+  ["TLS 1.2, both suites (the server's order: ECDSA)", ["-tls1_2"], "ec"],
+]
+
+test("a name served with both ECDSA and RSA certificates staples the served certificate's response (one context for the listener)", async (t) => {
+  const { running, ec, rsa } = await dualListener(t)
+  const serials = { ec, rsa }
+  for (const [what, args, expected] of DUAL_CASES) {
+    const got = await stapleOf(running.port(), args)
+    assert.match(got.out, /Cert Status: good/, what)
+    assert.deepEqual([got.served, got.stapled], [serials[expected], serials[expected]], `${what}: served, stapled`)
+  }
+  // Node's client asks too, and gets the ECDSA staple with the ECDSA certificate.
   const { staple } = await handshakeMs("127.0.0.1", running.port())
-  assert.equal(staple, undefined)
+  assert.ok(staple, "Node's client gets a staple")
+})
+
+test("the same on a listener with more names (the ClientHello is peeked for SNI anyway)", async (t) => {
+  const other = await pki.issue({ names: ["b.test"], issuer: "intermediate" })
+  const { running, store, ec, rsa } = await dualListener(t, "", other)
+  assert.equal(store.single, false)
+  for (const [what, args, expected] of DUAL_CASES.slice(0, 4)) {
+    const got = await stapleOf(running.port(), args)
+    const serial = expected === "ec" ? ec : rsa
+    assert.deepEqual([got.served, got.stapled], [serial, serial], what)
+  }
+})
+
+test("an ECDSA+RSA name whose pick cannot be predicted (a cipher string with OpenSSL keywords, TLS 1.2) gets no staple", async (t) => {
+  const { running, ec, rsa } = await dualListener(t, "\n      ciphers: ECDHE+AESGCM")
+  for (const args of [
+    ["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"],
+    ["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"],
+  ]) {
+    const got = await stapleOf(running.port(), args)
+    assert.ok(got.served === ec || got.served === rsa, "a certificate was served")
+    assert.match(got.out, /OCSP response: no response sent/, args.join(" "))
+  }
+  // TLS 1.3 does not depend on the cipher string: still stapled.
+  const tls13 = await stapleOf(running.port(), ["-sigalgs", "RSA-PSS+SHA256"])
+  assert.deepEqual([tls13.served, tls13.stapled], [rsa, rsa])
 })
 
 for (const kind of ["down", "slow"] as const) {
