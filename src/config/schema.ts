@@ -231,7 +231,7 @@ const listenerTls = z
       .union([z.boolean(), sessionTickets])
       .default(true)
       .describe(
-        "TLS 1.3/1.2 session resumption by tickets: true, false (no tickets) or a rotation schedule (default true)",
+        "TLS 1.3/1.2 session resumption by tickets: true, false or a rotation schedule; false: no tickets (TLS 1.3 sends no NewSessionTicket, TLS 1.2 an empty one and no session id) and, as Portcullis keeps no session cache, no resumption by session id either: every handshake is full (default true)",
       ),
     ocsp_stapling: z
       .boolean()

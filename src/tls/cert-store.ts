@@ -1,5 +1,5 @@
 /** @module cert-store: a listener's certificates as SecureContexts, picked by SNI: exact name, wildcard, default. */
-import { constants, createHash } from "node:crypto"
+import { createHash } from "node:crypto"
 import type net from "node:net"
 import tls from "node:tls"
 import { BuildError, type BuildProblem, keyOf, problemsOf } from "../config/problems.ts"
@@ -14,7 +14,7 @@ import { type HelloScan, type HelloSink, peekClientHello } from "./client-hello.
 import { type ServerTlsOptions, serverTlsOptions } from "./policy.ts"
 import { type CertificateSource, loadEntries } from "./sources/index.ts"
 import type { CertificateSourceStatus } from "./sources/source.ts"
-import { ListenerTicketKeys } from "./ticket-callback.ts"
+import { ListenerTicketKeys, NoTickets } from "./ticket-callback.ts"
 
 export type { CertificateStatus, LoadedCertificate } from "./certificate.ts"
 
@@ -450,7 +450,6 @@ export class CertStore {
 
 interface SessionOptions {
   sessionIdContext: string
-  secureOptions?: number
   sessionTimeout?: number
 }
 
@@ -476,8 +475,7 @@ function sessionOptions(
   // The ticket lifetime hint (RFC 5077 §3.3, RFC 8446 §4.6.1) and OpenSSL's own session timeout: no longer than
   // the ring's schedule honours a ticket (state/ticket-rotation.ts).
   if (lifetimeS !== undefined) options.sessionTimeout = lifetimeS
-  // Spread after the policy's options: keep its secureOptions flags (no renegotiation) and add ours.
-  if (config.session_tickets === false) options.secureOptions = (policy.secureOptions ?? 0) | constants.SSL_OP_NO_TICKET
+  // session_tickets: false is the NoTickets callback (buildContext; ticket-callback.ts), not SSL_OP_NO_TICKET.
   return options
 }
 
@@ -489,7 +487,7 @@ function buildContext(list: LoadedCertificate[], policy: Policy): tls.SecureCont
       cert: list.map((c) => c.chainPem),
       key: list.map((c) => c.key.reveal()),
     })
-    policy.ticketKeys?.install(context)
+    ;(policy.ticketKeys ?? NoTickets).install(context)
     return context
   } catch (err) {
     const names = list[0]?.names.join(", ") ?? ""

@@ -51,6 +51,24 @@ const NO_TICKET: readonly unknown[] = Object.freeze([
   Buffer.alloc(PART),
 ])
 
+/**
+ * NoTickets is `session_tickets: false`: every seal answers "no ticket" and every open "full handshake". OpenSSL
+ * then sends no TLS 1.3 NewSessionTicket at all, and in TLS 1.2, to a client that offered the session_ticket
+ * extension, the zero-length NewSessionTicket of RFC 5077 §3.3 (a server that decided against a ticket) with no
+ * session id in its ServerHello: nothing to resume with. Not SSL_OP_NO_TICKET: with it OpenSSL 3 sends two stateful
+ * TLS 1.3 tickets (session ids for a server cache) that Node, which keeps no cache without tls.Server's session
+ * events, can never resume; and Node exposes no SSL_CTX_set_num_tickets(0). The TLS 1.2 ticket cannot be left out
+ * on the same context (SSL_OP_NO_TICKET is per SSL_CTX and would bring the TLS 1.3 ones back).
+ */
+export const NoTickets = {
+  callback: (_name: Buffer, _iv: Buffer, encrypt: boolean): unknown[] => (encrypt ? NO_TICKET : UNKNOWN) as unknown[],
+  install(context: tls.SecureContext): void {
+    const native = (context as unknown as { context: NativeTicketContext }).context
+    native.enableTicketKeyCallback()
+    native.onticketkeycallback = NoTickets.callback
+  },
+}
+
 /** TicketKeysOptions: how long a previous key's tickets open on this listener, and the clock. */
 export interface TicketKeysOptions {
   /**

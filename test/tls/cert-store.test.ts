@@ -200,6 +200,16 @@ test("a session from a listener without client_auth does not resume where client
   assert.notEqual(err.startsWith("resumed"), true, err)
 })
 
+test("session_tickets: false sends no TLS 1.3 ticket at all (not a stateful one that can never resume)", async (t) => {
+  // Control: the same listener with tickets on hands the client a ticket, so `session` is how this test sees one.
+  const on = await startStoreServer(t, await load([first], {}))
+  assert.ok((await handshake(on, { minVersion: "TLSv1.3" })).session, "tickets on: a NewSessionTicket arrives")
+  const off = await startStoreServer(t, await load([first], { session_tickets: false }))
+  const one = await handshake(off, { minVersion: "TLSv1.3" })
+  assert.equal(one.protocol, "TLSv1.3")
+  assert.equal(one.session, undefined, "no NewSessionTicket with session_tickets: false")
+})
+
 test("session_tickets: false sends no ticket", async (t) => {
   const port = await startStoreServer(t, await load([first], { session_tickets: false }))
   const one = await handshake(port, { maxVersion: "TLSv1.2" })

@@ -3,11 +3,11 @@
  * TLS 1.2 session tickets and TLS 1.3 PSK tickets issued before `POST /reload` (or runtime.reload), or before the
  * ring rotates (by hand or on the `session_tickets: { rotate, keep }` schedule), resume after it, with Node's tls
  * client and with openssl s_client; a ticket whose key the ring has dropped gets a full handshake;
- * `session_tickets: false` hands over no ticket.
+ * `session_tickets: false` hands over no ticket (TLS 1.3: no NewSessionTicket; TLS 1.2: an empty one).
  */
 import assert from "node:assert/strict"
 import { execFile } from "node:child_process"
-import { mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { after, before, describe, test } from "node:test"
@@ -282,24 +282,53 @@ test("TLSv1.3: s_client -sess_in -msg: a resumed handshake gets a NewSessionTick
   assert.match(await sClient("TLSv1.3", two, "offer"), /^Reused, TLSv1\.3/m, "the new ticket resumes")
 })
 
-// SSL_OP_NO_TICKET: no stateless ticket. In TLS 1.3 OpenSSL still sends a NewSessionTicket carrying a session id
-// for its stateful cache, which Node leaves unused without tls.Server's session events: it never resumes.
+// session_tickets: false seals no ticket (ticket-callback.ts NoTickets): TLS 1.3 gets no NewSessionTicket at all;
+// TLS 1.2 gets the zero-length one RFC 5077 §3.3 sends when a server decides against a ticket, with no session id
+// in the ServerHello. Portcullis keeps no session cache, so every handshake is a full one.
 describe("session_tickets: false", () => {
-  for (const version of ["TLSv1.2", "TLSv1.3"] as const) {
-    test(`${version}: no ticket resumes (s_client and Node's client); TLS 1.2 sees no NewSessionTicket`, async () => {
-      const file = join(dir, `${version}-off.sess`)
-      const saved = await sClient(version, file, "save", pc.port("off"), ["-msg"], HOSTS.off)
-      assert.match(saved, /HTTP\/1\.1 200/)
-      if (version === "TLSv1.2") assert.doesNotMatch(saved, /NewSessionTicket/)
-      // Control: the listener with tickets does send one.
-      const on = await sClient(version, join(dir, `${version}-on.sess`), "save", pc.port("web"), ["-msg"])
-      assert.match(on, /NewSessionTicket/)
-      const offered = await sClient(version, file, "offer", pc.port("off"), [], HOSTS.off)
-      assert.match(offered, /^New, /m, "s_client's saved session is not resumed")
-      const first = await connect(version, undefined, "off")
-      if (first.session) assert.equal((await connect(version, first.session, "off")).reused, false)
-    })
-  }
+  test("TLSv1.3: no NewSessionTicket (s_client -msg, Node's 'session' event), so there is nothing to resume", async () => {
+    const file = join(dir, "TLSv1.3-off.sess")
+    const saved = await sClient("TLSv1.3", file, "save", pc.port("off"), ["-msg"], HOSTS.off)
+    assert.match(saved, /HTTP\/1\.1 200/)
+    assert.doesNotMatch(saved, /NewSessionTicket/)
+    // s_client saves a TLS 1.3 session only when a ticket comes.
+    assert.equal(existsSync(file), false, "s_client had no session to save")
+    const off = await connect("TLSv1.3", undefined, "off")
+    assert.equal(off.tickets, 0, "no 'session' event")
+    // Control: the listener with tickets sends them (OpenSSL's default: two after a full handshake).
+    const on = await sClient("TLSv1.3", join(dir, "TLSv1.3-on.sess"), "save", pc.port("web"), ["-msg"])
+    assert.match(on, /<<< TLS 1\.3, Handshake \[length [0-9a-f]+\], NewSessionTicket/)
+    assert.equal((await connect("TLSv1.3")).tickets, 2)
+  })
+
+  test("TLSv1.2: an empty NewSessionTicket (RFC 5077 §3.3), no session id, and a session offered gets a full handshake", async () => {
+    const file = join(dir, "TLSv1.2-off.sess")
+    const saved = await sClient("TLSv1.2", file, "save", pc.port("off"), ["-msg"], HOSTS.off)
+    assert.match(saved, /HTTP\/1\.1 200/)
+    // lifetime hint 0, ticket length 0: the whole body of the message.
+    const tickets = [...saved.matchAll(/NewSessionTicket\n\s+((?:[0-9a-f]{2} ?)+)\n/g)].map((m) => m[1]!.trim())
+    assert.deepEqual(tickets, ["04 00 00 06 00 00 00 00 00 00"], saved)
+    assert.match(saved, /^\s*Session-ID: *$/m, "no session id to resume by")
+    // Control: the listener with tickets sends a real one.
+    const on = await sClient("TLSv1.2", join(dir, "TLSv1.2-on.sess"), "save", pc.port("web"), ["-msg"])
+    assert.match(on, /<<< TLS 1\.2, Handshake \[length (?!000a)[0-9a-f]+\], NewSessionTicket/)
+    // Neither a ticket nor a session id: s_client has no resumable session to save.
+    assert.equal(existsSync(file), false, "s_client had no session to save")
+    // A client without tickets (s_client -no_ticket) gets a session id, which resumes nothing: no session cache.
+    const byId = join(dir, "TLSv1.2-off-id.sess")
+    const idSaved = await sClient("TLSv1.2", byId, "save", pc.port("off"), ["-no_ticket", "-msg"], HOSTS.off)
+    assert.doesNotMatch(idSaved, /NewSessionTicket/)
+    assert.match(idSaved, /^\s*Session-ID: [0-9A-F]{64}$/m)
+    const idOffered = await sClient("TLSv1.2", byId, "offer", pc.port("off"), ["-no_ticket"], HOSTS.off)
+    assert.match(idOffered, /^New, /m, "session-id resumption: a full handshake")
+    // Node's client keeps its session all the same (getSession()); offered, it gets a full handshake.
+    const first = await connect("TLSv1.2", undefined, "off")
+    assert.ok(first.session, "Node's client has a session to offer")
+    assert.equal((await connect("TLSv1.2", first.session, "off")).reused, false)
+    // Control: on the listener with tickets the same steps resume.
+    const withTicket = await connect("TLSv1.2")
+    assert.equal((await connect("TLSv1.2", withTicket.session)).reused, true)
+  })
 })
 
 describe("session_tickets: { rotate, keep }: the ring rotates on its own, and tickets outlive the rotation", () => {
