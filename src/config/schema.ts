@@ -686,7 +686,7 @@ const acme = z
       .min(1)
       .optional()
       .describe(
-        "certificate profile asked for in each order (ACME profiles draft), e.g. shortlived (default the CA's)",
+        "certificate profile asked for in each order (draft-ietf-acme-profiles), e.g. shortlived; it must be one the CA's directory lists in meta.profiles, else no order is placed and the failure is logged (default none: the CA's default)",
       ),
     challenges: z
       .array(z.enum(ACME_CHALLENGES))

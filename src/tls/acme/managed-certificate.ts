@@ -358,6 +358,7 @@ export class ManagedCertificate {
         keyType: this.keyType,
         solvers: this.#options.solvers,
         profile: config.profile,
+        directory: account.directory,
         replaces,
       })
       const cert = parseCertificate(issued.chainPem, issued.keyPem, `acme:${dir}`)

@@ -13,6 +13,8 @@ export interface OrderRequest {
   solvers: readonly ChallengeSolver[]
   /** the certificate profile asked for (ACME profiles draft), if any */
   profile?: string | undefined
+  /** the CA's directory object (AcmeAccount.directory): its meta.profiles says which profiles may be asked for */
+  directory?: Record<string, unknown> | undefined
   /** the ARI certificate id of the certificate this one replaces (RFC 9773 §5) */
   replaces?: string | undefined
 }
@@ -29,6 +31,10 @@ export interface Issued {
  */
 export async function orderCertificate(request: OrderRequest): Promise<Issued> {
   const { client, names } = request
+  if (request.profile) {
+    const problem = profileProblem(request.profile, request.directory)
+    if (problem) throw new AcmeError("PC_ACME_PROFILE", `ordering a certificate for ${names.join(", ")}: ${problem}`)
+  }
   const key =
     request.keyType === "rsa"
       ? await acme.crypto.createPrivateRsaKey(2048)
@@ -62,6 +68,23 @@ export async function orderCertificate(request: OrderRequest): Promise<Issued> {
   } catch (err) {
     throw new AcmeError("PC_ACME_FINALIZE", `finalizing the order for ${what}: ${errorMessage(err)}`, { cause: err })
   }
+}
+
+/**
+ * profileProblem says why `profile` cannot be asked for at this CA, or undefined when it can. draft-ietf-acme-profiles
+ * §3: a CA lists its profiles in the directory's meta.profiles (name -> description) and rejects a newOrder naming
+ * another one (invalidProfile); a CA without the extension ignores the field and issues its default, which is not
+ * what the config asked for either. So in both cases no order is placed, as Caddy (acmez) does, and the log says why.
+ */
+export function profileProblem(profile: string, directory: Record<string, unknown> | undefined): string | undefined {
+  const meta = directory?.["meta"]
+  const profiles = typeof meta === "object" && meta !== null ? (meta as Record<string, unknown>)["profiles"] : undefined
+  if (typeof profiles !== "object" || profiles === null || Object.keys(profiles).length === 0) {
+    return `acme.profile is "${profile}", but the CA's directory lists no profiles (draft-ietf-acme-profiles): it would issue its default certificate; remove acme.profile or use a CA that offers it`
+  }
+  const offered = Object.keys(profiles)
+  if (offered.includes(profile)) return undefined
+  return `acme.profile is "${profile}", which the CA does not offer (its directory lists ${offered.map((p) => `"${p}"`).join(", ")}); set acme.profile to one of them`
 }
 
 /** solve proves control of one authorization's name with the first solver whose type the CA offers. */

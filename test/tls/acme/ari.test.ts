@@ -6,11 +6,9 @@
 import assert from "node:assert/strict"
 import { execFileSync } from "node:child_process"
 import { writeFileSync } from "node:fs"
-import https from "node:https"
-import type net from "node:net"
 import { join } from "node:path"
 import { after, before, describe, test } from "node:test"
-import { httpsGet, type Pebble, served, startAcmePortcullis, startPebble, until } from "./harness.ts"
+import { type Pebble, served, startAcmePortcullis, startPebble, startPebbleWrapper, until } from "./harness.ts"
 
 interface Wrapper {
   directory: string
@@ -18,7 +16,10 @@ interface Wrapper {
   windows: { start: number; end: number }[]
 }
 
-/** startAriWrapper: GET /dir is Pebble's directory plus renewalInfo; GET /renewal-info/<id> answers `answer(n)`. */
+/**
+ * startAriWrapper: Pebble behind the harness's wrapper, its directory plus renewalInfo; GET /renewal-info/<id>
+ * answers `answer(n)`.
+ */
 async function startAriWrapper(
   t: { after(fn: () => unknown): void },
   pebble: Pebble,
@@ -26,37 +27,27 @@ async function startAriWrapper(
 ): Promise<Wrapper> {
   const requests: Wrapper["requests"] = []
   const windows: Wrapper["windows"] = []
-  let origin = ""
-  const server = https.createServer({ cert: pebble.leaf.cert, key: pebble.leaf.key }, async (req, res) => {
-    if (req.url === "/dir") {
-      const dir = JSON.parse((await httpsGet(pebble.directory, pebble.ca)).body) as Record<string, unknown>
+  const wrapper = await startPebbleWrapper(t, pebble, {
+    directory: (dir, origin) => {
       dir["renewalInfo"] = `${origin}/renewal-info/`
-      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(dir))
-      return
-    }
-    if (req.url?.startsWith("/renewal-info/")) {
+    },
+    handle: (req, res) => {
+      if (!req.url?.startsWith("/renewal-info/")) return false
       requests.push({ path: req.url.slice("/renewal-info/".length), at: Date.now() })
       const a = answer(requests.length)
       windows.push({ start: a.start, end: a.end })
       if (Number.isNaN(a.start)) {
         res.writeHead(500, { "content-type": "application/problem+json", "retry-after": String(a.retryAfter) })
         res.end(JSON.stringify({ type: "urn:ietf:params:acme:error:serverInternal", detail: "down" }))
-        return
+        return true
       }
       const body = { suggestedWindow: { start: new Date(a.start).toISOString(), end: new Date(a.end).toISOString() } }
       res.writeHead(200, { "content-type": "application/json", "retry-after": String(a.retryAfter) })
       res.end(JSON.stringify(body))
-      return
-    }
-    res.writeHead(404).end()
+      return true
+    },
   })
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-  origin = `https://127.0.0.1:${(server.address() as net.AddressInfo).port}`
-  t.after(() => {
-    server.closeAllConnections()
-    server.close()
-  })
-  return { directory: `${origin}/dir`, requests, windows }
+  return { directory: wrapper.directory, requests, windows }
 }
 
 const yaml = (name: string) => `

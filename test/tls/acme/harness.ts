@@ -5,6 +5,7 @@
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import { mkdtempSync, writeFileSync } from "node:fs"
+import type http from "node:http"
 import https from "node:https"
 import net from "node:net"
 import { tmpdir } from "node:os"
@@ -401,4 +402,89 @@ export async function startAcmePortcullis(
 /** until waits (20 ms steps) for a condition, failing with `what` after timeoutMs. */
 export async function until(condition: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
   await waitFor(() => (condition() ? true : undefined), what, timeoutMs)
+}
+
+/** WrapperOptions: how a PebbleWrapper changes what Portcullis sees of Pebble. */
+export interface WrapperOptions {
+  /** edits Pebble's directory before it is served (its URLs already point at the wrapper's origin) */
+  directory?(dir: Record<string, unknown>, origin: string): void
+  /** answers a request itself (returns true) instead of forwarding it to Pebble */
+  handle?(req: http.IncomingMessage, res: http.ServerResponse, body: Buffer): boolean
+}
+
+/** PebbleWrapper: an HTTPS front of Pebble; `newOrders` are the payloads of the newOrder requests it forwarded. */
+export interface PebbleWrapper {
+  /** the wrapper's directory URL (acme.directory) */
+  directory: string
+  origin: string
+  newOrders: Record<string, unknown>[]
+}
+
+/**
+ * startPebbleWrapper puts an HTTPS server (Pebble's own certificate, so acme.ca_bundle stays) in front of Pebble for
+ * what Debian's Pebble lacks (ARI's renewalInfo, the profiles of draft-ietf-acme-profiles). Its directory is Pebble's
+ * with every URL on the wrapper, and every other request is forwarded to Pebble with the wrapper's Host header:
+ * Pebble builds its URLs and checks each JWS `url` (RFC 8555 §6.4) from that header, so the whole conversation stays
+ * on the wrapper. The payload of each newOrder JWS is recorded.
+ */
+export async function startPebbleWrapper(
+  t: { after(fn: () => unknown): void },
+  pebble: Pebble,
+  options: WrapperOptions = {},
+): Promise<PebbleWrapper> {
+  const upstream = new URL(pebble.directory)
+  const newOrders: Record<string, unknown>[] = []
+  let origin = ""
+  let newOrderPath = ""
+  const server = https.createServer({ cert: pebble.leaf.cert, key: pebble.leaf.key }, (req, res) => {
+    const chunks: Buffer[] = []
+    req.on("data", (c: Buffer) => chunks.push(c))
+    req.on("end", () => {
+      const body = Buffer.concat(chunks)
+      if (options.handle?.(req, res, body)) return
+      if (req.method === "POST" && req.url === newOrderPath) {
+        const jws = JSON.parse(body.toString("utf8")) as { payload: string }
+        newOrders.push(JSON.parse(Buffer.from(jws.payload, "base64url").toString("utf8")) as Record<string, unknown>)
+      }
+      const forward = https.request(
+        {
+          host: upstream.hostname,
+          port: upstream.port,
+          method: req.method,
+          path: req.url,
+          headers: req.headers,
+          ca: pebble.ca,
+          timeout: 10_000,
+        },
+        (answer) => {
+          const parts: Buffer[] = []
+          answer.on("data", (c: Buffer) => parts.push(c))
+          answer.on("end", () => {
+            let text = Buffer.concat(parts)
+            if (req.url === upstream.pathname && answer.statusCode === 200) {
+              const dir = JSON.parse(text.toString("utf8")) as Record<string, unknown>
+              for (const [key, value] of Object.entries(dir))
+                if (typeof value === "string") dir[key] = value.replace(upstream.origin, origin)
+              newOrderPath = new URL(String(dir["newOrder"])).pathname
+              options.directory?.(dir, origin)
+              text = Buffer.from(JSON.stringify(dir))
+            }
+            const headers = { ...answer.headers, "content-length": String(text.length) }
+            delete headers["transfer-encoding"]
+            res.writeHead(answer.statusCode ?? 502, headers).end(text)
+          })
+        },
+      )
+      forward.on("timeout", () => forward.destroy(new Error("pebble did not answer")))
+      forward.on("error", () => res.writeHead(502).end())
+      forward.end(body)
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+  origin = `https://127.0.0.1:${(server.address() as net.AddressInfo).port}`
+  t.after(() => {
+    server.closeAllConnections()
+    server.close()
+  })
+  return { directory: `${origin}${upstream.pathname}`, origin, newOrders }
 }
