@@ -31,7 +31,6 @@ import { PrettyStream } from "./core/pretty-log.ts"
 import { type DemoBackend, startDemoBackend } from "./demo/backend.ts"
 import { Generation, Runtime } from "./runtime.ts"
 import { RuntimeState } from "./state/runtime-state.ts"
-import type { LoadedCertificate } from "./tls/certificate.ts"
 import { checkCertificates } from "./tls/check-certificates.ts"
 
 const USAGE = `usage:
