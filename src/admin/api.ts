@@ -15,7 +15,7 @@ export interface AdminActions {
   status(): unknown
   reload(): Promise<void>
   /** drain: a cluster primary resolves with which workers applied it (added to the answer). */
-  drain(upstream: string, backend: string, on: boolean): void | Promise<undefined | object>
+  drain(upstream: string, backend: string, on: boolean): void | Promise<void> | Promise<object>
   /**
    * metrics renders the Prometheus text (metrics-endpoint.ts); undefined when metrics are off (404); a cluster
    * primary sums its workers'.
