@@ -61,9 +61,26 @@ describe("HTTP/1.1 Upgrade: websocket", () => {
     assert.ok(received() > before, "the backend got the handshake")
   })
 
+  test("an absolute-form target is normalised first: the backend gets the handshake in origin form", async () => {
+    const seen = backend.requests.length
+    const client = await rawTls(proxy.port)
+    client.socket.write(`GET https://localhost/ws?a=1 HTTP/1.1\r\n${UPGRADE}`)
+    const deadline = Date.now() + 5_000
+    while (!client.text().includes("\r\n\r\n") && !client.ended() && Date.now() < deadline) {
+      await new Promise((r) => client.socket.once("data", r).once("close", r))
+    }
+    client.socket.destroy()
+    assert.equal(statusOf(client.text()), 101, client.text())
+    const head = backend.requests[seen]?.head ?? ""
+    assert.equal(head.slice(0, head.indexOf("\r\n")), "GET /ws?a=1 HTTP/1.1")
+  })
+
   for (const [name, target] of [
     ["an asterisk-form target", "*"],
     ["an asterisk-form target with a query", "*?x"],
+    ["an authority-form target", "example.com"],
+    ["an authority-form target with a port", "example.com:443"],
+    ["a relative target", "ws"],
   ] as const) {
     test(`${name} (GET ${target}): 400, the connection closes, the backend sees nothing`, async () => {
       const before = received()
@@ -75,6 +92,13 @@ describe("HTTP/1.1 Upgrade: websocket", () => {
       assert.equal(backend.received.length, connections, "no backend connection was opened")
     })
   }
+
+  test("the refused upgrade has its access line, with the reason, as a refused request has", async () => {
+    const text = await sendRaw(proxy.port, `GET * HTTP/1.1\r\n${UPGRADE}`)
+    assert.equal(statusOf(text), 400, text)
+    const line = await proxy.pc.waitFor(/^.*"status":400.*"invalid request target".*$/m, 5_000)
+    assert.match(line, /"path":"\*"/)
+  })
 
   test("an ordinary GET * (no upgrade) is refused by the same rule: 400, the backend sees nothing", async () => {
     const before = received()
