@@ -6,7 +6,7 @@
  */
 
 import { certificateList } from "../admin/certificates.ts"
-import type { DashboardData } from "../admin/dashboard/data.ts"
+import { type DashboardData, dashboardData } from "../admin/dashboard/data.ts"
 import { renderMetrics } from "../admin/metrics-endpoint.ts"
 import type { FleetStore } from "../cluster/shared/fleet-store.ts"
 import type { Config } from "../config/schema.ts"
@@ -517,20 +517,18 @@ export class Primary {
   async dashboard(instances?: unknown): Promise<DashboardData & { workers: Answered }> {
     const gen = this.#current
     const gathered = await this.#gather<DashboardData>("dashboard")
-    const merged = mergeDashboard(
-      gathered.values.map((v) => v.value),
-      {
-        time: Date.now(),
-        generation: gen?.id ?? 0,
-        loaded_at: gen?.createdAt.toISOString(),
-        ports: this.ports(),
-        instances: instances ?? null,
-      },
-    )
-    // No worker answered: the primary's own build still shows the listeners, upstreams and certificates.
-    if (gathered.values.length === 0 && gen) {
-      merged.certificates = certificateList(gen).certificates
-    }
+    // No worker answered: the primary's own build still shows the listeners, upstreams and certificates (no counts).
+    const snapshots =
+      gathered.values.length > 0 || !gen
+        ? gathered.values.map((v) => v.value)
+        : [dashboardData({ state: this.#options.state, generation: gen })]
+    const merged = mergeDashboard(snapshots, {
+      time: Date.now(),
+      generation: gen?.id ?? 0,
+      loaded_at: gen?.createdAt.toISOString(),
+      ports: this.ports(),
+      instances: instances ?? null,
+    })
     return { ...merged, workers: answered(gathered, () => ({})) }
   }
 

@@ -284,8 +284,29 @@ describe("two workers, one answer", () => {
         failures.workers.missing.map((m) => m.worker),
         [stopped.worker],
       )
+      // Neither answers: the dashboard still lists the listener, backend and certificate (of the primary's build).
+      process.kill(kept.pid!, "SIGSTOP")
+      const none = await getJson<{
+        workers: Answered
+        listeners: { name: string }[]
+        upstreams: { backends: unknown[] }[]
+        certificates: { names: string[] }[]
+        handshakes: Record<string, number>
+      }>("/dashboard/data")
+      assert.deepEqual(
+        none.workers.missing.map((m) => m.worker),
+        [0, 1],
+      )
+      assert.deepEqual(none.workers.answered, [])
+      assert.deepEqual(
+        none.listeners.map((l) => l.name),
+        ["web"],
+      )
+      assert.equal(none.upstreams[0]!.backends.length, 1)
+      assert.deepEqual(none.certificates[0]!.names, ["localhost"])
     } finally {
       process.kill(stopped.pid!, "SIGCONT")
+      process.kill(kept.pid!, "SIGCONT")
     }
     const again = await getJson<CensusBody>("/tls/clients")
     assert.deepEqual(again.workers.missing, [])
