@@ -7,7 +7,7 @@ import { parseArgs } from "node:util"
 import { AdminApi } from "./admin/api.ts"
 import { expiring, renderCertificateTable, WARN_DAYS_DEFAULT } from "./admin/certificate-table.ts"
 import { certificateList, certificatesOfConfig } from "./admin/certificates.ts"
-import { type DashboardSource, dashboardData } from "./admin/dashboard/data.ts"
+import { dashboardData, runtimeDashboardSource } from "./admin/dashboard/data.ts"
 import { scrape } from "./admin/metrics-endpoint.ts"
 import { InheritedFds } from "./cluster/inherited-fds.ts"
 import { Primary } from "./cluster/primary.ts"
@@ -31,7 +31,6 @@ import { PrettyStream } from "./core/pretty-log.ts"
 import { type DemoBackend, startDemoBackend } from "./demo/backend.ts"
 import { Generation, Runtime } from "./runtime.ts"
 import { RuntimeState } from "./state/runtime-state.ts"
-import type { LoadedCertificate } from "./tls/certificate.ts"
 import { checkCertificates } from "./tls/check-certificates.ts"
 
 const USAGE = `usage:
@@ -254,21 +253,9 @@ async function run(file: string | undefined, format: "json" | "pretty"): Promise
     return { pid: process.pid, successor: pid }
   }
   let stopNow: (why: string) => void = () => {}
-  const dashboardSource: DashboardSource = {
-    state: running.state,
-    get generation() {
-      return running.generation
-    },
-    ports: () => running.ports(),
-    // As GET /tls/clients answers it; with no listener counting (metrics.enabled false, census_window 0) the
-    // dashboard gets none and hides the panel.
-    census: () => {
-      const census = running.generation?.census()
-      return census && Object.keys(census.listeners).length > 0 ? census : undefined
-    },
-    ...(fleet && { instances: () => fleet.status() }),
-    ...(!(running instanceof Primary) && { ocspStatus: (c: LoadedCertificate) => running.ocspStatus(c) }),
-  }
+  // One process: its own snapshot. A primary asks its workers and adds their snapshots up (aggregate-dashboard.ts).
+  const dashboardSource =
+    running instanceof Primary ? undefined : runtimeDashboardSource(running, fleet && (() => fleet.status()))
   const actions = {
     status: async () => ({
       pid: process.pid,
@@ -286,18 +273,20 @@ async function run(file: string | undefined, format: "json" | "pretty"): Promise
         : running instanceof Primary
           ? running.metrics()
           : scrape(running),
+    // With workers each answer is theirs, merged by the primary, and says which workers it holds (cluster/primary.ts).
     certificates: () =>
       running instanceof Primary
-        ? certificateList(running.generation)
+        ? running.certificates()
         : certificateList(running.generation, (c) => running.ocspStatus(c)),
     failures: () =>
       running instanceof Primary ? running.failures() : { failures: running.state.instruments.failures.recent() },
-    // The census is per process: with workers, the primary's generation holds none (not aggregated yet).
-    clients: () => running.generation?.census() ?? { listeners: {} },
+    clients: () =>
+      running instanceof Primary ? running.census() : (running.generation?.census() ?? { listeners: {} }),
     // One process has no workers to replace: a restart is then the takeover (a new process on the same sockets).
     restart: () => (running instanceof Primary ? running.restart() : upgrade()),
     upgrade,
-    dashboard: () => dashboardData(dashboardSource),
+    dashboard: () =>
+      dashboardSource ? dashboardData(dashboardSource) : (running as Primary).dashboard(fleet?.status() ?? null),
   }
   if (config.admin) {
     admin = new AdminApi(config.admin.address, actions, log, config.admin)

@@ -14,7 +14,8 @@ export interface AdminActions {
   /** status: a snapshot (a cluster primary asks its workers first, hence a promise). */
   status(): unknown
   reload(): Promise<void>
-  drain(upstream: string, backend: string, on: boolean): void | Promise<void>
+  /** drain: a cluster primary resolves with which workers applied it (added to the answer). */
+  drain(upstream: string, backend: string, on: boolean): void | Promise<void> | Promise<object>
   /**
    * metrics renders the Prometheus text (metrics-endpoint.ts); undefined when metrics are off (404); a cluster
    * primary sums its workers'.
@@ -24,13 +25,13 @@ export interface AdminActions {
   restart?(): Promise<unknown>
   /** upgrade starts the program anew on the listening sockets and hands over to it (POST /upgrade). */
   upgrade?(): Promise<unknown>
-  /** certificates lists the certificates in use, without key material. */
+  /** certificates lists the certificates in use, without key material (a cluster primary asks its workers). */
   certificates?(): unknown
-  /** failures lists the recent handshake failures, newest first. */
+  /** failures lists the recent handshake failures, newest first (a cluster primary: every worker's). */
   failures?(): unknown
-  /** clients is the ClientHello census and profile what-if of each listener (GET /tls/clients). */
+  /** clients is the ClientHello census and profile what-if of each listener (GET /tls/clients; summed workers). */
   clients?(): unknown
-  /** dashboard is the live dashboard's snapshot (dashboard/data.ts); with it GET / serves the dashboard. */
+  /** dashboard is the live dashboard's snapshot (dashboard/data.ts), or a promise of it; with it GET / serves it. */
   dashboard?(): unknown
   /** ready: serving (not starting, not draining for shutdown); GET /readyz answers 503 otherwise. Default true. */
   ready?(): boolean
@@ -112,13 +113,13 @@ export class AdminApi {
       return
     }
     if (req.method === "GET" && url.pathname === "/certificates" && this.#actions.certificates) {
-      return reply(res, 200, this.#actions.certificates())
+      return reply(res, 200, await this.#actions.certificates())
     }
     if (req.method === "GET" && url.pathname === "/tls/failures" && this.#actions.failures) {
-      return reply(res, 200, this.#actions.failures())
+      return reply(res, 200, await this.#actions.failures())
     }
     if (req.method === "GET" && url.pathname === "/tls/clients" && this.#actions.clients) {
-      return reply(res, 200, this.#actions.clients())
+      return reply(res, 200, await this.#actions.clients())
     }
     if (req.method === "POST" && url.pathname === "/reload") {
       try {
@@ -147,8 +148,8 @@ export class AdminApi {
       const on = parts[4] === "drain"
       if (!on && parts[4] !== "undrain") return reply(res, 404, { error: "unknown action" })
       try {
-        await this.#actions.drain(parts[1]!, parts[3]!, on)
-        return reply(res, 200, { upstream: parts[1], backend: parts[3], draining: on })
+        const done = await this.#actions.drain(parts[1]!, parts[3]!, on)
+        return reply(res, 200, { upstream: parts[1], backend: parts[3], draining: on, ...done })
       } catch (err) {
         return reply(res, 404, { error: errorMessage(err) })
       }

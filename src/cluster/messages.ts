@@ -6,6 +6,13 @@ import type { Config, HostPort } from "../config/schema.ts"
 import type { HealthRecord } from "../upstreams/health/active.ts"
 import type { WireTicketKey } from "./ipc-ticket-ring.ts"
 
+/**
+ * QueryKind: what the primary asks a worker for an admin answer: its /status snapshot, its metric families, its
+ * recent handshake failures, its ClientHello census (counts), its dashboard snapshot (totals), its certificate rows.
+ * Each is asked when an admin request needs it (never per handshake) and answered once.
+ */
+export type QueryKind = "status" | "metrics" | "failures" | "census" | "dashboard" | "certificates"
+
 /** HealthSnapshot: every upstream's active health records, by upstream name then backend id. */
 export type HealthSnapshot = Record<string, Record<string, HealthRecord>>
 
@@ -25,8 +32,9 @@ export type ToWorker =
   | { type: "abort"; id: number }
   | { type: "health"; upstream: string; backend: string; record: HealthRecord }
   | { type: "keys"; keys: WireTicketKey[] }
-  | { type: "drain"; upstream: string; backend: string; on: boolean }
-  | { type: "query"; id: number; what: "status" | "metrics" | "failures" }
+  /** With an id the worker answers a reply (`{ draining }`, or `{ error }`); a start message carries drains too. */
+  | { type: "drain"; id?: number; upstream: string; backend: string; on: boolean }
+  | { type: "query"; id: number; what: QueryKind }
   | { type: "reopen-log" }
   /** handover: other processes accept on the sockets now (idle keep-alive connections are not cut). */
   | { type: "stop"; handover: boolean }

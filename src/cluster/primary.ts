@@ -4,6 +4,9 @@
  * checks (one set of probes, pushed to the workers), the ticket-key ring and the fleet store; workers carry traffic.
  * A crashed worker is replaced with exponential backoff; restart() replaces them one by one.
  */
+
+import { certificateList } from "../admin/certificates.ts"
+import { type DashboardData, dashboardData } from "../admin/dashboard/data.ts"
 import { renderMetrics } from "../admin/metrics-endpoint.ts"
 import type { FleetStore } from "../cluster/shared/fleet-store.ts"
 import type { Config } from "../config/schema.ts"
@@ -15,11 +18,12 @@ import type { MetricSnapshot } from "../state/registry.ts"
 import type { RuntimeState } from "../state/runtime-state.ts"
 import { ringSchedule, TicketRotation } from "../state/ticket-rotation.ts"
 import type { HealthRegistry } from "../upstreams/health/active.ts"
-import { mergeMetrics, mergeStatus } from "./aggregate.ts"
+import { type CensusAnswer, mergeCensus, mergeMetrics, mergeStatus } from "./aggregate.ts"
+import { mergeDashboard } from "./aggregate-dashboard.ts"
 import type { InheritedFds } from "./inherited-fds.ts"
 import { wireKeys } from "./ipc-ticket-ring.ts"
 import { ListenHandles } from "./listen-handles.ts"
-import type { HealthSnapshot } from "./messages.ts"
+import type { HealthSnapshot, QueryKind } from "./messages.ts"
 import { WorkerProcess } from "./worker-process.ts"
 
 /** PrimaryOptions: how many workers, the program they run, the state the primary owns, and backoff timings. */
@@ -36,6 +40,26 @@ export interface PrimaryOptions {
   maxBackoffMs?: number
   /** How long a worker may take to start (default 30 s). */
   startTimeoutMs?: number
+}
+
+/** WorkerRef: which worker answered (or did not): its slot and pid. */
+export interface WorkerRef {
+  worker: number
+  pid: number | null
+}
+
+/**
+ * Answered: which workers an aggregated admin answer is made of, and which were left out (did not answer within
+ * the deadline, worker-process.ts QUERY_DEADLINE_MS, or could not), each with why. Every cluster answer has it.
+ */
+export interface Answered<T = unknown> {
+  answered: (WorkerRef & T)[]
+  missing: (WorkerRef & { error: string })[]
+}
+
+interface Gathered<T> {
+  values: { ref: WorkerRef; value: T }[]
+  missing: Answered["missing"]
 }
 
 /** A worker that served this long (ms) had no quick crash: its slot's backoff starts again from the first delay. */
@@ -327,12 +351,33 @@ export class Primary {
     return { workers: pids }
   }
 
-  /** drain sets a backend draining (or back) here and in every worker. */
-  drain(upstream: string, backend: string, on: boolean): void {
+  /**
+   * drain sets a backend draining (or back) here (which checks the names: unknown ones throw) and in every
+   * serving worker, and resolves with which workers applied it within the deadline (a worker started later gets
+   * the drains with its start message).
+   */
+  async drain(upstream: string, backend: string, on: boolean): Promise<{ workers: Answered<{ draining: boolean }> }> {
     if (!this.#current) throw new PortcullisError("PC_NOT_RUNNING", "not running")
     this.#current.drainBackend(upstream, backend, on)
-    this.#broadcast({ type: "drain", upstream, backend, on })
-    this.#log.info({ upstream, backend, draining: on }, on ? "backend draining" : "backend back in service")
+    const workers = this.#serving()
+    for (const w of this.#slots.map((s) => s.worker)) {
+      // Starting or retiring workers: one-way (a starting one reads the drains from its start message too).
+      if (w?.alive && !workers.includes(w)) w.send({ type: "drain", upstream, backend, on })
+    }
+    const gathered = await this.#ask(workers, (w) =>
+      w.request({ type: "drain", id: w.nextId(), upstream, backend, on }),
+    )
+    const answered: Answered<{ draining: boolean }> = { answered: [], missing: gathered.missing }
+    for (const { ref, value } of gathered.values) {
+      const v = value as { draining?: boolean; error?: string }
+      if (typeof v.draining === "boolean") answered.answered.push({ ...ref, draining: v.draining })
+      else answered.missing.push({ ...ref, error: v.error ?? "no answer" })
+    }
+    this.#log.info(
+      { upstream, backend, draining: on, workers: answered.answered.length, missing: answered.missing.length },
+      on ? "backend draining" : "backend back in service",
+    )
+    return { workers: answered }
   }
 
   /** reopenAccessLog asks every worker to reopen the access log file (SIGUSR1). */
@@ -359,6 +404,33 @@ export class Primary {
     return this.#slots.map((s) => s.worker).filter((w): w is WorkerProcess => w?.ready === true && w.alive)
   }
 
+  /**
+   * #gather asks every serving worker one admin question at once and waits at most the deadline for each: a
+   * worker that has not answered by then (stopped, busy, exiting) is left out, listed in `missing` with why.
+   */
+  #gather<T>(what: QueryKind): Promise<Gathered<T>> {
+    return this.#ask(this.#serving(), (w) => w.query(what)) as Promise<Gathered<T>>
+  }
+
+  async #ask(workers: WorkerProcess[], ask: (w: WorkerProcess) => Promise<unknown>): Promise<Gathered<unknown>> {
+    const settled = await Promise.allSettled(workers.map(ask))
+    const out: Gathered<unknown> = { values: [], missing: [] }
+    for (const [i, s] of settled.entries()) {
+      const ref = { worker: workers[i]!.index, pid: workers[i]!.pid ?? null }
+      if (s.status === "rejected") out.missing.push({ ...ref, error: errorMessage(s.reason) })
+      else if (s.value === undefined) out.missing.push({ ...ref, error: `worker ${ref.worker} is not serving` })
+      else out.values.push({ ref, value: s.value })
+    }
+    // Slots with no serving worker (starting, or waiting to be replaced) are left out too.
+    for (const [i, slot] of this.#slots.entries()) {
+      if (!workers.some((w) => w.index === i)) {
+        out.missing.push({ worker: i, pid: slot.worker?.pid ?? null, error: `worker ${i} is not serving` })
+      }
+    }
+    out.missing.sort((a, b) => a.worker - b.worker)
+    return out
+  }
+
   #workersStatus() {
     return this.#slots.map((s, i) => ({
       worker: i,
@@ -373,8 +445,8 @@ export class Primary {
   async status(): Promise<Record<string, unknown>> {
     const gen = this.#current
     if (!gen) throw new PortcullisError("PC_NOT_RUNNING", "not running")
-    const snapshots = await Promise.all(this.#serving().map((w) => w.query("status").catch(() => undefined)))
-    const live = snapshots.filter((s) => s !== undefined)
+    const gathered = await this.#gather<Record<string, unknown>>("status")
+    const live = gathered.values.map((v) => v.value)
     const merged = (live.length > 0 ? mergeStatus(live) : gen.status()) as Record<string, unknown>
     delete merged["pid"]
     const own = gen.status()
@@ -386,16 +458,16 @@ export class Primary {
         | { listeners?: { connections?: number; accepted?: number }[] }
         | undefined
       const sum = (key: "connections" | "accepted") => s?.listeners?.reduce((n, l) => n + (l[key] ?? 0), 0) ?? 0
-      return { ...w, connections: sum("connections"), accepted: sum("accepted") }
+      // answered: its counts are in this answer (false: it did not answer within the deadline, or is not serving).
+      return { ...w, answered: s !== undefined, connections: sum("connections"), accepted: sum("accepted") }
     })
     return { ...merged, generation: gen.id, ports: this.ports(), workers: perWorker }
   }
 
   /** metrics is the Prometheus text of every worker's families summed, the primary's own, and the worker gauges. */
   async metrics(): Promise<string> {
-    const sets = (await Promise.all(this.#serving().map((w) => w.query("metrics").catch(() => undefined)))).filter(
-      (s): s is MetricSnapshot[] => Array.isArray(s),
-    )
+    const gathered = await this.#gather<MetricSnapshot[]>("metrics")
+    const sets = gathered.values.map((v) => v.value).filter((s) => Array.isArray(s))
     const slots = this.#slots
     const cluster: MetricSnapshot[] = [
       {
@@ -410,15 +482,72 @@ export class Primary {
         type: "counter",
         series: slots.map((s, i) => ({ labels: { worker: String(i) }, value: s.restarts })),
       },
+      {
+        name: "portcullis_cluster_workers_unanswered",
+        help: "workers whose series are missing from this scrape (no answer within the deadline, or not serving)",
+        type: "gauge",
+        series: [{ labels: {}, value: gathered.missing.length }],
+      },
     ]
     return renderMetrics(mergeMetrics([this.#options.state.registry.snapshot(), ...sets, cluster]))
   }
 
-  /** failures is every worker's recent handshake failures, newest first. */
-  async failures(): Promise<unknown> {
-    const lists = await Promise.all(this.#serving().map((w) => w.query("failures").catch(() => [])))
-    const all = (lists.flat() as { time: string }[]).sort((a, b) => (a.time < b.time ? 1 : -1))
-    return { failures: all.slice(0, 100) }
+  /** failures is every worker's recent handshake failures, newest first (the last 100 of the group). */
+  async failures(): Promise<{ failures: unknown[]; workers: Answered }> {
+    const gathered = await this.#gather<{ time: string }[]>("failures")
+    const all = gathered.values.flatMap((v) => v.value).sort((a, b) => (a.time < b.time ? 1 : -1))
+    return { failures: all.slice(0, 100), workers: answered(gathered, () => ({})) }
+  }
+
+  /**
+   * census is GET /tls/clients for the group: every worker's ClientHello counts, asked now (never per handshake),
+   * added up (aggregate.ts mergeCensus), with each worker's share of the clients and the workers left out.
+   */
+  async census(): Promise<CensusAnswer & { workers: Answered<{ clients: number }> }> {
+    const gathered = await this.#gather<CensusAnswer>("census")
+    return {
+      ...mergeCensus(gathered.values.map((v) => v.value)),
+      workers: answered(gathered, (c) => ({
+        clients: Object.values(c.listeners).reduce((n, l) => n + l.clients, 0),
+      })),
+    }
+  }
+
+  /** dashboard is GET /dashboard/data for the group: the workers' snapshots added up (aggregate-dashboard.ts). */
+  async dashboard(instances?: unknown): Promise<DashboardData & { workers: Answered }> {
+    const gen = this.#current
+    const gathered = await this.#gather<DashboardData>("dashboard")
+    // No worker answered: the primary's own build still shows the listeners, upstreams and certificates (no counts).
+    const snapshots =
+      gathered.values.length > 0 || !gen
+        ? gathered.values.map((v) => v.value)
+        : [dashboardData({ state: this.#options.state, generation: gen })]
+    const merged = mergeDashboard(snapshots, {
+      time: Date.now(),
+      generation: gen?.id ?? 0,
+      loaded_at: gen?.createdAt.toISOString(),
+      ports: this.ports(),
+      instances: instances ?? null,
+    })
+    return { ...merged, workers: answered(gathered, () => ({})) }
+  }
+
+  /**
+   * certificates is GET /certificates as the workers serve them: the rows of the first worker that answers (the
+   * same certificates in each), its OCSP state, `stapled` only where every answering worker staples; the
+   * primary's own build of the config when none answers (then without OCSP state).
+   */
+  async certificates(): Promise<{ certificates: unknown[]; workers: Answered }> {
+    const gathered = await this.#gather<ReturnType<typeof certificateList>>("certificates")
+    const lists = gathered.values.map((v) => v.value.certificates)
+    const rows = lists[0] ?? certificateList(this.#current).certificates
+    for (const row of rows) {
+      for (const other of lists.slice(1)) {
+        const same = other.find((o) => o.listener === row.listener && o.fingerprint256 === row.fingerprint256)
+        if (!same?.ocsp.stapled) row.ocsp.stapled = false
+      }
+    }
+    return { certificates: rows, workers: answered(gathered, () => ({})) }
   }
 
   /**
@@ -445,5 +574,13 @@ export class Primary {
     gen?.stopHealthChecks()
     await gen?.close(0)
     this.#options.state.close()
+  }
+}
+
+/** answered turns a gathering into the `workers` part of an answer: who answered (with `extra` of its value). */
+function answered<T, E extends object>(gathered: Gathered<T>, extra: (value: T) => E): Answered<E> {
+  return {
+    answered: gathered.values.map((v) => ({ ...v.ref, ...extra(v.value) })),
+    missing: gathered.missing,
   }
 }

@@ -5,7 +5,10 @@
 import { type ChildProcess, fork } from "node:child_process"
 import type { HostPort } from "../config/schema.ts"
 import { errorMessage } from "../core/errors.ts"
-import type { FromWorker, ToWorker } from "./messages.ts"
+import type { FromWorker, QueryKind, ToWorker } from "./messages.ts"
+
+/** QUERY_DEADLINE_MS: how long an admin answer waits for a worker before it leaves that worker out (and says so). */
+export const QUERY_DEADLINE_MS = 5_000
 
 /** WorkerProcessOptions: which slot, the script to fork, and where its listen requests go. */
 export interface WorkerProcessOptions {
@@ -102,12 +105,19 @@ export class WorkerProcess {
     })
   }
 
-  /** query asks the worker for its status, metrics or recent failures. */
-  async query(what: "status" | "metrics" | "failures", timeoutMs = 5_000): Promise<unknown> {
-    const id = this.nextId()
-    const reply = this.wait(["reply"], id, timeoutMs)
-    this.send({ type: "query", id, what })
-    const msg = await reply
-    return msg.type === "reply" ? msg.value : undefined
+  /**
+   * query asks the worker for one admin answer (messages.ts QueryKind) and rejects when it has not answered within
+   * timeoutMs (a late reply finds no waiter and is dropped).
+   */
+  query(what: QueryKind, timeoutMs = QUERY_DEADLINE_MS): Promise<unknown> {
+    return this.request({ type: "query", id: this.nextId(), what }, timeoutMs)
+  }
+
+  /** request sends a message that carries an id and resolves with the worker's reply to it (deadline as query). */
+  async request(msg: ToWorker & { id: number }, timeoutMs = QUERY_DEADLINE_MS): Promise<unknown> {
+    const reply = this.wait(["reply"], msg.id, timeoutMs)
+    this.send(msg)
+    const answer = await reply
+    return answer.type === "reply" ? answer.value : undefined
   }
 }

@@ -1,8 +1,11 @@
 /**
  * @module worker: a cluster worker process: it carries traffic only. The primary sends it the config, the health
  * records, the ticket keys and the drains; it listens on the primary's sockets, reloads in two phases (prepare,
- * then commit or abort, so a reload is all workers or none), and answers the primary's status and metrics queries.
+ * then commit or abort, so a reload is all workers or none), and answers the primary's admin queries (status,
+ * metrics, failures, census, dashboard, certificates) with its own counts, which the primary merges.
  */
+import { certificateList } from "../admin/certificates.ts"
+import { dashboardData, runtimeDashboardSource } from "../admin/dashboard/data.ts"
 import { liveMetrics } from "../admin/metrics-endpoint.ts"
 import { AccessLog } from "../core/access-log.ts"
 import { ConfigError, errorCode, errorMessage, PortcullisError } from "../core/errors.ts"
@@ -12,7 +15,7 @@ import type { ListenTarget } from "../listeners/listener-socket.ts"
 import { Runtime } from "../runtime.ts"
 import { RuntimeState } from "../state/runtime-state.ts"
 import { IpcTicketKeyRing } from "./ipc-ticket-ring.ts"
-import type { FromWorker, HealthSnapshot, ToWorker } from "./messages.ts"
+import type { FromWorker, HealthSnapshot, QueryKind, ToWorker } from "./messages.ts"
 
 /** runWorker runs until the primary says stop (or goes away); resolves with the exit code. */
 export function runWorker(): Promise<number> {
@@ -86,13 +89,19 @@ class Worker {
       case "keys":
         this.#ring?.set(msg.keys)
         return
-      case "drain":
+      case "drain": {
+        let answer: { draining: boolean } | { error: string }
         try {
-          this.#runtime?.drain(msg.upstream, msg.backend, msg.on)
+          if (!this.#runtime) throw new PortcullisError("PC_NOT_RUNNING", "worker not started")
+          this.#runtime.drain(msg.upstream, msg.backend, msg.on)
+          answer = { draining: msg.on }
         } catch (err) {
           this.#log.warn({ err: errorMessage(err) }, "drain")
+          answer = { error: errorMessage(err) }
         }
+        if (msg.id !== undefined) this.#send({ type: "reply", id: msg.id, value: answer })
         return
+      }
       case "query":
         this.#send({ type: "reply", id: msg.id, value: this.#query(msg.what) })
         return
@@ -109,12 +118,25 @@ class Worker {
     }
   }
 
-  #query(what: "status" | "metrics" | "failures"): unknown {
+  /** #query answers one admin question from this worker's own state (counts and snapshots; the primary merges). */
+  #query(what: QueryKind): unknown {
     const runtime = this.#runtime
-    if (!runtime?.generation) return undefined
-    if (what === "status") return { pid: process.pid, ...runtime.status() }
-    if (what === "metrics") return [...runtime.state.registry.snapshot(), ...liveMetrics(runtime.generation)]
-    return runtime.state.instruments.failures.recent()
+    const gen = runtime?.generation
+    if (!runtime || !gen) return undefined
+    switch (what) {
+      case "status":
+        return { pid: process.pid, ...runtime.status() }
+      case "metrics":
+        return [...runtime.state.registry.snapshot(), ...liveMetrics(gen)]
+      case "failures":
+        return runtime.state.instruments.failures.recent()
+      case "census":
+        return gen.census()
+      case "certificates":
+        return certificateList(gen, (c) => runtime.ocspStatus(c))
+      case "dashboard":
+        return dashboardData(runtimeDashboardSource(runtime))
+    }
   }
 
   #ask(msg: FromWorker & { id: number }): Promise<ToWorker> {

@@ -50,8 +50,11 @@ export interface Scene {
   close(): Promise<void>
 }
 
-/** startScene runs Portcullis with the listener `web` (routes /down/ to a refusing backend) and a token admin API. */
-export async function startScene(): Promise<Scene> {
+/**
+ * startScene runs Portcullis with the listener `web` (routes /down/ to a refusing backend) and a token admin API;
+ * with `workers`, as a cluster primary with that many worker processes.
+ */
+export async function startScene(options: { workers?: number } = {}): Promise<Scene> {
   const dir = mkdtempSync(join(tmpdir(), "pc-dashboard-"))
   const pki = await createPki()
   const echo: TestBackend = await startEchoBackend("app")
@@ -80,7 +83,7 @@ upstreams:
   down: { backends: ["127.0.0.1:${dead.port}"], retries: 0, passive: { enabled: false } }
 admin: { address: "127.0.0.1:0", token_file: ${tokenFile} }
 access_log: { enabled: false }
-`,
+${options.workers ? `cluster: { workers: ${options.workers} }\nshutdown_grace: 2s\n` : ""}`,
   )
   const pc = spawnPortcullis(["--config", config])
   const ports = await runningPorts(pc)

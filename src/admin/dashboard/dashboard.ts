@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs"
 import type http from "node:http"
 import { createRequire } from "node:module"
 import { join } from "node:path"
+import { errorMessage } from "../../core/errors.ts"
 import { DashboardFeed } from "./data.ts"
 
 /**
@@ -60,7 +61,18 @@ export class Dashboard {
   serve(req: http.IncomingMessage, res: http.ServerResponse, pathname: string): boolean {
     if (req.method !== "GET" && req.method !== "HEAD") return false
     if (pathname === "/dashboard/data") {
-      send(req, res, "application/json", Buffer.from(this.feed.text()), "no-store")
+      const text = this.feed.text()
+      if (typeof text === "string") send(req, res, "application/json", Buffer.from(text), "no-store")
+      else {
+        text.then(
+          (t) => send(req, res, "application/json", Buffer.from(t), "no-store"),
+          (err: unknown) => {
+            const body = Buffer.from(`${JSON.stringify({ error: errorMessage(err) })}\n`)
+            res.writeHead(500, { "content-type": "application/json", "content-length": body.length })
+            res.end(body)
+          },
+        )
+      }
       return true
     }
     const asset = this.#assets.get(pathname)

@@ -28,6 +28,36 @@ export interface DashboardSource {
   ocspStatus?(cert: LoadedCertificate): OcspStatus
 }
 
+/**
+ * runtimeDashboardSource is the source of one process's own snapshot (a single process, or one cluster worker):
+ * its registry, generation, ports, OCSP states, and its census when a listener counts one (with no listener
+ * counting, metrics.enabled false or census_window 0, the page gets none and hides the panel).
+ */
+export function runtimeDashboardSource(
+  runtime: Pick<DashboardSource, "state" | "generation"> & {
+    ports(): Record<string, number>
+    ocspStatus(cert: LoadedCertificate): OcspStatus
+  },
+  instances?: () => unknown,
+): DashboardSource {
+  return {
+    state: runtime.state,
+    get generation() {
+      return runtime.generation
+    },
+    ports: () => runtime.ports(),
+    census: () => {
+      const census = runtime.generation?.census()
+      return census && Object.keys(census.listeners).length > 0 ? census : undefined
+    },
+    ...(instances && { instances }),
+    ocspStatus: (c) => runtime.ocspStatus(c),
+  }
+}
+
+/** DashboardData: one snapshot as GET /dashboard/data answers it. */
+export type DashboardData = ReturnType<typeof dashboardData>
+
 /** LatencyTotals: one upstream's histogram, cumulative counts per bound (the last is +Inf), as the page needs them. */
 export interface LatencyTotals {
   counts: number[]
@@ -172,13 +202,15 @@ function addHistogram(into: Record<string, LatencyTotals>, key: string, s: Metri
 /**
  * DashboardFeed serialises at most one snapshot per `periodMs` and hands the same text to every poll in that time:
  * the server's cost is one snapshot a second whether one page or fifty are open, and it holds no timer or
- * per-viewer state (nothing to leak when a tab closes).
+ * per-viewer state (nothing to leak when a tab closes). A build may be a promise (a cluster primary asks its
+ * workers): polls in its second share that one promise, and a build that failed is tried again by the next poll.
  */
 export class DashboardFeed {
   readonly #build: () => unknown
   readonly #periodMs: number
   #at = Number.NEGATIVE_INFINITY
   #text = ""
+  #pending: Promise<string> | undefined
   /** builds counts the snapshots made (the tests read it to prove sharing). */
   builds = 0
 
@@ -187,12 +219,31 @@ export class DashboardFeed {
     this.#periodMs = periodMs
   }
 
-  text(now = Date.now()): string {
-    if (now - this.#at >= this.#periodMs || now < this.#at) {
-      this.#text = JSON.stringify(this.#build())
-      this.#at = now
-      this.builds++
+  text(now = Date.now()): string | Promise<string> {
+    if (now - this.#at < this.#periodMs && now >= this.#at) return this.#pending ?? this.#text
+    this.#at = now
+    this.builds++
+    const built = this.#build()
+    if (!(built instanceof Promise)) {
+      this.#pending = undefined
+      this.#text = JSON.stringify(built)
+      return this.#text
     }
-    return this.#text
+    const pending: Promise<string> = built.then(
+      (value: unknown) => {
+        if (this.#pending === pending) this.#pending = undefined
+        this.#text = JSON.stringify(value)
+        return this.#text
+      },
+      (err: unknown) => {
+        if (this.#pending === pending) {
+          this.#pending = undefined
+          this.#at = Number.NEGATIVE_INFINITY
+        }
+        throw err
+      },
+    )
+    this.#pending = pending
+    return pending
   }
 }

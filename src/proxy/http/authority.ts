@@ -31,7 +31,9 @@ const ABSOLUTE = /^https?:\/\//i
  * h1Authority returns the authority of an HTTP/1.x request (undefined: an HTTP/1.0 request without Host), or a
  * Refusal. RFC 9112 §3.2: more than one Host, or an invalid one, is a 400. RFC 9112 §3.2.2: an absolute-form target
  * wins over Host; it is rewritten here to origin form (req.url), so that routing (path_prefix), the access log and
- * the backend all see the same path, and the backend gets the target's authority as Host.
+ * the backend all see the same path, and the backend gets the target's authority as Host. Any other target that
+ * does not start with `/` is refused, `*` too unless the method is OPTIONS (RFC 9112 §3.2.4): a WebSocket upgrade
+ * (a GET) with `GET * ` never reaches a backend. The engine runs it for ordinary requests and upgrades alike.
  */
 export function h1Authority(req: IncomingMessage): string | undefined | Refusal {
   const raw = req.rawHeaders
@@ -44,7 +46,7 @@ export function h1Authority(req: IncomingMessage): string | undefined | Refusal 
     }
   }
   const url = req.url ?? "/"
-  if (url.charCodeAt(0) !== 47 /* / */ && url !== "*") {
+  if (url.charCodeAt(0) !== 47 /* / */ && !(url === "*" && req.method === "OPTIONS")) {
     if (!ABSOLUTE.test(url)) return INVALID_TARGET
     const start = url.indexOf("//") + 2
     let end = start
@@ -66,19 +68,29 @@ export function h1Authority(req: IncomingMessage): string | undefined | Refusal 
 /**
  * h2Authority returns the authority of an HTTP/2 request: `:authority`, else the `host` field (RFC 9113 §8.3.1),
  * or a Refusal: both present and different (RFC 9113 §8.3.1 lets a server treat that as malformed; answered 400,
- * as HAProxy does), more than one `host`, or an invalid value.
+ * as HAProxy does), more than one `host`, or an invalid value; or a `:path` that breaks the rule h1Authority
+ * applies (origin form, or `*` for OPTIONS; RFC 9113 §8.3.1). nghttp2 already resets most such streams (it checks
+ * :path for requests and, in the Node 24 build, for RFC 8441 extended CONNECT); this is the same rule for any
+ * that it lets through, so an extended CONNECT's :path reaches the router and the backend only in origin form.
  */
 export function h2Authority(req: H2Request): string | undefined | Refusal {
   const raw = req.rawHeaders
   let authority: string | undefined
   let host: string | undefined
+  let method: string | undefined
+  let path: string | undefined
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!
     if (name === ":authority") authority = raw[i + 1]!
+    else if (name === ":path") path = raw[i + 1]!
+    else if (name === ":method") method = raw[i + 1]!
     else if (name === "host") {
       if (host !== undefined) return MULTIPLE_HOST
       host = raw[i + 1]!
     }
+  }
+  if (path !== undefined && path.charCodeAt(0) !== 47 /* / */ && !(path === "*" && method === "OPTIONS")) {
+    return INVALID_TARGET
   }
   if (authority !== undefined && host !== undefined && authority.toLowerCase() !== host.toLowerCase()) {
     return AUTHORITY_MISMATCH

@@ -338,7 +338,9 @@ export class HttpEngine implements ExchangeContext {
     const info = infoOf(socket)
     const rawHost = h1Authority(req)
     if (rawHost instanceof Refusal) {
+      // The same one rule and answer as an ordinary request (#refuse), on the raw socket Node hands an upgrade.
       socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 12\r\n\r\nBad Request\n")
+      if (info) this.#logLocal(req, info, rawHostOf(req), 400, rawHost.reason)
       return
     }
     const route = info && this.#router.match(normalizeHost(rawHost), req.url ?? "/")
