@@ -46,6 +46,7 @@ const TARGET_WORKLOADS: Record<string, WorkloadId[]> = {
   "haproxy-nbthread2": ["W1", "W2", "W3", "W4"],
   "nginx-workers2": ["W1", "W2", "W3", "W4"],
   "portcullis-workers2": ["W1", "W2", "W3", "W4"],
+  "portcullis-2cores": ["W1", "W2", "W3", "W4"],
 }
 /** The access-log-off rows run the throughput and latency workloads: a log line costs per request, not per idle byte. */
 const LOG_OFF_WORKLOADS: WorkloadId[] = ["W1", "W2", "W3", "W3c", "W4", "W7"]
