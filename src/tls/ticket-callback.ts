@@ -82,6 +82,9 @@ export class ListenerTicketKeys {
   readonly #now: () => number
   readonly #onError: ((err: unknown) => void) | undefined
   readonly #derived = new WeakMap<TicketKey, Derived>()
+  /** The key #derive was last asked for and its derivation (it holds one ring key alive until the next is asked). */
+  #lastKey: TicketKey | undefined
+  #lastDerived: Derived | undefined
   readonly #iv = Buffer.alloc(PART)
   /** IV_POOL IVs' worth of random bytes; #ivAt is the next unused one (refilled when all are used). */
   readonly #ivPool = Buffer.alloc(PART * IV_POOL)
@@ -153,6 +156,8 @@ export class ListenerTicketKeys {
   }
 
   #derive(key: TicketKey): Derived {
+    // The current key, nearly every time: no WeakMap lookup for it.
+    if (key === this.#lastKey) return this.#lastDerived!
     let derived = this.#derived.get(key)
     if (!derived) {
       const bytes = deriveTicketKey(key, this.#scope)
@@ -161,6 +166,8 @@ export class ListenerTicketKeys {
       derived = { name: bytes.subarray(0, PART), hmac, aes, open: [2, hmac, aes] }
       this.#derived.set(key, derived)
     }
+    this.#lastKey = key
+    this.#lastDerived = derived
     return derived
   }
 }
