@@ -46,6 +46,7 @@ const TARGET_WORKLOADS: Record<string, WorkloadId[]> = {
   "haproxy-nbthread2": ["W1", "W2", "W3", "W4"],
   "nginx-workers2": ["W1", "W2", "W3", "W4"],
   "portcullis-workers2": ["W1", "W2", "W3", "W4"],
+  "portcullis-2cores": ["W1", "W2", "W3", "W4"],
 }
 /** The access-log-off rows run the throughput and latency workloads: a log line costs per request, not per idle byte. */
 const LOG_OFF_WORKLOADS: WorkloadId[] = ["W1", "W2", "W3", "W3c", "W4", "W7"]
@@ -366,7 +367,14 @@ async function measure(pass: number, st: TargetState, w: WorkloadId, cert: Bench
       figure: work / r.proxyCpu,
       rate_per_s: work / r.seconds,
       proxy_cpu_util: r.proxyCpu / r.seconds,
-      extra: { counters: r.window, client_cpu_s: r.clientCpu, client_us_per_handshake: (r.clientCpu / work) * 1e6 },
+      extra: {
+        counters: r.window,
+        groups: r.groups,
+        tickets_per_full: r.ticketsPerFull,
+        tickets_per_resumed: r.ticketsPerResumed,
+        client_cpu_s: r.clientCpu,
+        client_us_per_handshake: (r.clientCpu / work) * 1e6,
+      },
     }
   }
   if (w === "W6") {
@@ -445,6 +453,17 @@ function latencyLine(r: CellRun): string {
   return `added p50 ${a.p50.toFixed(0)} µs, p99 ${a.p99.toFixed(0)} µs, p99.9 ${a.p999.toFixed(0)} µs at ${r.rate_per_s.toFixed(0)}/s`
 }
 
+/** handshakeNote: for W1/W5, the key-exchange groups and the tickets the target sent per connection. */
+function handshakeNote(r: CellRun): string {
+  if (r.workload !== "W1" && r.workload !== "W5") return ""
+  const e = r.extra as { groups?: Record<string, number>; tickets_per_full?: number; tickets_per_resumed?: number }
+  const groups = Object.entries(e.groups ?? {})
+    .map(([g, n]) => `${g} ${n}`)
+    .join(", ")
+  const tickets = r.workload === "W1" ? e.tickets_per_full : e.tickets_per_resumed
+  return `, groups ${groups}, tickets/connection ${tickets?.toFixed(2)}`
+}
+
 // ---- the run ------------------------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
@@ -479,7 +498,7 @@ async function main(): Promise<void> {
         ? `${r.figure.toFixed(1)} KiB/conn`
         : r.workload === "W7" || r.workload === "W7c"
           ? latencyLine(r)
-          : `${r.figure.toFixed(0)} ${r.unit}/cpu-s, ${r.rate_per_s.toFixed(0)}/s, proxy cpu ${(r.proxy_cpu_util * 100).toFixed(0)}%`
+          : `${r.figure.toFixed(0)} ${r.unit}/cpu-s, ${r.rate_per_s.toFixed(0)}/s, proxy cpu ${(r.proxy_cpu_util * 100).toFixed(0)}%${handshakeNote(r)}`
     console.log(
       `pass ${r.pass} ${r.workload} ${r.target.padEnd(15)} ${r.ok ? fig : `FAILED: ${r.problems.join("; ")}`}`,
     )

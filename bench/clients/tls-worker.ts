@@ -20,6 +20,13 @@ export const C = {
   opened: 8,
   closedEarly: 9,
   certMismatch: 10,
+  /** handshakes whose key exchange was X25519 (getEphemeralKeyInfo), and those with any other group */
+  x25519: 11,
+  otherGroup: 12,
+  /** NewSessionTickets received on resumed connections (W5: what the server sends after a resumption) */
+  ticketsAfterResume: 13,
+  /** NewSessionTickets received on full-handshake connections */
+  ticketsAfterFull: 14,
 } as const
 export const STRIDE = 16
 /** Control values: RUN, STOP (finish in-flight, stop), RELEASE (idle mode: close the held connections). */
@@ -33,6 +40,8 @@ export const TLS_CLIENT_OPTIONS = {
 /** CONNECT_OPTIONS go with every connection; the SecureContext is made once per worker (one per connection is costly). */
 const CONNECT_OPTIONS = { ALPNProtocols: ["http/1.1"], servername: "localhost", rejectUnauthorized: false } as const
 export const EXPECTED_CIPHER = "TLS_AES_128_GCM_SHA256"
+/** EXPECTED_GROUP: the one group the client offers (TLS_CLIENT_OPTIONS.ecdhCurve), checked on every handshake. */
+export const EXPECTED_GROUP = "X25519"
 
 /** WorkerConfig is the workerData a tls-worker gets. */
 export interface WorkerConfig {
@@ -102,6 +111,7 @@ function run(cfg: WorkerConfig): void {
   let started = 0
   let checkedCert = false
   const held: tls.TLSSocket[] = []
+  const otherGroups = new Set<string>()
   const secureContext = tls.createSecureContext(TLS_CLIENT_OPTIONS)
 
   const maybeFinish = () => {
@@ -123,14 +133,31 @@ function run(cfg: WorkerConfig): void {
     const r: ResponseState = { buf: Buffer.alloc(0), headEnd: -1, status: 0, length: -1, chunked: false }
     let answered = false
     let failed = false
-    if (cfg.mode === "resumed") sock.on("session", (s: Buffer) => (session = s))
+    let tickets = 0
+    let reused = false
+    sock.on("session", (s: Buffer) => {
+      tickets++
+      if (cfg.mode === "resumed") session = s
+    })
     sock.on("secureConnect", () => {
-      if (sock.isSessionReused()) add(C.resumed)
+      reused = sock.isSessionReused()
+      if (reused) add(C.resumed)
       else add(C.full)
+      // The key exchange's group, as the client saw it: every target must do the same one.
+      const group = sock.getEphemeralKeyInfo()
+      const groupName = group && "name" in group ? String(group.name) : "none"
+      if (groupName === EXPECTED_GROUP) add(C.x25519)
+      else {
+        add(C.otherGroup)
+        if (!otherGroups.has(groupName)) {
+          otherGroups.add(groupName)
+          parentPort?.postMessage({ type: "group", name: groupName })
+        }
+      }
       if (sock.getProtocol() !== "TLSv1.3") add(C.notTls13)
       if (sock.getCipher().standardName !== EXPECTED_CIPHER) add(C.wrongCipher)
       // a resumed TLS 1.3 session carries no certificate: check the first full handshake's
-      if (!checkedCert && !sock.isSessionReused()) {
+      if (!checkedCert && !reused) {
         checkedCert = true
         if (sock.getPeerCertificate().fingerprint256 !== cfg.fingerprint256) add(C.certMismatch)
       }
@@ -165,6 +192,8 @@ function run(cfg: WorkerConfig): void {
         return
       }
       if (!answered && !failed) add(C.errors)
+      // Tickets arrive before the response; counted at close, by the kind of handshake they followed.
+      if (tickets > 0) Atomics.add(counters, reused ? C.ticketsAfterResume : C.ticketsAfterFull, tickets)
       inFlight--
       next()
     })

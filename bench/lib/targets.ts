@@ -263,8 +263,10 @@ function portcullisTarget(
   prefix = "portcullis",
   metrics = true,
   workers = 1,
+  bothCores = false,
 ): TargetSpec {
-  const base = `${engine === "http" ? prefix : `${prefix}-tcp`}${metrics ? "" : METRICS_OFF}${workers > 1 ? `-workers${workers}` : ""}`
+  const base = `${engine === "http" ? prefix : `${prefix}-tcp`}${metrics ? "" : METRICS_OFF}${workers > 1 ? `-workers${workers}` : ""}${bothCores ? "-2cores" : ""}`
+  const spread = workers > 1 || bothCores
   const mainTs = join(root, "src", "main.ts")
   // W3c needs `protocol: h2c` upstreams; a baseline checkout from before them gets neither the route nor the cell.
   const h2c = engine === "http" && supportsH2c(root)
@@ -272,8 +274,8 @@ function portcullisTarget(
     name: log ? base : `${base}${LOG_OFF}`,
     layer: engine === "http" ? "L7" : "L4",
     h2Upstream: h2c,
-    ...(workers > 1 && { cores: BOTH_CORES }),
-    description: `Portcullis${root === repoDir ? "" : ` at ${root}`}, engine ${engine}${engine === "tcp" ? " (L4)" : ""}, ${workers > 1 ? `cluster.workers ${workers} (a primary and ${workers} workers) on both cores (compare per CPU-second)` : "one process"}, ${log ? "defaults (access log on, stdout to a file)" : "defaults but access_log off"}${metrics ? "" : ", metrics: { enabled: false }"}`,
+    ...(spread && { cores: BOTH_CORES }),
+    description: `Portcullis${root === repoDir ? "" : ` at ${root}`}, engine ${engine}${engine === "tcp" ? " (L4)" : ""}, ${workers > 1 ? `cluster.workers ${workers} (a primary and ${workers} workers) on both cores (compare per CPU-second)` : bothCores ? "one process on both cores (the control for the two-worker row: the same cores, shared with the load tool, one process)" : "one process"}, ${log ? "defaults (access log on, stdout to a file)" : "defaults but access_log off"}${metrics ? "" : ", metrics: { enabled: false }"}`,
     version: () => {
       const pkg = execFileSync(
         process.execPath,
@@ -289,7 +291,7 @@ function portcullisTarget(
       const conf = join(ctx.dir, `portcullis-${engine}.yaml`)
       writeFileSync(conf, portcullisConfig(ctx, engine, log, h2c, metrics, workers))
       return spawnLogged(process.execPath, [mainTs, "--config", conf], join(ctx.dir, `portcullis-${engine}.log`), {
-        core: workers > 1 ? BOTH_CORES : PROXY_CORE,
+        core: spread ? BOTH_CORES : PROXY_CORE,
         cwd: ctx.dir,
       })
     },
@@ -328,6 +330,8 @@ export const TARGETS: readonly TargetSpec[] = [
   haproxyTarget(true, 2),
   nginxTarget(true, 2),
   portcullisTarget("http", true, repoDir, "portcullis", true, 2),
+  // One process on the two-worker rows' cores: what sharing both cores with the load tool costs, without workers.
+  portcullisTarget("http", true, repoDir, "portcullis", true, 1, true),
   ...(process.env["PORTCULLIS_BENCH_BASELINE"]
     ? [
         portcullisTarget("http", true, process.env["PORTCULLIS_BENCH_BASELINE"], "baseline"),

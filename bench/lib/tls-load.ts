@@ -25,6 +25,11 @@ function diff(a: Totals, b: Totals): Totals {
 /** HandshakeResult is one W1/W5 measurement window. */
 export interface HandshakeResult {
   window: Totals
+  /** the key-exchange group of the window's handshakes, by name (the client offers X25519 only) */
+  groups: Record<string, number>
+  /** NewSessionTickets per connection the target sent: after a full handshake, and after a resumed one */
+  ticketsPerFull: number
+  ticketsPerResumed: number
   seconds: number
   proxyCpu: number
   clientCpu: number
@@ -87,6 +92,9 @@ export async function runHandshakes(opts: {
     },
     opts.threads,
   )
+  const otherGroups = new Set<string>()
+  for (const w of workers)
+    w.on("message", (m: { type: string; name?: string }) => m.type === "group" && otherGroups.add(String(m.name)))
   try {
     await sleep(opts.warmupS * 1000)
     const t0 = performance.now()
@@ -116,7 +124,23 @@ export async function runHandshakes(opts: {
     const certs = totals(counters, opts.threads).certMismatch
     if (certs > 0) problems.push("the target served another certificate")
     if (!finished) problems.push("client workers did not finish within 10 s of stop")
-    return { window, seconds: (t1 - t0) / 1000, proxyCpu: c1 - c0, clientCpu: o1 - o0, problems }
+    // Every target must do the same key exchange: the client offers X25519 alone (a Node 24 server would pick the
+    // X25519MLKEM768 hybrid if offered, which costs more).
+    if (window.otherGroup > 0) {
+      problems.push(`${window.otherGroup} handshakes with another group than X25519 (${[...otherGroups].join(", ")})`)
+    }
+    const groups: Record<string, number> = { X25519: window.x25519 }
+    if (window.otherGroup > 0) groups[[...otherGroups].join("|") || "other"] = window.otherGroup
+    return {
+      window,
+      groups,
+      ticketsPerFull: window.full > 0 ? window.ticketsAfterFull / window.full : 0,
+      ticketsPerResumed: window.resumed > 0 ? window.ticketsAfterResume / window.resumed : 0,
+      seconds: (t1 - t0) / 1000,
+      proxyCpu: c1 - c0,
+      clientCpu: o1 - o0,
+      problems,
+    }
   } finally {
     await Promise.all(workers.map((w) => w.terminate()))
   }

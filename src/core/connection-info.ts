@@ -101,13 +101,23 @@ export function readConnectionInfo(
       }
     }
   }
+  // The local end is read on first use (getsockname(2)): only a PROXY header to a backend needs it.
+  let local: { address: string; port: number } | undefined
+  const localEnd = () => {
+    local ??= { address: unmapIPv4(socket.localAddress), port: socket.localPort ?? 0 }
+    return local
+  }
   return {
     listener,
     clientAddress,
     clientPort: options.source ? options.source.port : (socket.remotePort ?? 0),
     peerAddress,
-    localAddress: unmapIPv4(socket.localAddress),
-    localPort: socket.localPort ?? 0,
+    get localAddress() {
+      return localEnd().address
+    },
+    get localPort() {
+      return localEnd().port
+    },
     servername: typeof socket.servername === "string" ? socket.servername : "",
     tlsVersion: socket.getProtocol() ?? "",
     cipher: cipher?.standardName ?? cipher?.name ?? "",

@@ -46,6 +46,8 @@ type WithSource = {
   [kError]?: string
 }
 const kError = Symbol("portcullis.failureError")
+/** net.Socket's cache of getpeername(2) (lib/net.js _getpeername): a Node internal, read and set in #wrap. */
+type Peername = { _peername?: object }
 
 /** Served: how the sockets of one SecureContext are built and judged (its client_auth policy). */
 interface Served {
@@ -263,10 +265,15 @@ export class TlsListener {
     if (der !== undefined) (socket as unknown as { ssl: StaplingHandle }).ssl.setOCSPResponse(der)
     ;(raw as WithSource)[kTls] = socket
     ;(raw as WithSource)[kServed] = served
-    socket.once("secure", this.#onSecure)
+    // The peer address read at accept (#handshake) serves the TLS socket too: net.Socket keeps it in _peername and
+    // reads it with getpeername(2) only while that is unset, so readConnectionInfo costs no second system call.
+    const peer = (raw as unknown as Peername)._peername
+    if (peer !== undefined) (socket as unknown as Peername)._peername = peer
+    // 'secure' and 'close' come once per socket: on(), not once(), which would make a wrapper closure per call.
+    socket.on("secure", this.#onSecure)
     // Until control is released, Node reports handshake failures as '_tlsError', as tls.Server listens for them.
     socket.on("_tlsError", this.#onHandshakeError)
-    socket.once("close", this.#onEarlyClose)
+    socket.on("close", this.#onEarlyClose)
   }
 
   /** servedBy builds, once per context, the socket options its client_auth policy calls for. */
@@ -311,6 +318,7 @@ export class TlsListener {
 
   #secured(socket: TLSSocket): void {
     const raw = endHandshake(socket)
+    socket.off("secure", this.#onSecure)
     socket.off("_tlsError", this.#onHandshakeError)
     socket.off("close", this.#onEarlyClose)
     socket.on("error", ignore)
@@ -330,18 +338,6 @@ export class TlsListener {
     // What tls.Server does once a handshake is done: errors become 'error' events and the socket counts as open.
     ;(socket as unknown as { _releaseControl(): boolean })._releaseControl()
     ;(socket as unknown as { secureConnecting: boolean }).secureConnecting = false
-    const stats = this.stats
-    if (this.#metrics) {
-      const cipher = socket.getCipher()
-      stats.handshake(socket.getProtocol() ?? "", cipher?.standardName ?? cipher?.name ?? "", socket.isSessionReused())
-      const started = raw?.[kStart]
-      if (started !== undefined) stats.handshakeDuration.observe((performance.now() - started) / 1000)
-      const sni = socket.servername
-      if (typeof sni === "string" && sni !== "" && !this.certs.single && !this.certs.covers(sni)) stats.unknownSni.inc()
-      socket.once("close", this.#onClosed)
-    } else {
-      stats.handshakes.inc()
-    }
     const info = readConnectionInfo(socket, this.config.name, {
       source: raw?.[kSource],
       isTrusted: this.#isTrusted,
@@ -349,6 +345,18 @@ export class TlsListener {
       forwardCert: auth.forwardCert,
       forwardFormat: auth.forwardFormat,
     })
+    const stats = this.stats
+    if (this.#metrics) {
+      // The version and cipher the info read (one getProtocol/getCipher per handshake, not two).
+      stats.handshake(info.tlsVersion, info.cipher, socket.isSessionReused())
+      const started = raw?.[kStart]
+      if (started !== undefined) stats.handshakeDuration.observe((performance.now() - started) / 1000)
+      const sni = info.servername
+      if (sni !== "" && !this.certs.single && !this.certs.covers(sni)) stats.unknownSni.inc()
+      socket.on("close", this.#onClosed)
+    } else {
+      stats.handshakes.inc()
+    }
     attachInfo(socket, info)
     this.engine.handle(socket)
   }

@@ -40,6 +40,12 @@ interface Derived {
 }
 
 const PART = 16
+/**
+ * IV_POOL: random bytes for this many ticket IVs are drawn at once. randomFillSync costs about 2.5 µs per call
+ * (a crypto job per call), most of a seal; one call per 256 seals takes that off the handshake. Each IV is still
+ * fresh CSPRNG output used once (RFC 5077 §4's IV for AES-CBC must be unpredictable, and is).
+ */
+const IV_POOL = 256
 /** The answer for a ticket that is not ours (or any failure while opening): 0 = full handshake; valid buffers. */
 const UNKNOWN: readonly unknown[] = Object.freeze([0, Buffer.alloc(PART), Buffer.alloc(PART)])
 /** When sealing fails: 0 = no ticket this time (OpenSSL skips a TLS 1.3 ticket, sends an empty TLS 1.2 one). */
@@ -94,7 +100,13 @@ export class ListenerTicketKeys {
   readonly #now: () => number
   readonly #onError: ((err: unknown) => void) | undefined
   readonly #derived = new WeakMap<TicketKey, Derived>()
+  /** The key #derive was last asked for and its derivation (it holds one ring key alive until the next is asked). */
+  #lastKey: TicketKey | undefined
+  #lastDerived: Derived | undefined
   readonly #iv = Buffer.alloc(PART)
+  /** IV_POOL IVs' worth of random bytes; #ivAt is the next unused one (refilled when all are used). */
+  readonly #ivPool = Buffer.alloc(PART * IV_POOL)
+  #ivAt = PART * IV_POOL
   /** [1, hmac, aes, name, iv], refilled for the current key on each seal */
   readonly #seal: unknown[] = [1, UNKNOWN[1], UNKNOWN[2], UNKNOWN[1], this.#iv]
   /** The callback installed on contexts (one function for all of them). */
@@ -120,10 +132,16 @@ export class ListenerTicketKeys {
     }
   }
 
-  /** seal answers a sealing call: the current key, derived for this scope, and a fresh random IV. */
+  /** seal answers a sealing call: the current key, derived for this scope, and a fresh random IV (IV_POOL). */
   seal(): unknown[] {
     const key = this.#derive(this.#ring.current())
-    randomFillSync(this.#iv)
+    if (this.#ivAt === this.#ivPool.length) {
+      randomFillSync(this.#ivPool)
+      this.#ivAt = 0
+    }
+    // Node copies the IV out of the answer into the ticket (where it is public) before the callback returns.
+    this.#ivPool.copy(this.#iv, 0, this.#ivAt, this.#ivAt + PART)
+    this.#ivAt += PART
     const answer = this.#seal
     answer[1] = key.hmac
     answer[2] = key.aes
@@ -156,6 +174,8 @@ export class ListenerTicketKeys {
   }
 
   #derive(key: TicketKey): Derived {
+    // The current key, nearly every time: no WeakMap lookup for it.
+    if (key === this.#lastKey) return this.#lastDerived!
     let derived = this.#derived.get(key)
     if (!derived) {
       const bytes = deriveTicketKey(key, this.#scope)
@@ -164,6 +184,8 @@ export class ListenerTicketKeys {
       derived = { name: bytes.subarray(0, PART), hmac, aes, open: [2, hmac, aes] }
       this.#derived.set(key, derived)
     }
+    this.#lastKey = key
+    this.#lastDerived = derived
     return derived
   }
 }
