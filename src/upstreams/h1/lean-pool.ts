@@ -523,12 +523,27 @@ class Connection {
     }) as WithConnection
     this.socket = socket
     socket[kConnection] = this
+    this.#timeoutMs = o.connectTimeout
     socket.setTimeout(o.connectTimeout)
     socket.on("connect", onConnect)
     socket.on("end", onEnd)
     socket.on("error", onError)
     socket.on("close", onClose)
     socket.on("timeout", onTimeout)
+  }
+
+  /** The socket's timeout now (ms; 0: none). */
+  #timeoutMs = 0
+
+  /**
+   * #setTimeout sets the socket's timeout for the next phase, only when it differs from the current one: each read
+   * and write restarts the socket's timer anyway, and the phases change right after one (send writes the request;
+   * the head and the end of a response were just read), so an unchanged timeout is already running from that byte.
+   */
+  #setTimeout(ms: number): void {
+    if (ms === this.#timeoutMs) return
+    this.#timeoutMs = ms
+    this.socket.setTimeout(ms)
   }
 
   connected(): void {
@@ -545,7 +560,7 @@ class Connection {
     this.#phase = HEAD
     this.#head = undefined
     this.#untouched = true
-    this.socket.setTimeout(this.pool.options.headersTimeout)
+    this.#setTimeout(this.pool.options.headersTimeout)
     request.handler.onRequestStart?.(request, request.expectContinue ? RELAYS_CONTINUE : NO_CONTEXT)
     if (request.settled || this.#gone) return
     const socket = this.socket
@@ -692,7 +707,7 @@ class Connection {
         : Math.max(1, Math.min(o.keepAliveMaxTimeout, head.keepAliveTimeoutMs - 1000))
     this.#remaining = head.framing.kind === "length" ? head.framing.length : 0
     this.#chunked = head.framing.kind === "chunked" ? new ChunkedDecoder() : undefined
-    this.socket.setTimeout(this.pool.options.bodyTimeout)
+    this.#setTimeout(this.pool.options.bodyTimeout)
     request.handler.onResponseStart?.(request, head.status, head.headers, head.statusText)
     if (request.settled) return -1 // the handler aborted
     if (head.framing.kind === "none" || (head.framing.kind === "length" && head.framing.length === 0)) {
@@ -730,7 +745,7 @@ class Connection {
   #complete(request: LeanRequest, clean: boolean): void {
     this.request = undefined
     request.connection = undefined
-    this.socket.setTimeout(this.#idleTimeout)
+    this.#setTimeout(this.#idleTimeout)
     // The handler may have paused us on the last piece; its resume will not reach this connection any more, and
     // the next request (or the backend closing an idle connection) must be read.
     if (request.paused) this.socket.resume()
@@ -764,14 +779,14 @@ class Connection {
   }
 
   pause(): void {
-    this.socket.setTimeout(0)
+    this.#setTimeout(0)
     this.socket.pause()
   }
 
   resume(): void {
     const request = this.request
     if (!request || this.#gone) return
-    this.socket.setTimeout(this.pool.options.bodyTimeout)
+    this.#setTimeout(this.pool.options.bodyTimeout)
     const pending = this.#pending
     this.#pending = undefined
     if (pending) {
