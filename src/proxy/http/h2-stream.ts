@@ -75,6 +75,20 @@ function onWantTrailers(this: ServerHttp2Stream): void {
 
 const kResponse = Symbol("portcullis.h2.response")
 
+/** The stream listener that calls `listener` on the stream's H2Response, one per listener (a handful). */
+const onStream = new Map<(this: H2Response) => void, (this: ServerHttp2Stream) => void>()
+function onStreamOf(listener: (this: H2Response) => void): (this: ServerHttp2Stream) => void {
+  let wrapped = onStream.get(listener)
+  if (wrapped === undefined) {
+    wrapped = function (this: ServerHttp2Stream & { [kResponse]?: H2Response }): void {
+      const res = this[kResponse]
+      if (res !== undefined) listener.call(res)
+    }
+    onStream.set(listener, wrapped)
+  }
+  return wrapped
+}
+
 /**
  * stopRequestBody: the response is complete while the client is still sending its body (a backend that answered
  * early, e.g. a 413, or one that never reads it). Nobody reads that body any more, so the stream's window would
@@ -204,9 +218,13 @@ export class H2Response {
     if (!this.stream.destroyed) this.stream.destroy(err)
   }
 
-  /** on: 'drain' and 'close' of the stream, called with this response as `this` (the exchange's handlers read it). */
+  /**
+   * on: 'drain' and 'close' of the stream, called with this response as `this` (the exchange's handlers read it).
+   * The response is kept on the stream and the listener wrapped once per listener, not in a closure per stream.
+   */
   on(event: "drain" | "close", listener: (this: H2Response) => void): this {
-    this.stream.on(event, () => listener.call(this))
+    ;(this.stream as ServerHttp2Stream & { [kResponse]?: H2Response })[kResponse] = this
+    this.stream.on(event, onStreamOf(listener))
     return this
   }
 }
