@@ -469,6 +469,8 @@ const live = new WeakMap<LeanPool, Set<Connection>>()
 
 const HEAD = 0
 const BODY = 1
+/** The empty line that ends a head, as bytes: indexOf with a string needle encodes it again on every call. */
+const END_OF_HEAD = Buffer.from("\r\n\r\n", "latin1")
 
 /** Connection: one socket to the backend and the request it is serving, if any. */
 class Connection {
@@ -672,7 +674,7 @@ class Connection {
       buf = Buffer.concat([this.#head, chunk.subarray(pos)])
       start = 0
     }
-    const end = buf.indexOf("\r\n\r\n", start, "latin1")
+    const end = buf.indexOf(END_OF_HEAD, start)
     const limit = this.pool.options.maxHeaderSize
     if (end === -1) {
       // A head ended by bare LFs would never show CRLFCRLF: refuse it now rather than wait for the headers timeout.
