@@ -47,6 +47,28 @@ function field(prefix: string, value: string | undefined): string {
   return value === undefined ? "" : prefix + quote(value)
 }
 
+/** The connection's part of its access lines, made on its first line (a connection's fields never change). */
+const kLinePart = Symbol("portcullis.access.connection")
+type WithLinePart = ConnectionInfo & { [kLinePart]?: { listener: string; text: string } }
+
+/**
+ * connectionPart is `"client":...,"listener":...` and the TLS fields of a connection's lines: the same for every
+ * request on it, so it is escaped and joined once per connection (and listener), not once per request.
+ */
+function connectionPart(info: ConnectionInfo, listener: string): string {
+  const cached = (info as WithLinePart)[kLinePart]
+  if (cached !== undefined && cached.listener === listener) return cached.text
+  const text = `"client":${quote(info.clientAddress)},"listener":${quote(listener)}${field(',"sni":', info.servername)}${field(',"tls":', info.tlsVersion)}${field(',"cipher":', info.cipher)}${field(',"alpn":', info.alpn)}`
+  ;(info as WithLinePart)[kLinePart] = { listener, text }
+  return text
+}
+
+/** Memo of the last upstream and backend names quoted: the same few strings on every line. */
+let lastUpstream = ""
+let lastUpstreamField = ""
+let lastBackend = ""
+let lastBackendField = ""
+
 /** A chunk handed to the writer, with the fd it goes to (a reopen changes the fd for later chunks only). */
 interface Chunk {
   fd: number
@@ -66,6 +88,9 @@ export class AccessLog {
   readonly #sink: ((lines: string) => void) | undefined
   readonly #onError: (err: Error) => void
   readonly #pid = process.pid
+  /** Every line's start up to the time, and from the pid to the connection's fields. */
+  readonly #head = '{"level":30,"time":'
+  readonly #pidPart = `,"pid":${process.pid},"type":"access",`
   /** Lines not yet handed to a write, and their length in UTF-16 units (≈ bytes: the lines are mostly ASCII). */
   #pending = ""
   #path: string | undefined
@@ -151,8 +176,24 @@ export class AccessLog {
     error: string,
     traceId?: string,
   ): void {
+    let upstreamField = ""
+    if (upstream !== undefined) {
+      if (upstream !== lastUpstream) {
+        lastUpstream = upstream
+        lastUpstreamField = `,"upstream":${quote(upstream)}`
+      }
+      upstreamField = lastUpstreamField
+    }
+    let backendField = ""
+    if (backend !== undefined) {
+      if (backend !== lastBackend) {
+        lastBackend = backend
+        lastBackendField = `,"backend":${quote(backend)}`
+      }
+      backendField = lastBackendField
+    }
     this.line(
-      `{"level":30,"time":${Date.now()},"pid":${this.#pid},"type":"access","client":${quote(info.clientAddress)},"listener":${quote(listener)}${field(',"sni":', info.servername)}${field(',"tls":', info.tlsVersion)}${field(',"cipher":', info.cipher)}${field(',"alpn":', info.alpn)}${field(',"method":', method)}${field(',"host":', host)}${field(',"path":', path)},"status":${status},"bytes":${bytes}${field(',"upstream":', upstream)}${field(',"backend":', backend)}${tries === undefined ? "" : `,"tries":${tries}`}${durationMs === undefined ? "" : `,"duration_ms":${durationMs}`}${field(',"trace_id":', traceId)}${error ? `,"error":${quote(error)}` : ""}}\n`,
+      `${this.#head}${Date.now()}${this.#pidPart}${connectionPart(info, listener)}${field(',"method":', method)}${field(',"host":', host)}${field(',"path":', path)},"status":${status},"bytes":${bytes}${upstreamField}${backendField}${tries === undefined ? "" : `,"tries":${tries}`}${durationMs === undefined ? "" : `,"duration_ms":${durationMs}`}${field(',"trace_id":', traceId)}${error ? `,"error":${quote(error)}` : ""}}\n`,
     )
   }
 

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict"
 import { describe, test } from "node:test"
 import { ChunkedDecoder } from "../../src/upstreams/h1/chunked.ts"
-import { parseResponseHead } from "../../src/upstreams/h1/response-head.ts"
+import { parseResponseHead, parseStrict } from "../../src/upstreams/h1/response-head.ts"
 
 const head = (...lines: string[]) => lines.join("\r\n")
 
@@ -61,6 +61,38 @@ describe("parseResponseHead", () => {
       "HTTP/1.1 200 OK\r\nX: \x01",
     ]
     for (const text of bad) assert.throws(() => parseResponseHead(text, "GET"), Error, JSON.stringify(text))
+  })
+
+  test("the scan and the strict parser agree on every head, valid or not (each byte of a head changed)", () => {
+    const base = head(
+      "HTTP/1.1 200 OK",
+      "Server: nginx/1.22.1",
+      "Content-Type: text/plain",
+      "Content-Length: 100",
+      "Connection: keep-alive",
+      "Keep-Alive: timeout=5",
+      'ETag: "6b0ef246-64"',
+      "X-Pad:\t a b \t",
+    )
+    const outcome = (parse: (t: string, m: string) => unknown, text: string) => {
+      try {
+        return { ok: parse(text, "GET") }
+      } catch (err) {
+        return { err: (err as Error).message, code: (err as { code?: string }).code }
+      }
+    }
+    // Each position replaced by a character of interest: CR, LF, NUL, SP, HTAB, ':', a letter, DEL, obs-text, ','.
+    const probes = ["\r", "\n", "\0", " ", "\t", ":", "a", "\x7f", "\xe9", ",", "\r\n"]
+    let compared = 0
+    for (let i = 0; i <= base.length; i++) {
+      for (const c of probes) {
+        for (const text of [base.slice(0, i) + c + base.slice(i + 1), base.slice(0, i) + c + base.slice(i)]) {
+          assert.deepEqual(outcome(parseResponseHead, text), outcome(parseStrict, text), JSON.stringify(text))
+          compared++
+        }
+      }
+    }
+    assert.ok(compared > 3000)
   })
 
   test("the same Content-Length repeated is one length (RFC 9110 §8.6)", () => {

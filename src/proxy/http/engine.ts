@@ -110,6 +110,10 @@ export class HttpEngine implements ExchangeContext {
         keepAliveTimeout: limits.idle_timeout,
         requireHostHeader: true,
         connectionsCheckingInterval: Math.min(1000, limits.header_timeout),
+        // A request without Content-Length or Transfer-Encoding has no body (RFC 9112 §6.3): Node then skips the
+        // IncomingMessage's Readable life cycle ('data', 'end', 'close' and the dump at the end), which nothing here
+        // listens to for such a request (exchange.ts hasBody reads the same two headers).
+        optimizeEmptyRequests: true,
       },
       (req, res) => this.#onH1Request(req, res),
     )

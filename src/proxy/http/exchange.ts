@@ -613,11 +613,15 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     // HTTP/2 stream the client reset reads as finished, and the backend would go on working for nobody.
     if (controller && this.held !== undefined) controller.abort(new Error("client closed the connection"))
     const meter = this.meter
+    const accessLog = this.ctx.accessLog
+    if (meter === undefined && accessLog === undefined) return
+    // One clock read for both.
+    const elapsed = performance.now() - this.started
     if (meter !== undefined) {
-      meter.duration.observe((performance.now() - this.started) / 1000)
+      meter.duration.observe(elapsed / 1000)
       meter.request(this.req.method, this.status || (this.res.headersSent ? this.res.statusCode : 0))
     }
-    if (this.ctx.accessLog) logAccess(this.ctx.accessLog, this)
+    if (accessLog !== undefined) logAccess(accessLog, this, elapsed)
   }
 }
 
@@ -824,7 +828,7 @@ export function sendPlain(
 }
 
 /** logAccess writes the exchange's access line (core/access-log.ts builds it from the fields, no object). */
-function logAccess(log: AccessLog, ex: Exchange): void {
+function logAccess(log: AccessLog, ex: Exchange, elapsed: number): void {
   const req = ex.req
   log.http(
     ex.info,
@@ -837,7 +841,7 @@ function logAccess(log: AccessLog, ex: Exchange): void {
     ex.upstream.name,
     ex.backend?.id,
     ex.attempt,
-    Math.round((performance.now() - ex.started) * 100) / 100,
+    Math.round(elapsed * 100) / 100,
     ex.reason,
     traceIdOf(ex.traceparent),
   )

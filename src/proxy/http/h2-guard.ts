@@ -148,8 +148,15 @@ export class H2Guard extends Duplex {
       return false
     }
     this.#known.set(id, stream)
-    stream.once("close", () => this.#known.delete(id))
+    ;(stream as GuardedStream)[kGuardOf] = this
+    stream.on("close", onAdoptedClose)
     return true
+  }
+
+  /** forget: an adopted stream closed; the session will not emit it again. */
+  forget(stream: ServerHttp2Stream): void {
+    const id = stream.id ?? 0
+    if (this.#known.get(id) === stream) this.#known.delete(id)
   }
 
   override _read(): void {
@@ -475,6 +482,14 @@ export class H2Guard extends Duplex {
     if (this.socket.destroyed) return
     for (const frame of this.#inject.splice(0)) this.socket.write(frame)
   }
+}
+
+/** The guard that adopted a stream, for its 'close' listener (one function for all streams, no closure each). */
+const kGuardOf = Symbol("portcullis.h2.guardOf")
+type GuardedStream = ServerHttp2Stream & { [kGuardOf]?: H2Guard }
+
+function onAdoptedClose(this: GuardedStream): void {
+  this[kGuardOf]?.forget(this)
 }
 
 const PASS = 0

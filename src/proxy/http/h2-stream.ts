@@ -75,12 +75,39 @@ function onWantTrailers(this: ServerHttp2Stream): void {
 
 const kResponse = Symbol("portcullis.h2.response")
 
+/** The stream listener that calls `listener` on the stream's H2Response, one per listener (a handful). */
+const onStream = new Map<(this: H2Response) => void, (this: ServerHttp2Stream) => void>()
+function onStreamOf(listener: (this: H2Response) => void): (this: ServerHttp2Stream) => void {
+  let wrapped = onStream.get(listener)
+  if (wrapped === undefined) {
+    wrapped = function (this: ServerHttp2Stream & { [kResponse]?: H2Response }): void {
+      const res = this[kResponse]
+      if (res !== undefined) listener.call(res)
+    }
+    onStream.set(listener, wrapped)
+  }
+  return wrapped
+}
+
 /**
  * stopRequestBody: the response is complete while the client is still sending its body (a backend that answered
  * early, e.g. a 413, or one that never reads it). Nobody reads that body any more, so the stream's window would
  * fill and the client would wait forever: RFC 9113 §8.1 lets the server end it with RST_STREAM NO_ERROR, and the
  * client keeps the complete response.
  */
+/** respond() options, made once (Node reads them, never keeps them). */
+const OPEN = Object.freeze({ endStream: false })
+const END_STREAM = Object.freeze({ endStream: true })
+const WAIT_FOR_TRAILERS = Object.freeze({ endStream: false, waitForTrailers: true })
+
+/**
+ * remoteClosed: the client has sent END_STREAM. A request whose HEADERS carried it (a GET) says so without asking
+ * nghttp2: stream.state builds a fresh object of six fields from a native call.
+ */
+function remoteClosed(stream: ServerHttp2Stream): boolean {
+  return stream.endAfterHeaders || stream.state.remoteClose === 1
+}
+
 function stopRequestBody(this: ServerHttp2Stream): void {
   // remoteClose: the client sent END_STREAM (a body nobody read still counts as sent).
   if (this.destroyed || this.state.remoteClose === 1) return
@@ -132,17 +159,22 @@ export class H2Response {
     return stream.destroyed || stream.closed
   }
 
-  /** writeHead sends the response headers; throws (like ServerResponse) on a value HTTP/2 cannot carry. */
+  /**
+   * writeHead sends the response headers; throws (like ServerResponse) on a value HTTP/2 cannot carry. It takes
+   * `headers` (every caller builds a fresh object): :status is added to it, not to a copy, since Node's respond()
+   * copies the object again anyway.
+   */
   writeHead(status: number, headers: Record<string, string | string[] | number>, endStream = false): this {
     this.statusCode = status
     if (this.gone) return this
+    headers[":status"] = status
     if (endStream) {
-      this.stream.respond({ ...headers, ":status": status }, { endStream: true })
-      if (this.stream.state.remoteClose !== 1) this.stream.once("finish", stopRequestBody)
+      this.stream.respond(headers, END_STREAM)
+      if (!remoteClosed(this.stream)) this.stream.once("finish", stopRequestBody)
     } else if (this.#waitForTrailers) {
-      this.stream.respond({ ...headers, ":status": status }, { endStream: false, waitForTrailers: true })
+      this.stream.respond(headers, WAIT_FOR_TRAILERS)
       this.stream.once("wantTrailers", onWantTrailers)
-    } else this.stream.respond({ ...headers, ":status": status }, { endStream: false })
+    } else this.stream.respond(headers, OPEN)
     return this
   }
 
@@ -175,20 +207,24 @@ export class H2Response {
     const stream = this.stream
     if (this.gone || stream.writableEnded) return
     if (trailers !== undefined) this.#trailers = trailers
-    if (!stream.headersSent) stream.respond({ ":status": this.statusCode }, { endStream: false })
+    if (!stream.headersSent) stream.respond({ ":status": this.statusCode }, OPEN)
     if (body !== undefined && !this.#head) stream.end(body)
     else stream.end()
     // A client still sending its body must be told to stop once the response is out (see stopRequestBody).
-    if (stream.state.remoteClose !== 1) stream.once("finish", stopRequestBody)
+    if (!remoteClosed(stream)) stream.once("finish", stopRequestBody)
   }
 
   destroy(err?: Error): void {
     if (!this.stream.destroyed) this.stream.destroy(err)
   }
 
-  /** on: 'drain' and 'close' of the stream, called with this response as `this` (the exchange's handlers read it). */
+  /**
+   * on: 'drain' and 'close' of the stream, called with this response as `this` (the exchange's handlers read it).
+   * The response is kept on the stream and the listener wrapped once per listener, not in a closure per stream.
+   */
   on(event: "drain" | "close", listener: (this: H2Response) => void): this {
-    this.stream.on(event, () => listener.call(this))
+    ;(this.stream as ServerHttp2Stream & { [kResponse]?: H2Response })[kResponse] = this
+    this.stream.on(event, onStreamOf(listener))
     return this
   }
 }

@@ -16,7 +16,8 @@ export const HOP_BY_HOP: ReadonlySet<string> = new Set([
 
 /** connectionTokens lists the field names a Connection header value nominates as hop-by-hop. */
 export function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
-  if (value === undefined) return undefined
+  // What backends and clients send nearly always: nominates nothing (and no split, no Set).
+  if (value === undefined || value === "keep-alive" || value === "close") return undefined
   const text = Array.isArray(value) ? value.join(",") : value
   let tokens: Set<string> | undefined
   for (const raw of text.split(",")) {

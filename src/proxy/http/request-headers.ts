@@ -79,7 +79,7 @@ export function buildRequestHeaders(
   out.push("x-forwarded-for", xff === undefined ? client : `${xff}, ${client}`)
   out.push("x-forwarded-proto", proto ?? "https")
   if (forwardedHost ?? host) out.push("x-forwarded-host", (forwardedHost ?? host)!)
-  const element = forwardedElement(client, host, "https")
+  const element = forwardedElementFor(info, host)
   out.push("forwarded", forwarded === undefined ? element : `${forwarded}, ${element}`)
   // The client's identity (mTLS) in the listener's client_auth.forward_format (identity-headers.ts).
   if (info.clientAuth) {
@@ -87,6 +87,22 @@ export function buildRequestHeaders(
     for (let i = 0; i < identity.length; i++) out.push(identity[i]!)
   }
   return out
+}
+
+/** The last Forwarded element made for a connection, and the host it was made for. */
+const kForwarded = Symbol("portcullis.forwarded")
+type WithForwarded = ConnectionInfo & { [kForwarded]?: { host: string | undefined; element: string } }
+
+/**
+ * forwardedElementFor is forwardedElement for this connection's client: the requests of one connection name the
+ * same host, so the element is made once per connection (again when the host changes), not once per request.
+ */
+function forwardedElementFor(info: ConnectionInfo, host: string | undefined): string {
+  const last = (info as WithForwarded)[kForwarded]
+  if (last !== undefined && last.host === host) return last.element
+  const element = forwardedElement(info.clientAddress, host, "https")
+  ;(info as WithForwarded)[kForwarded] = { host, element }
+  return element
 }
 
 /** acceptsTrailers: a TE value names the "trailers" token (RFC 9110 §10.1.4). */

@@ -469,6 +469,8 @@ const live = new WeakMap<LeanPool, Set<Connection>>()
 
 const HEAD = 0
 const BODY = 1
+/** The empty line that ends a head, as bytes: indexOf with a string needle encodes it again on every call. */
+const END_OF_HEAD = Buffer.from("\r\n\r\n", "latin1")
 
 /** Connection: one socket to the backend and the request it is serving, if any. */
 class Connection {
@@ -523,12 +525,27 @@ class Connection {
     }) as WithConnection
     this.socket = socket
     socket[kConnection] = this
+    this.#timeoutMs = o.connectTimeout
     socket.setTimeout(o.connectTimeout)
     socket.on("connect", onConnect)
     socket.on("end", onEnd)
     socket.on("error", onError)
     socket.on("close", onClose)
     socket.on("timeout", onTimeout)
+  }
+
+  /** The socket's timeout now (ms; 0: none). */
+  #timeoutMs = 0
+
+  /**
+   * #setTimeout sets the socket's timeout for the next phase, only when it differs from the current one: each read
+   * and write restarts the socket's timer anyway, and the phases change right after one (send writes the request;
+   * the head and the end of a response were just read), so an unchanged timeout is already running from that byte.
+   */
+  #setTimeout(ms: number): void {
+    if (ms === this.#timeoutMs) return
+    this.#timeoutMs = ms
+    this.socket.setTimeout(ms)
   }
 
   connected(): void {
@@ -545,7 +562,7 @@ class Connection {
     this.#phase = HEAD
     this.#head = undefined
     this.#untouched = true
-    this.socket.setTimeout(this.pool.options.headersTimeout)
+    this.#setTimeout(this.pool.options.headersTimeout)
     request.handler.onRequestStart?.(request, request.expectContinue ? RELAYS_CONTINUE : NO_CONTEXT)
     if (request.settled || this.#gone) return
     const socket = this.socket
@@ -657,7 +674,7 @@ class Connection {
       buf = Buffer.concat([this.#head, chunk.subarray(pos)])
       start = 0
     }
-    const end = buf.indexOf("\r\n\r\n", start, "latin1")
+    const end = buf.indexOf(END_OF_HEAD, start)
     const limit = this.pool.options.maxHeaderSize
     if (end === -1) {
       // A head ended by bare LFs would never show CRLFCRLF: refuse it now rather than wait for the headers timeout.
@@ -692,7 +709,7 @@ class Connection {
         : Math.max(1, Math.min(o.keepAliveMaxTimeout, head.keepAliveTimeoutMs - 1000))
     this.#remaining = head.framing.kind === "length" ? head.framing.length : 0
     this.#chunked = head.framing.kind === "chunked" ? new ChunkedDecoder() : undefined
-    this.socket.setTimeout(this.pool.options.bodyTimeout)
+    this.#setTimeout(this.pool.options.bodyTimeout)
     request.handler.onResponseStart?.(request, head.status, head.headers, head.statusText)
     if (request.settled) return -1 // the handler aborted
     if (head.framing.kind === "none" || (head.framing.kind === "length" && head.framing.length === 0)) {
@@ -730,7 +747,7 @@ class Connection {
   #complete(request: LeanRequest, clean: boolean): void {
     this.request = undefined
     request.connection = undefined
-    this.socket.setTimeout(this.#idleTimeout)
+    this.#setTimeout(this.#idleTimeout)
     // The handler may have paused us on the last piece; its resume will not reach this connection any more, and
     // the next request (or the backend closing an idle connection) must be read.
     if (request.paused) this.socket.resume()
@@ -764,14 +781,14 @@ class Connection {
   }
 
   pause(): void {
-    this.socket.setTimeout(0)
+    this.#setTimeout(0)
     this.socket.pause()
   }
 
   resume(): void {
     const request = this.request
     if (!request || this.#gone) return
-    this.socket.setTimeout(this.pool.options.bodyTimeout)
+    this.#setTimeout(this.pool.options.bodyTimeout)
     const pending = this.#pending
     this.#pending = undefined
     if (pending) {
