@@ -23,8 +23,20 @@ import { Rng } from "../test/hostile/fuzz.ts"
 import { h1Case } from "../test/hostile/fuzz-h1-cases.ts"
 import { h2Case } from "../test/hostile/fuzz-h2-cases.ts"
 
-const { values: args } = parseArgs({ options: { minutes: { type: "string", default: "30" } } })
+const ACTIVITIES = ["h1", "h2", "ws", "tcp", "fuzz-h1", "fuzz-h2", "reload", "kill"] as const
+const { values: args } = parseArgs({
+  options: {
+    minutes: { type: "string", default: "30" },
+    // --only reload,h1: run only these activities (to find which one grows memory); all of them by default.
+    only: { type: "string", default: ACTIVITIES.join(",") },
+  },
+})
 const MINUTES = Number(args.minutes)
+const only = new Set(args.only.split(","))
+for (const a of only)
+  if (!(ACTIVITIES as readonly string[]).includes(a))
+    throw new Error(`--only: ${a} is none of ${ACTIVITIES.join(", ")}`)
+const on = (a: (typeof ACTIVITIES)[number]) => only.has(a)
 const RUN_MS = MINUTES * 60_000
 const RELOAD_EVERY_MS = 60_000
 const SAMPLE_EVERY_MS = 30_000
@@ -548,25 +560,60 @@ async function reload(n: number): Promise<void> {
   if (bad) writeFileSync(configPath, config(n % 2 === 0 ? "b" : "a"))
 }
 
-const rss: Array<{ at: number; mib: number }> = []
-function sampleRss(): void {
+/** One sample: RSS from /proc, the rest from the admin API's /metrics (the process memory gauges). */
+interface Sample {
+  at: number
+  mib: number
+  heapMib?: number
+  externalMib?: number
+  buffersMib?: number
+  draining?: number
+}
+const rss: Sample[] = []
+async function sampleRss(): Promise<void> {
+  let kb: number
   try {
-    const kb = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0)
-    rss.push({ at: (Date.now() - started) / 1000, mib: kb / 1024 })
+    kb = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0)
   } catch {
-    // gone: counted as a crash
+    return // gone: counted as a crash
   }
+  const sample: Sample = { at: (Date.now() - started) / 1000, mib: kb / 1024 }
+  rss.push(sample)
+  const text = await new Promise<string>((resolve) => {
+    const req = http.get({ host: "127.0.0.3", port: adminPort, path: "/metrics" }, (res) => {
+      let body = ""
+      res.setEncoding("utf8")
+      res.on("data", (d: string) => {
+        body += d
+      })
+      res.on("end", () => resolve(body))
+    })
+    req.on("error", () => resolve(""))
+    req.setTimeout(10_000, () => req.destroy())
+  })
+  const gauge = (name: string) => {
+    const m = new RegExp(`^${name} (\\S+)$`, "m").exec(text)
+    return m ? Number(m[1]) : undefined
+  }
+  const mib = (v: number | undefined) => (v === undefined ? undefined : v / 1048576)
+  sample.heapMib = mib(gauge("nodejs_heap_size_used_bytes"))
+  sample.externalMib = mib(gauge("nodejs_external_memory_bytes"))
+  sample.buffersMib = mib(gauge("nodejs_array_buffers_bytes"))
+  sample.draining = gauge("portcullis_config_generations_draining")
 }
 
 const started = Date.now()
-sampleRss()
+await sampleRss()
 let reloadN = 0
-const reloadTimer = setInterval(() => void reload(reloadN++), RELOAD_EVERY_MS)
-const sampleTimer = setInterval(sampleRss, SAMPLE_EVERY_MS)
+const reloadTimer = setInterval(() => {
+  if (on("reload")) void reload(reloadN++)
+}, RELOAD_EVERY_MS)
+const sampleTimer = setInterval(() => void sampleRss(), SAMPLE_EVERY_MS)
 let killN = 0
 let lastKillAt = 0
 const kills: string[] = []
 const killTimer = setInterval(() => {
+  if (!on("kill")) return
   const i = killN++ % 2
   lastKillAt = Date.now()
   httpBackends[i]!.kill()
@@ -591,27 +638,29 @@ const progress = setInterval(() => {
   )
 }, 60_000)
 
+/** untilDeadline keeps the soak running its full time when --only leaves no client loop. */
+async function untilDeadline(): Promise<void> {
+  while (running()) await pause(1_000)
+}
 await Promise.all([
-  h1Loop(),
-  h1Loop(),
-  h1Loop(),
-  h2Loop(),
-  h2Loop(),
-  wsLoop(),
-  tcpLoop(),
-  fuzzLoop("fuzz-h1", fuzzSeedH1),
-  fuzzLoop("fuzz-h2", fuzzSeedH2),
+  untilDeadline(),
+  ...(on("h1") ? [h1Loop(), h1Loop(), h1Loop()] : []),
+  ...(on("h2") ? [h2Loop(), h2Loop()] : []),
+  ...(on("ws") ? [wsLoop()] : []),
+  ...(on("tcp") ? [tcpLoop()] : []),
+  ...(on("fuzz-h1") ? [fuzzLoop("fuzz-h1", fuzzSeedH1)] : []),
+  ...(on("fuzz-h2") ? [fuzzLoop("fuzz-h2", fuzzSeedH2)] : []),
 ])
 clearInterval(reloadTimer)
 clearInterval(sampleTimer)
 clearInterval(killTimer)
 clearInterval(progress)
-sampleRss()
+await sampleRss()
 
 // --- the report -----------------------------------------------------------------------------------------------------
 
 /** slope: least-squares MiB per hour over the samples after warm-up. */
-function slope(points: Array<{ at: number; mib: number }>): number {
+function slope(points: readonly Sample[]): number {
   if (points.length < 2) return 0
   const n = points.length
   const mx = points.reduce((s, p) => s + p.at, 0) / n
@@ -629,11 +678,13 @@ const rssSlope = slope(afterWarmup)
 const lines: string[] = []
 lines.push(`\nsoak: ${MINUTES} min through one Portcullis (pid ${pid})`)
 lines.push(`crashes: ${crashes}`)
-lines.push("RSS (MiB) every 30 s:")
+lines.push(`activities: ${[...only].join(", ")}`)
+lines.push("RSS (MiB) every 30 s, with the JS heap used, external memory, ArrayBuffers (MiB) and draining generations:")
 const top = Math.max(...rss.map((p) => p.mib))
+const f = (v: number | undefined) => (v === undefined ? "-" : v.toFixed(1)).padStart(6)
 for (const p of rss) {
   lines.push(
-    `  ${p.at.toFixed(0).padStart(5)} s ${p.mib.toFixed(1).padStart(7)} ${"#".repeat(Math.round((p.mib / top) * 50))}`,
+    `  ${p.at.toFixed(0).padStart(5)} s ${p.mib.toFixed(1).padStart(7)}  heap ${f(p.heapMib)} ext ${f(p.externalMib)} ab ${f(p.buffersMib)} gens ${p.draining ?? "-"} ${"#".repeat(Math.round((p.mib / top) * 40))}`,
   )
 }
 lines.push(
@@ -654,9 +705,10 @@ if (crashes > 0) problems.push(`${crashes} crash(es)`)
 if (rssSlope > MAX_SLOPE_MIB_PER_HOUR) problems.push(`RSS slope ${rssSlope.toFixed(1)} MiB/hour`)
 for (const p of judged)
   if (counts[p]!.failedSafe > 0) problems.push(`${p}: ${counts[p]!.failedSafe} failed but safe to retry`)
-for (const p of judged) if (counts[p]!.done === 0) problems.push(`${p}: no request done`)
+const judgedOn: Record<string, boolean> = { http1: on("h1"), http2: on("h2"), websocket: on("ws"), tcp: on("tcp") }
+for (const p of judged) if (judgedOn[p] && counts[p]!.done === 0) problems.push(`${p}: no request done`)
 if (reloads.unexpected.length > 0) problems.push(`${reloads.unexpected.length} reload(s) with the wrong outcome`)
-if (reloads.ok + reloads.refused === 0 && MINUTES >= 2) problems.push("no reload ran")
+if (on("reload") && reloads.ok + reloads.refused === 0 && MINUTES >= 2) problems.push("no reload ran")
 lines.push(problems.length ? `FAILED: ${problems.join("; ")}` : "PASSED")
 console.log(lines.join("\n"))
 

@@ -2,6 +2,7 @@
  * @module aggregate: one view over the workers of a cluster: their /status snapshots merged (counts summed, the rest
  * taken from the first worker) and their metric families merged series by series (counters and histograms summed).
  */
+import { PROCESS_GAUGES } from "../admin/process-metrics.ts"
 import type { MetricSnapshot, SeriesSnapshot } from "../state/registry.ts"
 
 /**
@@ -51,6 +52,8 @@ const SUMMED_GAUGES = new Set([
   "portcullis_listener_open_connections",
   "portcullis_backend_in_flight_requests",
   "portcullis_upstream_queue_length",
+  "portcullis_config_generations_draining",
+  ...PROCESS_GAUGES,
 ])
 
 /** mergeMetrics merges several processes' families: same name and labels, one series (summed; see SUMMED_GAUGES). */

@@ -113,7 +113,11 @@ class Worker {
     const runtime = this.#runtime
     if (!runtime?.generation) return undefined
     if (what === "status") return { pid: process.pid, ...runtime.status() }
-    if (what === "metrics") return [...runtime.state.registry.snapshot(), ...liveMetrics(runtime.generation)]
+    if (what === "metrics")
+      return [
+        ...runtime.state.registry.snapshot(),
+        ...liveMetrics(runtime.generation, undefined, runtime.drainingGenerations),
+      ]
     return runtime.state.instruments.failures.recent()
   }
 
