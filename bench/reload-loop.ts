@@ -51,7 +51,7 @@ function call(method: string, path: string): Promise<string> {
 async function show(i: number): Promise<void> {
   const t = await call("GET", "/metrics")
   const g = (n: string) => (Number(new RegExp(`^${n} (\\S+)$`, "m").exec(t)?.[1] ?? 0) / 1048576).toFixed(1)
-  const d = new RegExp("^portcullis_config_generations_draining (\\S+)$", "m").exec(t)?.[1]
+  const d = /^portcullis_config_generations_draining (\S+)$/m.exec(t)?.[1]
   console.log(
     `${i} reloads: rss ${g("process_resident_memory_bytes")} heap ${g("nodejs_heap_size_used_bytes")} ext ${g("nodejs_external_memory_bytes")} ab ${g("nodejs_array_buffers_bytes")} draining ${d}`,
   )
