@@ -330,7 +330,7 @@ function refusedAt(host: string, port: number, options: tls.ConnectionOptions): 
 }
 
 describe("process memory and draining generations", () => {
-  test("the scrape has the process's memory under prom-client's names, and counts the generations still draining", async () => {
+  test("the scrape has the process's memory and heap spaces under prom-client's names, and counts the generations still draining", async () => {
     const site = await pki.issue({ names: ["localhost"] })
     const yaml = (prefix: string) => `
 listeners:
@@ -357,6 +357,11 @@ upstreams:
       assert.ok(heap > 2 ** 20 && heap < rss, `heap ${heap}`)
       assert.ok(value(before, "nodejs_heap_size_total_bytes", {}) >= heap)
       assert.ok(value(before, "nodejs_external_memory_bytes", {}) >= value(before, "nodejs_array_buffers_bytes", {}))
+      // The young generation (what moves RSS most, see docs/observability.md) and the old space, by space.
+      for (const space of ["new", "old"]) {
+        const total = value(before, "nodejs_heap_space_size_total_bytes", { space })
+        assert.ok(total > 0 && total >= value(before, "nodejs_heap_space_size_used_bytes", { space }), space)
+      }
       assert.equal(value(before, "portcullis_config_generations_draining", {}), 0)
       await run.reload(yaml("b"))
       assert.equal(value(parsePrometheus(scrape(run.runtime)), "portcullis_config_generations_draining", {}), 1)
