@@ -693,10 +693,16 @@ function slope(points: readonly Sample[], mib: (p: Sample) => number): number {
 }
 /** outsideYoung: RSS less the new space V8 had committed (a sample whose scrape failed counts whole). */
 const outsideYoung = (p: Sample) => p.mib - (p.newSpaceMib ?? 0)
+/**
+ * native: RSS less the V8 heap committed and external memory (Buffers, which wait for a major GC like the old
+ * space's garbage): what OpenSSL, nghttp2, zlib, libuv and malloc hold. A native leak grows this.
+ */
+const native = (p: Sample) => p.mib - (p.heapTotalMib ?? 0) - (p.externalMib ?? 0)
 const afterWarmup = rss.filter((p) => p.at * 1000 >= WARMUP_MS)
 const rawSlope = slope(afterWarmup, (p) => p.mib)
 const rssSlope = slope(afterWarmup, outsideYoung)
 const heapSlope = slope(afterWarmup, (p) => p.heapMib ?? 0)
+const nativeSlope = slope(afterWarmup, native)
 const lines: string[] = []
 lines.push(`\nsoak: ${MINUTES} min through one Portcullis (pid ${pid})`)
 lines.push(`crashes: ${crashes}`)
@@ -707,13 +713,13 @@ lines.push(
     : `V8 young generation: fixed, ${nodeArgs.join(" ")}`,
 )
 lines.push(
-  "RSS (MiB) every 30 s, with the JS heap used and committed (of it new space), external memory, ArrayBuffers (MiB) and draining generations:",
+  "RSS (MiB) every 30 s, with the JS heap used and committed (of it new space), external memory, ArrayBuffers, native (RSS less heap committed and external; MiB) and draining generations:",
 )
 const top = Math.max(...rss.map((p) => p.mib))
 const f = (v: number | undefined) => (v === undefined ? "-" : v.toFixed(1)).padStart(6)
 for (const p of rss) {
   lines.push(
-    `  ${p.at.toFixed(0).padStart(5)} s ${p.mib.toFixed(1).padStart(7)}  heap ${f(p.heapMib)} of ${f(p.heapTotalMib)} (new ${f(p.newSpaceMib)}) ext ${f(p.externalMib)} ab ${f(p.buffersMib)} gens ${p.draining ?? "-"} ${"#".repeat(Math.round((p.mib / top) * 40))}`,
+    `  ${p.at.toFixed(0).padStart(5)} s ${p.mib.toFixed(1).padStart(7)}  heap ${f(p.heapMib)} of ${f(p.heapTotalMib)} (new ${f(p.newSpaceMib)}) ext ${f(p.externalMib)} ab ${f(p.buffersMib)} native ${f(native(p))} gens ${p.draining ?? "-"} ${"#".repeat(Math.round((p.mib / top) * 40))}`,
   )
 }
 lines.push(
@@ -724,7 +730,7 @@ lines.push(
 )
 lines.push(`slopes after warm-up (${WARMUP_MS / 1000} s, ${afterWarmup.length} samples), MiB/hour:`)
 lines.push(
-  `  RSS outside the young generation ${rssSlope.toFixed(1)} (limit ${MAX_SLOPE_MIB_PER_HOUR}); RSS ${rawSlope.toFixed(1)}; JS heap used ${heapSlope.toFixed(1)}`,
+  `  RSS outside the young generation ${rssSlope.toFixed(1)} (limit ${MAX_SLOPE_MIB_PER_HOUR}); RSS ${rawSlope.toFixed(1)}; JS heap used ${heapSlope.toFixed(1)}; native ${nativeSlope.toFixed(1)}`,
 )
 lines.push("requests: done / failed (a backend had begun to answer) / failed but safe to retry / client retries")
 for (const [p, c] of Object.entries(counts)) {
