@@ -417,6 +417,11 @@ export class Runtime {
     return this.#current
   }
 
+  /** drainingGenerations counts the replaced generations still finishing their connections (GET /metrics). */
+  get drainingGenerations(): number {
+    return this.#draining.size
+  }
+
   /** start builds the first generation and binds its listeners. */
   async start(config: Config): Promise<void> {
     await this.#apply(config)

@@ -8,6 +8,7 @@ import type { Generation } from "../runtime.ts"
 import type { MetricSnapshot, SeriesSnapshot } from "../state/registry.ts"
 import type { LoadedCertificate } from "../tls/certificate.ts"
 import type { OcspStatus } from "../tls/ocsp/stapler.ts"
+import { processMetrics } from "./process-metrics.ts"
 
 /** OCSP_STATES: every value of the OCSP status gauge's `status` label (one series per state, 1 for the current). */
 const OCSP_STATES: readonly OcspStatus["status"][] = ["good", "revoked", "unknown", "failing", "pending", "none"]
@@ -79,6 +80,7 @@ export function certificateSourceKind(source: string): string {
 export function liveMetrics(
   gen: Generation | undefined,
   ocspStatus?: (cert: LoadedCertificate) => OcspStatus,
+  draining = 0,
 ): MetricSnapshot[] {
   const ocsp: SeriesSnapshot[] = []
   const open: SeriesSnapshot[] = []
@@ -142,6 +144,12 @@ export function liveMetrics(
     gauge("portcullis_config_generation", "the running config generation (1 at start, +1 per reload)", [
       { labels: {}, value: gen?.id ?? 0 },
     ]),
+    gauge(
+      "portcullis_config_generations_draining",
+      "older generations a reload replaced that are still finishing their connections",
+      [{ labels: {}, value: draining }],
+    ),
+    ...processMetrics(),
   ]
 }
 
@@ -149,6 +157,8 @@ export function liveMetrics(
 export interface ScrapeSource {
   readonly state: { readonly registry: { snapshot(): MetricSnapshot[] } }
   readonly generation: Generation | undefined
+  /** how many replaced generations are still closing */
+  readonly drainingGenerations?: number
   /** the OCSP state of a served certificate (the Runtime's stapler) */
   ocspStatus?(cert: LoadedCertificate): OcspStatus
 }
@@ -157,6 +167,6 @@ export interface ScrapeSource {
 export function scrape(source: ScrapeSource): string {
   return renderMetrics([
     ...source.state.registry.snapshot(),
-    ...liveMetrics(source.generation, source.ocspStatus && ((c) => source.ocspStatus!(c))),
+    ...liveMetrics(source.generation, source.ocspStatus && ((c) => source.ocspStatus!(c)), source.drainingGenerations),
   ])
 }

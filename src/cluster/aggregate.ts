@@ -3,6 +3,7 @@
  * taken from the first worker), their metric families merged series by series (counters and histograms summed) and
  * their ClientHello censuses added up.
  */
+import { PROCESS_GAUGES } from "../admin/process-metrics.ts"
 import type { MetricSnapshot, SeriesSnapshot } from "../state/registry.ts"
 import type { ListenerCensus } from "../tls/client-census.ts"
 
@@ -65,6 +66,8 @@ const SUMMED_GAUGES = new Set([
   "portcullis_listener_open_connections",
   "portcullis_backend_in_flight_requests",
   "portcullis_upstream_queue_length",
+  "portcullis_config_generations_draining",
+  ...PROCESS_GAUGES,
 ])
 
 /** mergeMetrics merges several processes' families: same name and labels, one series (summed; see SUMMED_GAUGES). */

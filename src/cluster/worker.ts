@@ -127,7 +127,7 @@ class Worker {
       case "status":
         return { pid: process.pid, ...runtime.status() }
       case "metrics":
-        return [...runtime.state.registry.snapshot(), ...liveMetrics(gen)]
+        return [...runtime.state.registry.snapshot(), ...liveMetrics(gen, undefined, runtime.drainingGenerations)]
       case "failures":
         return runtime.state.instruments.failures.recent()
       case "census":

@@ -328,3 +328,49 @@ function refusedAt(host: string, port: number, options: tls.ConnectionOptions): 
     socket.on("close", () => resolve())
   })
 }
+
+describe("process memory and draining generations", () => {
+  test("the scrape has the process's memory and heap spaces under prom-client's names, and counts the generations still draining", async () => {
+    const site = await pki.issue({ names: ["localhost"] })
+    const yaml = (prefix: string) => `
+listeners:
+  - name: draining
+    address: "${loopback(4)}:0"
+    tls: { certificates: [{ cert: ${site.certPath}, key: ${site.keyPath} }] }
+    routes: [{ path_prefix: /${prefix}, upstream: echo }, { upstream: echo }]
+upstreams:
+  echo: { backends: ["127.0.0.1:${echo.port}"] }
+`
+    const run = await startPortcullis(yaml("a"))
+    // A keep-alive connection of the first generation, idle after one response: the retiring generation waits for it.
+    const socket = tls.connect({ host: run.host(), port: run.port(), ca: pki.ca.cert, servername: "localhost" })
+    try {
+      await new Promise<void>((resolve, reject) => {
+        socket.once("secureConnect", () => socket.write("GET / HTTP/1.1\r\nhost: localhost\r\n\r\n"))
+        socket.once("data", () => resolve())
+        socket.once("error", reject)
+      })
+      const before = parsePrometheus(scrape(run.runtime))
+      const rss = value(before, "process_resident_memory_bytes", {})
+      const heap = value(before, "nodejs_heap_size_used_bytes", {})
+      assert.ok(rss > 10 * 2 ** 20 && rss < 16 * 2 ** 30, `rss ${rss}`)
+      assert.ok(heap > 2 ** 20 && heap < rss, `heap ${heap}`)
+      assert.ok(value(before, "nodejs_heap_size_total_bytes", {}) >= heap)
+      assert.ok(value(before, "nodejs_external_memory_bytes", {}) >= value(before, "nodejs_array_buffers_bytes", {}))
+      // The young generation (what moves RSS most, see docs/observability.md) and the old space, by space.
+      for (const space of ["new", "old"]) {
+        const total = value(before, "nodejs_heap_space_size_total_bytes", { space })
+        assert.ok(total > 0 && total >= value(before, "nodejs_heap_space_size_used_bytes", { space }), space)
+      }
+      assert.equal(value(before, "portcullis_config_generations_draining", {}), 0)
+      await run.reload(yaml("b"))
+      assert.equal(value(parsePrometheus(scrape(run.runtime)), "portcullis_config_generations_draining", {}), 1)
+      socket.destroy()
+      await waitUntil(() => run.runtime.drainingGenerations === 0, "the old generation finished")
+      assert.equal(value(parsePrometheus(scrape(run.runtime)), "portcullis_config_generations_draining", {}), 0)
+    } finally {
+      socket.destroy()
+      await run.close()
+    }
+  })
+})

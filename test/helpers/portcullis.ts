@@ -112,12 +112,12 @@ export interface ChildPortcullis {
   stop: (signal?: NodeJS.Signals) => Promise<number | null>
 }
 
-/** spawnPortcullis runs `node src/main.ts ARGS` in cwd; waitFor matches its combined output. */
+/** spawnPortcullis runs `node [NODEARGS] src/main.ts ARGS` in cwd; waitFor matches its combined output. */
 export function spawnPortcullis(
   args: string[],
-  options: { cwd?: string; env?: NodeJS.ProcessEnv } = {},
+  options: { cwd?: string; env?: NodeJS.ProcessEnv; nodeArgs?: string[] } = {},
 ): ChildPortcullis {
-  const child = spawn(process.execPath, [MAIN, ...args], {
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), MAIN, ...args], {
     cwd: options.cwd ?? ROOT,
     env: { ...process.env, ...options.env },
     stdio: ["ignore", "pipe", "pipe"],
