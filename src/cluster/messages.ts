@@ -5,6 +5,8 @@
 import type { Config, HostPort } from "../config/schema.ts"
 import type { HealthRecord } from "../upstreams/health/active.ts"
 import type { WireTicketKey } from "./ipc-ticket-ring.ts"
+import type { SpendMessage } from "./primary-rates.ts"
+import type { RatesMessage } from "./worker-rates.ts"
 
 /** HealthSnapshot: every upstream's active health records, by upstream name then backend id. */
 export type HealthSnapshot = Record<string, Record<string, HealthRecord>>
@@ -28,6 +30,8 @@ export type ToWorker =
   | { type: "drain"; upstream: string; backend: string; on: boolean }
   | { type: "query"; id: number; what: "status" | "metrics" | "failures" }
   | { type: "reopen-log" }
+  /** What the other workers and instances accepted from a listener's clients (spent from this worker's buckets). */
+  | SpendMessage
   /** handover: other processes accept on the sockets now (idle keep-alive connections are not cut). */
   | { type: "stop"; handover: boolean }
 
@@ -41,3 +45,5 @@ export type FromWorker =
   | { type: "refused"; id: number; error: string; problems?: unknown }
   | { type: "reply"; id: number; value: unknown }
   | { type: "rotate" }
+  /** What this worker accepted per client of a listener since its last such message. */
+  | RatesMessage

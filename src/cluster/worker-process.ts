@@ -6,6 +6,7 @@ import { type ChildProcess, fork } from "node:child_process"
 import type { HostPort } from "../config/schema.ts"
 import { errorMessage } from "../core/errors.ts"
 import type { FromWorker, ToWorker } from "./messages.ts"
+import type { RatesMessage } from "./worker-rates.ts"
 
 /** WorkerProcessOptions: which slot, the script to fork, and where its listen requests go. */
 export interface WorkerProcessOptions {
@@ -15,6 +16,8 @@ export interface WorkerProcessOptions {
   /** handle returns the bound server handle for a listen key (the primary binds it the first time). */
   handle: (key: string, address: HostPort) => object
   onRotate: () => void
+  /** onRates takes the worker's per-client counts (cluster/primary-rates.ts). */
+  onRates: (worker: WorkerProcess, msg: RatesMessage) => void
 }
 
 /** WorkerProcess: `ready` resolves once the worker serves; `exited` when the process is gone. */
@@ -52,6 +55,10 @@ export class WorkerProcess {
       }
       if (msg.type === "rotate") {
         options.onRotate()
+        return
+      }
+      if (msg.type === "rates") {
+        options.onRates(this, msg)
         return
       }
       const key = "id" in msg ? `${msg.type}:${msg.id}` : msg.type
