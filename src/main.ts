@@ -10,9 +10,10 @@ import { certificateList, certificatesOfConfig } from "./admin/certificates.ts"
 import { dashboardData, runtimeDashboardSource } from "./admin/dashboard/data.ts"
 import { scrape } from "./admin/metrics-endpoint.ts"
 import { InheritedFds } from "./cluster/inherited-fds.ts"
+import { fromWire, wireKeys } from "./cluster/ipc-ticket-ring.ts"
 import { Primary } from "./cluster/primary.ts"
 import { FleetStore } from "./cluster/shared/fleet-store.ts"
-import { announceReady, spawnSuccessor } from "./cluster/takeover.ts"
+import { announceReady, receiveState, spawnSuccessor } from "./cluster/takeover.ts"
 import { runWorker } from "./cluster/worker.ts"
 import { defaultConfig } from "./config/default.ts"
 import { inspectConfigFile, type LoadedConfig, loadConfigFile, locateBuildError, sortProblems } from "./config/load.ts"
@@ -31,6 +32,7 @@ import { PrettyStream } from "./core/pretty-log.ts"
 import { type DemoBackend, startDemoBackend } from "./demo/backend.ts"
 import { Generation, Runtime } from "./runtime.ts"
 import { RuntimeState } from "./state/runtime-state.ts"
+import { MemoryTicketKeyRing } from "./state/ticket-keys.ts"
 import { checkCertificates } from "./tls/check-certificates.ts"
 
 const USAGE = `usage:
@@ -155,7 +157,13 @@ async function run(file: string | undefined, format: "json" | "pretty"): Promise
       }),
     })
   await fleet?.start()
-  const state = fleet ? new RuntimeState({ ticketKeys: fleet.ring }) : new RuntimeState()
+  // Taken over without a fleet store: the predecessor's ring (over the takeover channel), so its sessions resume.
+  const handed = inherited.claimed && !fleet ? await receiveState() : undefined
+  const state = fleet
+    ? new RuntimeState({ ticketKeys: fleet.ring })
+    : new RuntimeState(
+        handed?.keys?.length ? { ticketKeys: new MemoryTicketKeyRing({ keys: handed.keys.map(fromWire) }) } : {},
+      )
   runtime =
     workers >= 2
       ? new Primary({ workers, script: process.argv[1]!, log, state, fleet, inherited })
@@ -238,7 +246,8 @@ async function run(file: string | undefined, format: "json" | "pretty"): Promise
     const fds = new Map(running.listenFds())
     if (admin && admin.fd >= 0) fds.set("admin", admin.fd)
     log.info({ listeners: [...fds.keys()] }, "upgrade: starting the new process on the listening sockets")
-    const pending = spawnSuccessor(fds)
+    // The ring goes to the successor over the channel only (a fleet store's ring is Redis's: nothing to hand over).
+    const pending = spawnSuccessor(fds, () => ({ keys: fleet ? undefined : wireKeys(running.state.ticketKeys) }))
     handingOver = pending
     let pid: number
     try {

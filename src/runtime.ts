@@ -7,7 +7,7 @@ import type { AccessLog } from "./core/access-log.ts"
 import { errorMessage, PortcullisError } from "./core/errors.ts"
 import type { Logger } from "./core/log.ts"
 import { ClientGate } from "./listeners/limits/client-gate.ts"
-import { ClientLimiter } from "./listeners/limits/client-limiter.ts"
+import { ClientLimiter, type ClientLimiterOptions } from "./listeners/limits/client-limiter.ts"
 import { addressKey, ListenerSocket, type ListenTarget } from "./listeners/listener-socket.ts"
 import { RedirectListener } from "./listeners/redirect-listener.ts"
 import { type Engine, TlsListener } from "./listeners/tls-listener.ts"
@@ -51,7 +51,16 @@ export interface RuntimeOptions {
    * the listener's metrics like any other).
    */
   selfCheck?: false | { timeoutMs: number }
+  /**
+   * limiter makes the per-client table of a listener with limits in place of this process's own (a cluster
+   * worker's, whose counts are shared with the other workers through the primary; `fleet` is the listener's
+   * scope). Default: a table of this process, counted in the fleet store with scope fleet.
+   */
+  limiter?: LimiterSource | undefined
 }
+
+/** LimiterSource makes one listener's per-client table; see RuntimeOptions.limiter. */
+export type LimiterSource = (listener: string, fleet: boolean, options: ClientLimiterOptions) => ClientLimiter
 
 /** GenerationServices: runtime-owned parts a generation uses but does not own. */
 export interface GenerationServices {
@@ -59,6 +68,8 @@ export interface GenerationServices {
   stapler?: OcspStapler | undefined
   /** told when a listener's store swapped an entry's certificates in place (CertStore.replace) */
   onReplaced?: (listener: string, entry: number) => void
+  /** makes the listeners' per-client tables (RuntimeOptions.limiter) */
+  limiter?: LimiterSource | undefined
 }
 
 /** Generation is everything built from one config: cert stores, routers, upstreams, engines. */
@@ -181,10 +192,13 @@ export class Generation {
         const engineLog = log.child({ listener: listener.name })
         // The table is the runtime's, by address: this generation's limits reach it in applyLimits(), once in service.
         // scope fleet: the table also counts for the fleet, under the listener's name (the same on every instance).
-        const shared = listener.limits.rate?.scope === "fleet" ? fleet : undefined
+        // A cluster worker's tables count for the process group (services.limiter): scope local means the machine.
+        const fleetScope = listener.limits.rate?.scope === "fleet"
+        const shared = fleetScope ? fleet : undefined
         const gate = ClientGate.fromConfig(listener.limits, (limits) =>
           state.clientLimiters.get(key, () => {
             const options = { ...limits, counters: counters.clientGate(key) }
+            if (services.limiter) return services.limiter(listener.name, fleetScope, options)
             return shared ? shared.limiter(listener.name, options) : new ClientLimiter(options)
           }),
         )
@@ -375,6 +389,7 @@ export class Runtime {
   #closing = false
   readonly #stapler: OcspStapler
   readonly #selfCheckMs: number | undefined
+  readonly #limiter: LimiterSource | undefined
   /** The ACME manager of the running config's acme section (with the data_dir), kept while that stays the same. */
   #acme: { key: string; manager: AcmeManager } | undefined
 
@@ -389,6 +404,7 @@ export class Runtime {
     this.#fleet = options.fleet
     this.#listen = options.listen
     this.#probe = options.probe ?? true
+    this.#limiter = options.limiter
     const count = (name: string, event: CertificateEvent) => state.instruments.certificateEvent(name, event)
     this.#stapler = new OcspStapler({ ...options.ocsp, log, count })
     this.#selfCheckMs =
@@ -482,6 +498,7 @@ export class Runtime {
         this.#probe,
         {
           stapler: this.#stapler,
+          limiter: this.#limiter,
           onReplaced: (listener, entry) => {
             // Only the serving generation's swaps are checked (a retiring one's store is closed, it takes none).
             if (this.#current === gen) this.#selfCheck(gen, listener, entry)

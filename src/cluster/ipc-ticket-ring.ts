@@ -58,6 +58,7 @@ export class IpcTicketKeyRing implements TicketKeyRing {
   }
 }
 
-function fromWire(k: WireTicketKey): TicketKey {
+/** fromWire turns a key as it crossed a channel back into a ring key (its material copied into a Secret). */
+export function fromWire(k: WireTicketKey): TicketKey {
   return { name: k.name, material: new Secret(Buffer.from(k.material)), createdAt: k.createdAt }
 }

@@ -5,6 +5,8 @@
 import type { Config, HostPort } from "../config/schema.ts"
 import type { HealthRecord } from "../upstreams/health/active.ts"
 import type { WireTicketKey } from "./ipc-ticket-ring.ts"
+import type { SpendMessage } from "./primary-rates.ts"
+import type { RatesMessage } from "./worker-rates.ts"
 
 /**
  * QueryKind: what the primary asks a worker for an admin answer: its /status snapshot, its metric families, its
@@ -36,6 +38,8 @@ export type ToWorker =
   | { type: "drain"; id?: number; upstream: string; backend: string; on: boolean }
   | { type: "query"; id: number; what: QueryKind }
   | { type: "reopen-log" }
+  /** What the other workers and instances accepted from a listener's clients (spent from this worker's buckets). */
+  | SpendMessage
   /** handover: other processes accept on the sockets now (idle keep-alive connections are not cut). */
   | { type: "stop"; handover: boolean }
 
@@ -49,3 +53,5 @@ export type FromWorker =
   | { type: "refused"; id: number; error: string; problems?: unknown }
   | { type: "reply"; id: number; value: unknown }
   | { type: "rotate" }
+  /** What this worker accepted per client of a listener since its last such message. */
+  | RatesMessage

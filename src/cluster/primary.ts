@@ -24,6 +24,7 @@ import type { InheritedFds } from "./inherited-fds.ts"
 import { wireKeys } from "./ipc-ticket-ring.ts"
 import { ListenHandles } from "./listen-handles.ts"
 import type { HealthSnapshot, QueryKind } from "./messages.ts"
+import { PrimaryRates } from "./primary-rates.ts"
 import { WorkerProcess } from "./worker-process.ts"
 
 /** PrimaryOptions: how many workers, the program they run, the state the primary owns, and backoff timings. */
@@ -88,6 +89,8 @@ export class Primary {
   readonly #unwatchKeys: () => void
   /** The ring is the primary's: its `session_tickets` schedule rotates it here, and workers get the keys. */
   readonly #rotation: TicketRotation
+  /** The workers' per-client counts, passed between them (and to the fleet store for scope fleet). */
+  readonly #rates: PrimaryRates
 
   constructor(options: PrimaryOptions) {
     this.#options = options
@@ -100,6 +103,7 @@ export class Primary {
       this.#broadcast({ type: "keys", keys: wireKeys(ring) }),
     )
     this.#rotation = new TicketRotation(options.state.ticketKeys, this.#log)
+    this.#rates = new PrimaryRates(options.fleet, () => this.#alive())
   }
 
   get state(): RuntimeState {
@@ -193,6 +197,7 @@ export class Primary {
       script: this.#options.script,
       handle: (key, address) => this.#handles.get(key, address),
       onRotate: () => this.#options.state.ticketKeys.rotate(),
+      onRates: (from, msg) => this.#rates.counts(from, msg),
     })
     const old = slot.worker
     void worker.exited.then(({ code, signal }) => this.#onExit(i, worker, code, signal))
@@ -400,6 +405,11 @@ export class Primary {
     return this.#handles.fds()
   }
 
+  /** #alive: the slots' workers that run now (starting or serving), the ones rate counts are relayed to. */
+  #alive(): WorkerProcess[] {
+    return this.#slots.map((s) => s.worker).filter((w): w is WorkerProcess => w?.alive === true)
+  }
+
   #serving(): WorkerProcess[] {
     return this.#slots.map((s) => s.worker).filter((w): w is WorkerProcess => w?.ready === true && w.alive)
   }
@@ -558,6 +568,7 @@ export class Primary {
     this.#closing = true
     this.#unwatchKeys()
     this.#rotation.close()
+    this.#rates.close()
     const grace = graceMs ?? this.#current?.config.shutdown_grace ?? 30_000
     const workers = this.#slots.map((s) => s.worker).filter((w): w is WorkerProcess => w !== undefined)
     for (const s of this.#slots) if (s.timer) clearTimeout(s.timer)

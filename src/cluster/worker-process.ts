@@ -6,6 +6,7 @@ import { type ChildProcess, fork } from "node:child_process"
 import type { HostPort } from "../config/schema.ts"
 import { errorMessage } from "../core/errors.ts"
 import type { FromWorker, QueryKind, ToWorker } from "./messages.ts"
+import type { RatesMessage } from "./worker-rates.ts"
 
 /** QUERY_DEADLINE_MS: how long an admin answer waits for a worker before it leaves that worker out (and says so). */
 export const QUERY_DEADLINE_MS = 5_000
@@ -18,6 +19,8 @@ export interface WorkerProcessOptions {
   /** handle returns the bound server handle for a listen key (the primary binds it the first time). */
   handle: (key: string, address: HostPort) => object
   onRotate: () => void
+  /** onRates takes the worker's per-client counts (cluster/primary-rates.ts). */
+  onRates: (worker: WorkerProcess, msg: RatesMessage) => void
 }
 
 /** WorkerProcess: `ready` resolves once the worker serves; `exited` when the process is gone. */
@@ -55,6 +58,10 @@ export class WorkerProcess {
       }
       if (msg.type === "rotate") {
         options.onRotate()
+        return
+      }
+      if (msg.type === "rates") {
+        options.onRates(this, msg)
         return
       }
       const key = "id" in msg ? `${msg.type}:${msg.id}` : msg.type

@@ -16,6 +16,7 @@ import { Runtime } from "../runtime.ts"
 import { RuntimeState } from "../state/runtime-state.ts"
 import { IpcTicketKeyRing } from "./ipc-ticket-ring.ts"
 import type { FromWorker, HealthSnapshot, QueryKind, ToWorker } from "./messages.ts"
+import { WorkerRates } from "./worker-rates.ts"
 
 /** runWorker runs until the primary says stop (or goes away); resolves with the exit code. */
 export function runWorker(): Promise<number> {
@@ -33,6 +34,8 @@ class Worker {
   #runtime: Runtime | undefined
   #ring: IpcTicketKeyRing | undefined
   readonly #accessLog: AccessLog
+  /** The per-client tables' counts, shared with the other workers through the primary. */
+  readonly #rates = new WorkerRates((msg) => this.#send(msg))
   readonly #pending = new Map<number, (msg: ToWorker) => void>()
   #nextId = 1
   #stopping: Promise<void> | undefined
@@ -88,6 +91,9 @@ class Worker {
         return
       case "keys":
         this.#ring?.set(msg.keys)
+        return
+      case "spend":
+        this.#rates.spend(msg.listener, msg.spends)
         return
       case "drain": {
         let answer: { draining: boolean } | { error: string }
@@ -169,6 +175,7 @@ class Worker {
       accessLog: this.#accessLog,
       listen: (key, address) => this.#listen(key, address),
       probe: false,
+      limiter: (listener, fleet, options) => this.#rates.limiter(listener, fleet, options),
     })
     this.#runtime = runtime
     this.#setHealth(msg.health)

@@ -290,7 +290,7 @@ const listenerLimits = z
           .enum(["local", "fleet"])
           .default("local")
           .describe(
-            "local: this instance counts alone; fleet: counts are shared through cluster.store (default local)",
+            "local: this instance counts (with cluster.workers, all its workers together, as nginx's limit_req zone and HAProxy's stick tables do: each worker decides with its own bucket and the primary passes each the others' counts every 250 ms); fleet: the instances sharing cluster.store count together (each decides locally and reconciles with Redis in the background; while Redis is down each instance counts alone) (default local)",
           ),
       })
       .strict()
@@ -815,13 +815,6 @@ export function crossCheck(input: unknown): { path: (string | number)[]; message
       })
     }
     checkAcmeEntries(root, l, i, out)
-    const workers = cluster?.["workers"]
-    if (rate?.["scope"] === "fleet" && (workers === "auto" || (typeof workers === "number" && workers > 1))) {
-      out.push({
-        path: ["listeners", i, "limits", "rate", "scope"],
-        message: "scope fleet is not available with cluster.workers yet (the store connection is the primary's)",
-      })
-    }
     check(l["upstream"], ["upstream"])
     const routes = Array.isArray(l["routes"]) ? (l["routes"] as unknown[]) : undefined
     routes?.forEach((r, j) => {

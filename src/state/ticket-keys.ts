@@ -77,6 +77,11 @@ export interface MemoryTicketKeyRingOptions {
   graceMs?: number
   now?: () => number
   random?: (bytes: number) => Buffer
+  /**
+   * The keys to start with instead of a new one, current first (a binary upgrade hands its ring to the new
+   * process, cluster/takeover.ts): key i stopped being current when key i-1 was made, so the schedule goes on.
+   */
+  keys?: readonly TicketKey[]
 }
 
 interface Held {
@@ -101,7 +106,16 @@ export class MemoryTicketKeyRing implements ScheduledTicketKeyRing {
     this.#now = options.now ?? Date.now
     this.#random = options.random ?? randomBytes
     if (!(this.#keep >= 0) || !(this.#graceMs >= 0)) throw new RangeError("ticket key ring: keep and graceMs >= 0")
-    this.#held = [{ key: this.#make(), retiredAt: Number.POSITIVE_INFINITY }]
+    const given = options.keys ?? []
+    for (const k of given) {
+      if (k.material.reveal().length !== TICKET_KEY_BYTES)
+        throw new RangeError(`a ticket key is ${TICKET_KEY_BYTES} bytes`)
+    }
+    this.#held =
+      given.length > 0
+        ? given.map((key, i) => ({ key, retiredAt: i === 0 ? Number.POSITIVE_INFINITY : given[i - 1]!.createdAt }))
+        : [{ key: this.#make(), retiredAt: Number.POSITIVE_INFINITY }]
+    this.#expire()
   }
 
   current(): TicketKey {

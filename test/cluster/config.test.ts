@@ -33,12 +33,14 @@ test("cluster.workers takes auto or a number; absent it is one process; the stor
   )
 })
 
-test("limits.rate.scope fleet is refused with cluster.workers (the store connection is the primary's)", () => {
-  assert.throws(
-    () =>
-      parseConfig(base(`cluster: { workers: 2, store: { redis: "redis://127.0.0.1" } }`, "fleet"), "t.yaml", "/tmp"),
-    /scope fleet is not available with cluster.workers/,
+test("limits.rate.scope fleet is taken with cluster.workers (the primary counts for its workers)", () => {
+  const config = parseConfig(
+    base(`cluster: { workers: 2, store: { redis: "redis://127.0.0.1" } }`, "fleet"),
+    "t.yaml",
+    "/tmp",
   )
+  assert.equal(config.listeners[0]!.limits.rate?.scope, "fleet")
+  assert.equal(config.cluster?.workers, 2)
 })
 
 test("limits.rate.scope fleet without cluster.store is refused", () => {

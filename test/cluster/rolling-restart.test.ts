@@ -42,7 +42,11 @@ test("a rolling restart under HTTP/1.1, HTTP/2 and WebSocket load fails no reque
   const before = await cluster.status()
   const sockets: OpenSocket[] = []
   for (let i = 0; i < 50; i++) sockets.push(await openWebSocket(cluster.port, cluster.ca))
-  const loads = Promise.all([wrk(cluster.port, 8), h2load(cluster.port, 8), h2client(cluster.port, cluster.ca, 8)])
+  const loads = Promise.all([
+    wrk(cluster.port, 8),
+    h2load(cluster.port, 8),
+    h2client(cluster.port, cluster.ca, 8, 2, 4, true),
+  ])
   await new Promise((r) => setTimeout(r, 1_500))
   const restartAt = Date.now()
   const restart = await cluster.post("/restart")
@@ -65,6 +69,8 @@ test("a rolling restart under HTTP/1.1, HTTP/2 and WebSocket load fails no reque
     )
     assert.ok(r.requests > 0, `${r.tool} sent requests:\n${r.output}`)
     assert.equal(r.failed, 0, `${r.tool}: 0 failed requests:\n${r.output}`)
+    // The HTTP/2 drain was met: each session the client started on an old process got that process's GOAWAY.
+    if (r.goaways !== undefined) assert.ok(r.goaways >= 2, `node http2: both first sessions drained:\n${r.output}`)
   }
   const deadline = Date.now() + GRACE_MS + 15_000
   while (sockets.some((s) => s.closedAt() === undefined) && Date.now() < deadline) {

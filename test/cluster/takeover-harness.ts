@@ -72,7 +72,11 @@ export async function takeoverUnderLoad(
   })
   for (let i = 0; i < webSockets; i++) sockets.push(await openWebSocket(cluster.port, cluster.ca))
   const exited = new Promise<number | null>((r) => cluster.pc.child.once("exit", (code) => r(code)))
-  const loads = Promise.all([wrk(cluster.port, 8), h2load(cluster.port, 8), h2client(cluster.port, cluster.ca, 8)])
+  const loads = Promise.all([
+    wrk(cluster.port, 8),
+    h2load(cluster.port, 8),
+    h2client(cluster.port, cluster.ca, 8, 2, 4, true),
+  ])
   const connects = connectLoop(cluster)
   await new Promise((r) => setTimeout(r, 1_500))
   const upgradeAt = Date.now()
@@ -91,6 +95,8 @@ export async function takeoverUnderLoad(
     )
     assert.ok(r.requests > 0, `${r.tool} sent requests:\n${r.output}`)
     assert.equal(r.failed, 0, `${r.tool}: 0 failed requests:\n${r.output}`)
+    // The HTTP/2 drain was met: each session the client started on an old process got that process's GOAWAY.
+    if (r.goaways !== undefined) assert.ok(r.goaways >= 2, `node http2: both first sessions drained:\n${r.output}`)
   }
   assert.equal(await exited, 0, "the old process drained and exited 0")
   for (const s of sockets) {

@@ -2,6 +2,7 @@
 import assert from "node:assert/strict"
 import { test } from "node:test"
 import { inspect } from "node:util"
+import { Secret } from "../../src/core/secret.ts"
 import { deriveTicketKey, MemoryTicketKeyRing, TICKET_KEY_BYTES } from "../../src/state/ticket-keys.ts"
 
 /** A clock the test moves by hand. */
@@ -92,6 +93,30 @@ test("keys come from the random source given (a store can seed them) and must be
   assert.equal(ring.current().name, "01".repeat(16))
   assert.equal(ring.rotate().name, "02".repeat(16))
   assert.throws(() => new MemoryTicketKeyRing({ random: () => Buffer.alloc(32) }), RangeError)
+})
+
+test("a ring started with another's keys holds them, their retirement times and their rotation schedule", () => {
+  const time = clock()
+  const old = new MemoryTicketKeyRing({ keep: 5, graceMs: 60_000, now: time.now })
+  const a = old.current()
+  time.advance(30_000)
+  const b = old.rotate()
+  time.advance(50_000)
+  const ring = new MemoryTicketKeyRing({ keep: 5, graceMs: 60_000, now: time.now, keys: old.keys() })
+  assert.deepEqual(
+    ring.keys().map((k) => k.name),
+    [b.name, a.name],
+  )
+  // a stopped being current when b was made (50 s ago): it goes 10 s from now, as it would have in the old ring.
+  time.advance(10_000)
+  assert.deepEqual(
+    ring.keys().map((k) => k.name),
+    [b.name],
+  )
+  // b was made 60 s ago: a rotation every 60 s is due now, one every 61 s is not.
+  assert.equal(ring.rotateIfDue(61_000), false)
+  assert.equal(ring.rotateIfDue(60_000), true)
+  assert.throws(() => new MemoryTicketKeyRing({ keys: [{ ...a, material: new Secret(Buffer.alloc(32)) }] }), RangeError)
 })
 
 test("key material never prints", () => {

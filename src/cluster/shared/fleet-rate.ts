@@ -5,6 +5,22 @@
 import { ClientLimiter, type ClientLimiterOptions } from "../../listeners/limits/client-limiter.ts"
 import type { RedisClient } from "./redis-client.ts"
 
+/** RateSpender is what counts others accepted are spent from: a limiter, or a primary's fan-out to its workers. */
+export interface RateSpender {
+  spend(ip: string, n: number): void
+}
+
+/**
+ * RateShare is where a SharedClientLimiter counts the requests it accepted and hears what others accepted:
+ * FleetRateSync (one process and Redis) or a cluster worker's relay to its primary (cluster/worker-rates.ts).
+ * record is on the hot path: a Map update, never I/O.
+ */
+export interface RateShare {
+  attach(spender: RateSpender): void
+  record(ip: string): void
+  close(): void
+}
+
 /** Most clients one flush reconciles (the most recently active win); the rest stay local until the next one. */
 const MAX_CLIENTS_PER_FLUSH = 5000
 
@@ -32,11 +48,11 @@ interface Tracked {
  * reconciled. While Redis is down (or a flush fails) counts stay local: the limit errs towards letting requests
  * through, each instance then allowing the whole rate, as with scope local.
  */
-export class FleetRateSync {
+export class FleetRateSync implements RateShare {
   readonly #client: RedisClient
   readonly #scope: string
   readonly #windowMs: number
-  #limiter: FleetClientLimiter | undefined
+  #limiter: RateSpender | undefined
   #local = new Map<string, number>()
   readonly #tracked = new Map<string, Tracked>()
   #timer: NodeJS.Timeout | undefined
@@ -48,16 +64,19 @@ export class FleetRateSync {
     this.#windowMs = windowMs
   }
 
-  /** attach binds the limiter whose buckets others' counts are spent from, and starts the flush timer. */
-  attach(limiter: FleetClientLimiter): void {
+  /**
+   * attach binds what others' counts are spent from (this process's limiter, or a primary's fan-out to its
+   * workers' limiters), and starts the flush timer.
+   */
+  attach(limiter: RateSpender): void {
     this.#limiter = limiter
     this.#timer ??= setInterval(() => void this.flush(), this.#windowMs)
     this.#timer.unref()
   }
 
-  /** record counts one request this instance accepted (the hot path: one Map update). */
-  record(ip: string): void {
-    this.#local.set(ip, (this.#local.get(ip) ?? 0) + 1)
+  /** record counts n requests this instance accepted (the hot path: one Map update). */
+  record(ip: string, n = 1): void {
+    this.#local.set(ip, (this.#local.get(ip) ?? 0) + n)
   }
 
   async flush(now = Date.now()): Promise<void> {
@@ -137,17 +156,18 @@ export class FleetRateSync {
 const MAX_DEBTORS = 100_000
 
 /**
- * FleetClientLimiter is a ClientLimiter whose accepted requests are counted for the fleet. What other instances
- * accepted from a client becomes that client's debt here, paid from its bucket before its next request is
- * decided: a busy client's bucket rarely holds a whole token when the counts arrive, so the debt waits for one.
- * A debt is capped at one burst (at most a burst's worth of refill time is owed).
+ * FleetClientLimiter is a ClientLimiter whose accepted requests are counted in a RateShare (the fleet's, or a
+ * cluster's process group's). What other processes accepted from a client becomes that client's debt here, paid
+ * from its bucket before its next request is decided: a busy client's bucket rarely holds a whole token when the
+ * counts arrive, so the debt waits for one. A debt is capped at one burst (at most a burst's worth of refill time
+ * is owed).
  */
-export class FleetClientLimiter extends ClientLimiter {
-  readonly #sync: FleetRateSync
+export class FleetClientLimiter extends ClientLimiter implements RateSpender {
+  readonly #sync: RateShare
   readonly #debts = new Map<string, number>()
   #cap: number
 
-  constructor(options: ClientLimiterOptions, sync: FleetRateSync) {
+  constructor(options: ClientLimiterOptions, sync: RateShare) {
     super(options)
     this.#sync = sync
     this.#cap = options.rate?.burst ?? 0
@@ -162,7 +182,8 @@ export class FleetClientLimiter extends ClientLimiter {
   override takeRequest(ip: string, now = Date.now()): boolean {
     if (this.#debts.size > 0) this.#pay(ip, now)
     if (!super.takeRequest(ip, now)) return false
-    this.#sync.record(ip)
+    // No rate (connections only): nothing to count.
+    if (this.#cap > 0) this.#sync.record(ip)
     return true
   }
 

@@ -97,7 +97,12 @@ export class FleetStore {
 
   /** limiter makes the per-client table of a listener with `limits.rate.scope: fleet`, keyed in Redis by scope. */
   limiter(scope: string, options: ClientLimiterOptions): FleetClientLimiter {
-    return new FleetClientLimiter(options, new FleetRateSync(this.#client, scope, this.#rateWindowMs))
+    return new FleetClientLimiter(options, this.rates(scope))
+  }
+
+  /** rates makes the Redis reconciliation of one scope (a cluster primary feeds it its workers' counts). */
+  rates(scope: string): FleetRateSync {
+    return new FleetRateSync(this.#client, scope, this.#rateWindowMs)
   }
 
   status(): { id: string; connected: boolean } & ReturnType<InstanceList["list"]> {

@@ -36,10 +36,13 @@ export interface HttpEngineOptions {
   generateTrace?: boolean
 }
 
-// The engine's own refusals, mapped once by the one mapping (respond-error.ts).
-/** GOAWAY_MARGIN_MS: between the first GOAWAY (2^31-1) and the final one, time for streams already on the wire. */
-const GOAWAY_MARGIN_MS = 500
+/**
+ * PING_WAIT_MS: how long a closing HTTP/2 session waits for the ACK of the PING sent after its first GOAWAY
+ * before it sends the final one anyway (a client that does not answer PINGs).
+ */
+const PING_WAIT_MS = 5_000
 
+// The engine's own refusals, mapped once by the one mapping (respond-error.ts).
 const NO_INFO = errorResponse(classifyCode("PC_INTERNAL"))
 const TOO_MANY_HEADERS = errorResponse(classifyCode("HPE_HEADER_OVERFLOW", "client"))
 const NO_ROUTE = errorResponse(classifyCode("PC_NO_ROUTE"))
@@ -155,7 +158,8 @@ export class HttpEngine implements ExchangeContext {
       // and buffers) lives until it fires: 60 s by default for every closed connection.
       if (guard) guard.setIdleTimeout(limits.idle_timeout, () => session.close())
       else session.setTimeout(limits.idle_timeout, () => session.close())
-      if (this.closing) closeAfterMargin(session)
+      // Accepted while the engine closes (during a takeover or a reload both processes accept for a moment).
+      if (this.closing) closeGracefully(session, PING_WAIT_MS)
     })
     this.#h2.on("sessionError", () => {})
   }
@@ -390,16 +394,7 @@ export class HttpEngine implements ExchangeContext {
    */
   async close(graceMs: number, closeIdle = true): Promise<void> {
     this.closing = true
-    // RFC 9113 §6.8: a GOAWAY naming the last stream processed refuses the streams the client sent meanwhile
-    // (h2load counts them as failed), so first a GOAWAY with the highest stream id (no new connection, please),
-    // then, after a round trip's margin, the final one that close() sends.
-    for (const session of this.#sessions) {
-      if (!session.closed && !session.destroyed) session.goaway(http2.constants.NGHTTP2_NO_ERROR, 2 ** 31 - 1)
-    }
-    if (this.#sessions.size > 0)
-      await new Promise((resolve) => setTimeout(resolve, Math.min(GOAWAY_MARGIN_MS, graceMs)))
-    // A session accepted during the margin has its own (closeAfterMargin).
-    for (const session of this.#sessions) if (!lateSessions.has(session)) session.close()
+    for (const session of this.#sessions) closeGracefully(session, Math.min(PING_WAIT_MS, graceMs))
     const deadline = Date.now() + graceMs
     while (this.#sockets.size > 0 && Date.now() < deadline) {
       if (closeIdle) this.#h1.closeIdleConnections()
@@ -416,20 +411,37 @@ export class HttpEngine implements ExchangeContext {
   }
 }
 
-/** Sessions accepted after close() began: they got their first GOAWAY late and close after their own margin. */
-const lateSessions = new WeakSet<Http2Session>()
-
 /**
- * closeAfterMargin is close()'s two GOAWAYs for a session accepted while the engine closes (during a takeover or a
- * reload both processes accept for a moment): an immediate close() would name stream 0 as the last one processed
- * and refuse the requests the client sent with its preface (RST_STREAM REFUSED_STREAM).
+ * closeGracefully is RFC 9113 §6.8's graceful shutdown of one session: a GOAWAY with the highest stream id (no new
+ * streams, please), then, once the client has seen it, the final GOAWAY naming the last stream processed, so every
+ * stream the client sent before it saw the first one is served. The first is the guard's shutdown notice (written
+ * past nghttp2, which would otherwise drop the streams already on the wire: H2Guard.shutdownNotice says why); the
+ * wait is a PING sent after it: the client acks only after it processed the notice, so every stream it sent before
+ * is ahead of the ACK on the wire and read by then (a fixed wait was not enough when this process was busy or not
+ * scheduled for longer: test/proxy/http/h2-goaway.test.ts). waitMs: the final GOAWAY goes anyway then.
  */
-function closeAfterMargin(session: Http2Session): void {
-  lateSessions.add(session)
-  session.goaway(http2.constants.NGHTTP2_NO_ERROR, 2 ** 31 - 1)
-  setTimeout(() => {
+function closeGracefully(session: Http2Session, waitMs: number): void {
+  if (session.closed || session.destroyed) return
+  let done = false
+  const finish = () => {
+    if (done) return
+    done = true
+    clearTimeout(timer)
+    // Node's close() sends GOAWAY with nghttp2's last processed stream id, and ends once those streams are done.
     if (!session.closed && !session.destroyed) session.close()
-  }, GOAWAY_MARGIN_MS).unref()
+  }
+  const timer = setTimeout(finish, waitMs)
+  timer.unref()
+  const ping = () => {
+    // false: too many PINGs unanswered already (maxOutstandingPings); the timer decides then.
+    if (!session.closed && !session.destroyed) session.ping(finish)
+  }
+  const guard = (session as WithTlsSocket)[kGuard]
+  if (guard) guard.shutdownNotice(ping)
+  else {
+    session.goaway(http2.constants.NGHTTP2_NO_ERROR, 2 ** 31 - 1)
+    ping()
+  }
 }
 
 /** onQueuedSocketResume keeps a socket with queued pipelined requests paused: Node resumes it when it reads a body. */

@@ -42,6 +42,7 @@ const PRIORITY = 0x2
 const RST_STREAM = 0x3
 const SETTINGS = 0x4
 const PING = 0x6
+const GOAWAY = 0x7
 const WINDOW_UPDATE = 0x8
 const CONTINUATION = 0x9
 const END_STREAM = 0x1
@@ -114,6 +115,8 @@ export class H2Guard extends Duplex {
   #outSkip = 0
   #outHead: Buffer | undefined
   #inject: Buffer[] = []
+  /** Called once the frames injected so far are on the socket. */
+  #onInjected: (() => void)[] = []
 
   constructor(socket: TLSSocket) {
     super({ allowHalfOpen: false })
@@ -129,6 +132,24 @@ export class H2Guard extends Duplex {
       this.destroy()
     })
     socket.on("drain", () => this.emit("drain"))
+  }
+
+  /**
+   * shutdownNotice writes RFC 9113 §6.8's first GOAWAY of a graceful shutdown (last stream id 2^31-1, NO_ERROR)
+   * between the session's frames, past nghttp2, and calls onWritten once it is on the socket. Past nghttp2 because
+   * nghttp2 ignores every new stream once it sent any GOAWAY it was asked for (session_allow_incoming_new_stream:
+   * only its own nghttp2_submit_shutdown_notice is exempt, and Node 24 does not expose that): Node's
+   * session.goaway(0, 2^31-1) promised the client its streams and then dropped the ones already on the wire, which
+   * the final GOAWAY then refused. Written here, the session knows nothing of it and serves those streams.
+   */
+  shutdownNotice(onWritten: () => void): void {
+    const frame = Buffer.alloc(17)
+    frame.writeUIntBE(8, 0, 3)
+    frame[3] = GOAWAY
+    frame.writeUInt32BE(MAX_WINDOW, 9)
+    this.#inject.push(frame)
+    this.#onInjected.push(onWritten)
+    this.#flushInjected()
   }
 
   /** setIdleTimeout calls onIdle once neither side has sent a byte for ms. */
@@ -481,6 +502,7 @@ export class H2Guard extends Duplex {
     if (this.#inject.length === 0 || this.#outSkip > 0 || this.#outHead !== undefined) return
     if (this.socket.destroyed) return
     for (const frame of this.#inject.splice(0)) this.socket.write(frame)
+    for (const done of this.#onInjected.splice(0)) done()
   }
 }
 
