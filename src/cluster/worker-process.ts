@@ -15,6 +15,8 @@ export interface WorkerProcessOptions {
   /** handle returns the bound server handle for a listen key (the primary binds it the first time). */
   handle: (key: string, address: HostPort) => object
   onRotate: () => void
+  /** on-demand TLS: resolves true when the name got a certificate (pushed to every worker before it resolves) */
+  onDemand: (name: string) => Promise<boolean>
 }
 
 /** WorkerProcess: `ready` resolves once the worker serves; `exited` when the process is gone. */
@@ -52,6 +54,14 @@ export class WorkerProcess {
       }
       if (msg.type === "rotate") {
         options.onRotate()
+        return
+      }
+      if (msg.type === "acme-on-demand") {
+        const id = msg.id
+        options.onDemand(msg.name).then(
+          (ok) => this.send({ type: "acme-on-demand", id, ok }),
+          () => this.send({ type: "acme-on-demand", id, ok: false }),
+        )
         return
       }
       const key = "id" in msg ? `${msg.type}:${msg.id}` : msg.type

@@ -25,6 +25,8 @@ export interface Forwarder {
   port: number
   connections: number
   point(target: number, host?: string): void
+  /** hold makes new connections wait for the next point() (a test about to start another Portcullis) */
+  hold(): void
   close(): void
 }
 
@@ -40,6 +42,9 @@ export async function startForwarder(): Promise<Forwarder> {
       target = port
       targetHost = host
       for (const go of waiting.splice(0)) go()
+    },
+    hold: () => {
+      target = undefined
     },
     close: () => {},
   }
