@@ -7,7 +7,7 @@
  * order when both workers see a new name at once.
  */
 import assert from "node:assert/strict"
-import { mkdtempSync, rmSync } from "node:fs"
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import http from "node:http"
 import type net from "node:net"
 import { tmpdir } from "node:os"
@@ -31,6 +31,9 @@ interface WorkerRow {
 interface Cluster {
   pc: ChildPortcullis
   web: number
+  file: string
+  yaml: string
+  post(path: string): Promise<number>
   status(): Promise<{ generation: number; workers: WorkerRow[] }>
   /** lines: the primary's log lines with this msg */
   lines(msg: string): Record<string, unknown>[]
@@ -100,6 +103,13 @@ ${acmeExtra.map((l) => `  ${l}\n`).join("")}data_dir: ${dataDir}
     const cluster: Cluster = {
       pc,
       web: ports["web"]!,
+      file,
+      yaml,
+      post: async (path) => {
+        const res = await fetch(`http://127.0.0.1:${admin}${path}`, { method: "POST" })
+        await res.body?.cancel()
+        return res.status
+      },
       status: async () => (await (await fetch(`http://127.0.0.1:${admin}/status`)).json()) as never,
       lines: (msg) =>
         pc
@@ -159,6 +169,33 @@ ${acmeExtra.map((l) => `  ${l}\n`).join("")}data_dir: ${dataDir}
     assert.deepEqual([...serials], [issued])
     assert.equal(pebble.orders() - orders, 1, "newOrder requests Pebble logged for the name")
     assert.equal(c.lines("acme certificate issued").length, 1, "one process ordered it")
+    await c.pc.stop()
+  })
+
+  test("a replaced worker gets the certificate at start; a reload keeps the manager and orders only a new name", async (t) => {
+    const name = "keep.workers.test"
+    const added = "added.workers.test"
+    const c = await start(t, name, ["challenges: [http-01]"])
+    const [issued] = await logged(c, "acme certificate issued", name)
+    await fromBoth(c, name, (s) => s === issued)
+    const orders = pebble.orders()
+    // A SIGKILLed worker's replacement starts with the primary's certificates: no stand-in, no order.
+    const victim = (await c.status()).workers[0]!
+    process.kill(victim.pid, "SIGKILL")
+    await waitUntilAsync(async () => {
+      const w = (await c.status()).workers[0]!
+      return w.pid !== victim.pid && w.ready
+    }, "worker 0 replaced")
+    await fromBoth(c, name, (s) => s === issued)
+    assert.equal(pebble.orders(), orders, "no order for the replacement")
+    // A reload with the same acme section and one more entry: the running manager keeps the first certificate.
+    writeFileSync(c.file, c.yaml.replace(`{ acme: [${name}] }`, `{ acme: [${name}] }, { acme: [${added}] }`))
+    assert.equal(await c.post("/reload"), 200)
+    const [second] = await logged(c, "acme certificate issued", added)
+    await fromBoth(c, added, (s) => s === second)
+    await fromBoth(c, name, (s) => s === issued)
+    assert.equal(pebble.orders() - orders, 1, "one order, for the added name only")
+    assert.equal(c.lines("acme certificate issued").length, 2)
     await c.pc.stop()
   })
 
