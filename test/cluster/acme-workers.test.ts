@@ -7,6 +7,7 @@
  * order when both workers see a new name at once.
  */
 import assert from "node:assert/strict"
+import { X509Certificate } from "node:crypto"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import http from "node:http"
 import type net from "node:net"
@@ -69,7 +70,12 @@ describe("ACME run by the primary of two workers (Pebble)", () => {
   })
 
   /** start runs a two-worker Portcullis with `{ acme: [name] }` on "web" and points Pebble's validation ports at it. */
-  const start = async (t: { after(fn: () => unknown): void }, name: string, acmeExtra: string[]): Promise<Cluster> => {
+  const start = async (
+    t: { after(fn: () => unknown): void },
+    name: string,
+    acmeExtra: string[],
+    point = true,
+  ): Promise<Cluster & { point(): void }> => {
     const dataDir = mkdtempSync(join(dir, "data-"))
     const yaml = `
 listeners:
@@ -98,9 +104,13 @@ ${acmeExtra.map((l) => `  ${l}\n`).join("")}data_dir: ${dataDir}
     const pc = spawnPortcullis(["--config", file], { env: { PORTCULLIS_LOG_LEVEL: "info" } })
     t.after(() => pc.stop("SIGKILL"))
     const { ports, admin } = await runningPorts(pc, 60_000)
-    pebble.http.point(ports["plain"]!, "127.0.0.2")
-    pebble.tls.point(ports["web"]!)
-    const cluster: Cluster = {
+    const pointPebble = () => {
+      pebble.http.point(ports["plain"]!, "127.0.0.2")
+      pebble.tls.point(ports["web"]!)
+    }
+    if (point) pointPebble()
+    const cluster: Cluster & { point(): void } = {
+      point: pointPebble,
       pc,
       web: ports["web"]!,
       file,
@@ -136,8 +146,8 @@ ${acmeExtra.map((l) => `  ${l}\n`).join("")}data_dir: ${dataDir}
   }
 
   /** serial connects with SNI `name`, verifying against Pebble's root, and gives the served certificate's serial. */
-  const serial = async (c: Cluster, name: string): Promise<string> => {
-    const seen = await served(c.web, name, root)
+  const serial = async (c: Cluster, name: string, options: tls.ConnectionOptions = {}): Promise<string> => {
+    const seen = await served(c.web, name, root, options)
     seen.socket.destroy()
     return seen.serial
   }
@@ -146,12 +156,18 @@ ${acmeExtra.map((l) => `  ${l}\n`).join("")}data_dir: ${dataDir}
    * fromBoth makes rounds of connections until one round had every connection served `accept`able serials and both
    * workers accepted some of them (/status counts per worker); gives the serials of that round.
    */
-  const fromBoth = async (c: Cluster, name: string, accept: (serial: string) => boolean): Promise<Set<string>> => {
+  const fromBoth = async (
+    c: Cluster,
+    name: string,
+    accept: (serial: string) => boolean,
+    options: tls.ConnectionOptions = {},
+  ): Promise<Set<string>> => {
     let last = ""
     for (let round = 0; round < 30; round++) {
       const before = await c.status()
       const serials = new Set<string>()
-      for (let i = 0; i < 12; i++) serials.add(await serial(c, name).catch((err: Error) => `error: ${err.message}`))
+      for (let i = 0; i < 12; i++)
+        serials.add(await serial(c, name, options).catch((err: Error) => `error: ${err.message}`))
       const after = await c.status()
       const took = after.workers.map((w, i) => w.accepted - before.workers[i]!.accepted)
       last = `serials ${[...serials].join(", ")}; accepted per worker ${took.join(", ")}`
@@ -160,11 +176,20 @@ ${acmeExtra.map((l) => `  ${l}\n`).join("")}data_dir: ${dataDir}
     throw new Error(`no round where both workers served an accepted certificate: ${last}`)
   }
 
-  test("one order reaches Pebble and both workers serve the issued certificate", async (t) => {
+  test("both workers serve the stand-in while the name waits; one order reaches Pebble; both serve the issued certificate", async (t) => {
     const name = "both.workers.test"
     const orders = pebble.orders()
-    const c = await start(t, name, ["challenges: [http-01]"])
+    const c = await start(t, name, ["challenges: [http-01]"], false)
+    // Pebble's validation waits (its port is not pointed at us yet): both workers serve the self-signed stand-in.
+    const pending = await served(c.web, name, root, { rejectUnauthorized: false })
+    pending.socket.destroy()
+    const standIn = new X509Certificate(pending.pem)
+    assert.equal(standIn.issuer, standIn.subject, "the stand-in is self-signed")
+    const waiting = await fromBoth(c, name, (s) => s === pending.serial, { rejectUnauthorized: false })
+    assert.deepEqual([...waiting], [pending.serial])
+    c.point()
     const [issued] = await logged(c, "acme certificate issued", name)
+    assert.notEqual(issued, pending.serial)
     const serials = await fromBoth(c, name, (s) => s === issued)
     assert.deepEqual([...serials], [issued])
     assert.equal(pebble.orders() - orders, 1, "newOrder requests Pebble logged for the name")
