@@ -17,7 +17,8 @@ import { Router } from "./routing/router.ts"
 import type { CertificateEvent } from "./state/instruments.ts"
 import { RuntimeState } from "./state/runtime-state.ts"
 import { ringSchedule, TicketRotation } from "./state/ticket-rotation.ts"
-import { AcmeManager } from "./tls/acme/manager.ts"
+import type { CertificateFeed } from "./tls/acme/feed.ts"
+import { AcmeManager, type AcmeManagerOptions } from "./tls/acme/manager.ts"
 import { selectCertificateStorage } from "./tls/acme/select-storage.ts"
 import { CertStore, type LoadedCertificate } from "./tls/cert-store.ts"
 import type { ListenerCensus } from "./tls/client-census.ts"
@@ -57,6 +58,11 @@ export interface RuntimeOptions {
    * scope). Default: a table of this process, counted in the fleet store with scope fleet.
    */
   limiter?: LimiterSource | undefined
+  /**
+   * Where a config's ACME certificates come from instead of a manager of this runtime's own: a cluster worker reads
+   * the primary's over IPC. Called when the acme section (or data_dir) changed; it may return the same feed again.
+   */
+  acmeFeed?: ((config: Config) => CertificateFeed) | undefined
 }
 
 /** LimiterSource makes one listener's per-client table; see RuntimeOptions.limiter. */
@@ -104,7 +110,7 @@ export class Generation {
     state: RuntimeState = new RuntimeState(),
     access?: AccessLog,
     fleet?: FleetStore,
-    acme?: AcmeManager,
+    acme?: CertificateFeed,
     probe = true,
     services: GenerationServices = {},
   ): Promise<Generation> {
@@ -366,6 +372,32 @@ function upstreamPath(name: string, config: UpstreamConfig, err: unknown): Confi
   return ["upstreams", name]
 }
 
+/** acmeKey identifies a config's ACME manager: one is kept across reloads while its section and data_dir stay. */
+export function acmeKey(config: Config): string {
+  return JSON.stringify([config.acme, config.data_dir])
+}
+
+/**
+ * createAcmeManager makes the manager of a config's acme section: its storage is the fleet's Redis storage with
+ * cluster.store (so one instance orders a name and the others load its result), else files under data_dir.
+ * `extra`: a cluster primary's relay and certificate push.
+ */
+export function createAcmeManager(
+  config: Config,
+  log: Logger,
+  state: RuntimeState,
+  fleet: FleetStore | undefined,
+  extra: Pick<AcmeManagerOptions, "relay" | "onCertificate">,
+): AcmeManager {
+  return new AcmeManager(config.acme!, {
+    storage: selectCertificateStorage(config.data_dir, fleet?.certificateStorage),
+    ...(fleet && { watchMs: fleet.certificatePollMs }),
+    log: log.child({ component: "acme" }),
+    counters: state.instruments.acme(),
+    ...extra,
+  })
+}
+
 /**
  * Runtime owns the bound sockets (keyed by address, kept across reloads), the current generation, and the state
  * every generation is handed: health records, and the RuntimeState (counters, client gate tables, ticket keys).
@@ -391,7 +423,8 @@ export class Runtime {
   readonly #selfCheckMs: number | undefined
   readonly #limiter: LimiterSource | undefined
   /** The ACME manager of the running config's acme section (with the data_dir), kept while that stays the same. */
-  #acme: { key: string; manager: AcmeManager } | undefined
+  #acme: { key: string; manager: CertificateFeed } | undefined
+  readonly #acmeFeed: RuntimeOptions["acmeFeed"]
 
   /**
    * With a fleet store, pass its ring in `state` (RuntimeState({ ticketKeys: fleet.ring })) and the store in
@@ -405,6 +438,7 @@ export class Runtime {
     this.#listen = options.listen
     this.#probe = options.probe ?? true
     this.#limiter = options.limiter
+    this.#acmeFeed = options.acmeFeed
     const count = (name: string, event: CertificateEvent) => state.instruments.certificateEvent(name, event)
     this.#stapler = new OcspStapler({ ...options.ocsp, log, count })
     this.#selfCheckMs =
@@ -460,29 +494,25 @@ export class Runtime {
   }
 
   /** acmeFor gives the manager for a config's acme section: the running one if it is unchanged, else a new one. */
-  #acmeFor(config: Config): { key: string; manager: AcmeManager } | undefined {
+  #acmeFor(config: Config): { key: string; manager: CertificateFeed } | undefined {
     if (!config.acme) return undefined
-    const key = JSON.stringify([config.acme, config.data_dir])
+    const key = acmeKey(config)
     if (this.#acme?.key === key) return this.#acme
-    const manager = new AcmeManager(config.acme, {
-      // cluster.store: the fleet's Redis storage, so one instance orders a name and the others load its result.
-      storage: selectCertificateStorage(config.data_dir, this.#fleet?.certificateStorage),
-      ...(this.#fleet && { watchMs: this.#fleet.certificatePollMs }),
-      log: this.#log.child({ component: "acme" }),
-      counters: this.#state.instruments.acme(),
-    })
+    const manager = this.#acmeFeed?.(config) ?? createAcmeManager(config, this.#log, this.#state, this.#fleet, {})
     return { key, manager }
   }
 
-  /** acme is the running ACME manager (tests read its managed certificates). */
+  /** acme is the running ACME manager (tests read its managed certificates); a cluster worker has none. */
   get acme(): AcmeManager | undefined {
-    return this.#acme?.manager
+    const manager = this.#acme?.manager
+    return manager instanceof AcmeManager ? manager : undefined
   }
 
   async #apply(config: Config, step?: ReloadStep): Promise<void> {
     const access = this.#accessLog
     const acme = this.#acmeFor(config)
-    const newAcme = acme !== undefined && acme !== this.#acme
+    // A new feed only when the section changed and the factory gave another object (a worker's stays the same).
+    const newAcme = acme !== undefined && acme.manager !== this.#acme?.manager
     let gen: Generation
     try {
       gen = await Generation.build(
@@ -555,14 +585,14 @@ export class Runtime {
     const old = this.#current
     this.#current = gen
     if (acme !== this.#acme) {
-      this.#acme?.manager.close()
+      if (this.#acme && this.#acme.manager !== acme?.manager) this.#acme.manager.close()
       this.#acme = acme
     }
     step?.commit()
     this.#log.info({ generation: gen.id, listeners: [...gen.listeners.keys()] }, old ? "reloaded" : "started")
     if (old) this.#retire(old)
     // The old generation stopped watching its sources in #retire: certificates only it served stop renewing.
-    if (old && acme === this.#acme) acme?.manager.prune()
+    if (old && !newAcme) acme?.manager.prune()
     this.#selfCheck(gen)
     this.#rotation.apply(ringSchedule(config.listeners.flatMap((l) => (l.tls ? [l.tls] : []))))
   }

@@ -3,6 +3,7 @@
  * `serialization: "advanced"`, so a Config, Buffers and Infinity cross as they are).
  */
 import type { Config, HostPort } from "../config/schema.ts"
+import type { AcmeSnapshot, ChallengeChange, WireCertificate } from "../tls/acme/feed.ts"
 import type { HealthRecord } from "../upstreams/health/active.ts"
 import type { WireTicketKey } from "./ipc-ticket-ring.ts"
 import type { SpendMessage } from "./primary-rates.ts"
@@ -26,6 +27,8 @@ export type ToWorker =
       health: HealthSnapshot
       keys: WireTicketKey[]
       drains: [upstream: string, backend: string][]
+      /** the primary's ACME certificates and pending challenges (none without an acme section) */
+      acme: AcmeSnapshot | undefined
     }
   /** A handle message carries the bound server handle for `key` (or `error`). */
   | { type: "handle"; id: number; key: string; error?: string }
@@ -40,6 +43,12 @@ export type ToWorker =
   | { type: "reopen-log" }
   /** What the other workers and instances accepted from a listener's clients (spent from this worker's buckets). */
   | SpendMessage
+  /** ACME certificates the primary took (issued, renewed, read from storage): swap them in place. */
+  | { type: "acme-cert"; certs: WireCertificate[] }
+  /** a challenge answer made or withdrawn; answered with acme-ack once it is in effect */
+  | { type: "acme-challenge"; id: number; change: ChallengeChange }
+  /** the primary's answer to an on-demand request: ok, the certificate was pushed before this */
+  | { type: "acme-on-demand"; id: number; ok: boolean }
   /** handover: other processes accept on the sockets now (idle keep-alive connections are not cut). */
   | { type: "stop"; handover: boolean }
 
@@ -55,3 +64,6 @@ export type FromWorker =
   | { type: "rotate" }
   /** What this worker accepted per client of a listener since its last such message. */
   | RatesMessage
+  | { type: "acme-ack"; id: number }
+  /** on-demand TLS: a handshake for a matching name no certificate covers asks the primary for one */
+  | { type: "acme-on-demand"; id: number; name: string }

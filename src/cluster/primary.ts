@@ -1,7 +1,9 @@
 /**
  * @module primary: the cluster primary. It owns the config (a reload is checked here, then prepared by every worker
  * and committed by all or none), the listening sockets (bound here, handed to every worker), the active health
- * checks (one set of probes, pushed to the workers), the ticket-key ring and the fleet store; workers carry traffic.
+ * checks (one set of probes, pushed to the workers), ACME (one AcmeManager: orders, renewals, challenges and
+ * on-demand decisions here; certificates and challenge answers pushed to every worker), the ticket-key ring and the
+ * fleet store; workers carry traffic.
  * A crashed worker is replaced with exponential backoff; restart() replaces them one by one.
  */
 
@@ -13,10 +15,12 @@ import type { Config } from "../config/schema.ts"
 import { ConfigError, errorMessage, PortcullisError } from "../core/errors.ts"
 import type { Logger } from "../core/log.ts"
 import { addressKey } from "../listeners/listener-socket.ts"
-import { Generation, type ReloadStep } from "../runtime.ts"
+import { acmeKey, createAcmeManager, Generation, type ReloadStep } from "../runtime.ts"
 import type { MetricSnapshot } from "../state/registry.ts"
 import type { RuntimeState } from "../state/runtime-state.ts"
 import { ringSchedule, TicketRotation } from "../state/ticket-rotation.ts"
+import type { ChallengeChange } from "../tls/acme/feed.ts"
+import type { AcmeManager } from "../tls/acme/manager.ts"
 import type { HealthRegistry } from "../upstreams/health/active.ts"
 import { type CensusAnswer, mergeCensus, mergeMetrics, mergeStatus } from "./aggregate.ts"
 import { mergeDashboard } from "./aggregate-dashboard.ts"
@@ -62,6 +66,8 @@ interface Gathered<T> {
   values: { ref: WorkerRef; value: T }[]
   missing: Answered["missing"]
 }
+/** How long a challenge answer waits for each worker to have it before the CA is asked to validate anyway. */
+const CHALLENGE_ACK_MS = 5_000
 
 /** A worker that served this long (ms) had no quick crash: its slot's backoff starts again from the first delay. */
 const STABLE_MS = 10_000
@@ -82,7 +88,11 @@ export class Primary {
   readonly #health = new Map<string, HealthRegistry>()
   readonly #watched = new Set<string>()
   readonly #slots: Slot[] = []
+  /** Workers started but not yet serving: ACME pushes reach them too (they got the snapshot before those). */
+  readonly #starting = new Set<WorkerProcess>()
   #current: Generation | undefined
+  /** The running config's ACME manager, kept while its acme section (and data_dir) stays the same. */
+  #acme: { key: string; manager: AcmeManager } | undefined
   #nextId = 1
   #reloading: Promise<void> | undefined
   #closing = false
@@ -122,8 +132,9 @@ export class Primary {
 
   /** start checks the config, runs the first round of health checks, then starts every worker and waits for them. */
   async start(config: Config): Promise<void> {
-    const gen = await this.#build(config)
+    const { gen, acme } = await this.#build(config)
     this.#current = gen
+    this.#acme = acme
     this.#rotation.apply(ringSchedule(gen.config.listeners.flatMap((l) => (l.tls ? [l.tls] : []))))
     this.#nextId++
     try {
@@ -136,21 +147,35 @@ export class Primary {
     this.#log.info({ generation: gen.id, workers: this.#slots.length }, "started")
   }
 
-  async #build(config: Config): Promise<Generation> {
-    const gen = await Generation.build(
-      this.#nextId,
-      config,
-      this.#log,
-      this.#health,
-      this.#current,
-      this.#options.state,
-      undefined,
-      this.#options.fleet,
-    )
+  /**
+   * #build makes the primary's own generation (never bound: its health checks and ACME sources run here) with the
+   * ACME manager of the config: the running one while the acme section is unchanged, else a new one.
+   */
+  async #build(config: Config): Promise<{ gen: Generation; acme: { key: string; manager: AcmeManager } | undefined }> {
+    const acme = this.#acmeFor(config)
+    const newAcme = acme !== undefined && acme !== this.#acme
+    let gen: Generation
+    try {
+      gen = await Generation.build(
+        this.#nextId,
+        config,
+        this.#log,
+        this.#health,
+        this.#current,
+        this.#options.state,
+        undefined,
+        this.#options.fleet,
+        acme?.manager,
+      )
+    } catch (err) {
+      if (newAcme) acme.manager.close()
+      throw err
+    }
     try {
       await gen.start()
     } catch (err) {
       gen.destroy()
+      if (newAcme) acme.manager.close()
       throw err
     }
     for (const [name, registry] of this.#health) {
@@ -160,7 +185,64 @@ export class Primary {
         this.#broadcast({ type: "health", upstream: name, backend, record: { ...record } }),
       )
     }
-    return gen
+    return { gen, acme }
+  }
+
+  #acmeFor(config: Config): { key: string; manager: AcmeManager } | undefined {
+    if (!config.acme) return undefined
+    const key = acmeKey(config)
+    if (this.#acme?.key === key) return this.#acme
+    const { log, state, fleet } = this.#options
+    const manager: AcmeManager = createAcmeManager(config, log, state, fleet, {
+      relay: (change) => this.#relay(change),
+      // Only the running manager's certificates go out: a reload's new one sends all of its own at commit.
+      onCertificate: (cert) => {
+        if (this.#acme?.manager !== manager) return
+        for (const w of this.#acmeWorkers()) w.send({ type: "acme-cert", certs: [cert] })
+      },
+    })
+    return { key, manager }
+  }
+
+  /**
+   * #relay gives every worker a challenge answer (or withdraws it) and waits until each has it in effect (or
+   * CHALLENGE_ACK_MS), so the CA's validation request finds it whichever worker accepts it.
+   */
+  async #relay(change: ChallengeChange): Promise<void> {
+    const workers = this.#acmeWorkers()
+    const withdrawn = change.type === "http-01" ? change.keyAuthorization === undefined : change.cert === undefined
+    const acks = workers.map((w) => {
+      const id = w.nextId()
+      const ack = w.wait(["acme-ack"], id, CHALLENGE_ACK_MS)
+      w.send({ type: "acme-challenge", id, change })
+      return ack
+    })
+    // A withdrawal need not wait: the CA has validated (or given up) by then.
+    if (withdrawn) {
+      for (const ack of acks) ack.catch(() => {})
+      return
+    }
+    const settled = await Promise.allSettled(acks)
+    const late = settled.flatMap((s, i) => (s.status === "rejected" ? [workers[i]!.index] : []))
+    if (late.length > 0) {
+      this.#log.warn(
+        { workers: late, challenge: change.type },
+        "acme challenge: not every worker confirmed it; validating anyway",
+      )
+    }
+  }
+
+  /** #acmeWorkers: every live worker, serving or starting (a retiring one is leaving: it gets nothing new). */
+  #acmeWorkers(): WorkerProcess[] {
+    const out = new Set<WorkerProcess>(this.#starting)
+    for (const s of this.#slots) if (s.worker && !s.worker.retired) out.add(s.worker)
+    return [...out].filter((w) => w.alive)
+  }
+
+  /** #onDemand decides an on-demand name a worker asked about (the ask URL, rate and cap are the primary's). */
+  async #onDemand(name: string): Promise<boolean> {
+    const request = this.#acme?.manager.onDemand?.request(name)
+    return request ? await request : false
   }
 
   #keys(config: Config): string[] {
@@ -198,9 +280,14 @@ export class Primary {
       handle: (key, address) => this.#handles.get(key, address),
       onRotate: () => this.#options.state.ticketKeys.rotate(),
       onRates: (from, msg) => this.#rates.counts(from, msg),
+      onDemand: (name) => this.#onDemand(name),
     })
     const old = slot.worker
-    void worker.exited.then(({ code, signal }) => this.#onExit(i, worker, code, signal))
+    this.#starting.add(worker)
+    void worker.exited.then(({ code, signal }) => {
+      this.#starting.delete(worker)
+      this.#onExit(i, worker, code, signal)
+    })
     const ready = worker.wait(["ready"], undefined, this.#options.startTimeoutMs ?? 30_000)
     const sent = this.#current!
     worker.send({
@@ -209,12 +296,15 @@ export class Primary {
       health: this.#healthSnapshot(),
       keys: wireKeys(this.#options.state.ticketKeys),
       drains: this.#drains(),
+      acme: this.#acme?.manager.snapshot(),
     })
-    const msg = await ready.catch((err: unknown) => {
-      worker.retired = retireOnFailure
-      worker.child.kill("SIGKILL")
-      throw err
-    })
+    const msg = await ready
+      .catch((err: unknown) => {
+        worker.retired = retireOnFailure
+        worker.child.kill("SIGKILL")
+        throw err
+      })
+      .finally(() => this.#starting.delete(worker))
     if (msg.type === "failed") {
       worker.retired = retireOnFailure
       throw new PortcullisError("PC_WORKER_FAILED", `worker ${i}: ${msg.error}`)
@@ -284,7 +374,8 @@ export class Primary {
   }
 
   async #apply(config: Config, step?: ReloadStep): Promise<void> {
-    const gen = await this.#build(config)
+    const { gen, acme } = await this.#build(config)
+    const newAcme = acme !== undefined && acme !== this.#acme
     const workers = this.#slots.map((s) => s.worker).filter((w): w is WorkerProcess => w?.ready === true)
     const id = this.#nextId
     const health = this.#healthSnapshot()
@@ -313,6 +404,7 @@ export class Primary {
     if (refusal) {
       for (const w of workers) w.send({ type: "abort", id })
       gen.destroy()
+      if (newAcme) acme.manager.close()
       if (prepared) await step?.rollback()
       this.#handles.retain(this.#keys(this.#current!.config))
       throw refusal
@@ -323,12 +415,21 @@ export class Primary {
     this.#nextId++
     const old = this.#current
     this.#current = gen
+    if (acme !== this.#acme) {
+      this.#acme?.manager.close()
+      this.#acme = acme
+      // The new manager's certificates (read from its storage, or taken while the workers prepared) go out now.
+      const certs = acme?.manager.snapshot().certs ?? []
+      if (certs.length > 0) for (const w of this.#acmeWorkers()) w.send({ type: "acme-cert", certs })
+    }
     this.#rotation.apply(ringSchedule(gen.config.listeners.flatMap((l) => (l.tls ? [l.tls] : []))))
     step?.commit()
     this.#handles.retain(this.#keys(config))
     if (old) {
       old.stopHealthChecks()
       void old.close(0)
+      // The old generation stopped watching its sources: certificates only it served stop renewing.
+      if (!newAcme) acme?.manager.prune()
     }
     this.#log.info({ generation: gen.id, workers: workers.length }, "reloaded")
   }
@@ -584,6 +685,8 @@ export class Primary {
     const gen = this.#current
     gen?.stopHealthChecks()
     await gen?.close(0)
+    this.#acme?.manager.close()
+    this.#acme = undefined
     this.#options.state.close()
   }
 }

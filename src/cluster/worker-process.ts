@@ -21,6 +21,8 @@ export interface WorkerProcessOptions {
   onRotate: () => void
   /** onRates takes the worker's per-client counts (cluster/primary-rates.ts). */
   onRates: (worker: WorkerProcess, msg: RatesMessage) => void
+  /** on-demand TLS: resolves true when the name got a certificate (pushed to every worker before it resolves) */
+  onDemand: (name: string) => Promise<boolean>
 }
 
 /** WorkerProcess: `ready` resolves once the worker serves; `exited` when the process is gone. */
@@ -62,6 +64,14 @@ export class WorkerProcess {
       }
       if (msg.type === "rates") {
         options.onRates(this, msg)
+        return
+      }
+      if (msg.type === "acme-on-demand") {
+        const id = msg.id
+        options.onDemand(msg.name).then(
+          (ok) => this.send({ type: "acme-on-demand", id, ok }),
+          () => this.send({ type: "acme-on-demand", id, ok: false }),
+        )
         return
       }
       const key = "id" in msg ? `${msg.type}:${msg.id}` : msg.type

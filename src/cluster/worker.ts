@@ -14,6 +14,7 @@ import { PrettyStream } from "../core/pretty-log.ts"
 import type { ListenTarget } from "../listeners/listener-socket.ts"
 import { Runtime } from "../runtime.ts"
 import { RuntimeState } from "../state/runtime-state.ts"
+import { IpcCertificateFeed } from "./ipc-certificate-feed.ts"
 import { IpcTicketKeyRing } from "./ipc-ticket-ring.ts"
 import type { FromWorker, HealthSnapshot, QueryKind, ToWorker } from "./messages.ts"
 import { WorkerRates } from "./worker-rates.ts"
@@ -33,6 +34,9 @@ class Worker {
   readonly #log: Logger
   #runtime: Runtime | undefined
   #ring: IpcTicketKeyRing | undefined
+  #feed: IpcCertificateFeed | undefined
+  /** On-demand requests waiting for the primary's answer, by id. */
+  readonly #onDemand = new Map<number, (ok: boolean) => void>()
   readonly #accessLog: AccessLog
   /** The per-client tables' counts, shared with the other workers through the primary. */
   readonly #rates = new WorkerRates((msg) => this.#send(msg))
@@ -51,7 +55,12 @@ class Worker {
       this.#exit = resolve
       process.on("message", (msg: ToWorker, handle: unknown) => this.#onMessage(msg, handle))
       // The primary went away (crashed, or SIGKILLed): finish what is in flight and go.
-      process.on("disconnect", () => this.#stop(false))
+      process.on("disconnect", () => {
+        // No primary to decide on-demand names: their handshakes get the fallback.
+        for (const answer of this.#onDemand.values()) answer(false)
+        this.#onDemand.clear()
+        this.#stop(false)
+      })
       // A terminal's Ctrl-C or systemd's SIGTERM reaches every process of the group: stop gracefully once.
       process.on("SIGTERM", () => this.#stop(false))
       process.on("SIGINT", () => this.#stop(false))
@@ -111,6 +120,19 @@ class Worker {
       case "query":
         this.#send({ type: "reply", id: msg.id, value: this.#query(msg.what) })
         return
+      case "acme-cert":
+        for (const cert of msg.certs) this.#feed?.take(cert)
+        return
+      case "acme-challenge":
+        this.#feed?.challenge(msg.change)
+        this.#send({ type: "acme-ack", id: msg.id })
+        return
+      case "acme-on-demand": {
+        const answer = this.#onDemand.get(msg.id)
+        this.#onDemand.delete(msg.id)
+        answer?.(msg.ok)
+        return
+      }
       case "reopen-log":
         try {
           this.#runtime?.reopenAccessLog()
@@ -169,13 +191,27 @@ class Worker {
     }
   }
 
+  /** #askOnDemand asks the primary to obtain a certificate for an on-demand name (the handshake waits for it). */
+  #askOnDemand(name: string): Promise<boolean> {
+    if (!process.connected) return Promise.resolve(false)
+    const id = this.#nextId++
+    return new Promise((resolve) => {
+      this.#onDemand.set(id, resolve)
+      this.#send({ type: "acme-on-demand", id, name })
+    })
+  }
+
   async #start(msg: Extract<ToWorker, { type: "start" }>): Promise<void> {
     this.#ring = new IpcTicketKeyRing(msg.keys, () => this.#send({ type: "rotate" }))
+    // ACME is the primary's: this worker serves the certificates and challenge answers it pushes.
+    const feed = new IpcCertificateFeed(msg.acme, (name) => this.#askOnDemand(name), this.#log)
+    this.#feed = feed
     const runtime = new Runtime(this.#log, new RuntimeState({ ticketKeys: this.#ring }), {
       accessLog: this.#accessLog,
       listen: (key, address) => this.#listen(key, address),
       probe: false,
       limiter: (listener, fleet, options) => this.#rates.limiter(listener, fleet, options),
+      acmeFeed: (config) => feed.configure(config.acme!),
     })
     this.#runtime = runtime
     this.#setHealth(msg.health)

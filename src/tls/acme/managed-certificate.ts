@@ -10,6 +10,7 @@ import { type LoadedCertificate, parseCertificate } from "../certificate.ts"
 import { type AcmeAccount, AcmeError } from "./account.ts"
 import { ariCertId, parseRenewalInfo, type RenewalInfo } from "./ari.ts"
 import type { ChallengeSolver } from "./challenges/solver.ts"
+import type { FedCertificate } from "./feed.ts"
 import { orderCertificate } from "./order.ts"
 import { backoffDelay, renewalTime } from "./renewal.ts"
 import type { CertificateStorage } from "./storage.ts"
@@ -67,6 +68,8 @@ export interface ManagedOptions {
    * certificate another instance stored (its renewal) is adopted and pushed to the subscribers.
    */
   watchMs?: number
+  /** told of every certificate it takes (read from storage at first, issued, renewed, loaded from a fleet's storage) */
+  onAdopt?: (cert: LoadedCertificate) => void
 }
 
 /**
@@ -75,7 +78,7 @@ export interface ManagedOptions {
  * it. A failed order is logged with the CA's problem documents and retried after a doubling backoff; `current`
  * stays as it was, so the old certificate keeps serving. Nothing here runs in a handshake.
  */
-export class ManagedCertificate {
+export class ManagedCertificate implements FedCertificate {
   readonly names: readonly string[]
   readonly keyType: "ecdsa" | "rsa"
   readonly #options: ManagedOptions
@@ -125,7 +128,11 @@ export class ManagedCertificate {
       this.names,
       this.keyType,
     ).then((cert) => {
-      this.#current ??= cert
+      if (!this.#current && cert) {
+        this.#current = cert
+        // Not a change for the subscribers (they load it now), but a cluster primary's workers need it too.
+        this.#options.onAdopt?.(cert)
+      }
       return this.#current
     })
     return this.#loaded.then(() => this.#current)
@@ -403,5 +410,6 @@ export class ManagedCertificate {
       `acme certificate ${how}`,
     )
     for (const fn of this.#subscribers) fn(cert)
+    this.#options.onAdopt?.(cert)
   }
 }

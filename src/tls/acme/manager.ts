@@ -5,12 +5,19 @@
 import type { AcmeConfig } from "../../config/schema.ts"
 import type { Logger } from "../../core/log.ts"
 import type { AcmeCounters } from "../../state/instruments.ts"
-import { type LoadedCertificate, normalizeName } from "../certificate.ts"
+import type { LoadedCertificate } from "../certificate.ts"
 import { AcmeAccount } from "./account.ts"
 import { DnsHookSolver } from "./challenges/dns-01.ts"
 import { Http01Responder } from "./challenges/http-01.ts"
 import type { ChallengeSolver } from "./challenges/solver.ts"
 import { TlsAlpnResponder } from "./challenges/tls-alpn-01.ts"
+import {
+  type AcmeSnapshot,
+  type CertificateFeed,
+  type ChallengeRelay,
+  managedKey,
+  type WireCertificate,
+} from "./feed.ts"
 import { ManagedCertificate } from "./managed-certificate.ts"
 import { OnDemand } from "./on-demand.ts"
 import type { CertificateStorage } from "./storage.ts"
@@ -28,6 +35,12 @@ export interface AcmeManagerOptions {
   random?: () => number
   /** With a shared storage: how often each certificate looks for a copy another instance stored (ms). */
   watchMs?: number
+  /**
+   * A cluster primary's: told of each challenge answer made or withdrawn (present waits for it, so every worker
+   * answers before the CA validates), and of each certificate taken, to push it to the workers.
+   */
+  relay?: ChallengeRelay
+  onCertificate?: (cert: WireCertificate) => void
 }
 
 /**
@@ -35,7 +48,7 @@ export interface AcmeManagerOptions {
  * section stays the same: a reload's sources find the same managed certificates (no new order) and the same
  * responders the listeners answer challenges from.
  */
-export class AcmeManager {
+export class AcmeManager implements CertificateFeed {
   readonly config: AcmeConfig
   readonly account: AcmeAccount
   readonly http01 = new Http01Responder()
@@ -54,6 +67,8 @@ export class AcmeManager {
     this.config = config
     this.#options = options
     this.account = new AcmeAccount(config, options.storage)
+    this.http01.relay = options.relay
+    this.tlsAlpn.relay = options.relay
     const byType: Record<string, ChallengeSolver> = {
       "http-01": this.http01,
       "tls-alpn-01": this.tlsAlpn,
@@ -72,10 +87,10 @@ export class AcmeManager {
 
   /** managed is the one ManagedCertificate for these names and key type (made on first use). */
   managed(names: readonly string[], keyType: "ecdsa" | "rsa"): ManagedCertificate {
-    const wanted = [...new Set(names.map(normalizeName))]
-    const key = `${keyType}\n${wanted.join("\n")}`
+    const { key, names: wanted } = managedKey(names, keyType)
     let managed = this.#managed.get(key)
     if (!managed) {
+      const onCertificate = this.#options.onCertificate
       managed = new ManagedCertificate({
         account: this.account,
         config: this.config,
@@ -86,6 +101,7 @@ export class AcmeManager {
         counters: this.#options.counters,
         ...(this.#options.random ? { random: this.#options.random } : {}),
         ...(this.#options.watchMs !== undefined ? { watchMs: this.#options.watchMs } : {}),
+        ...(onCertificate && { onAdopt: (cert: LoadedCertificate) => onCertificate(this.#wire(managed!, cert)) }),
       })
       this.#managed.set(key, managed)
     }
@@ -120,7 +136,28 @@ export class AcmeManager {
     }
     // Only now is it served: the subscribers' stores swap it in before the handshake that asked goes on.
     this.#onDemandCerts.set(name, managed)
+    if (managed.current) this.#options.onCertificate?.(this.#wire(managed, managed.current))
     await this.#notifyOnDemand()
+  }
+
+  /** snapshot is every certificate held now and every challenge answered now (for a worker that starts). */
+  snapshot(): AcmeSnapshot {
+    const certs: WireCertificate[] = []
+    for (const m of this.#managed.values()) if (m.current) certs.push(this.#wire(m, m.current))
+    return { certs, challenges: [...this.http01.pending(), ...this.tlsAlpn.pending()] }
+  }
+
+  #wire(managed: ManagedCertificate, cert: LoadedCertificate): WireCertificate {
+    let onDemand = false
+    for (const m of this.#onDemandCerts.values()) if (m === managed) onDemand = true
+    return {
+      source: cert.source,
+      names: [...managed.names],
+      keyType: managed.keyType,
+      chainPem: cert.chainPem,
+      keyPem: cert.key.reveal(),
+      onDemand,
+    }
   }
 
   async #notifyOnDemand(): Promise<void> {

@@ -19,29 +19,15 @@ const DENIED_MAX = 1_024
 const HOST_NAME = /^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/
 
 /**
- * OnDemand decides and starts on-demand orders. `request` is called in a handshake for a name no certificate
- * covers: it answers at once (undefined) for names it will not take, and otherwise returns a promise that settles
- * when the name has a certificate (true) or was refused (false). It never queues: a name over the rate or beyond
- * max_in_flight is refused at once, and concurrent handshakes for one name share one request.
+ * OnDemandNames is the pure part of on-demand TLS: which SNI names may be asked about at all. A cluster worker
+ * checks it before it asks the primary, so a handshake for any other name costs no IPC round trip.
  */
-export class OnDemand {
-  readonly #config: OnDemandConfig
-  readonly #obtain: (name: string) => Promise<unknown>
-  readonly #log: Logger
-  readonly #counters: AcmeCounters
+export class OnDemandNames {
   readonly #exact = new Set<string>()
   readonly #suffixes: string[] = []
-  readonly #inFlight = new Map<string, Promise<boolean>>()
-  readonly #denied = new Map<string, number>()
-  /** Start times of the orders of the last minute (at most `rate` of them). */
-  readonly #recent: number[] = []
 
-  constructor(config: OnDemandConfig, obtain: (name: string) => Promise<unknown>, log: Logger, counters: AcmeCounters) {
-    this.#config = config
-    this.#obtain = obtain
-    this.#log = log
-    this.#counters = counters
-    for (const pattern of config.names) {
+  constructor(patterns: readonly string[]) {
+    for (const pattern of patterns) {
       const name = normalizeName(pattern)
       if (name === "*") this.#suffixes.push("")
       else if (name.startsWith("*.")) this.#suffixes.push(name.slice(1))
@@ -61,11 +47,49 @@ export class OnDemand {
     return false
   }
 
-  /** request: see the class comment; `name` is the ClientHello's SNI name. */
-  request(servername: string): Promise<boolean> | undefined {
+  /** accepts gives the normalised name when the SNI name is a well-formed host name that matches, else undefined. */
+  accepts(servername: string): string | undefined {
     const name = normalizeName(servername)
     // The SNI bytes are the client's: only a well-formed host name is asked about or ordered.
     if (name.length > 253 || !HOST_NAME.test(name) || !this.matches(name)) return undefined
+    return name
+  }
+}
+
+/**
+ * OnDemand decides and starts on-demand orders. `request` is called in a handshake for a name no certificate
+ * covers: it answers at once (undefined) for names it will not take, and otherwise returns a promise that settles
+ * when the name has a certificate (true) or was refused (false). It never queues: a name over the rate or beyond
+ * max_in_flight is refused at once, and concurrent handshakes for one name share one request.
+ */
+export class OnDemand {
+  readonly #config: OnDemandConfig
+  readonly #obtain: (name: string) => Promise<unknown>
+  readonly #log: Logger
+  readonly #counters: AcmeCounters
+  readonly #names: OnDemandNames
+  readonly #inFlight = new Map<string, Promise<boolean>>()
+  readonly #denied = new Map<string, number>()
+  /** Start times of the orders of the last minute (at most `rate` of them). */
+  readonly #recent: number[] = []
+
+  constructor(config: OnDemandConfig, obtain: (name: string) => Promise<unknown>, log: Logger, counters: AcmeCounters) {
+    this.#config = config
+    this.#obtain = obtain
+    this.#log = log
+    this.#counters = counters
+    this.#names = new OnDemandNames(config.names)
+  }
+
+  /** matches: the name is one of `names`, or one label below a `*.` pattern. */
+  matches(name: string): boolean {
+    return this.#names.matches(name)
+  }
+
+  /** request: see the class comment; `name` is the ClientHello's SNI name. */
+  request(servername: string): Promise<boolean> | undefined {
+    const name = this.#names.accepts(servername)
+    if (name === undefined) return undefined
     const shared = this.#inFlight.get(name)
     if (shared) return shared
     const now = Date.now()

@@ -1,16 +1,19 @@
 /** @module acme: the ACME certificate source: `{ acme: [names] }`, served from the AcmeManager's certificates. */
 import type { AcmeCertificateConfig, AcmeConfig } from "../../config/schema.ts"
 import { storagePrefix } from "../acme/account.ts"
+import type { CertificateFeed, FedCertificate } from "../acme/feed.ts"
 import { FileCertificateStorage } from "../acme/file-storage.ts"
-import { type ManagedCertificate, readStoredCertificate } from "../acme/managed-certificate.ts"
-import type { AcmeManager } from "../acme/manager.ts"
+import { readStoredCertificate } from "../acme/managed-certificate.ts"
 import type { LoadedCertificate } from "../certificate.ts"
 import { loadSelfSigned } from "./self-signed.ts"
 import type { CertificateSource, CertificateSourceStatus } from "./source.ts"
 
-/** AcmeContext: the running manager (start, reload), or only the acme section (`portcullis check`: no orders). */
+/**
+ * AcmeContext: the running manager's feed (start, reload: the AcmeManager, or a cluster worker's copy of the
+ * primary's), or only the acme section (`portcullis check`: no orders).
+ */
 export interface AcmeContext {
-  manager?: AcmeManager | undefined
+  manager?: CertificateFeed | undefined
   config?: AcmeConfig | undefined
   /** this entry also serves the names on-demand TLS obtains (the first acme entry of a listener) */
   onDemand?: boolean
@@ -26,7 +29,9 @@ export class AcmeSource implements CertificateSource {
   readonly keyTypes: readonly ("ecdsa" | "rsa")[]
   readonly #dataDir: string
   readonly #context: AcmeContext
-  readonly #managed: ManagedCertificate[]
+  readonly #managed: FedCertificate[]
+  /** What load() gave last: a certificate that came in between it and watch() is pushed at once. */
+  #loaded: LoadedCertificate[] = []
 
   constructor(entry: AcmeCertificateConfig, dataDir: string, context: AcmeContext) {
     this.names = entry.acme
@@ -44,7 +49,8 @@ export class AcmeSource implements CertificateSource {
       const stored = managed ? await managed.load() : await this.#readOffline(keyType)
       certs.push(stored ?? (await this.#standIn(keyType)))
     }
-    return [...certs, ...this.#onDemand()]
+    this.#loaded = [...certs, ...this.#onDemand()]
+    return this.#loaded
   }
 
   watch(onChange: (certificates: LoadedCertificate[]) => void): () => void {
@@ -54,7 +60,15 @@ export class AcmeSource implements CertificateSource {
     const stops = this.#managed.map((m) => m.subscribe(() => void push()))
     if (this.#context.onDemand) stops.push(manager.subscribeOnDemand(push))
     for (const m of this.#managed) m.start()
+    // A cluster worker's copy may have taken a certificate from the primary while the store was being built.
+    const seen = this.#loaded
+    let watching = true
+    void this.load().then((certs) => {
+      const changed = certs.length !== seen.length || certs.some((c, i) => c.fingerprint256 !== seen[i]!.fingerprint256)
+      if (watching && changed) onChange(certs)
+    })
     return () => {
+      watching = false
       for (const stop of stops) stop()
     }
   }

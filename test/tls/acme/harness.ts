@@ -26,6 +26,8 @@ export interface Forwarder {
   port: number
   connections: number
   point(target: number, host?: string): void
+  /** hold makes new connections wait for the next point() (a test about to start another Portcullis) */
+  hold(): void
   close(): void
 }
 
@@ -41,6 +43,9 @@ export async function startForwarder(): Promise<Forwarder> {
       target = port
       targetHost = host
       for (const go of waiting.splice(0)) go()
+    },
+    hold: () => {
+      target = undefined
     },
     close: () => {},
   }
