@@ -22,6 +22,7 @@ before(async () => {
   await waitUntilAsync(
     async () => (await fetch(`${scene.adminUrl}readyz`, { headers: auth() })).status === 200,
     "both workers ready",
+    60_000,
   )
 })
 

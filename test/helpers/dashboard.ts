@@ -86,7 +86,15 @@ access_log: { enabled: false }
 ${options.workers ? `cluster: { workers: ${options.workers} }\nshutdown_grace: 2s\n` : ""}`,
   )
   const pc = spawnPortcullis(["--config", config])
-  const ports = await runningPorts(pc)
+  let ports: Awaited<ReturnType<typeof runningPorts>>
+  try {
+    // A primary starts its workers first: on a busy machine that takes longer than one process.
+    ports = await runningPorts(pc, options.workers ? 60_000 : undefined)
+  } catch (err) {
+    // No scene to close: stop the child here, or its pipes keep the test file's process alive.
+    await pc.stop("SIGKILL")
+    throw err
+  }
   return {
     dir,
     pki,
