@@ -177,7 +177,15 @@ export interface RunningPorts {
 
 /** runningPorts waits for the child's "portcullis is running" log line and reads the bound ports from it. */
 export async function runningPorts(pc: ChildPortcullis, timeoutMs?: number): Promise<RunningPorts> {
-  const line = await pc.waitFor(/^.*"portcullis is running".*$/m, timeoutMs)
+  let line: string
+  try {
+    line = await pc.waitFor(/^.*"portcullis is running".*$/m, timeoutMs)
+  } catch (err) {
+    // A child that did not start in time is killed: callers that get no ports have no handle to stop it, and its
+    // open pipes would keep the test file's process (and a node --test slot) alive for good.
+    pc.child.kill("SIGKILL")
+    throw err
+  }
   const entry = JSON.parse(line) as { ports: Record<string, number>; admin?: string }
   const admin = entry.admin ? Number(entry.admin.slice(entry.admin.lastIndexOf(":") + 1)) : undefined
   return admin === undefined ? { ports: entry.ports } : { ports: entry.ports, admin }
