@@ -70,7 +70,10 @@ export async function h2load(port: number, seconds: number, clients = 2, streams
  * `streams` requests in flight each; a session that received GOAWAY takes no new request and a new connection
  * carries on. Every stream that does not end in a 200 is a failure, a refused one (RST_STREAM REFUSED_STREAM, or
  * past the final GOAWAY's last stream id) too: the engine's graceful close serves every stream sent before the
- * client saw its first GOAWAY (engine.ts closeGracefully), so none is sent again here; `refused` counts them apart.
+ * client saw its first GOAWAY (engine.ts closeGracefully). One refusal is the client's own and is sent again: a
+ * request submitted in the same turn of the event loop as the GOAWAY was read, before its HEADERS were written,
+ * is not sent at all (RFC 9113 §6.8: no new stream after a GOAWAY; nghttp2 closes it REFUSED_STREAM "so that the
+ * application can send the request again", and Node emits 'frameError' for the HEADERS); it is counted in `unsent`.
  * untilDrained: after `seconds`, go on (at most 60 s more) until each of the first `sessions` got its GOAWAY, so
  * a restart or takeover slower than the run is still met under load (the process it started on drained it).
  */
@@ -106,10 +109,15 @@ export async function h2client(
     return now < end || (untilDrained && firstGone < sessions && now < cap)
   }
   let refused = 0
-  const one = (session: http2.ClientHttp2Session): Promise<void> =>
+  let unsent = 0
+  const one = (session: http2.ClientHttp2Session, again = true): Promise<void> =>
     new Promise<void>((resolve) => {
       const req = session.request({ ":path": "/" })
       let status = 0
+      let notSent = false
+      req.on("frameError", (type: number) => {
+        if (type === 0x1) notSent = true // HEADERS: the stream never reached the server
+      })
       req.on("response", (h) => {
         status = Number(h[":status"])
       })
@@ -121,12 +129,25 @@ export async function h2client(
           errors.push(`status ${status}`)
         }
       })
+      let resend = false
       req.on("error", (err) => {
+        if (req.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM && notSent && again) {
+          unsent++
+          resend = true
+          return
+        }
         if (req.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM) refused++
         failed++
         errors.push(err.message)
       })
-      req.on("close", () => resolve())
+      req.on("close", () => {
+        if (!resend) return resolve()
+        const fresh = open()
+        void one(fresh, false).then(() => {
+          fresh.close()
+          resolve()
+        })
+      })
     })
   await Promise.all(
     Array.from({ length: sessions }, async () => {
@@ -147,7 +168,7 @@ export async function h2client(
     requests,
     failed,
     goaways,
-    output: `${requests} ok, ${failed} failed (${refused} of them refused unprocessed), over ${connections} connections, ${goaways} GOAWAYs; ${errors.slice(0, 5).join("; ")}`,
+    output: `${requests} ok, ${failed} failed (${refused} of them refused by the server), ${unsent} never sent (the client's GOAWAY race) and sent again, over ${connections} connections, ${goaways} GOAWAYs; ${errors.slice(0, 5).join("; ")}`,
   }
 }
 

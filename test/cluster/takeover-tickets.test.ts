@@ -73,7 +73,8 @@ async function upgrade(cluster: RunningCluster): Promise<number> {
   const oldPid = cluster.pc.child.pid!
   const exited = new Promise<number | null>((r) => cluster.pc.child.once("exit", (code) => r(code)))
   const reply = await cluster.post("/upgrade")
-  assert.equal(reply.status, 200, JSON.stringify(reply.body))
+  // The successor writes to our output: its last lines say why it did not come up.
+  assert.equal(reply.status, 200, `${JSON.stringify(reply.body)}\n${cluster.pc.output().slice(-4000)}`)
   const successor = Number(reply.body["successor"])
   pids.push(successor)
   assert.equal(await exited, 0, "the old process drained and exited")

@@ -10,6 +10,7 @@
  */
 import assert from "node:assert/strict"
 import { mkdtempSync, rmSync } from "node:fs"
+import https from "node:https"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { after, before, type TestContext, test } from "node:test"
@@ -20,11 +21,14 @@ import { startRedis } from "../helpers/servers.ts"
 import { type RedisProcess, redisOn } from "./harness.ts"
 import { type RunningCluster, startCluster, waitWorkers } from "./workers-harness.ts"
 
-const PER_SECOND = 10
+const PER_SECOND = 5
 const BURST = 5
-const RUN_MS = 4000
-/** Request loops at once, each a new connection per request (so the kernel spreads them over the workers). */
-const LOOPS = 3
+const RUN_MS = 6000
+/**
+ * Request loops at once, each a new connection per request (so the kernel spreads them over the workers), TLS
+ * resumed (cheap enough that even a loaded machine offers well over twice the rate).
+ */
+const LOOPS = 4
 
 let pki: Pki
 let echo: TestBackend
@@ -97,11 +101,13 @@ async function hammer(instances: RunningCluster[], midway?: () => Promise<void>)
   const other: string[] = []
   const started = Date.now()
   let turn = 0
+  const agents = instances.map(() => new https.Agent({ keepAlive: false, maxCachedSessions: 16 }))
   const loop = async () => {
     while (Date.now() - started < RUN_MS) {
-      const c = instances[turn++ % instances.length]!
+      const n = turn++ % instances.length
+      const c = instances[n]!
       try {
-        const r = await request({ port: c.port, ca: c.ca, headers: { connection: "close" } })
+        const r = await request({ port: c.port, ca: c.ca, headers: { connection: "close" }, agent: agents[n]! })
         if (r.status === 200) {
           ok++
           if (past) okAfterMidway++
@@ -119,6 +125,7 @@ async function hammer(instances: RunningCluster[], midway?: () => Promise<void>)
     past = true
   }
   await Promise.all(loops)
+  for (const agent of agents) agent.destroy()
   const seconds = (Date.now() - started) / 1000
   const afterRun = await Promise.all(instances.map((c) => c.status()))
   const accepted = afterRun.map((s, i) =>
@@ -139,7 +146,8 @@ function assertBothServed(r: Run, detail: string): void {
 
 function assertAboutTheRate(r: Run, detail: string): void {
   assert.deepEqual(r.other, [], `only 200 and 429: ${detail}`)
-  assert.ok(r.limited > r.ok, `the client went well over its rate: ${detail}`)
+  // Else the run cannot tell one bucket per worker from one per machine (a machine too loaded to offer the load).
+  assert.ok(r.ok + r.limited >= 2.5 * r.expected, `the client offered well over its rate: ${detail}`)
   assert.ok(r.ok <= 1.5 * r.expected, `at most 1.5 × the rate passed: ${detail}`)
   assert.ok(r.ok >= 0.75 * r.expected, `at least 0.75 × the rate passed: ${detail}`)
 }
