@@ -91,8 +91,12 @@ ${options.workers ? `cluster: { workers: ${options.workers} }\nshutdown_grace: 2
     // A primary starts its workers first: on a busy machine that takes longer than one process.
     ports = await runningPorts(pc, options.workers ? 60_000 : undefined)
   } catch (err) {
-    // No scene to close: stop the child here, or its pipes keep the test file's process alive.
+    // No scene to close: stop the child and close what the scene opened here, or their handles keep the test
+    // file's process alive (a whole `npm test` then waits on it).
     await pc.stop("SIGKILL")
+    dead.close()
+    await echo.close()
+    await pki.close()
     throw err
   }
   return {

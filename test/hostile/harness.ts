@@ -43,7 +43,15 @@ data_dir: ${dir}/data
 `,
   )
   const pc = spawnPortcullis(["--config", config])
-  const line = await pc.waitFor(/"ports":\{"web":\d+\}/)
+  let line: string
+  try {
+    line = await pc.waitFor(/"ports":\{"web":\d+\}/)
+  } catch (err) {
+    // The caller gets no handle to stop a child that did not start in time: its pipes would keep the test file's
+    // process (and with it `npm test`) waiting for good.
+    await pc.stop("SIGKILL")
+    throw err
+  }
   return {
     pc,
     port: Number(/(\d+)\}$/.exec(line)![1]),
