@@ -47,19 +47,21 @@ function field(prefix: string, value: string | undefined): string {
   return value === undefined ? "" : prefix + quote(value)
 }
 
-/** The connection's part of its access lines, made on its first line (a connection's fields never change). */
-const kLinePart = Symbol("portcullis.access.connection")
-type WithLinePart = ConnectionInfo & { [kLinePart]?: { listener: string; text: string } }
+/**
+ * The connection's part of its access lines, made on its first line (a connection's fields never change). A WeakMap,
+ * not a property on the info: a property added later gives infos a second shape and their readers turn polymorphic.
+ */
+const linePart = new WeakMap<ConnectionInfo, { listener: string; text: string }>()
 
 /**
  * connectionPart is `"client":...,"listener":...` and the TLS fields of a connection's lines: the same for every
  * request on it, so it is escaped and joined once per connection (and listener), not once per request.
  */
 function connectionPart(info: ConnectionInfo, listener: string): string {
-  const cached = (info as WithLinePart)[kLinePart]
+  const cached = linePart.get(info)
   if (cached !== undefined && cached.listener === listener) return cached.text
   const text = `"client":${quote(info.clientAddress)},"listener":${quote(listener)}${field(',"sni":', info.servername)}${field(',"tls":', info.tlsVersion)}${field(',"cipher":', info.cipher)}${field(',"alpn":', info.alpn)}`
-  ;(info as WithLinePart)[kLinePart] = { listener, text }
+  linePart.set(info, { listener, text })
   return text
 }
 

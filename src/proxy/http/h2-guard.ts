@@ -148,7 +148,7 @@ export class H2Guard extends Duplex {
       return false
     }
     this.#known.set(id, stream)
-    ;(stream as GuardedStream)[kGuardOf] = this
+    guardOf.set(stream, this)
     stream.on("close", onAdoptedClose)
     return true
   }
@@ -484,12 +484,15 @@ export class H2Guard extends Duplex {
   }
 }
 
-/** The guard that adopted a stream, for its 'close' listener (one function for all streams, no closure each). */
-const kGuardOf = Symbol("portcullis.h2.guardOf")
-type GuardedStream = ServerHttp2Stream & { [kGuardOf]?: H2Guard }
+/**
+ * The guard that adopted a stream, for its 'close' listener (one function for all streams, no closure each). A
+ * WeakMap, not a property on the stream: a property added to Node's stream objects gives them a second shape, and
+ * the property reads in node:http2's own code turn polymorphic.
+ */
+const guardOf = new WeakMap<ServerHttp2Stream, H2Guard>()
 
-function onAdoptedClose(this: GuardedStream): void {
-  this[kGuardOf]?.forget(this)
+function onAdoptedClose(this: ServerHttp2Stream): void {
+  guardOf.get(this)?.forget(this)
 }
 
 const PASS = 0

@@ -75,20 +75,6 @@ function onWantTrailers(this: ServerHttp2Stream): void {
 
 const kResponse = Symbol("portcullis.h2.response")
 
-/** The stream listener that calls `listener` on the stream's H2Response, one per listener (a handful). */
-const onStream = new Map<(this: H2Response) => void, (this: ServerHttp2Stream) => void>()
-function onStreamOf(listener: (this: H2Response) => void): (this: ServerHttp2Stream) => void {
-  let wrapped = onStream.get(listener)
-  if (wrapped === undefined) {
-    wrapped = function (this: ServerHttp2Stream & { [kResponse]?: H2Response }): void {
-      const res = this[kResponse]
-      if (res !== undefined) listener.call(res)
-    }
-    onStream.set(listener, wrapped)
-  }
-  return wrapped
-}
-
 /**
  * stopRequestBody: the response is complete while the client is still sending its body (a backend that answered
  * early, e.g. a 413, or one that never reads it). Nobody reads that body any more, so the stream's window would
@@ -218,13 +204,11 @@ export class H2Response {
     if (!this.stream.destroyed) this.stream.destroy(err)
   }
 
-  /**
-   * on: 'drain' and 'close' of the stream, called with this response as `this` (the exchange's handlers read it).
-   * The response is kept on the stream and the listener wrapped once per listener, not in a closure per stream.
-   */
+  /** on: 'drain' and 'close' of the stream, called with this response as `this` (the exchange's handlers read it). */
   on(event: "drain" | "close", listener: (this: H2Response) => void): this {
-    ;(this.stream as ServerHttp2Stream & { [kResponse]?: H2Response })[kResponse] = this
-    this.stream.on(event, onStreamOf(listener))
+    // A closure, not the response kept on the stream: a property added to Node's stream objects after construction
+    // gives them a second shape, and every property read in node:http2's own code on streams turns polymorphic.
+    this.stream.on(event, () => listener.call(this))
     return this
   }
 }

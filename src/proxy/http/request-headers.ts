@@ -89,19 +89,18 @@ export function buildRequestHeaders(
   return out
 }
 
-/** The last Forwarded element made for a connection, and the host it was made for. */
-const kForwarded = Symbol("portcullis.forwarded")
-type WithForwarded = ConnectionInfo & { [kForwarded]?: { host: string | undefined; element: string } }
+/** The last Forwarded element made for a connection, and the host it was made for (a WeakMap: see access-log.ts). */
+const lastForwarded = new WeakMap<ConnectionInfo, { host: string | undefined; element: string }>()
 
 /**
  * forwardedElementFor is forwardedElement for this connection's client: the requests of one connection name the
  * same host, so the element is made once per connection (again when the host changes), not once per request.
  */
 function forwardedElementFor(info: ConnectionInfo, host: string | undefined): string {
-  const last = (info as WithForwarded)[kForwarded]
+  const last = lastForwarded.get(info)
   if (last !== undefined && last.host === host) return last.element
   const element = forwardedElement(info.clientAddress, host, "https")
-  ;(info as WithForwarded)[kForwarded] = { host, element }
+  lastForwarded.set(info, { host, element })
   return element
 }
 
