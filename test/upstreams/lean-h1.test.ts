@@ -20,6 +20,27 @@ describe("parseResponseHead", () => {
     assert.equal(h.keepAlive, true)
   })
 
+  test("field names that are Object members (constructor, toString, __proto__) fail nothing, in both parsers", () => {
+    for (const parse of [parseResponseHead, parseStrict]) {
+      const h = parse(
+        head(
+          "HTTP/1.1 200 OK",
+          "Content-Length: 0",
+          "constructor: a",
+          "Constructor: b",
+          "toString: c",
+          "__proto__: d",
+          "__proto__: e",
+        ),
+        "GET",
+      )
+      assert.deepEqual(h.headers["constructor"], ["a", "b"])
+      assert.equal(h.headers["tostring"], "c")
+      assert.equal(Object.hasOwn(h.headers, "__proto__"), false)
+      assert.equal(Object.getPrototypeOf(h.headers), Object.prototype)
+    }
+  })
+
   test("chunked, close-delimited, and no body for HEAD, 204 and 304", () => {
     assert.deepEqual(parseResponseHead(head("HTTP/1.1 200 OK", "Transfer-Encoding: chunked"), "GET").framing, {
       kind: "chunked",

@@ -160,10 +160,7 @@ function parseFast(text: string, method: string): ResponseHead | undefined {
     const value = text.slice(vs, ve)
     if (BAD_VALUE_CHAR.test(value)) return undefined
     pos = end + 2
-    const seen = headers[name]
-    if (seen === undefined) headers[name] = value
-    else if (typeof seen === "string") headers[name] = [seen, value]
-    else seen.push(value)
+    addField(headers, name, value)
     if (name === "content-length") contentLength = contentLength === undefined ? value : `${contentLength},${value}`
     else if (name === "transfer-encoding")
       transferEncoding = transferEncoding === undefined ? value : `${transferEncoding},${value}`
@@ -200,10 +197,7 @@ export function parseStrict(text: string, method: string): ResponseHead {
     if (!m) throw new BackendProtocolError("invalid header line", "HPE_INVALID_HEADER_TOKEN")
     const name = m[1]!.toLowerCase()
     const value = m[2]!
-    const seen = headers[name]
-    if (seen === undefined) headers[name] = value
-    else if (typeof seen === "string") headers[name] = [seen, value]
-    else seen.push(value)
+    addField(headers, name, value)
     if (name === "content-length") contentLength = contentLength === undefined ? value : `${contentLength},${value}`
     else if (name === "transfer-encoding")
       transferEncoding = transferEncoding === undefined ? value : `${transferEncoding},${value}`
@@ -283,4 +277,19 @@ function hasToken(list: string, token: string): boolean {
 function keepAliveTimeout(hint: string | undefined): number | undefined {
   const m = hint && /(?:^|[,;\s])timeout=(\d+)/i.exec(hint)
   return m ? Number(m[1]) * 1000 : undefined
+}
+
+/**
+ * addField adds one field line to a head's headers (a repeated name becomes a list). The object has Object's
+ * prototype (fast property access for the common names), so a name a backend chose to match one of its members
+ * (`constructor`, `toString`) is set as an own field rather than pushed onto the inherited function, and
+ * `__proto__` (which an assignment cannot set as a field) is dropped: neither may fail the response.
+ */
+function addField(headers: Record<string, string | string[]>, name: string, value: string): void {
+  const seen = headers[name]
+  if (seen === undefined) headers[name] = value
+  else if (typeof seen === "string") headers[name] = [seen, value]
+  else if (Array.isArray(seen)) seen.push(value)
+  // an inherited member (a function, or Object.prototype for __proto__): only the first case sets anything
+  else headers[name] = value
 }
