@@ -312,30 +312,44 @@ function h1Once(id: string, post: boolean): Promise<{ status: number; body: stri
   })
 }
 
-async function h1Loop(): Promise<void> {
+/**
+ * requestLoop sends requests one after another (every fifth a POST, which is not safe to retry) and checks each
+ * echoed body; a request the client may resend (retryable: it never reached a backend) is resent once.
+ */
+async function requestLoop(
+  protocol: "http1" | "http2",
+  once: (id: string, post: boolean) => Promise<{ status: number; body: string }>,
+  retryable: (id: string, err: NodeJS.ErrnoException & { reused?: boolean }) => boolean,
+): Promise<void> {
+  const prefix = protocol === "http1" ? "h1" : "h2"
   while (running()) {
-    const id = `h1-${nextId++}`
+    const id = `${prefix}-${nextId++}`
     const post = nextId % 5 === 0
     const expect = post ? `payload ${id} `.repeat(20) : "hello from soak\n"
     for (let attempt = 0; ; attempt++) {
       try {
-        const r = await h1Once(id, post)
-        if (r.status === 200 && r.body === expect) counts.http1!.done++
-        else fail("http1", id, `status ${r.status} ${r.body.slice(0, 80)}`, !post)
+        const r = await once(id, post)
+        if (r.status === 200 && r.body === expect) counts[protocol]!.done++
+        else fail(protocol, id, `status ${r.status} ${r.body.slice(0, 80)}`, !post)
         break
       } catch (err) {
         const e = err as NodeJS.ErrnoException & { reused?: boolean }
-        if (attempt === 0 && !answered.has(id) && clientRetryable(e, e.reused === true)) {
-          counts.http1!.clientRetries++
+        if (attempt === 0 && retryable(id, e)) {
+          counts[protocol]!.clientRetries++
           continue
         }
-        fail("http1", id, `${e.code ?? ""} ${e.message}`, !post)
+        fail(protocol, id, `${e.code ?? ""} ${e.message}`, !post)
         break
       }
     }
     forget(id)
     await pause(PACE_MS)
   }
+}
+
+/** h1Loop: HTTP/1.1 keep-alive requests; resent once when no backend answered and the client may (clientRetryable). */
+function h1Loop(): Promise<void> {
+  return requestLoop("http1", h1Once, (id, e) => !answered.has(id) && clientRetryable(e, e.reused === true))
 }
 
 let session: http2.ClientHttp2Session | undefined
@@ -392,31 +406,13 @@ function h2Once(id: string, post: boolean): Promise<{ status: number; body: stri
   })
 }
 
-async function h2Loop(): Promise<void> {
-  while (running()) {
-    const id = `h2-${nextId++}`
-    const post = nextId % 5 === 0
-    const expect = post ? `payload ${id} `.repeat(20) : "hello from soak\n"
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const r = await h2Once(id, post)
-        if (r.status === 200 && r.body === expect) counts.http2!.done++
-        else fail("http2", id, `status ${r.status} ${r.body.slice(0, 80)}`, !post)
-        break
-      } catch (err) {
-        const e = err as NodeJS.ErrnoException
-        if (attempt === 0 && !seen.has(id) && clientRetryable(e, true)) {
-          counts.http2!.clientRetries++
-          session = undefined
-          continue
-        }
-        fail("http2", id, `${e.code ?? ""} ${e.message}`, !post)
-        break
-      }
-    }
-    forget(id)
-    await pause(PACE_MS)
-  }
+/** h2Loop: HTTP/2 requests on one session; a resend (no backend saw the request) goes on a new session. */
+function h2Loop(): Promise<void> {
+  return requestLoop("http2", h2Once, (id, e) => {
+    if (seen.has(id) || !clientRetryable(e, true)) return false
+    session = undefined
+    return true
+  })
 }
 
 /** wsOnce: upgrade on a new TLS connection, five echoed messages, close. */
