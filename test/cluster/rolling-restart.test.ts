@@ -4,38 +4,21 @@
  * the restart and are closed only after shutdown_grace.
  */
 import assert from "node:assert/strict"
-import { mkdtempSync, rmSync } from "node:fs"
-import { tmpdir } from "node:os"
-import { join } from "node:path"
 import { after, before, test } from "node:test"
-import { startEchoBackend, type TestBackend } from "../helpers/backends.ts"
-import { createPki, type Pki } from "../helpers/pki.ts"
 import { h2client, h2load, type OpenSocket, openWebSocket, wrk } from "./load.ts"
-import { clusterYaml, type RunningCluster, startCluster, waitWorkers } from "./workers-harness.ts"
+import { type EchoCluster, type RunningCluster, startEchoCluster, waitWorkers } from "./workers-harness.ts"
 
 const GRACE_MS = 4_000
-let pki: Pki
-let echo: TestBackend
+let echoCluster: EchoCluster
 let cluster: RunningCluster
-const dir = mkdtempSync(join(tmpdir(), "pc-rolling-"))
 
 before(async () => {
-  pki = await createPki()
-  echo = await startEchoBackend("echo")
-  const site = await pki.issue({ names: ["localhost"] })
-  cluster = await startCluster(
-    dir,
-    clusterYaml({ ...site, upstream: "echo", upstreams: { echo: echo.port }, workers: 2, grace: `${GRACE_MS}ms` }),
-    pki,
-  )
-  await waitWorkers(cluster, (s) => s.workers.every((w) => w.ready), "both workers ready")
+  echoCluster = await startEchoCluster("pc-rolling-", 2, GRACE_MS)
+  cluster = echoCluster.cluster
 })
 
 after(async () => {
-  await cluster?.pc.stop("SIGKILL")
-  await echo?.close()
-  await pki?.close()
-  rmSync(dir, { recursive: true, force: true })
+  await echoCluster?.close()
 })
 
 test("a rolling restart under HTTP/1.1, HTTP/2 and WebSocket load fails no request; WebSockets close after the grace", async (t) => {

@@ -1,7 +1,10 @@
 /** Worker tests: a Portcullis primary with cluster.workers run as a child process, read through its admin API. */
-import { readFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { startEchoBackend } from "../helpers/backends.ts"
 import { request } from "../helpers/clients.ts"
-import type { Pki } from "../helpers/pki.ts"
+import { createPki, type Pki } from "../helpers/pki.ts"
 import { type ChildPortcullis, runningPorts, spawnPortcullis, writeTemp } from "../helpers/portcullis.ts"
 import { waitUntilAsync } from "./workers-wait.ts"
 
@@ -115,4 +118,41 @@ export async function waitWorkers(
     timeoutMs,
   )
   return last!
+}
+
+/** EchoCluster: a cluster in front of one echo backend, with its PKI and folder; close() stops and removes it all. */
+export interface EchoCluster {
+  cluster: RunningCluster
+  close(): Promise<void>
+}
+
+/**
+ * startEchoCluster starts `workers` workers (waiting until all are ready when there are more than one) for
+ * `localhost` in front of an echo backend, with shutdown_grace graceMs: the set-up the restart and takeover tests
+ * share.
+ */
+export async function startEchoCluster(prefix: string, workers: number, graceMs: number): Promise<EchoCluster> {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  const pki = await createPki()
+  const echo = await startEchoBackend("echo")
+  let cluster: RunningCluster | undefined
+  const close = async () => {
+    await cluster?.pc.stop("SIGKILL")
+    await echo.close()
+    await pki.close()
+    rmSync(dir, { recursive: true, force: true })
+  }
+  try {
+    const site = await pki.issue({ names: ["localhost"] })
+    cluster = await startCluster(
+      dir,
+      clusterYaml({ ...site, upstream: "echo", upstreams: { echo: echo.port }, workers, grace: `${graceMs}ms` }),
+      pki,
+    )
+    if (workers > 1) await waitWorkers(cluster, (s) => s.workers.every((w) => w.ready), "every worker ready")
+  } catch (err) {
+    await close()
+    throw err
+  }
+  return { cluster, close }
 }
