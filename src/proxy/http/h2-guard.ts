@@ -30,7 +30,8 @@
  * reset rate limit and max CONTINUATION count, Node's maxSessionInvalidFrames); test/hostile/h2-floods.test.ts has all.
  *
  * Cost: the session reads and writes through this Duplex (Node wraps it in a JSStreamSocket) instead of consuming the
- * TLS socket in C++: one JS call per TLS record each way, and a walk over the frame headers in it.
+ * TLS socket in C++: one JS call per TLS record each way, and a walk over the frame headers in it. Both ways skip this
+ * Duplex's own stream machinery where JSStreamSocket allows it (#pass; cork, write, uncork).
  */
 import type { Http2Session, ServerHttp2Stream } from "node:http2"
 import { Duplex } from "node:stream"
