@@ -2,13 +2,18 @@
  * Worker processes (issue 12, item 1), cluster.workers: 2 run as an operator would: both workers accept on the
  * primary's socket and their counts add up in /status and /metrics; active health is probed once (by the primary),
  * not once per worker; a SIGKILLed worker is replaced (not ready meanwhile) and a retrying client loses no
- * request; a crash loop is slowed by a doubling delay.
+ * request; a crash loop is slowed by a doubling delay. The port is one listening socket that the primary and both
+ * workers hold, and the primary holds none of the connections: the kernel hands each accept to a worker (what the
+ * cluster module calls SCHED_NONE), so no connection passes through the primary (SCHED_RR) and there is no socket
+ * per worker (SO_REUSEPORT).
  */
 import assert from "node:assert/strict"
+import { execFileSync } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { after, before, test } from "node:test"
+import tls from "node:tls"
 import { startEchoBackend, type TestBackend } from "../helpers/backends.ts"
 import { createPki, type Pki } from "../helpers/pki.ts"
 import { parsePrometheus, sum, value } from "../helpers/prometheus.ts"
@@ -79,6 +84,52 @@ test("requests through both workers are summed in /status and /metrics", async (
   )
   assert.equal(sum(metrics, "portcullis_listener_connections_total"), s.listeners[0]!.accepted)
   assert.equal(value(metrics, "portcullis_cluster_workers"), 2)
+})
+
+/** sockets lists the TCP sockets on the local port in `state` (ss -H -t -n -p), each with the pids that hold it. */
+function sockets(state: "listening" | "established", port: number): { line: string; pids: number[] }[] {
+  const out = execFileSync("ss", ["-H", "-t", "-n", "-p", "state", state, "sport", "=", `:${port}`], {
+    encoding: "utf8",
+  })
+  return out
+    .split("\n")
+    .filter((l) => l.trim() !== "")
+    .map((line) => ({ line, pids: [...line.matchAll(/pid=(\d+)/g)].map((m) => Number(m[1])).sort() }))
+}
+
+test("one listening socket, held by the primary and both workers; each connection is held by one worker only", async () => {
+  const s = await cluster.status()
+  const workers = s.workers.map((w) => w.pid!)
+  const primary = cluster.pc.child.pid!
+  const listening = sockets("listening", cluster.port)
+  assert.equal(
+    listening.length,
+    1,
+    `one listening socket for the port (no SO_REUSEPORT socket per worker): ${JSON.stringify(listening)}`,
+  )
+  assert.deepEqual(
+    listening[0]!.pids,
+    [primary, ...workers].sort(),
+    "the primary and both workers hold the same socket (the workers accept on it themselves)",
+  )
+  // Connections held open: the kernel gave each to a worker, and the primary never had one (with SCHED_RR it accepts
+  // each connection and passes it on, and the socket is then listened on by the primary alone).
+  const held: tls.TLSSocket[] = []
+  try {
+    for (let i = 0; i < 8; i++) {
+      const socket = tls.connect({ port: cluster.port, host: "127.0.0.1", servername: "localhost", ca: cluster.ca })
+      held.push(socket)
+      await new Promise<void>((resolve, reject) => socket.once("secureConnect", resolve).once("error", reject))
+    }
+    const established = sockets("established", cluster.port)
+    assert.equal(established.length, held.length, `the server side of every connection: ${JSON.stringify(established)}`)
+    for (const c of established) {
+      assert.equal(c.pids.length, 1, `one process holds the connection: ${c.line}`)
+      assert.ok(workers.includes(c.pids[0]!), `a worker holds it, not the primary (${primary}): ${c.line}`)
+    }
+  } finally {
+    for (const socket of held) socket.destroy()
+  }
 })
 
 test("active health checks run once, in the primary: one probe per interval, not one per worker", async () => {
