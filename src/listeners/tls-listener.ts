@@ -282,7 +282,7 @@ export class TlsListener {
     if (!served && this.certs.isChallenge(secureContext)) {
       served = {
         auth: { mode: "none", forwardCert: false, forwardFormat: "x-client" },
-        options: { isServer: true, secureContext, ALPNProtocols: ["acme-tls/1"] },
+        options: { isServer: true, secureContext, ALPNProtocols: wireAlpn(["acme-tls/1"]) },
         staple: undefined,
         challenge: true,
       }
@@ -308,7 +308,7 @@ export class TlsListener {
           requestCert: auth.mode !== "none",
           // require: a client without a certificate fails in the handshake; a bad one is judged in #secured.
           rejectUnauthorized: auth.mode === "require",
-          ALPNProtocols: this.certs.secureOptions.ALPNProtocols as string[] | undefined,
+          ALPNProtocols: wireAlpn(this.certs.secureOptions.ALPNProtocols as string[] | undefined),
         },
       }
       this.#served.set(secureContext, served)
@@ -449,6 +449,16 @@ export class TlsListener {
 }
 
 function ignore(): void {}
+
+/**
+ * wireAlpn turns an ALPN list into its wire form (RFC 7301 §3.1) once per context, as tls.Server does for the
+ * sockets it makes: a TLSSocket given a list converts it on every construction (_tls_wrap.js convertALPNProtocols),
+ * one given the wire form only copies it. Names are ASCII tokens (config schema), so one byte each.
+ */
+function wireAlpn(protocols: string[] | undefined): Buffer | undefined {
+  if (protocols === undefined) return undefined
+  return Buffer.concat(protocols.map((p) => Buffer.concat([Buffer.from([Buffer.byteLength(p)]), Buffer.from(p)])))
+}
 
 /** endHandshake clears the handshake's deadline on the raw socket under socket, and returns that raw socket. */
 function endHandshake(socket: TLSSocket): (net.Socket & WithSource) | undefined {

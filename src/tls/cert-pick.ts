@@ -7,6 +7,7 @@
 import { constants } from "node:crypto"
 import tls from "node:tls"
 import type { LoadedCertificate } from "./certificate.ts"
+import { walkHello } from "./client-hello.ts"
 import { CIPHER_INDEX, CIPHERS, cipherByOpenSslName, GROUPS, groupByName, isGrease } from "./tls-codes.ts"
 
 /** pick() answers: the index into CertPick.certs, or PICK_UNSURE. */
@@ -38,12 +39,6 @@ const NO = 0
 const MAYBE = 1
 const YES = 2
 
-const EXT_SUPPORTED_GROUPS = 10
-const EXT_EC_POINT_FORMATS = 11
-const EXT_SIGNATURE_ALGORITHMS = 13
-const EXT_SUPPORTED_VERSIONS = 43
-const EXT_SIGNATURE_ALGORITHMS_CERT = 50
-
 /** CHACHA[i]: CIPHERS[i] is a ChaCha20-Poly1305 suite (what SSL_OP_PRIORITIZE_CHACHA moves up). */
 const CHACHA = Uint8Array.from(CIPHERS, (c) => (c.iana.includes("CHACHA20") ? 1 : 0))
 /** Rank of a suite the server does not have (ranks are positions in a preference order). */
@@ -59,8 +54,8 @@ const NOT_OFFERED = 0x7fff
  *   client's, that both offer, the version allows, has a shared ECDHE group if it needs one, and whose certificate
  *   the client can take: a signature scheme for its key (TLS 1.2) and, for ECDSA, its curve among the client's
  *   supported_groups (RFC 8422 §5.1).
- * pick() runs in the handshake on the ClientHello the listener peeked: it reads the bytes in place and allocates
- * nothing.
+ * pick() runs in the handshake on the ClientHello the listener peeked: it reads the bytes in place, through the
+ * layout the peek's walk left (client-hello.ts walkHello), and allocates nothing.
  */
 export class CertPick {
   /** [ECDSA, RSA]: pick() answers an index into it */
@@ -116,40 +111,15 @@ export class CertPick {
 
   /** pick reads a ClientHello body (handshake header stripped) and says which certificate OpenSSL will serve. */
   pick(hello: Buffer): number {
-    if (hello.length < 2 + 32 + 1) return PICK_UNSURE
-    let p = 2 + 32
-    p += 1 + hello[p]! // legacy_session_id
-    if (hello.length < p + 2) return PICK_UNSURE
-    const suitesFrom = p + 2
-    const suitesTo = Math.min(hello.length, suitesFrom + ((hello[p]! << 8) | hello[p + 1]!))
-    p = suitesTo
-    if (hello.length < p + 1) return PICK_UNSURE
-    p += 1 + hello[p]! // legacy_compression_methods
-    let versions = -1
-    let groups = -1
-    let points = -1
-    let sigalgs = -1
-    if (hello.length >= p + 2) {
-      const end = Math.min(hello.length, p + 2 + ((hello[p]! << 8) | hello[p + 1]!))
-      p += 2
-      while (p + 4 <= end) {
-        const type = (hello[p]! << 8) | hello[p + 1]!
-        const length = (hello[p + 2]! << 8) | hello[p + 3]!
-        p += 4
-        if (p + length > end) return PICK_UNSURE
-        if (type === EXT_SUPPORTED_VERSIONS) versions = p
-        else if (type === EXT_SUPPORTED_GROUPS) groups = p
-        else if (type === EXT_EC_POINT_FORMATS) points = p
-        else if (type === EXT_SIGNATURE_ALGORITHMS) sigalgs = p
-        // OpenSSL then also judges the chain's signatures: beyond these rules.
-        else if (type === EXT_SIGNATURE_ALGORITHMS_CERT) return PICK_UNSURE
-        p += length
-      }
-    }
-    const version = this.#version(hello, versions)
+    // The listener's peek walked this body already (client-hello.ts): the same layout, no second walk.
+    const l = walkHello(hello)
+    // An extension past the list's end, or signature_algorithms_cert (OpenSSL then also judges the chain's
+    // signatures): beyond these rules.
+    if (!l.valid || !l.compression || l.truncated || l.sigalgsCert) return PICK_UNSURE
+    const version = this.#version(hello, l.versions)
     if (version < 0) return PICK_UNSURE
-    if (version === 0x0304) return this.#pick13(hello, sigalgs)
-    return this.#pick12(hello, version, suitesFrom, suitesTo, groups, points, sigalgs)
+    if (version === 0x0304) return this.#pick13(hello, l.sigalgs)
+    return this.#pick12(hello, version, l.suitesFrom, l.suitesTo, l.groups, l.points, l.sigalgs)
   }
 
   /** version: the one OpenSSL negotiates (RFC 8446 §4.2.1: supported_versions, else legacy_version up to TLS 1.2). */

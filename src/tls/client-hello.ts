@@ -66,62 +66,153 @@ export function scanClientHello(buf: Buffer, withAlpn = false, sink?: HelloSink)
     if (offset > MAX_HELLO_BYTES) return { done: true }
   }
   const hello = (parts.length === 1 ? parts[0]! : Buffer.concat(parts)).subarray(4, 4 + handshakeLength)
+  // One walk of the body serves every reader of this hello: the census (sink), the name, the ALPN list, and the
+  // certificate prediction the listener makes next (cert-pick.ts reads the same layout).
+  const layout = walkHello(hello)
   sink?.hello(hello)
   // The ALPN list only when asked (tls-alpn-01 listeners): most handshakes need the name alone.
-  const alpn = withAlpn ? readAlpn(hello) : undefined
+  const alpn = withAlpn ? readAlpn(hello, layout) : undefined
   return alpn
-    ? { done: true, servername: readServerName(hello), alpn, hello }
-    : { done: true, servername: readServerName(hello), hello }
+    ? { done: true, servername: readServerName(hello, layout), alpn, hello }
+    : { done: true, servername: readServerName(hello, layout), hello }
 }
 
-/** extensionOf finds one extension's body in a ClientHello (RFC 8446 §4.1.2), or undefined. */
-function extensionOf(hello: Buffer, wanted: number): Buffer | undefined {
-  let p = 2 + 32 // legacy_version, random
-  if (hello.length < p + 1) return undefined
+/**
+ * HelloLayout says where the parts of one ClientHello body lie (RFC 8446 §4.1.2): offsets into the body, -1 for an
+ * extension it does not carry. Filled by walkHello, the one walk of the extension list that the name and ALPN
+ * readers, the census (readOffer) and the certificate prediction (cert-pick.ts) share.
+ */
+export class HelloLayout {
+  /** the body this layout describes (compared by identity: each peek reads into a new view) */
+  of: Buffer | undefined = undefined
+  /** the body holds legacy_version, random, legacy_session_id and the cipher_suites length */
+  valid = false
+  /** cipher_suites: [suitesFrom, suitesTo), clamped to the body */
+  suitesFrom = 0
+  suitesTo = 0
+  /** the body holds legacy_compression_methods' length byte */
+  compression = false
+  /** an extension ran past the end of the extension list: the walk stopped there */
+  truncated = false
+  /** signature_algorithms_cert (50) was seen before the walk ended */
+  sigalgsCert = false
+  /** server_name (0) and ALPN (16): the first of each, as OpenSSL reads one; offset of its body and its length */
+  sni = -1
+  sniLength = 0
+  alpn = -1
+  alpnLength = 0
+  /** supported_versions (43), supported_groups (10), ec_point_formats (11), signature_algorithms (13): the last */
+  versions = -1
+  versionsLength = 0
+  groups = -1
+  groupsLength = 0
+  points = -1
+  sigalgs = -1
+  sigalgsLength = 0
+}
+
+/** The layout of the body walked last: one per process, so a walk allocates nothing. */
+const LAYOUT = new HelloLayout()
+
+/**
+ * walkHello walks a ClientHello body once and returns its layout: the module's one HelloLayout, valid until the next
+ * walk. A body walked last is not walked again (so read it synchronously, as the accept path does).
+ */
+export function walkHello(hello: Buffer): HelloLayout {
+  const l = LAYOUT
+  if (l.of === hello) return l
+  l.of = hello
+  l.valid = l.compression = l.truncated = l.sigalgsCert = false
+  l.suitesFrom = l.suitesTo = 0
+  l.sni = l.alpn = l.versions = l.groups = l.points = l.sigalgs = -1
+  l.sniLength = l.alpnLength = l.versionsLength = l.groupsLength = l.sigalgsLength = 0
+  if (hello.length < 2 + 32 + 1) return l // legacy_version, random, legacy_session_id's length
+  let p = 2 + 32
   p += 1 + hello[p]! // legacy_session_id
-  if (hello.length < p + 2) return undefined
-  p += 2 + hello.readUInt16BE(p) // cipher_suites
-  if (hello.length < p + 1) return undefined
+  if (hello.length < p + 2) return l
+  l.valid = true
+  l.suitesFrom = p + 2
+  l.suitesTo = Math.min(hello.length, p + 2 + ((hello[p]! << 8) | hello[p + 1]!))
+  p = l.suitesTo
+  if (hello.length < p + 1) return l
+  l.compression = true
   p += 1 + hello[p]! // legacy_compression_methods
-  if (hello.length < p + 2) return undefined
-  const end = Math.min(hello.length, p + 2 + hello.readUInt16BE(p))
+  if (hello.length < p + 2) return l
+  const end = Math.min(hello.length, p + 2 + ((hello[p]! << 8) | hello[p + 1]!))
   p += 2
   while (p + 4 <= end) {
-    const type = hello.readUInt16BE(p)
-    const length = hello.readUInt16BE(p + 2)
+    const type = (hello[p]! << 8) | hello[p + 1]!
+    const length = (hello[p + 2]! << 8) | hello[p + 3]!
     p += 4
-    if (type === wanted) return p + length <= end ? hello.subarray(p, p + length) : undefined
+    if (p + length > end) {
+      l.truncated = true
+      return l
+    }
+    switch (type) {
+      case 0:
+        if (l.sni < 0) {
+          l.sni = p
+          l.sniLength = length
+        }
+        break
+      case 16:
+        if (l.alpn < 0) {
+          l.alpn = p
+          l.alpnLength = length
+        }
+        break
+      case 43:
+        l.versions = p
+        l.versionsLength = length
+        break
+      case 10:
+        l.groups = p
+        l.groupsLength = length
+        break
+      case 11:
+        l.points = p
+        break
+      case 13:
+        l.sigalgs = p
+        l.sigalgsLength = length
+        break
+      case 50:
+        l.sigalgsCert = true
+        break
+    }
     p += length
   }
-  return undefined
+  return l
 }
 
 /** readAlpn reads the application_layer_protocol_negotiation extension (16): a list of length-prefixed names. */
-function readAlpn(hello: Buffer): string[] | undefined {
-  const body = extensionOf(hello, 16)
-  if (!body || body.length < 2) return undefined
-  const end = Math.min(body.length, 2 + body.readUInt16BE(0))
+function readAlpn(hello: Buffer, layout: HelloLayout): string[] | undefined {
+  const from = layout.alpn
+  if (from < 0 || layout.alpnLength < 2) return undefined
+  const stop = from + layout.alpnLength
+  const end = Math.min(stop, from + 2 + hello.readUInt16BE(from))
   const out: string[] = []
-  for (let q = 2; q < end; ) {
-    const length = body[q]!
+  for (let q = from + 2; q < end; ) {
+    const length = hello[q]!
     if (q + 1 + length > end) break
-    out.push(body.toString("latin1", q + 1, q + 1 + length))
+    out.push(hello.toString("latin1", q + 1, q + 1 + length))
     q += 1 + length
   }
   return out
 }
 
 /** readServerName reads the host_name of the server_name extension (0; RFC 6066 §3). */
-function readServerName(hello: Buffer): string | undefined {
-  const body = extensionOf(hello, 0)
-  if (!body) return undefined
+function readServerName(hello: Buffer, layout: HelloLayout): string | undefined {
+  const from = layout.sni
+  if (from < 0) return undefined
+  const stop = from + layout.sniLength
   // server_name_list: list length, then entries of (type, length, name); host_name is type 0.
-  for (let q = 2; q + 3 <= body.length; ) {
-    const nameType = body[q]!
-    const nameLength = body.readUInt16BE(q + 1)
+  for (let q = from + 2; q + 3 <= stop; ) {
+    const nameType = hello[q]!
+    const nameLength = (hello[q + 1]! << 8) | hello[q + 2]!
     q += 3
-    if (q + nameLength > body.length) return undefined
-    if (nameType === 0) return body.toString("latin1", q, q + nameLength)
+    if (q + nameLength > stop) return undefined
+    if (nameType === 0) return hello.toString("latin1", q, q + nameLength)
     q += nameLength
   }
   return undefined
@@ -189,55 +280,44 @@ export const OFFER_HAS_SIGALGS = 1 << 18
  */
 export function readOffer(hello: Buffer, out: Uint32Array, at: number): boolean {
   out.fill(0, at, at + OFFER_WORDS)
-  if (hello.length < 2 + 32 + 1) return false
+  const l = walkHello(hello)
+  if (!l.valid) return false
   const legacy = (hello[0]! << 8) | hello[1]!
   const legacyIndex = versionIndex(legacy)
   let word0 = (legacyIndex < 0 ? VERSION_OTHER : legacyIndex) << OFFER_LEGACY_SHIFT
-  let p = 2 + 32
-  p += 1 + hello[p]! // legacy_session_id
-  if (hello.length < p + 2) return false
-  const suitesEnd = Math.min(hello.length, p + 2 + ((hello[p]! << 8) | hello[p + 1]!))
-  for (let q = p + 2; q + 2 <= suitesEnd; q += 2) {
+  for (let q = l.suitesFrom; q + 2 <= l.suitesTo; q += 2) {
     const code = (hello[q]! << 8) | hello[q + 1]!
     if (isGrease(code)) continue
     const i = CIPHER_INDEX[code]!
     const bit = i === 0 ? CIPHER_WORDS * 32 - 1 : i - 1
     out[at + 3 + (bit >>> 5)]! |= 1 << (bit & 31)
   }
-  p = suitesEnd
-  if (hello.length >= p + 1) p += 1 + hello[p]! // legacy_compression_methods
   let versions = 0
-  if (hello.length >= p + 2) {
-    const end = Math.min(hello.length, p + 2 + ((hello[p]! << 8) | hello[p + 1]!))
-    p += 2
-    while (p + 4 <= end) {
-      const type = (hello[p]! << 8) | hello[p + 1]!
-      const length = (hello[p + 2]! << 8) | hello[p + 3]!
-      p += 4
-      if (p + length > end) break
-      if (type === 43 && length >= 1) {
-        // supported_versions: a one-byte length, then 2-byte versions.
-        word0 |= OFFER_HAS_VERSIONS
-        versions = codeList(hello, p + 1, Math.min(p + 1 + hello[p]!, p + length), versionBits)
-      } else if (type === 10 && length >= 2) {
-        word0 |= OFFER_HAS_GROUPS
-        out[at + 1] = codeList(
-          hello,
-          p + 2,
-          Math.min(p + 2 + ((hello[p]! << 8) | hello[p + 1]!), p + length),
-          GROUP_INDEX,
-        )
-      } else if (type === 13 && length >= 2) {
-        word0 |= OFFER_HAS_SIGALGS
-        out[at + 2] = codeList(
-          hello,
-          p + 2,
-          Math.min(p + 2 + ((hello[p]! << 8) | hello[p + 1]!), p + length),
-          SIGALG_INDEX,
-        )
-      }
-      p += length
-    }
+  let p = l.versions
+  if (p >= 0 && l.versionsLength >= 1) {
+    // supported_versions: a one-byte length, then 2-byte versions.
+    word0 |= OFFER_HAS_VERSIONS
+    versions = codeList(hello, p + 1, Math.min(p + 1 + hello[p]!, p + l.versionsLength), versionBits)
+  }
+  p = l.groups
+  if (p >= 0 && l.groupsLength >= 2) {
+    word0 |= OFFER_HAS_GROUPS
+    out[at + 1] = codeList(
+      hello,
+      p + 2,
+      Math.min(p + 2 + ((hello[p]! << 8) | hello[p + 1]!), p + l.groupsLength),
+      GROUP_INDEX,
+    )
+  }
+  p = l.sigalgs
+  if (p >= 0 && l.sigalgsLength >= 2) {
+    word0 |= OFFER_HAS_SIGALGS
+    out[at + 2] = codeList(
+      hello,
+      p + 2,
+      Math.min(p + 2 + ((hello[p]! << 8) | hello[p + 1]!), p + l.sigalgsLength),
+      SIGALG_INDEX,
+    )
   }
   // Without supported_versions the client asks for legacy_version (RFC 8446 §4.2.1; RFC 5246 §E.1).
   if ((word0 & OFFER_HAS_VERSIONS) === 0) versions = 1 << (legacyIndex < 0 ? VERSION_OTHER : legacyIndex)
