@@ -15,6 +15,7 @@ import {
 import type { CertPick } from "../tls/cert-pick.ts"
 import type { CertStore, ClientAuthPolicy, LoadedCertificate } from "../tls/cert-store.ts"
 import type { ClientCensus, ListenerCensus } from "../tls/client-census.ts"
+import type { HelloScan } from "../tls/client-hello.ts"
 import type { Staple } from "../tls/ocsp/stapler.ts"
 import { censusPolicies } from "../tls/policy-offer.ts"
 import { readProxyHeader } from "./proxy-protocol/read-header.ts"
@@ -115,6 +116,7 @@ export class TlsListener {
   readonly #onHandshakeError: (this: TLSSocket, err: Error) => void
   readonly #onEarlyClose: (this: TLSSocket) => void
   readonly #onClosed: (this: TLSSocket) => void
+  readonly #onPeeked: (raw: net.Socket, hello: HelloScan) => void
   readonly #failures: FailureLog | undefined
   readonly #staples: StapleLookup | undefined
   readonly #metrics: boolean
@@ -159,6 +161,7 @@ export class TlsListener {
       const raw = endHandshake(this)
       listener.#countFailure(raw, this, raw?.[kReason] ?? "reset")
     }
+    this.#onPeeked = (raw, hello) => listener.#peeked(raw, hello)
     // A served connection's TLS bytes, counted once at its close (no per-read cost).
     this.#onClosed = function (this: TLSSocket) {
       const raw = (this as unknown as { _parent?: net.Socket })._parent
@@ -217,21 +220,25 @@ export class TlsListener {
       }
     }
     this.#unsampled = 0
-    this.certs.peek(raw, this.#handshakeTimeout, this.#census).then(
-      (hello) => {
-        const context = this.certs.contextForHello(hello)
-        if (context instanceof Promise) void context.then((c) => this.#wrap(raw, c, hello.hello))
-        else this.#wrap(raw, context, hello.hello)
-      },
-      (err: unknown) => {
-        // The ClientHello peek failed: the deadline passed, the client left, or the bytes were not a ClientHello.
-        const w = raw as net.Socket & WithSource
-        clearTimeout(w[kDeadline])
-        const reason = w[kReason] ?? (raw.destroyed || raw.readableEnded ? "reset" : peekReason(err))
-        this.#countFailure(w, undefined, reason, errorMessage(err))
-        raw.destroy()
-      },
-    )
+    // No timer of the peek's own: the deadline above closes the socket, which ends the peek (and #peeked then
+    // finds the socket destroyed and counts the failure under the deadline's reason).
+    this.certs.peekThen(raw, 0, this.#census, this.#onPeeked)
+  }
+
+  /** peeked: the ClientHello was read (or the socket stopped before it was): start the handshake on its context. */
+  #peeked(raw: net.Socket, hello: HelloScan): void {
+    try {
+      const context = this.certs.contextForHello(hello)
+      if (context instanceof Promise) void context.then((c) => this.#wrap(raw, c, hello.hello))
+      else this.#wrap(raw, context, hello.hello)
+    } catch (err) {
+      // Reading the ClientHello or choosing its context failed: the bytes were not a usable ClientHello.
+      const w = raw as net.Socket & WithSource
+      clearTimeout(w[kDeadline])
+      const reason = w[kReason] ?? (raw.destroyed || raw.readableEnded ? "reset" : peekReason(err))
+      this.#countFailure(w, undefined, reason, errorMessage(err))
+      raw.destroy()
+    }
   }
 
   /** wrap starts the handshake on `secureContext`; `hello` is the peeked ClientHello body, if it was peeked. */

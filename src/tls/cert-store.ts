@@ -10,7 +10,7 @@ import { MemoryTicketKeyRing, type TicketKeyRing } from "../state/ticket-keys.ts
 import { listenerTickets } from "../state/ticket-rotation.ts"
 import { type CertPick, certPickFor } from "./cert-pick.ts"
 import { type CertificateStatus, certificateStatus, type LoadedCertificate, normalizeName } from "./certificate.ts"
-import { type HelloScan, type HelloSink, peekClientHello } from "./client-hello.ts"
+import { type HelloScan, type HelloSink, type PeekDone, peekClientHello, peekClientHelloThen } from "./client-hello.ts"
 import { type ServerTlsOptions, serverTlsOptions } from "./policy.ts"
 import { type CertificateSource, loadEntries } from "./sources/index.ts"
 import type { CertificateSourceStatus } from "./sources/source.ts"
@@ -387,6 +387,11 @@ export class CertStore {
    */
   peek(socket: net.Socket, timeoutMs: number, sink?: HelloSink): Promise<HelloScan> {
     return peekClientHello(socket, timeoutMs, this.#challenges !== undefined, sink)
+  }
+
+  /** peekThen is peek for the accept path: `done(socket, hello, arg)` instead of a promise (peekClientHelloThen). */
+  peekThen(socket: net.Socket, timeoutMs: number, sink: HelloSink | undefined, done: PeekDone, arg?: unknown): void {
+    peekClientHelloThen(socket, timeoutMs, this.#challenges !== undefined, sink, done, arg)
   }
 
   /**

@@ -234,33 +234,90 @@ export function peekClientHello(
   withAlpn = false,
   sink?: HelloSink,
 ): Promise<HelloScan> {
-  return new Promise((resolve) => {
-    let buffered: Buffer = Buffer.alloc(0)
-    const finish = (hello: HelloScan) => {
-      clearTimeout(timer)
-      socket.off("data", onData)
-      socket.off("end", onStop)
-      socket.off("close", onStop)
-      socket.off("error", onStop)
-      socket.pause()
-      if (buffered.length > 0 && !socket.destroyed) socket.unshift(buffered)
-      resolve(hello)
-    }
-    const onData = (chunk: Buffer) => {
-      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk])
-      const scan = scanClientHello(buffered, withAlpn, sink)
-      if (scan.done || buffered.length > MAX_HELLO_BYTES) finish(scan)
-    }
-    const onStop = () => finish({ done: true })
-    const timer = setTimeout(onStop, timeoutMs)
-    socket.on("data", onData)
-    socket.on("end", onStop)
-    socket.on("close", onStop)
-    socket.on("error", onStop)
-    // A socket someone paused (the PROXY header reader leaves it so) does not flow again on a new 'data'
-    // listener alone: without this the peek would wait for the deadline.
-    socket.resume()
-  })
+  return new Promise((resolve) => peekClientHelloThen(socket, timeoutMs, withAlpn, sink, resolveScan, resolve))
+}
+
+function resolveScan(_socket: net.Socket, hello: HelloScan, resolve: unknown): void {
+  ;(resolve as (hello: HelloScan) => void)(hello)
+}
+
+/** PeekDone hears how a peek of `socket` ended, with the `arg` the peek was given. */
+export type PeekDone = (socket: net.Socket, hello: HelloScan, arg: unknown) => void
+
+/** Peek: one ClientHello read in progress, kept on its socket: the handlers are module-level functions. */
+interface Peek {
+  buffered: Buffer
+  timer: ReturnType<typeof setTimeout> | undefined
+  withAlpn: boolean
+  sink: HelloSink | undefined
+  done: PeekDone
+  arg: unknown
+}
+const kPeek = Symbol("portcullis.peek")
+type Peeking = net.Socket & { [kPeek]?: Peek | undefined }
+const EMPTY = Buffer.alloc(0)
+
+/**
+ * peekClientHelloThen is peekClientHello for the accept path: `done(socket, hello, arg)` is called once, and the peek
+ * costs one small object (no promise, no closures). timeoutMs 0: no timer of its own (the caller's deadline closes
+ * the socket, which ends the peek).
+ */
+export function peekClientHelloThen(
+  socket: net.Socket,
+  timeoutMs: number,
+  withAlpn: boolean,
+  sink: HelloSink | undefined,
+  done: PeekDone,
+  arg?: unknown,
+): void {
+  const peek: Peek = {
+    buffered: EMPTY,
+    timer: timeoutMs > 0 ? setTimeout(onPeekTimeout, timeoutMs, socket as Peeking) : undefined,
+    withAlpn,
+    sink,
+    done,
+    arg,
+  }
+  ;(socket as Peeking)[kPeek] = peek
+  socket.on("data", onPeekData)
+  socket.on("end", onPeekStop)
+  socket.on("close", onPeekStop)
+  socket.on("error", onPeekStop)
+  // A socket someone paused (the PROXY header reader leaves it so) does not flow again on a new 'data'
+  // listener alone: without this the peek would wait for the deadline.
+  socket.resume()
+}
+
+function onPeekData(this: Peeking, chunk: Buffer): void {
+  const peek = this[kPeek]
+  if (peek === undefined) return
+  const buffered = peek.buffered.length === 0 ? chunk : Buffer.concat([peek.buffered, chunk])
+  peek.buffered = buffered
+  const scan = scanClientHello(buffered, peek.withAlpn, peek.sink)
+  if (scan.done || buffered.length > MAX_HELLO_BYTES) finishPeek(this, scan)
+}
+
+function onPeekStop(this: Peeking): void {
+  finishPeek(this, { done: true })
+}
+
+function onPeekTimeout(socket: Peeking): void {
+  finishPeek(socket, { done: true })
+}
+
+/** finishPeek puts the bytes back, leaves the socket paused with no listeners of ours, and reports the result. */
+function finishPeek(socket: Peeking, hello: HelloScan): void {
+  const peek = socket[kPeek]
+  if (peek === undefined) return
+  socket[kPeek] = undefined
+  clearTimeout(peek.timer)
+  socket.off("data", onPeekData)
+  socket.off("end", onPeekStop)
+  socket.off("close", onPeekStop)
+  socket.off("error", onPeekStop)
+  socket.pause()
+  if (peek.buffered.length > 0 && !socket.destroyed) socket.unshift(peek.buffered)
+  peek.done(socket, hello, peek.arg)
 }
 
 /** OFFER_WORDS: the 32-bit words of one offer record that readOffer writes. */
