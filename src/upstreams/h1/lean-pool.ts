@@ -824,7 +824,13 @@ class Connection {
         return
       }
     }
-    if (this.request !== request || request.paused) return
+    if (this.request !== request) {
+      // The bytes kept while paused ended the response (#complete): the socket, paused when they were kept, reads
+      // again for the next request on this connection, or for the backend closing it while idle.
+      if (!this.#gone && !this.#eof) this.socket.resume()
+      return
+    }
+    if (request.paused) return
     if (this.#eof) this.ended()
     else this.socket.resume()
   }
