@@ -12,7 +12,7 @@ import { type DashboardData, dashboardData } from "../admin/dashboard/data.ts"
 import { renderMetrics } from "../admin/metrics-endpoint.ts"
 import type { FleetStore } from "../cluster/shared/fleet-store.ts"
 import type { Config } from "../config/schema.ts"
-import { ConfigError, errorMessage, PortcullisError } from "../core/errors.ts"
+import { ConfigError, errorCode, errorMessage, PortcullisError } from "../core/errors.ts"
 import type { Logger } from "../core/log.ts"
 import { addressKey } from "../listeners/listener-socket.ts"
 import { acmeKey, createAcmeManager, Generation, type ReloadStep } from "../runtime.ts"
@@ -74,6 +74,8 @@ const STABLE_MS = 10_000
 
 interface Slot {
   worker: WorkerProcess | undefined
+  /** The worker being started for this slot (a replacement or a restart's), not serving yet. */
+  starting: WorkerProcess | undefined
   /** Crashes in a row of workers that lived less than STABLE_MS. */
   crashes: number
   restarts: number
@@ -107,7 +109,7 @@ export class Primary {
     this.#log = options.log
     this.#handles = new ListenHandles(options.inherited)
     for (let i = 0; i < options.workers; i++) {
-      this.#slots.push({ worker: undefined, crashes: 0, restarts: 0, timer: undefined })
+      this.#slots.push({ worker: undefined, starting: undefined, crashes: 0, restarts: 0, timer: undefined })
     }
     this.#unwatchKeys = options.state.ticketKeys.onChange((ring) =>
       this.#broadcast({ type: "keys", keys: wireKeys(ring) }),
@@ -273,7 +275,10 @@ export class Primary {
    * counts as a crash of the slot and is retried with backoff.
    */
   async #spawn(i: number, retireOnFailure: boolean): Promise<WorkerProcess> {
+    if (this.#closing) throw stopping(i)
     const slot = this.#slots[i]!
+    // A newer start for the slot (a restart while a crashed worker's replacement starts) supersedes the older one.
+    if (slot.starting) this.#retire(slot.starting)
     const worker = new WorkerProcess({
       index: i,
       script: this.#options.script,
@@ -282,10 +287,11 @@ export class Primary {
       onRates: (from, msg) => this.#rates.counts(from, msg),
       onDemand: (name) => this.#onDemand(name),
     })
-    const old = slot.worker
+    slot.starting = worker
     this.#starting.add(worker)
     void worker.exited.then(({ code, signal }) => {
       this.#starting.delete(worker)
+      if (slot.starting === worker) slot.starting = undefined
       this.#onExit(i, worker, code, signal)
     })
     const ready = worker.wait(["ready"], undefined, this.#options.startTimeoutMs ?? 30_000)
@@ -300,22 +306,31 @@ export class Primary {
     })
     const msg = await ready
       .catch((err: unknown) => {
+        // Told to stop while it started (shutdown, or superseded): its exit is no crash, and no error of its own.
+        if (worker.retired) throw this.#closing ? stopping(i) : superseded(i)
         worker.retired = retireOnFailure
         worker.child.kill("SIGKILL")
         throw err
       })
-      .finally(() => this.#starting.delete(worker))
+      .finally(() => {
+        this.#starting.delete(worker)
+        if (slot.starting === worker) slot.starting = undefined
+      })
     if (msg.type === "failed") {
-      worker.retired = retireOnFailure
+      worker.retired ||= retireOnFailure
       throw new PortcullisError("PC_WORKER_FAILED", `worker ${i}: ${msg.error}`)
     }
-    if (sent !== this.#current && !this.#closing) {
+    // It answered ready, but the primary told it to stop meanwhile (a drain, a newer start): it never serves.
+    if (worker.retired) throw this.#closing ? stopping(i) : superseded(i)
+    if (sent !== this.#current) {
       // A reload committed while it started: it holds the config that lost. Start it again on the one that won.
       this.#retire(worker)
       return this.#spawn(i, retireOnFailure)
     }
     worker.ready = true
     worker.readyAt = Date.now()
+    // The slot's worker now (not the one when this start began: a replacement may have come up in between).
+    const old = slot.worker
     slot.worker = worker
     if (old && old !== worker) this.#retire(old)
     this.#log.info({ worker: i, pid: worker.pid }, "worker ready")
@@ -353,7 +368,11 @@ export class Primary {
   /** #replace starts slot i anew once no reload is in progress (so the worker gets the config that won). */
   async #replace(i: number): Promise<void> {
     while (this.#reloading) await this.#reloading.catch(() => {})
-    if (!this.#closing) await this.#spawn(i, false)
+    if (this.#closing) return
+    await this.#spawn(i, false).catch((err: unknown) => {
+      // A restart's worker took the slot, or the primary drains: nothing went wrong.
+      if (errorCode(err) !== "PC_WORKER_SUPERSEDED" && errorCode(err) !== "PC_WORKER_STOPPING") throw err
+    })
   }
 
   /**
@@ -671,7 +690,13 @@ export class Primary {
     this.#rotation.close()
     this.#rates.close()
     const grace = graceMs ?? this.#current?.config.shutdown_grace ?? 30_000
-    const workers = this.#slots.map((s) => s.worker).filter((w): w is WorkerProcess => w !== undefined)
+    // Starting workers too: one that comes up after this would otherwise serve on after the primary drains.
+    const workers = [
+      ...new Set([
+        ...this.#slots.map((s) => s.worker).filter((w): w is WorkerProcess => w !== undefined),
+        ...this.#starting,
+      ]),
+    ]
     for (const s of this.#slots) if (s.timer) clearTimeout(s.timer)
     for (const w of workers) this.#retire(w, options.handover === true)
     await Promise.all(
@@ -689,6 +714,16 @@ export class Primary {
     this.#acme = undefined
     this.#options.state.close()
   }
+}
+
+/** stopping: the primary drains, so a worker it was starting never serves. */
+function stopping(i: number): PortcullisError {
+  return new PortcullisError("PC_WORKER_STOPPING", `worker ${i}: the primary is shutting down; it was not started`)
+}
+
+/** superseded: a newer start for the same slot took over from this one before it served. */
+function superseded(i: number): PortcullisError {
+  return new PortcullisError("PC_WORKER_SUPERSEDED", `worker ${i}: superseded by a newer start for the slot`)
 }
 
 /** answered turns a gathering into the `workers` part of an answer: who answered (with `extra` of its value). */

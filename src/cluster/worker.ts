@@ -78,6 +78,11 @@ class Worker {
     switch (msg.type) {
       case "start":
         this.#start(msg).catch((err: unknown) => {
+          // Told to stop while it started: it never served, and #stop exits when the runtime is closed.
+          if (this.#stopping) {
+            this.#log.info({ err: errorMessage(err) }, "worker stopped before it served")
+            return
+          }
           this.#log.error({ err: errorMessage(err) }, "worker could not start")
           this.#send({ type: "failed", error: errorMessage(err) })
           this.#exit?.(1)
@@ -216,6 +221,7 @@ class Worker {
     this.#runtime = runtime
     this.#setHealth(msg.health)
     await runtime.start(msg.config)
+    if (this.#stopping) throw new PortcullisError("PC_WORKER_STOPPING", "told to stop while it started")
     for (const [upstream, backend] of msg.drains) runtime.drain(upstream, backend, true)
     this.#send({ type: "ready", ports: runtime.ports() })
   }
