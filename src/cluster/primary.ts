@@ -72,6 +72,13 @@ const CHALLENGE_ACK_MS = 5_000
 /** A worker that served this long (ms) had no quick crash: its slot's backoff starts again from the first delay. */
 const STABLE_MS = 10_000
 
+/** AcmeEntry: an ACME manager, the config key it was made for, and its epoch (what its certificates are tagged with). */
+interface AcmeEntry {
+  key: string
+  manager: AcmeManager
+  epoch: number
+}
+
 interface Slot {
   worker: WorkerProcess | undefined
   /** The worker being started for this slot (a replacement or a restart's), not serving yet. */
@@ -93,8 +100,13 @@ export class Primary {
   /** Workers started but not yet serving: ACME pushes reach them too (they got the snapshot before those). */
   readonly #starting = new Set<WorkerProcess>()
   #current: Generation | undefined
-  /** The running config's ACME manager, kept while its acme section (and data_dir) stays the same. */
-  #acme: { key: string; manager: AcmeManager } | undefined
+  /**
+   * The running config's ACME manager, kept while its acme section (and data_dir) stays the same. `epoch` numbers
+   * the managers: a worker keeps one certificate feed per epoch, so a reload's new manager fills its own feed (the
+   * new generation's) from the prepare on, and never the running one's.
+   */
+  #acme: AcmeEntry | undefined
+  #acmeEpoch = 0
   #nextId = 1
   #reloading: Promise<void> | undefined
   #closing = false
@@ -153,7 +165,7 @@ export class Primary {
    * #build makes the primary's own generation (never bound: its health checks and ACME sources run here) with the
    * ACME manager of the config: the running one while the acme section is unchanged, else a new one.
    */
-  async #build(config: Config): Promise<{ gen: Generation; acme: { key: string; manager: AcmeManager } | undefined }> {
+  async #build(config: Config): Promise<{ gen: Generation; acme: AcmeEntry | undefined }> {
     const acme = this.#acmeFor(config)
     const newAcme = acme !== undefined && acme !== this.#acme
     let gen: Generation
@@ -190,20 +202,20 @@ export class Primary {
     return { gen, acme }
   }
 
-  #acmeFor(config: Config): { key: string; manager: AcmeManager } | undefined {
+  #acmeFor(config: Config): AcmeEntry | undefined {
     if (!config.acme) return undefined
     const key = acmeKey(config)
     if (this.#acme?.key === key) return this.#acme
     const { log, state, fleet } = this.#options
+    const epoch = ++this.#acmeEpoch
     const manager: AcmeManager = createAcmeManager(config, log, state, fleet, {
       relay: (change) => this.#relay(change),
-      // Only the running manager's certificates go out: a reload's new one sends all of its own at commit.
+      // Tagged with the manager's epoch: a worker puts it in that manager's feed (one it prepared, or the running one).
       onCertificate: (cert) => {
-        if (this.#acme?.manager !== manager) return
-        for (const w of this.#acmeWorkers()) w.send({ type: "acme-cert", certs: [cert] })
+        for (const w of this.#acmeWorkers()) w.send({ type: "acme-cert", epoch, certs: [cert] })
       },
     })
-    return { key, manager }
+    return { key, manager, epoch }
   }
 
   /**
@@ -302,7 +314,7 @@ export class Primary {
       health: this.#healthSnapshot(),
       keys: wireKeys(this.#options.state.ticketKeys),
       drains: this.#drains(),
-      acme: this.#acme?.manager.snapshot(),
+      acme: this.#acme && { epoch: this.#acme.epoch, snapshot: this.#acme.manager.snapshot() },
     })
     const msg = await ready
       .catch((err: unknown) => {
@@ -399,7 +411,10 @@ export class Primary {
     const id = this.#nextId
     const health = this.#healthSnapshot()
     const answers = workers.map((w) => w.wait(["prepared", "refused"], id, 60_000))
-    for (const w of workers) w.send({ type: "prepare", id, config, health })
+    // A new acme section: the workers build the new generation on a feed of the new manager's own (what it holds
+    // now; what it takes later comes tagged with its epoch), as one process builds it on the new manager.
+    const feed = newAcme ? { epoch: acme.epoch, snapshot: acme.manager.snapshot() } : undefined
+    for (const w of workers) w.send({ type: "prepare", id, config, health, acme: feed })
     const settled = await Promise.allSettled(answers)
     let refusal: Error | undefined
     for (const [i, s] of settled.entries()) {
@@ -437,9 +452,6 @@ export class Primary {
     if (acme !== this.#acme) {
       this.#acme?.manager.close()
       this.#acme = acme
-      // The new manager's certificates (read from its storage, or taken while the workers prepared) go out now.
-      const certs = acme?.manager.snapshot().certs ?? []
-      if (certs.length > 0) for (const w of this.#acmeWorkers()) w.send({ type: "acme-cert", certs })
     }
     this.#rotation.apply(ringSchedule(gen.config.listeners.flatMap((l) => (l.tls ? [l.tls] : []))))
     step?.commit()
