@@ -329,7 +329,8 @@ export class Primary {
         if (slot.starting === worker) slot.starting = undefined
       })
     if (msg.type === "failed") {
-      worker.retired ||= retireOnFailure
+      if (worker.retired) throw this.#closing ? stopping(i) : superseded(i)
+      worker.retired = retireOnFailure
       throw new PortcullisError("PC_WORKER_FAILED", `worker ${i}: ${msg.error}`)
     }
     // It answered ready, but the primary told it to stop meanwhile (a drain, a newer start): it never serves.
