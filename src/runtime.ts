@@ -398,6 +398,10 @@ export function createAcmeManager(
   })
 }
 
+function closingError(): PortcullisError {
+  return new PortcullisError("PC_RUNTIME_CLOSING", "closed while the config was being applied: not started")
+}
+
 /**
  * Runtime owns the bound sockets (keyed by address, kept across reloads), the current generation, and the state
  * every generation is handed: health records, and the RuntimeState (counters, client gate tables, ticket keys).
@@ -552,7 +556,10 @@ export class Runtime {
         const socket = new ListenerSocket(listener.address, gen.handlerFor(key), this.#state.instruments.socket(key))
         added.push(socket)
         await socket.start(await this.#listen?.(key, listener.address))
+        // close() came while this one started (a worker told to stop while it starts): it must not serve.
+        if (this.#closing) throw closingError()
       }
+      if (this.#closing) throw closingError()
       prepared = step !== undefined
       await step?.prepare()
     } catch (err) {

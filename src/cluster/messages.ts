@@ -19,6 +19,12 @@ export type QueryKind = "status" | "metrics" | "failures" | "census" | "dashboar
 /** HealthSnapshot: every upstream's active health records, by upstream name then backend id. */
 export type HealthSnapshot = Record<string, Record<string, HealthRecord>>
 
+/** AcmeFeedStart: what a worker's feed of one primary manager starts from (its epoch, what it holds now). */
+export interface AcmeFeedStart {
+  epoch: number
+  snapshot: AcmeSnapshot
+}
+
 /** ToWorker is what the primary sends a worker. */
 export type ToWorker =
   | {
@@ -27,12 +33,13 @@ export type ToWorker =
       health: HealthSnapshot
       keys: WireTicketKey[]
       drains: [upstream: string, backend: string][]
-      /** the primary's ACME certificates and pending challenges (none without an acme section) */
-      acme: AcmeSnapshot | undefined
+      /** the primary's ACME certificates and pending challenges, and its manager's epoch (none without acme) */
+      acme: AcmeFeedStart | undefined
     }
   /** A handle message carries the bound server handle for `key` (or `error`). */
   | { type: "handle"; id: number; key: string; error?: string }
-  | { type: "prepare"; id: number; config: Config; health: HealthSnapshot }
+  /** `acme`: the config has a new acme section, so a new manager: build the generation on a new feed of its own */
+  | { type: "prepare"; id: number; config: Config; health: HealthSnapshot; acme?: AcmeFeedStart | undefined }
   | { type: "commit"; id: number }
   | { type: "abort"; id: number }
   | { type: "health"; upstream: string; backend: string; record: HealthRecord }
@@ -43,8 +50,8 @@ export type ToWorker =
   | { type: "reopen-log" }
   /** What the other workers and instances accepted from a listener's clients (spent from this worker's buckets). */
   | SpendMessage
-  /** ACME certificates the primary took (issued, renewed, read from storage): swap them in place. */
-  | { type: "acme-cert"; certs: WireCertificate[] }
+  /** ACME certificates the primary's manager of `epoch` took (issued, renewed, read from storage): swap them in place. */
+  | { type: "acme-cert"; epoch: number; certs: WireCertificate[] }
   /** a challenge answer made or withdrawn; answered with acme-ack once it is in effect */
   | { type: "acme-challenge"; id: number; change: ChallengeChange }
   /** the primary's answer to an on-demand request: ok, the certificate was pushed before this */

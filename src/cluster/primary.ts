@@ -12,7 +12,7 @@ import { type DashboardData, dashboardData } from "../admin/dashboard/data.ts"
 import { renderMetrics } from "../admin/metrics-endpoint.ts"
 import type { FleetStore } from "../cluster/shared/fleet-store.ts"
 import type { Config } from "../config/schema.ts"
-import { ConfigError, errorMessage, PortcullisError } from "../core/errors.ts"
+import { ConfigError, errorCode, errorMessage, PortcullisError } from "../core/errors.ts"
 import type { Logger } from "../core/log.ts"
 import { addressKey } from "../listeners/listener-socket.ts"
 import { acmeKey, createAcmeManager, Generation, type ReloadStep } from "../runtime.ts"
@@ -72,8 +72,17 @@ const CHALLENGE_ACK_MS = 5_000
 /** A worker that served this long (ms) had no quick crash: its slot's backoff starts again from the first delay. */
 const STABLE_MS = 10_000
 
+/** AcmeEntry: an ACME manager, the config key it was made for, and its epoch (what its certificates are tagged with). */
+interface AcmeEntry {
+  key: string
+  manager: AcmeManager
+  epoch: number
+}
+
 interface Slot {
   worker: WorkerProcess | undefined
+  /** The worker being started for this slot (a replacement or a restart's), not serving yet. */
+  starting: WorkerProcess | undefined
   /** Crashes in a row of workers that lived less than STABLE_MS. */
   crashes: number
   restarts: number
@@ -91,8 +100,13 @@ export class Primary {
   /** Workers started but not yet serving: ACME pushes reach them too (they got the snapshot before those). */
   readonly #starting = new Set<WorkerProcess>()
   #current: Generation | undefined
-  /** The running config's ACME manager, kept while its acme section (and data_dir) stays the same. */
-  #acme: { key: string; manager: AcmeManager } | undefined
+  /**
+   * The running config's ACME manager, kept while its acme section (and data_dir) stays the same. `epoch` numbers
+   * the managers: a worker keeps one certificate feed per epoch, so a reload's new manager fills its own feed (the
+   * new generation's) from the prepare on, and never the running one's.
+   */
+  #acme: AcmeEntry | undefined
+  #acmeEpoch = 0
   #nextId = 1
   #reloading: Promise<void> | undefined
   #closing = false
@@ -107,7 +121,7 @@ export class Primary {
     this.#log = options.log
     this.#handles = new ListenHandles(options.inherited)
     for (let i = 0; i < options.workers; i++) {
-      this.#slots.push({ worker: undefined, crashes: 0, restarts: 0, timer: undefined })
+      this.#slots.push({ worker: undefined, starting: undefined, crashes: 0, restarts: 0, timer: undefined })
     }
     this.#unwatchKeys = options.state.ticketKeys.onChange((ring) =>
       this.#broadcast({ type: "keys", keys: wireKeys(ring) }),
@@ -151,7 +165,7 @@ export class Primary {
    * #build makes the primary's own generation (never bound: its health checks and ACME sources run here) with the
    * ACME manager of the config: the running one while the acme section is unchanged, else a new one.
    */
-  async #build(config: Config): Promise<{ gen: Generation; acme: { key: string; manager: AcmeManager } | undefined }> {
+  async #build(config: Config): Promise<{ gen: Generation; acme: AcmeEntry | undefined }> {
     const acme = this.#acmeFor(config)
     const newAcme = acme !== undefined && acme !== this.#acme
     let gen: Generation
@@ -188,20 +202,20 @@ export class Primary {
     return { gen, acme }
   }
 
-  #acmeFor(config: Config): { key: string; manager: AcmeManager } | undefined {
+  #acmeFor(config: Config): AcmeEntry | undefined {
     if (!config.acme) return undefined
     const key = acmeKey(config)
     if (this.#acme?.key === key) return this.#acme
     const { log, state, fleet } = this.#options
+    const epoch = ++this.#acmeEpoch
     const manager: AcmeManager = createAcmeManager(config, log, state, fleet, {
       relay: (change) => this.#relay(change),
-      // Only the running manager's certificates go out: a reload's new one sends all of its own at commit.
+      // Tagged with the manager's epoch: a worker puts it in that manager's feed (one it prepared, or the running one).
       onCertificate: (cert) => {
-        if (this.#acme?.manager !== manager) return
-        for (const w of this.#acmeWorkers()) w.send({ type: "acme-cert", certs: [cert] })
+        for (const w of this.#acmeWorkers()) w.send({ type: "acme-cert", epoch, certs: [cert] })
       },
     })
-    return { key, manager }
+    return { key, manager, epoch }
   }
 
   /**
@@ -273,7 +287,10 @@ export class Primary {
    * counts as a crash of the slot and is retried with backoff.
    */
   async #spawn(i: number, retireOnFailure: boolean): Promise<WorkerProcess> {
+    if (this.#closing) throw stopping(i)
     const slot = this.#slots[i]!
+    // A newer start for the slot (a restart while a crashed worker's replacement starts) supersedes the older one.
+    if (slot.starting) this.#retire(slot.starting)
     const worker = new WorkerProcess({
       index: i,
       script: this.#options.script,
@@ -282,10 +299,11 @@ export class Primary {
       onRates: (from, msg) => this.#rates.counts(from, msg),
       onDemand: (name) => this.#onDemand(name),
     })
-    const old = slot.worker
+    slot.starting = worker
     this.#starting.add(worker)
     void worker.exited.then(({ code, signal }) => {
       this.#starting.delete(worker)
+      if (slot.starting === worker) slot.starting = undefined
       this.#onExit(i, worker, code, signal)
     })
     const ready = worker.wait(["ready"], undefined, this.#options.startTimeoutMs ?? 30_000)
@@ -296,26 +314,36 @@ export class Primary {
       health: this.#healthSnapshot(),
       keys: wireKeys(this.#options.state.ticketKeys),
       drains: this.#drains(),
-      acme: this.#acme?.manager.snapshot(),
+      acme: this.#acme && { epoch: this.#acme.epoch, snapshot: this.#acme.manager.snapshot() },
     })
     const msg = await ready
       .catch((err: unknown) => {
+        // Told to stop while it started (shutdown, or superseded): its exit is no crash, and no error of its own.
+        if (worker.retired) throw this.#closing ? stopping(i) : superseded(i)
         worker.retired = retireOnFailure
         worker.child.kill("SIGKILL")
         throw err
       })
-      .finally(() => this.#starting.delete(worker))
+      .finally(() => {
+        this.#starting.delete(worker)
+        if (slot.starting === worker) slot.starting = undefined
+      })
     if (msg.type === "failed") {
+      if (worker.retired) throw this.#closing ? stopping(i) : superseded(i)
       worker.retired = retireOnFailure
       throw new PortcullisError("PC_WORKER_FAILED", `worker ${i}: ${msg.error}`)
     }
-    if (sent !== this.#current && !this.#closing) {
+    // It answered ready, but the primary told it to stop meanwhile (a drain, a newer start): it never serves.
+    if (worker.retired) throw this.#closing ? stopping(i) : superseded(i)
+    if (sent !== this.#current) {
       // A reload committed while it started: it holds the config that lost. Start it again on the one that won.
       this.#retire(worker)
       return this.#spawn(i, retireOnFailure)
     }
     worker.ready = true
     worker.readyAt = Date.now()
+    // The slot's worker now (not the one when this start began: a replacement may have come up in between).
+    const old = slot.worker
     slot.worker = worker
     if (old && old !== worker) this.#retire(old)
     this.#log.info({ worker: i, pid: worker.pid }, "worker ready")
@@ -353,7 +381,11 @@ export class Primary {
   /** #replace starts slot i anew once no reload is in progress (so the worker gets the config that won). */
   async #replace(i: number): Promise<void> {
     while (this.#reloading) await this.#reloading.catch(() => {})
-    if (!this.#closing) await this.#spawn(i, false)
+    if (this.#closing) return
+    await this.#spawn(i, false).catch((err: unknown) => {
+      // A restart's worker took the slot, or the primary drains: nothing went wrong.
+      if (errorCode(err) !== "PC_WORKER_SUPERSEDED" && errorCode(err) !== "PC_WORKER_STOPPING") throw err
+    })
   }
 
   /**
@@ -380,7 +412,10 @@ export class Primary {
     const id = this.#nextId
     const health = this.#healthSnapshot()
     const answers = workers.map((w) => w.wait(["prepared", "refused"], id, 60_000))
-    for (const w of workers) w.send({ type: "prepare", id, config, health })
+    // A new acme section: the workers build the new generation on a feed of the new manager's own (what it holds
+    // now; what it takes later comes tagged with its epoch), as one process builds it on the new manager.
+    const feed = newAcme ? { epoch: acme.epoch, snapshot: acme.manager.snapshot() } : undefined
+    for (const w of workers) w.send({ type: "prepare", id, config, health, acme: feed })
     const settled = await Promise.allSettled(answers)
     let refusal: Error | undefined
     for (const [i, s] of settled.entries()) {
@@ -418,9 +453,6 @@ export class Primary {
     if (acme !== this.#acme) {
       this.#acme?.manager.close()
       this.#acme = acme
-      // The new manager's certificates (read from its storage, or taken while the workers prepared) go out now.
-      const certs = acme?.manager.snapshot().certs ?? []
-      if (certs.length > 0) for (const w of this.#acmeWorkers()) w.send({ type: "acme-cert", certs })
     }
     this.#rotation.apply(ringSchedule(gen.config.listeners.flatMap((l) => (l.tls ? [l.tls] : []))))
     step?.commit()
@@ -671,7 +703,13 @@ export class Primary {
     this.#rotation.close()
     this.#rates.close()
     const grace = graceMs ?? this.#current?.config.shutdown_grace ?? 30_000
-    const workers = this.#slots.map((s) => s.worker).filter((w): w is WorkerProcess => w !== undefined)
+    // Starting workers too: one that comes up after this would otherwise serve on after the primary drains.
+    const workers = [
+      ...new Set([
+        ...this.#slots.map((s) => s.worker).filter((w): w is WorkerProcess => w !== undefined),
+        ...this.#starting,
+      ]),
+    ]
     for (const s of this.#slots) if (s.timer) clearTimeout(s.timer)
     for (const w of workers) this.#retire(w, options.handover === true)
     await Promise.all(
@@ -689,6 +727,16 @@ export class Primary {
     this.#acme = undefined
     this.#options.state.close()
   }
+}
+
+/** stopping: the primary drains, so a worker it was starting never serves. */
+function stopping(i: number): PortcullisError {
+  return new PortcullisError("PC_WORKER_STOPPING", `worker ${i}: the primary is shutting down; it was not started`)
+}
+
+/** superseded: a newer start for the same slot took over from this one before it served. */
+function superseded(i: number): PortcullisError {
+  return new PortcullisError("PC_WORKER_SUPERSEDED", `worker ${i}: superseded by a newer start for the slot`)
 }
 
 /** answered turns a gathering into the `workers` part of an answer: who answered (with `extra` of its value). */

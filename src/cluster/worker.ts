@@ -16,7 +16,7 @@ import { Runtime } from "../runtime.ts"
 import { RuntimeState } from "../state/runtime-state.ts"
 import { IpcCertificateFeed } from "./ipc-certificate-feed.ts"
 import { IpcTicketKeyRing } from "./ipc-ticket-ring.ts"
-import type { FromWorker, HealthSnapshot, QueryKind, ToWorker } from "./messages.ts"
+import type { AcmeFeedStart, FromWorker, HealthSnapshot, QueryKind, ToWorker } from "./messages.ts"
 import { WorkerRates } from "./worker-rates.ts"
 
 /** runWorker runs until the primary says stop (or goes away); resolves with the exit code. */
@@ -34,7 +34,12 @@ class Worker {
   readonly #log: Logger
   #runtime: Runtime | undefined
   #ring: IpcTicketKeyRing | undefined
-  #feed: IpcCertificateFeed | undefined
+  /**
+   * The feeds of the primary's ACME managers by epoch: the running generation's, and while a reload with a new acme
+   * section prepares, the new one's too (`#preparing`: the one the new generation is built on).
+   */
+  readonly #feeds = new Map<number, IpcCertificateFeed>()
+  #preparing: IpcCertificateFeed | undefined
   /** On-demand requests waiting for the primary's answer, by id. */
   readonly #onDemand = new Map<number, (ok: boolean) => void>()
   readonly #accessLog: AccessLog
@@ -78,6 +83,11 @@ class Worker {
     switch (msg.type) {
       case "start":
         this.#start(msg).catch((err: unknown) => {
+          // Told to stop while it started: it never served, and #stop exits when the runtime is closed.
+          if (this.#stopping) {
+            this.#log.info({ err: errorMessage(err) }, "worker stopped before it served")
+            return
+          }
           this.#log.error({ err: errorMessage(err) }, "worker could not start")
           this.#send({ type: "failed", error: errorMessage(err) })
           this.#exit?.(1)
@@ -120,11 +130,14 @@ class Worker {
       case "query":
         this.#send({ type: "reply", id: msg.id, value: this.#query(msg.what) })
         return
-      case "acme-cert":
-        for (const cert of msg.certs) this.#feed?.take(cert)
+      case "acme-cert": {
+        const feed = this.#feeds.get(msg.epoch)
+        for (const cert of msg.certs) feed?.take(cert)
         return
+      }
       case "acme-challenge":
-        this.#feed?.challenge(msg.change)
+        // Every feed answers it: the CA's validation may reach the running generation or the one being prepared.
+        for (const feed of this.#feeds.values()) feed.challenge(msg.change)
         this.#send({ type: "acme-ack", id: msg.id })
         return
       case "acme-on-demand": {
@@ -204,25 +217,36 @@ class Worker {
   async #start(msg: Extract<ToWorker, { type: "start" }>): Promise<void> {
     this.#ring = new IpcTicketKeyRing(msg.keys, () => this.#send({ type: "rotate" }))
     // ACME is the primary's: this worker serves the certificates and challenge answers it pushes.
-    const feed = new IpcCertificateFeed(msg.acme, (name) => this.#askOnDemand(name), this.#log)
-    this.#feed = feed
+    const feed = this.#feedFor(msg.acme)
     const runtime = new Runtime(this.#log, new RuntimeState({ ticketKeys: this.#ring }), {
       accessLog: this.#accessLog,
       listen: (key, address) => this.#listen(key, address),
       probe: false,
       limiter: (listener, fleet, options) => this.#rates.limiter(listener, fleet, options),
-      acmeFeed: (config) => feed.configure(config.acme!),
+      // Called when the acme section changed: the feed of the primary's new manager (sent with the prepare).
+      acmeFeed: (config) => (this.#preparing ?? feed).configure(config.acme!),
     })
     this.#runtime = runtime
     this.#setHealth(msg.health)
     await runtime.start(msg.config)
+    if (this.#stopping) throw new PortcullisError("PC_WORKER_STOPPING", "told to stop while it started")
     for (const [upstream, backend] of msg.drains) runtime.drain(upstream, backend, true)
     this.#send({ type: "ready", ports: runtime.ports() })
+  }
+
+  /** #feedFor makes the feed of one of the primary's ACME managers, kept by its epoch. */
+  #feedFor(start: AcmeFeedStart | undefined): IpcCertificateFeed {
+    const feed = new IpcCertificateFeed(start?.snapshot, (name) => this.#askOnDemand(name), this.#log)
+    if (start) this.#feeds.set(start.epoch, feed)
+    return feed
   }
 
   /** #prepare builds and binds the new generation, says so, and swaps only when the primary commits. */
   async #prepare(msg: Extract<ToWorker, { type: "prepare" }>): Promise<void> {
     const runtime = this.#runtime
+    const before = new Set(this.#feeds.values())
+    const next = msg.acme ? this.#feedFor(msg.acme) : undefined
+    this.#preparing = next
     try {
       if (!runtime) throw new PortcullisError("PC_NOT_RUNNING", "worker not started")
       this.#setHealth(msg.health)
@@ -237,10 +261,18 @@ class Worker {
         rollback: async () => {},
         commit: () => {},
       })
+      // The runtime closed the old manager's feed when it swapped: it gets no more pushes.
+      if (next) for (const [epoch, feed] of this.#feeds) if (before.has(feed)) this.#feeds.delete(epoch)
       this.#send({ type: "committed", id: msg.id })
     } catch (err) {
+      if (next) {
+        next.close()
+        for (const [epoch, feed] of this.#feeds) if (feed === next) this.#feeds.delete(epoch)
+      }
       const problems = err instanceof ConfigError ? err.problems : undefined
       this.#send({ type: "refused", id: msg.id, error: errorMessage(err), problems })
+    } finally {
+      this.#preparing = undefined
     }
   }
 

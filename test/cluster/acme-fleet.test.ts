@@ -99,6 +99,53 @@ cluster: { store: { redis: "redis://127.0.0.1:${redis.port}" } }
     }
   }
 
+  /** newAccounts counts the newAccount requests Pebble logged so far. */
+  const newAccounts = () =>
+    pebble
+      .output()
+      .split("\n")
+      .filter((l) => l.includes("POST /sign-me-up")).length
+
+  /** waitStored waits (60 s at most) until Redis holds a certificate for `name`. */
+  const waitStored = async (name: string): Promise<X509Certificate> => {
+    const deadline = Date.now() + 60_000
+    for (;;) {
+      const cert = await storedCert(name)
+      if (cert) return cert
+      if (Date.now() > deadline) throw new Error(`no certificate for ${name} in Redis`)
+      await new Promise((r) => setTimeout(r, 100))
+    }
+  }
+
+  /**
+   * everyWorkerServes makes rounds of 12 connections (verified against Pebble's root) until a round where every
+   * connection got the certificate with `fingerprint` and every worker accepted some (/status per worker); gives
+   * that round's accepts per worker.
+   */
+  const everyWorkerServes = async (port: number, admin: number, name: string, fingerprint: string) => {
+    const accepted = async () => {
+      const status = (await (await fetch(`http://127.0.0.1:${admin}/status`)).json()) as {
+        workers: { accepted: number }[]
+      }
+      return status.workers.map((w) => w.accepted)
+    }
+    let last = ""
+    for (let round = 0; round < 60; round++) {
+      const before = await accepted()
+      const seen = new Set<string>()
+      for (let i = 0; i < 12; i++) {
+        seen.add(await fingerprintOf(port, name).catch((err: Error) => `error: ${err.message}`))
+      }
+      const took = (await accepted()).map((n, i) => n - before[i]!)
+      last = `${[...seen].join(", ")}; accepted ${took.join(", ")}`
+      if (seen.size === 1 && seen.has(fingerprint) && took.every((n) => n > 0)) return took
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    throw new Error(`no round where every worker served ${fingerprint}: ${last}`)
+  }
+
+  const fingerprintOf = async (port: number, name: string) => (await fingerprint(port, name)).fingerprint256
+
   const fingerprint = async (port: number, name: string) => {
     // served() verifies the chain against Pebble's root (tls.connect with ca: root, rejectUnauthorized).
     const seen = await served(port, name, root)
@@ -129,6 +176,40 @@ cluster: { store: { redis: "redis://127.0.0.1:${redis.port}" } }
       .split("\n")
       .filter((l) => l.includes("POST /sign-me-up")).length
     assert.equal(accounts, 1, "newAccount requests Pebble logged")
+    await Promise.all(children.map((c) => c.stop()))
+  })
+
+  test("two instances of two workers each: one order reaches Pebble, every worker of both serves the certificate Redis holds", async () => {
+    const name = "workers.fleet.example.test"
+    const ordersBefore = pebble.orders()
+    const accountsBefore = newAccounts()
+    const files = [0, 1].map((i) =>
+      writeTemp(
+        dir,
+        `portcullis-workers-${i}.yaml`,
+        config(name, mkdtempSync(join(dir, `data-workers-${i}-`)))
+          .replace("cluster: { store:", "cluster: { workers: 2, store:")
+          .concat('admin: { address: "127.0.0.1:0" }\nshutdown_grace: 1s\n'),
+      ),
+    )
+    const children: ChildPortcullis[] = files.map((file) =>
+      spawnPortcullis(["--config", file], { env: { PORTCULLIS_LOG_LEVEL: "info" } }),
+    )
+    cleanups.push(() => Promise.allSettled(children.map((c) => c.stop("SIGKILL"))))
+    const running = await Promise.all(children.map((c) => runningPorts(c, 60_000)))
+    const stored = await waitStored(name)
+    for (const [i, r] of running.entries()) {
+      const took = await everyWorkerServes(r.ports.web!, r.admin!, name, stored.fingerprint256)
+      assert.ok(
+        took.every((n) => n > 0),
+        `instance ${i}: every worker served it (${took.join(", ")})`,
+      )
+    }
+    const issued = children.map((c) => c.output().split('"acme certificate issued"').length - 1)
+    assert.deepEqual(issued.sort(), [0, 1], "one primary logged an issued certificate")
+    assert.equal(pebble.orders() - ordersBefore, 1, "newOrder requests Pebble logged")
+    // One account for the fleet: registered by one primary (or already in Redis from the test before), never two.
+    assert.ok(newAccounts() - accountsBefore <= 1, `newAccount requests: ${newAccounts() - accountsBefore}`)
     await Promise.all(children.map((c) => c.stop()))
   })
 

@@ -17,7 +17,7 @@ import { after, before, describe, test } from "node:test"
 import tls from "node:tls"
 import { startEchoBackend, type TestBackend } from "../helpers/backends.ts"
 import { type ChildPortcullis, runningPorts, spawnPortcullis, writeTemp } from "../helpers/portcullis.ts"
-import { type Pebble, served, startPebble } from "../tls/acme/harness.ts"
+import { type Pebble, type PebbleWrapper, served, startPebble, startPebbleWrapper } from "../tls/acme/harness.ts"
 import { waitUntilAsync } from "./workers-wait.ts"
 
 const dir = mkdtempSync(join(tmpdir(), "pc-acme-workers-"))
@@ -45,6 +45,8 @@ describe("ACME run by the primary of two workers (Pebble)", () => {
   let root: string
   let echo: TestBackend
   const asked: string[] = []
+  let wrapper: PebbleWrapper
+  const accounts: { contact?: string[] }[] = []
   let askPort = 0
   const cleanups: (() => unknown)[] = []
 
@@ -58,6 +60,17 @@ describe("ACME run by the primary of two workers (Pebble)", () => {
       const domain = new URL(req.url ?? "/", "http://x").searchParams.get("domain") ?? ""
       asked.push(domain)
       res.writeHead(domain.startsWith("yes") ? 200 : 403).end()
+    })
+    // A second directory URL for the same CA (another storage folder, so another account and certificates), which
+    // records the contact of every account registered through it.
+    wrapper = await startPebbleWrapper({ after: (fn: () => unknown) => cleanups.push(fn) }, pebble, {
+      handle: (req, _res, body) => {
+        if (req.method === "POST" && req.url === "/sign-me-up") {
+          const jws = JSON.parse(body.toString("utf8")) as { payload: string }
+          accounts.push(JSON.parse(Buffer.from(jws.payload, "base64url").toString("utf8")) as { contact?: string[] })
+        }
+        return false
+      },
     })
     await new Promise<void>((r) => ask.listen(0, "127.0.0.1", r))
     askPort = (ask.address() as net.AddressInfo).port
@@ -75,13 +88,14 @@ describe("ACME run by the primary of two workers (Pebble)", () => {
     name: string,
     acmeExtra: string[],
     point = true,
+    options: { directory?: string; certificates?: string } = {},
   ): Promise<Cluster & { point(): void }> => {
     const dataDir = mkdtempSync(join(dir, "data-"))
     const yaml = `
 listeners:
   - name: web
     address: 127.0.0.1:0
-    tls: { certificates: [{ acme: [${name}] }], handshake_timeout: 30s }
+    tls: { certificates: ${options.certificates ?? `[{ acme: [${name}] }]`}, handshake_timeout: 30s }
     upstream: app
   - name: plain
     address: 127.0.0.2:0
@@ -92,7 +106,7 @@ access_log: { enabled: false }
 shutdown_grace: 1s
 cluster: { workers: 2 }
 acme:
-  directory: ${pebble.directory}
+  directory: ${options.directory ?? pebble.directory}
   email: ops@example.test
   ca_bundle: ${pebble.caBundle}
 ${acmeExtra.map((l) => `  ${l}\n`).join("")}data_dir: ${dataDir}
@@ -308,6 +322,111 @@ ${acmeExtra.map((l) => `  ${l}\n`).join("")}data_dir: ${dataDir}
       both = after.workers.every((w, i) => w.accepted > before.workers[i]!.accepted)
     }
     assert.ok(both, "in some burst both workers took handshakes for the new name")
+    await c.pc.stop()
+  })
+
+  test("a reload that changes the acme section: a new contact gets a new account, a changed name set an order, a removed name is no longer served, a kept one keeps its certificate", async (t) => {
+    const entries = (list: string[][]) => `[${list.map((names) => `{ acme: [${names.join(", ")}] }`).join(", ")}]`
+    const keep = "keep.change.test"
+    const gone = "gone.change.test"
+    const set = "set.change.test"
+    const more = "more.change.test"
+    const certificates = entries([[keep], [gone], [set]])
+    const c = await start(t, keep, ["challenges: [http-01]"], true, { directory: wrapper.directory, certificates })
+    const kept = (await logged(c, "acme certificate issued", keep))[0]!
+    const removed = (await logged(c, "acme certificate issued", gone))[0]!
+    await logged(c, "acme certificate issued", set)
+    await fromBoth(c, keep, (s) => s === kept)
+    await fromBoth(c, gone, (s) => s === removed)
+    const mailto = (email: string) => accounts.filter((a) => a.contact?.includes(`mailto:${email}`)).length
+    assert.equal(mailto("ops@example.test"), 1, "one account registered")
+    const orders = pebble.orders()
+    writeFileSync(
+      c.file,
+      c.yaml
+        .replace("email: ops@example.test", "email: new@example.test")
+        .replace(certificates, entries([[keep], [set, more]])),
+    )
+    assert.equal(await c.post("/reload"), 200)
+    // The changed name set is ordered (by the new contact's account) and both workers serve it for both names.
+    const [both] = await logged(c, "acme certificate issued", more)
+    await fromBoth(c, more, (s) => s === both)
+    await fromBoth(c, set, (s) => s === both)
+    assert.equal(mailto("new@example.test"), 1, "the new contact registered a new account")
+    // An unchanged name keeps its certificate (no order), a removed one is not served any more.
+    await fromBoth(c, keep, (s) => s === kept)
+    await fromBoth(c, gone, (s) => s !== removed && !s.startsWith("error"), { rejectUnauthorized: false })
+    assert.equal(pebble.orders() - orders, 1, "one order: the changed name set")
+    await c.pc.stop()
+  })
+
+  test("a reload to another directory: both workers serve what the new directory's manager has (the stand-in), then its certificate", async (t) => {
+    const name = "dir.change.test"
+    const c = await start(t, name, ["challenges: [http-01]"])
+    const [first] = await logged(c, "acme certificate issued", name)
+    await fromBoth(c, name, (s) => s === first)
+    const orders = wrapper.newOrders.length
+    // Pebble's validation waits until pointed again: the new directory's order stays pending meanwhile.
+    pebble.http.hold()
+    writeFileSync(c.file, c.yaml.replace(`directory: ${pebble.directory}`, `directory: ${wrapper.directory}`))
+    assert.equal(await c.post("/reload"), 200)
+    const pending = await fromBoth(c, name, (s) => s !== first && !s.startsWith("error"), { rejectUnauthorized: false })
+    assert.equal(pending.size, 1, "one certificate on both workers while the order is pending")
+    const standIn = await served(c.web, name, root, { rejectUnauthorized: false })
+    standIn.socket.destroy()
+    assert.equal(new X509Certificate(standIn.pem).issuer, new X509Certificate(standIn.pem).subject, "self-signed")
+    c.point()
+    const issued = await logged(c, "acme certificate issued", name, 2)
+    const second = issued[1]!
+    assert.notEqual(second, first)
+    await fromBoth(c, name, (s) => s === second)
+    assert.equal(wrapper.newOrders.length - orders, 1, "ordered through the new directory")
+    await c.pc.stop()
+  })
+
+  test("a reload that drops an on-demand pattern: both workers stop serving the names it had obtained", async (t) => {
+    const onDemand = (pattern: string) =>
+      `on_demand: { ask: "http://127.0.0.1:${askPort}/ask", names: ["${pattern}"], rate: 20, max_in_flight: 4 }`
+    const c = await start(t, "base-drop.od.test", ["challenges: [http-01]", onDemand("*.od.test")])
+    await logged(c, "acme certificate issued", "base-drop.od.test")
+    const name = "yes-drop.od.test"
+    const seen = await served(c.web, name, root)
+    seen.socket.destroy()
+    assert.equal(seen.subjectaltname, `DNS:${name}`)
+    await fromBoth(c, name, (s) => s === seen.serial)
+    writeFileSync(c.file, c.yaml.replace(onDemand("*.od.test"), onDemand("*.other.test")))
+    assert.equal(await c.post("/reload"), 200)
+    await fromBoth(c, name, (s) => s !== seen.serial && !s.startsWith("error"), { rejectUnauthorized: false })
+    await c.pc.stop()
+  })
+
+  test("while_pending: refuse with on-demand: both workers refuse the pending name and names ask refused, then serve what the primary obtained", async (t) => {
+    const c = await start(
+      t,
+      "base-refuse.odr.test",
+      [
+        "challenges: [http-01]",
+        "while_pending: refuse",
+        `on_demand: { ask: "http://127.0.0.1:${askPort}/ask", names: ["*.odr.test"], rate: 20, max_in_flight: 4 }`,
+      ],
+      false,
+    )
+    const refused = (s: string) => s.startsWith("error") && /unrecognized.name/i.test(s)
+    // Pebble's validation waits: the listener's only certificate is pending, so every name is refused, on both.
+    await fromBoth(c, "base-refuse.odr.test", refused)
+    await fromBoth(c, "no-refuse.odr.test", refused)
+    c.point()
+    const [base] = await logged(c, "acme certificate issued", "base-refuse.odr.test")
+    await fromBoth(c, "base-refuse.odr.test", (s) => s === base)
+    // A name ask refuses now gets the listener's certificate (issued), not an on-demand one.
+    await fromBoth(c, "no-refuse.odr.test", (s) => s === base, { rejectUnauthorized: false })
+    assert.ok(!asked.includes("base-refuse.odr.test"), "the configured name is not asked about")
+    const orders = pebble.orders()
+    const seen = await served(c.web, "yes-refuse.odr.test", root)
+    seen.socket.destroy()
+    assert.equal(seen.subjectaltname, "DNS:yes-refuse.odr.test")
+    await fromBoth(c, "yes-refuse.odr.test", (s) => s === seen.serial)
+    assert.equal(pebble.orders() - orders, 1, "one order for the on-demand name")
     await c.pc.stop()
   })
 })

@@ -150,13 +150,18 @@ export class AcmeAccount {
   async #register(url: string): Promise<acme.Client> {
     const keyKey = `${this.prefix}/account.key`
     const urlKey = `${this.prefix}/account.json`
-    let key = (await this.storage.load(keyKey))?.value
+    const contact = this.config.email ? [`mailto:${this.config.email}`] : []
+    const stored = await this.storage.load(urlKey)
+    const record = stored ? (JSON.parse(stored.value.toString("utf8")) as { url?: string; contact?: string[] }) : {}
+    // An account is one contact's (as Caddy keeps one per email): a changed acme.email registers a new account, with
+    // a new key, at the next order. A record from before contacts were kept is taken as this contact's.
+    const sameContact = record.contact === undefined || record.contact.join(",") === contact.join(",")
+    let key = sameContact ? (await this.storage.load(keyKey))?.value : undefined
     if (!key) {
       key = await acme.crypto.createPrivateEcdsaKey("P-256")
       await this.storage.store(keyKey, key, { secret: true })
     }
-    const stored = await this.storage.load(urlKey)
-    const known = stored ? (JSON.parse(stored.value.toString("utf8")) as { url?: string }).url : undefined
+    const known = sameContact ? record.url : undefined
     const eab = this.config.eab
     const client = new acme.Client({
       directoryUrl: url,
@@ -172,16 +177,15 @@ export class AcmeAccount {
     })
     if (!known) {
       try {
-        await client.createAccount({
-          termsOfServiceAgreed: true,
-          ...(this.config.email ? { contact: [`mailto:${this.config.email}`] } : {}),
-        })
+        await client.createAccount({ termsOfServiceAgreed: true, ...(contact.length > 0 ? { contact } : {}) })
       } catch (err) {
         throw new AcmeError("PC_ACME_ACCOUNT", `registering the ACME account at ${url}: ${errorMessage(err)}`, {
           cause: err,
         })
       }
-      await this.storage.store(urlKey, Buffer.from(JSON.stringify({ url: client.getAccountUrl() })))
+      await this.storage.store(urlKey, Buffer.from(JSON.stringify({ url: client.getAccountUrl(), contact })))
+    } else if (record.contact === undefined) {
+      await this.storage.store(urlKey, Buffer.from(JSON.stringify({ url: known, contact })))
     }
     return client
   }
