@@ -3,7 +3,7 @@
  * backend receives, so that Portcullis and the backend can never disagree on the host or the path (issue 14,
  * finding 3).
  */
-import type { IncomingMessage } from "node:http"
+import type { H1Request } from "./h1/h1-request.ts"
 import type { H2Request } from "./h2-stream.ts"
 
 /** Refusal: why a request's target or authority is refused with 400 (a preallocated constant per reason). */
@@ -35,7 +35,7 @@ const ABSOLUTE = /^https?:\/\//i
  * does not start with `/` is refused, `*` too unless the method is OPTIONS (RFC 9112 §3.2.4): a WebSocket upgrade
  * (a GET) with `GET * ` never reaches a backend. The engine runs it for ordinary requests and upgrades alike.
  */
-export function h1Authority(req: IncomingMessage): string | undefined | Refusal {
+export function h1Authority(req: H1Request): string | undefined | Refusal {
   const raw = req.rawHeaders
   let host: string | undefined
   for (let i = 0; i < raw.length; i += 2) {

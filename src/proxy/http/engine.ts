@@ -1,7 +1,5 @@
 /** @module engine: the http engine: HTTP/1.1 and HTTP/2 (by ALPN) on decrypted sockets, routed to upstreams. */
-import http, { type IncomingMessage, type ServerResponse } from "node:http"
 import http2, { type Http2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from "node:http2"
-import type { Duplex } from "node:stream"
 import type { TLSSocket } from "node:tls"
 import type { ListenerConfig } from "../../config/schema.ts"
 import type { AccessLog } from "../../core/access-log.ts"
@@ -16,6 +14,9 @@ import { errorResponse, rawResponse } from "../respond-error.ts"
 import { h1Authority, h2Authority, Refusal } from "./authority.ts"
 import { type ClientRequest, type ClientResponse, Exchange, type ExchangeContext, sendPlain } from "./exchange.ts"
 import { isGrpc } from "./grpc-status.ts"
+import { closeIfIdle, H1Connection, type H1Host, type H1Limits } from "./h1/connection.ts"
+import type { H1Request } from "./h1/h1-request.ts"
+import type { H1Response } from "./h1/h1-response.ts"
 import { H2Guard } from "./h2-guard.ts"
 import { H2Request, H2Response } from "./h2-stream.ts"
 import { isExtendedConnect, proxyH2WebSocket, respondH2 } from "./h2-websocket.ts"
@@ -48,6 +49,8 @@ const TOO_MANY_HEADERS = errorResponse(classifyCode("HPE_HEADER_OVERFLOW", "clie
 const NO_ROUTE = errorResponse(classifyCode("PC_NO_ROUTE"))
 const RATE_LIMITED = errorResponse(classifyCode("PC_RATE_LIMITED"))
 const NO_ROUTE_RAW = rawResponse(NO_ROUTE.status, NO_ROUTE.body)
+/** An Expect naming 100-continue (node:http's test). */
+const CONTINUE = /(?:^|\W)100-continue(?:$|\W)/i
 
 const kEngine = Symbol("portcullis.engine")
 type WithEngine = { [kEngine]?: HttpEngine }
@@ -56,12 +59,9 @@ const kTlsSocket = Symbol("portcullis.h2.socket")
 type WithTlsSocket = Http2Session & { [kTlsSocket]?: TLSSocket; [kGuard]?: H2Guard }
 /** The frame-level guard the session runs on (h2-guard.ts). */
 const kGuard = Symbol("portcullis.h2.guard")
-/** Pipelined HTTP/1.1 requests parsed but not yet served on a socket (see #onH1Request). */
-const kQueued = Symbol("portcullis.h1.queued")
-type WithQueued = TLSSocket & { [kQueued]?: number }
 
 /** HttpEngine serves one listener's decrypted connections for one generation. */
-export class HttpEngine implements ExchangeContext {
+export class HttpEngine implements ExchangeContext, H1Host {
   readonly listener: string
   readonly log: Logger
   readonly accessLog: AccessLog | undefined
@@ -78,7 +78,7 @@ export class HttpEngine implements ExchangeContext {
   readonly #maxHeaders: number
   /** Set only when the listener has a request rate limit. */
   readonly #rateGate: ClientGate | undefined
-  readonly #h1: http.Server
+  readonly h1Limits: H1Limits
   readonly #h2: http2.Http2Server
   readonly #sockets = new Set<TLSSocket>()
   readonly #sessions = new Set<Http2Session>()
@@ -105,32 +105,12 @@ export class HttpEngine implements ExchangeContext {
       ? `max-age=${Math.floor(hsts.max_age / 1000)}${hsts.include_subdomains ? "; includeSubDomains" : ""}${hsts.preload ? "; preload" : ""}`
       : undefined
 
-    this.#h1 = http.createServer(
-      {
-        maxHeaderSize: limits.max_header_size,
-        headersTimeout: limits.header_timeout,
-        requestTimeout: limits.request_timeout,
-        keepAliveTimeout: limits.idle_timeout,
-        requireHostHeader: true,
-        connectionsCheckingInterval: Math.min(1000, limits.header_timeout),
-        // A request without Content-Length or Transfer-Encoding has no body (RFC 9112 §6.3): Node then skips the
-        // IncomingMessage's Readable life cycle ('data', 'end', 'close' and the dump at the end), which nothing here
-        // listens to for such a request (exchange.ts hasBody reads the same two headers).
-        optimizeEmptyRequests: true,
-      },
-      (req, res) => this.#onH1Request(req, res),
-    )
-    // Expect: 100-continue. Without a listener Node answers 100 at once, before we know there is a backend; the
-    // exchange answers it when it starts to take the body (exchange.ts continueClient). Other expectations get
-    // Node's 417 (no 'checkExpectation' listener).
-    this.#h1.on("checkContinue", (req: IncomingMessage, res: ServerResponse) => this.#onH1Request(req, res))
-    // Node counts headers past maxHeadersCount silently; keep one more so that too many is seen and refused.
-    this.#h1.maxHeadersCount = limits.max_headers + 1
-    this.#h1.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => this.#onUpgrade(req, socket, head))
-    this.#h1.on("clientError", onClientError)
-    // Node starts its header and request timeout checks on 'listening'; this server never listens itself
-    // (the listener's socket hands connections to it), so start them here.
-    this.#h1.emit("listening")
+    this.h1Limits = {
+      maxHeaderSize: limits.max_header_size,
+      headerTimeout: limits.header_timeout,
+      requestTimeout: limits.request_timeout,
+      idleTimeout: limits.idle_timeout,
+    }
 
     // No request listener: HTTP/2 requests are served on the core stream API (h2-stream.ts says why).
     this.#h2 = http2.createServer({
@@ -177,7 +157,7 @@ export class HttpEngine implements ExchangeContext {
       this.#h2.emit("connection", guard)
       this.#accepting = undefined
       this.#acceptingGuard = undefined
-    } else this.#h1.emit("connection", socket)
+    } else new H1Connection(this, socket)
   }
 
   #onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, raw: string[]): void {
@@ -209,17 +189,14 @@ export class HttpEngine implements ExchangeContext {
   }
 
   /**
-   * #onH1Request serves HTTP/1.1 requests one at a time per connection, as nginx and HAProxy do (issue 14,
-   * finding 2). Node's server parses every pipelined request in what it has read and emits 'request' for each at
-   * once, queueing only the responses: each would start its backend exchange concurrently, and a client that
-   * pipelines thousands of requests and never reads made thousands of backend requests and connections. A request
-   * whose response is queued behind another (res.socket is null until Node assigns it) waits for its turn (the
-   * response's 'socket' event, emitted when the one before it has finished) with reading paused, so no more of the
-   * pipeline is parsed while one is in flight.
+   * onH1Request serves one HTTP/1.1 request; the connection (h1/connection.ts) hands them over one at a time, as
+   * nginx and HAProxy serve them (issue 14, finding 2): what a client pipelines waits unparsed meanwhile.
    */
-  #onH1Request(req: IncomingMessage, res: ServerResponse): void {
-    if (res.socket === null) {
-      this.#queue(req, res)
+  onH1Request(req: H1Request, res: H1Response): void {
+    const expect = req.expect
+    if (expect !== undefined && req.minor === 1 && !CONTINUE.test(expect)) {
+      // RFC 9110 §10.1.1: an expectation we cannot meet.
+      sendPlain(res, 417, "Expectation Failed\n", this)
       return
     }
     const host = h1Authority(req)
@@ -227,25 +204,18 @@ export class HttpEngine implements ExchangeContext {
     else this.#onRequest(req, res, host)
   }
 
-  #queue(req: IncomingMessage, res: ServerResponse): void {
-    const socket = req.socket as WithQueued
-    const queued = socket[kQueued]
-    if (queued === undefined) {
-      socket.on("resume", onQueuedSocketResume)
-      // Node's parser reads the TLS socket directly and is handed all the cleartext of one read (up to 64 KiB, over
-      // a thousand small requests), pause or not. A 'data' listener detaches it (Node's socketListenerWrap): the
-      // rest of this read then waits in the socket as bytes, and each later 'data' chunk is one TLS record (16 KiB).
-      socket.on("data", ignore)
+  /**
+   * onH1Error answers what the HTTP/1.1 parser refused, through the one mapping: malformed (400), oversized headers
+   * (431), too slow (408); a response already begun is broken off. Then the connection closes.
+   */
+  onH1Error(err: Error & { code: string }, socket: TLSSocket, responseStarted: boolean): void {
+    if (responseStarted || !socket.writable) {
+      socket.destroy()
+      return
     }
-    socket[kQueued] = (queued ?? 0) + 1
-    socket.pause()
-    res.once("socket", () => {
-      const left = socket[kQueued]! - 1
-      socket[kQueued] = left
-      // The last one parsed is now in flight: read on (its body, if any, and the requests after it).
-      if (left === 0) socket.resume()
-      this.#onH1Request(req, res)
-    })
+    const mapped = errorResponse(classify(err, "client"))
+    if (mapped.close) socket.destroy()
+    else socket.end(rawResponse(mapped.status, mapped.body))
   }
 
   /** #refuse answers 400 to a request whose target or authority is ambiguous; HTTP/1.1 closes the connection. */
@@ -311,7 +281,7 @@ export class HttpEngine implements ExchangeContext {
     }
     const route = this.#router.match(normalizeHost(rawHost), req.url ?? "/")
     if (!route) {
-      if (this.closing && !("stream" in res)) res.setHeader("connection", "close")
+      if (this.closing && !("stream" in res)) res.shouldKeepAlive = false
       sendPlain(res, NO_ROUTE.status, NO_ROUTE.body, this)
       this.#logLocal(req, info, rawHost, NO_ROUTE.status, NO_ROUTE.reason)
       return
@@ -337,12 +307,18 @@ export class HttpEngine implements ExchangeContext {
       "retry-after": retryAfter,
     }
     if (this.hsts) headers["strict-transport-security"] = this.hsts
-    ;(res as ServerResponse).writeHead(status, headers)
+    res.writeHead(status, headers)
     res.end(body)
     this.#logLocal(req, info, host, status, reason)
   }
 
-  #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  /** onH1Upgrade: an Upgrade request took the socket out of HTTP/1.1: proxied as a WebSocket, else refused. */
+  onH1Upgrade(req: H1Request, socket: TLSSocket, head: Buffer): void {
+    if (req.method === "CONNECT") {
+      // No CONNECT tunnels (node:http closes the connection for a CONNECT nobody listens for).
+      socket.destroy()
+      return
+    }
     const info = infoOf(socket)
     const rawHost = h1Authority(req)
     if (rawHost instanceof Refusal) {
@@ -352,7 +328,7 @@ export class HttpEngine implements ExchangeContext {
       return
     }
     const route = info && this.#router.match(normalizeHost(rawHost), req.url ?? "/")
-    if (!info || !route || String(req.headers.upgrade).toLowerCase() !== "websocket") {
+    if (!info || !route || req.header("upgrade")?.toLowerCase() !== "websocket") {
       socket.end(NO_ROUTE_RAW)
       return
     }
@@ -397,7 +373,7 @@ export class HttpEngine implements ExchangeContext {
     for (const session of this.#sessions) closeGracefully(session, Math.min(PING_WAIT_MS, graceMs))
     const deadline = Date.now() + graceMs
     while (this.#sockets.size > 0 && Date.now() < deadline) {
-      if (closeIdle) this.#h1.closeIdleConnections()
+      if (closeIdle) for (const socket of this.#sockets) if (socket.alpnProtocol !== "h2") closeIfIdle(socket)
       await new Promise((resolve) => setTimeout(resolve, 50))
     }
     this.destroy()
@@ -406,7 +382,6 @@ export class HttpEngine implements ExchangeContext {
   /** destroy closes every connection now. */
   destroy(): void {
     for (const socket of this.#sockets) socket.destroy()
-    this.#h1.close()
     this.#h2.close()
   }
 }
@@ -444,33 +419,15 @@ function closeGracefully(session: Http2Session, waitMs: number): void {
   }
 }
 
-/** onQueuedSocketResume keeps a socket with queued pipelined requests paused: Node resumes it when it reads a body. */
-function onQueuedSocketResume(this: WithQueued): void {
-  if (this[kQueued]! > 0) this.pause()
-}
-
 function onSocketClose(this: TLSSocket): void {
   ;(this as WithEngine)[kEngine]?.forget(this)
-}
-
-/**
- * onClientError answers what Node's parser refused, through the one mapping: malformed (400), oversized headers
- * (431), too slow (408); a client connection that broke is closed. Then the connection closes.
- */
-function onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
-  if (!socket.writable || (socket as Duplex & { _httpMessage?: ServerResponse })._httpMessage?.headersSent) {
-    socket.destroy()
-    return
-  }
-  const mapped = errorResponse(classify(err, "client"))
-  if (mapped.close) socket.destroy()
-  else socket.end(rawResponse(mapped.status, mapped.body))
 }
 
 function ignore(): void {}
 
 /** rawHostOf: the Host (HTTP/1.1) or :authority (HTTP/2) as the client sent it, several joined, for the log only. */
 function rawHostOf(req: ClientRequest): string | undefined {
+  if (!("stream" in req)) return req.header("host")
   const value = (req.headers[":authority"] as string | undefined) ?? req.headers.host
   return Array.isArray(value) ? value.join(",") : value
 }

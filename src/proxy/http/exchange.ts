@@ -1,6 +1,6 @@
 /** @module exchange: one proxied HTTP request: pick a backend, stream the request, stream the response, retry or fail. */
 import { randomBytes } from "node:crypto"
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http"
+import type { IncomingHttpHeaders } from "node:http"
 import { PassThrough, type Readable } from "node:stream"
 import type { Dispatcher } from "undici"
 import type { AccessLog } from "../../core/access-log.ts"
@@ -16,12 +16,19 @@ import { canRetry, IDEMPOTENT_METHODS } from "../../upstreams/retry-policy.ts"
 import type { SlotWaiter, Upstream } from "../../upstreams/upstream.ts"
 import { errorResponse } from "../respond-error.ts"
 import { grpcMessage, grpcStatusFor, parseGrpcTimeout } from "./grpc-status.ts"
+import type { H1Request } from "./h1/h1-request.ts"
+import type { H1Response } from "./h1/h1-response.ts"
 import type { H2Request, H2Response } from "./h2-stream.ts"
 import { responseHeadersForClient } from "./hop-headers.ts"
 import { buildRequestHeaders } from "./request-headers.ts"
 
-export type ClientRequest = IncomingMessage | H2Request
-export type ClientResponse = ServerResponse | H2Response
+/**
+ * ClientRequest / ClientResponse: one request of either client protocol. Both adapters (h1/h1-request.ts,
+ * h1/h1-response.ts; h2-stream.ts) carry the members the exchange uses under ServerResponse's names; `"stream" in`
+ * tells HTTP/2 apart where the protocols differ (trailers, resets, 100 Continue).
+ */
+export type ClientRequest = H1Request | H2Request
+export type ClientResponse = H1Response | H2Response
 
 /** ExchangeContext: what an engine shares with each of its exchanges. */
 export interface ExchangeContext {
@@ -128,7 +135,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     const req = this.req
     this.headers = buildRequestHeaders(req.rawHeaders, this.info, this.host, this.upstream.config.protocol !== "http1")
     // W3C Trace Context: the client's traceparent goes to the backend as it came (buildRequestHeaders keeps it).
-    const traceparent = req.headers.traceparent
+    const traceparent = "stream" in req ? req.headers.traceparent : req.header("traceparent")
     if (typeof traceparent === "string") this.traceparent = traceparent
     else if (this.ctx.generateTrace === true) {
       this.traceparent = newTraceparent()
@@ -152,13 +159,18 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
     this.res.on("drain", onClientDrain)
     this.res.on("close", onClientClose)
     if (hasBody(req)) {
-      this.expectsContinue = isExpectContinue(req.headers.expect)
-      const length = Number(req.headers["content-length"])
+      this.expectsContinue = isExpectContinue("stream" in req ? req.headers.expect : req.expect)
+      const length =
+        "stream" in req
+          ? Number(req.headers["content-length"])
+          : req.contentLength >= 0
+            ? req.contentLength
+            : Number.NaN
       // gRPC streams its messages both ways and may idle between them: neither held nor timed (a bidirectional
       // call would wait forever for a reply to a message we held).
       const grpc = "stream" in this.res && this.res.grpc
       const bodyBuffer = grpc ? 0 : this.ctx.bodyBuffer
-      this.bodySource = "stream" in req ? req.stream : req
+      this.bodySource = "stream" in req ? req.stream : req.body
       // HTTP/2 request trailers come as an event; kept on the stream as IncomingMessage keeps them (announced only).
       if ("stream" in req && req.headers.trailer !== undefined) keepTrailers(req.stream)
       if (this.ctx.bodyTimeout > 0 && !grpc) {
@@ -184,9 +196,9 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
         return
       }
       // HTTP/2: the body through its own Readable (undici ends what it sent; the stream carries the response too).
-      this.body = "stream" in req ? req.bodyStream() : req
+      this.body = "stream" in req ? req.bodyStream() : req.body!
       this.streamed = true
-      watchBody(this, this.bodySource)
+      watchBody(this, this.bodySource!)
     }
     this.#try()
   }
@@ -213,14 +225,14 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
       return
     }
     const res = this.res
-    if (!res.headersSent && !("stream" in res)) (res as ServerResponse).shouldKeepAlive = false
+    if (!res.headersSent && !("stream" in res)) res.shouldKeepAlive = false
     this.#fail(new ClientError("PC_CLIENT_BODY_TIMEOUT", `no request body byte for ${this.ctx.bodyTimeout} ms`))
     const controller = this.controller
     this.finish()
     controller?.abort(new Error("client body timeout"))
     // undici finishes an aborted request only when its body stream does: end ours (never the client request).
     const body = this.body
-    if (body !== null && body !== this.req && !Buffer.isBuffer(body)) body.destroy()
+    if (body !== null && !Buffer.isBuffer(body) && ("stream" in this.req || body !== this.req.body)) body.destroy()
     // HTTP/2: the request side is still open. RST_STREAM NO_ERROR after the 408 asks the client to stop sending
     // (RFC 9113 §8.1); Node sends it once the response is written.
     if ("stream" in res && !res.gone) res.stream.close(0x0 /* NO_ERROR */)
@@ -649,9 +661,7 @@ function onClientClose(this: ClientResponse): void {
 /** hasBody: a request carries a body when it says so (Content-Length > 0, Transfer-Encoding, or an open HTTP/2 stream). */
 function hasBody(req: ClientRequest): boolean {
   if ("stream" in req) return !req.stream.endAfterHeaders
-  const length = req.headers["content-length"]
-  if (length !== undefined) return length !== "0"
-  return req.headers["transfer-encoding"] !== undefined
+  return req.body !== undefined
 }
 
 function hasKeys(o: object): boolean {
@@ -823,7 +833,7 @@ export function sendPlain(
     "content-length": Buffer.byteLength(body),
   }
   if (ctx.hsts) headers["strict-transport-security"] = ctx.hsts
-  ;(res as ServerResponse).writeHead(status, headers)
+  res.writeHead(status, headers)
   res.end(body)
 }
 

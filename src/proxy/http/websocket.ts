@@ -1,5 +1,4 @@
 /** @module websocket: proxies an HTTP/1.1 Upgrade (WebSocket) handshake, then pipes the two sockets both ways. */
-import type { IncomingMessage } from "node:http"
 import type { Duplex } from "node:stream"
 import type { Dispatcher } from "undici"
 import type { ConnectionInfo } from "../../core/connection-info.ts"
@@ -9,6 +8,7 @@ import type { Backend } from "../../upstreams/backend.ts"
 import type { Upstream } from "../../upstreams/upstream.ts"
 import { errorResponse, rawResponse } from "../respond-error.ts"
 import type { ExchangeContext } from "./exchange.ts"
+import type { H1Request } from "./h1/h1-request.ts"
 import { buildRequestHeaders } from "./request-headers.ts"
 import { UpgradeTries } from "./upgrade-tries.ts"
 
@@ -159,7 +159,7 @@ class Upgrade implements Dispatcher.DispatchHandler {
 /** proxyUpgrade forwards an Upgrade request to a backend of the upstream and joins the sockets on 101. */
 export function proxyUpgrade(
   ctx: ExchangeContext,
-  req: IncomingMessage,
+  req: H1Request,
   client: Duplex,
   head: Buffer,
   info: ConnectionInfo,
@@ -169,7 +169,7 @@ export function proxyUpgrade(
   client.on("error", () => client.destroy())
   const headers = buildRequestHeaders(req.rawHeaders, info, host)
   // undici writes Connection: upgrade and Upgrade itself from opts.upgrade.
-  const upgrade = String(req.headers.upgrade ?? "websocket")
+  const upgrade = req.header("upgrade") ?? "websocket"
   const tries = new UpgradeTries(upstream)
   const attempt = (): boolean => {
     const backend = tries.next()

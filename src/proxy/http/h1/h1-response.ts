@@ -1,0 +1,245 @@
+/**
+ * @module h1-response: the response side of one HTTP/1.1 request, with ServerResponse's names for what the exchange
+ * calls. The head is held until the first piece of body (or the end) so that head and a small body leave in one
+ * socket write: one TLS record, one syscall (node:http writes the head as a string and the body through writev).
+ */
+import { STATUS_CODES } from "node:http"
+import type { H1Request } from "./h1-request.ts"
+
+/** ResponseOwner: the connection a response is written to. */
+export interface ResponseOwner {
+  /** write: bytes for the client; false: the socket's buffer is full ('drain' follows). */
+  write(data: Buffer | string, callback?: () => void): boolean
+  /** responseEnded: the response is complete (every byte handed to the socket). */
+  responseEnded(res: H1Response): void
+  /** destroy: close the connection now. */
+  destroy(): void
+  /** bodyPending: the request's body is not all read yet. */
+  bodyPending(): boolean
+  /** The keep-alive idle timeout in whole seconds, for the Keep-Alive header. */
+  readonly keepAliveSeconds: number
+}
+
+/** A body piece up to this size is copied behind the head (or its chunk framing) into one buffer, one write. */
+const COPY_LIMIT = 16 * 1024
+/** A field value HTTP/1.1 can carry (RFC 9110 §5.5); anything else would split the response (CR, LF). */
+const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/
+const LAST_CHUNK = "0\r\n\r\n"
+const noop = (): void => {}
+
+/** httpDate: the IMF-fixdate of now (RFC 9110 §5.6.7), made once a second. */
+let dateText = ""
+let dateSecond = 0
+function httpDate(): string {
+  // A per-process cache of one string (as nginx's ngx_cached_http_time): the date changes once a second.
+  const now = Date.now()
+  const second = Math.floor(now / 1000)
+  if (second !== dateSecond) {
+    dateSecond = second
+    dateText = new Date(now).toUTCString()
+  }
+  return dateText
+}
+
+/** InvalidHeaderError: a header value the response cannot carry (ServerResponse throws the same). */
+class InvalidHeaderError extends TypeError {
+  readonly code = "ERR_INVALID_CHAR"
+}
+
+/** H1Response: one response; writes go to the connection, which serves requests one at a time. */
+export class H1Response {
+  readonly owner: ResponseOwner
+  readonly req: H1Request
+  statusCode = 200
+  /** The head was built (writeHead); it may still wait for the first body piece. */
+  headersSent = false
+  /** Keep the connection open after this response; false before writeHead: "Connection: close". */
+  shouldKeepAlive: boolean
+  writableEnded = false
+  /** The connection was closed before the response was complete. */
+  destroyed = false
+  /** A 100 Continue was sent. */
+  continued = false
+  #head: string | undefined = undefined
+  #chunked = false
+  #noBody = false
+  #contentLength = false
+  #trailers: Record<string, string | string[]> | undefined = undefined
+  #onDrain: ((this: H1Response) => void) | undefined = undefined
+  #onClose: ((this: H1Response) => void) | undefined = undefined
+  #closed = false
+
+  constructor(owner: ResponseOwner, req: H1Request, keepAlive: boolean) {
+    this.owner = owner
+    this.req = req
+    this.shouldKeepAlive = keepAlive
+  }
+
+  /** writeHead builds the status line and fields; they leave with the first body piece or the end. */
+  writeHead(status: number, headers: Record<string, string | string[] | number>): this {
+    if (this.headersSent || this.destroyed) return this
+    this.statusCode = status
+    this.#noBody = this.req.method === "HEAD" || status === 204 || status === 304 || status < 200
+    let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? "unknown"}\r\n`
+    let date = false
+    let connection = false
+    for (const name in headers) {
+      const value = headers[name]!
+      if (typeof value === "object") {
+        for (let i = 0; i < value.length; i++) head += line(name, value[i]!)
+      } else head += line(name, typeof value === "number" ? String(value) : value)
+      switch (name.length) {
+        case 4:
+          if (name === "date") date = true
+          break
+        case 10:
+          if (name === "connection") {
+            connection = true
+            if (String(value).toLowerCase().includes("close")) this.shouldKeepAlive = false
+          }
+          break
+        case 14:
+          if (name === "content-length") this.#contentLength = true
+          break
+      }
+    }
+    if (!this.#noBody && !this.#contentLength) {
+      // RFC 9112 §6.1/§6.3: a body of unknown length is chunked to an HTTP/1.1 client; an HTTP/1.0 one reads
+      // until the connection closes.
+      if (this.req.minor === 1) this.#chunked = true
+      else this.shouldKeepAlive = false
+    }
+    // A 100-continue request answered without a 100 (RFC 9110 §10.1.1): the client may never send the body, so the
+    // connection cannot carry another request.
+    if (this.req.expect !== undefined && !this.continued && this.owner.bodyPending()) this.shouldKeepAlive = false
+    if (!date) head += `Date: ${httpDate()}\r\n`
+    if (!connection) {
+      head += this.shouldKeepAlive
+        ? `Connection: keep-alive\r\nKeep-Alive: timeout=${this.owner.keepAliveSeconds}\r\n`
+        : "Connection: close\r\n"
+    }
+    if (this.#chunked) head += "Transfer-Encoding: chunked\r\n"
+    this.#head = `${head}\r\n`
+    this.headersSent = true
+    return this
+  }
+
+  hasHeader(name: string): boolean {
+    return name === "content-length" && this.#contentLength
+  }
+
+  /** addTrailers: fields sent after a chunked body (RFC 9112 §7.1.2). */
+  addTrailers(trailers: Record<string, string | string[]>): void {
+    this.#trailers = trailers
+  }
+
+  /** writeContinue sends 100 Continue (RFC 9110 §15.2.1), once, before the final head. */
+  writeContinue(): void {
+    if (this.continued || this.headersSent || this.destroyed) return
+    this.continued = true
+    this.owner.write("HTTP/1.1 100 Continue\r\n\r\n")
+  }
+
+  /** write sends a piece of body; callback runs once the socket has taken the bytes (or they were dropped). */
+  write(chunk: Buffer, callback?: () => void): boolean {
+    if (this.writableEnded || this.destroyed || this.#noBody || chunk.length === 0) {
+      if (callback) queueMicrotask(callback)
+      return true
+    }
+    if (!this.headersSent) this.writeHead(this.statusCode, {})
+    const head = this.#head
+    const framed = this.#chunked
+    if (head === undefined && !framed) return callback ? this.owner.write(chunk, callback) : this.owner.write(chunk)
+    const prefix = framed ? `${head ?? ""}${chunk.length.toString(16)}\r\n` : head!
+    this.#head = undefined
+    if (chunk.length <= COPY_LIMIT) {
+      // One buffer, one write: the head (or the chunk-size line), the piece, and its CRLF when chunked.
+      const out = Buffer.allocUnsafe(prefix.length + chunk.length + (framed ? 2 : 0))
+      out.write(prefix, 0, "latin1")
+      chunk.copy(out, prefix.length)
+      if (framed) out.write("\r\n", prefix.length + chunk.length, "latin1")
+      if (callback) queueMicrotask(callback)
+      return this.owner.write(out)
+    }
+    this.owner.write(Buffer.from(prefix, "latin1"))
+    const ok = callback ? this.owner.write(chunk, callback) : this.owner.write(chunk)
+    return framed ? this.owner.write("\r\n") : ok
+  }
+
+  /** end completes the response (with a last small body); head, body and the last chunk leave in one write. */
+  end(body?: string | Buffer): void {
+    if (this.writableEnded || this.destroyed) return
+    if (!this.headersSent) this.writeHead(this.statusCode, {})
+    if (body !== undefined && body.length > 0 && !this.#noBody) {
+      const buf = typeof body === "string" ? Buffer.from(body) : body
+      if (!this.#chunked) {
+        const head = this.#head
+        this.#head = undefined
+        if (head === undefined) this.owner.write(buf)
+        else {
+          const out = Buffer.allocUnsafe(head.length + buf.length)
+          out.write(head, 0, "latin1")
+          buf.copy(out, head.length)
+          this.owner.write(out)
+        }
+        this.#ended()
+        return
+      }
+      this.write(buf)
+    }
+    this.writableEnded = true
+    let tail = this.#head ?? ""
+    this.#head = undefined
+    if (this.#chunked) tail += this.#trailers === undefined ? LAST_CHUNK : `0\r\n${trailerLines(this.#trailers)}\r\n`
+    if (tail.length > 0) this.owner.write(tail)
+    this.#ended()
+  }
+
+  #ended(): void {
+    this.writableEnded = true
+    this.owner.responseEnded(this)
+    this.emitClose()
+  }
+
+  /** destroy closes the connection (the client sees a broken response, never a short one that looks whole). */
+  destroy(_err?: Error): void {
+    if (this.destroyed) return
+    this.destroyed = true
+    this.owner.destroy()
+    this.emitClose()
+  }
+
+  /** on: 'drain' and 'close', called with this response as `this` (one listener each: the exchange's). */
+  on(event: "drain" | "close", listener: (this: H1Response) => void): this {
+    if (event === "drain") this.#onDrain = listener
+    else this.#onClose = listener
+    return this
+  }
+
+  /** emitDrain: the socket took what was buffered. */
+  emitDrain(): void {
+    this.#onDrain?.call(this)
+  }
+
+  /** emitClose: the response is over (complete, or the connection closed); once. */
+  emitClose(): void {
+    if (this.#closed) return
+    this.#closed = true
+    ;(this.#onClose ?? noop).call(this)
+  }
+}
+
+function line(name: string, value: string): string {
+  if (BAD_VALUE.test(value)) throw new InvalidHeaderError(`invalid character in header ${name}`)
+  return `${name}: ${value}\r\n`
+}
+
+function trailerLines(trailers: Record<string, string | string[]>): string {
+  let out = ""
+  for (const name in trailers) {
+    const value = trailers[name]!
+    if (typeof value === "object") for (const v of value) out += line(name, v)
+    else out += line(name, value)
+  }
+  return out
+}
