@@ -93,7 +93,7 @@ const TABLE: Readonly<Record<string, Row>> = {
   UND_ERR_ABORTED: ["aborted", "client", false, "any"],
   // Node's HTTP server: a request slower than headers_timeout / request_timeout.
   ERR_HTTP_REQUEST_TIMEOUT: ["timeout", "client", false, "request"],
-  // The request head is over max_header_size (Node's parser) or max_headers (the engine counts): 431.
+  // The request head is over max_header_size (the HTTP/1.1 connection, h1/connection.ts) or max_headers (the engine counts): 431.
   HPE_HEADER_OVERFLOW: ["too_large", "side", false, "request"],
   // A backend response header the client's protocol cannot carry (writeHead refused it).
   ERR_HTTP2_INVALID_HEADER_VALUE: ["protocol", "backend", false, "response"],

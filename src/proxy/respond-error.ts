@@ -48,7 +48,7 @@ export function errorResponse(failure: Failure): ErrorResponse {
   }
 }
 
-/** rawResponse renders an error answer for a raw socket (a refused upgrade, a request Node's parser refused). */
+/** rawResponse renders an error answer for a raw socket (a refused upgrade, a request the HTTP/1.1 parser refused). */
 export function rawResponse(status: number, body: string): string {
   return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? "Error"}\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
 }
