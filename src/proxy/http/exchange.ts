@@ -16,7 +16,7 @@ import { canRetry, IDEMPOTENT_METHODS } from "../../upstreams/retry-policy.ts"
 import type { SlotWaiter, Upstream } from "../../upstreams/upstream.ts"
 import { errorResponse } from "../respond-error.ts"
 import { grpcMessage, grpcStatusFor, parseGrpcTimeout } from "./grpc-status.ts"
-import type { H1Request } from "./h1/h1-request.ts"
+import { H1Body, type H1Request } from "./h1/h1-request.ts"
 import type { H1Response } from "./h1/h1-response.ts"
 import type { H2Request, H2Response } from "./h2-stream.ts"
 import { responseHeadersForClient } from "./hop-headers.ts"
@@ -754,7 +754,11 @@ function bufferBodyHead(exchange: Exchange, limit: number, length: number): void
 function watchBody(exchange: Exchange, source: Readable): void {
   const timer = exchange.bodyTimer
   if (timer === undefined) return
-  source.on("data", () => timer.refresh())
+  if (source instanceof H1Body) {
+    // Not a 'data' listener: that would set the body flowing before the backend client reads it, and a body the
+    // client sent at once (without waiting for 100 Continue) would flow past it. The connection refreshes the timer.
+    source.timer = timer
+  } else source.on("data", () => timer.refresh())
   source.once("end", () => bodyDone(exchange))
 }
 

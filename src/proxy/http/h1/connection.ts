@@ -156,9 +156,12 @@ export class H1Connection {
   /** onData: bytes from the socket. */
   onData(chunk: Buffer): void {
     switch (this.#state) {
-      case HEAD:
-        this.#readHeads(this.#pending === undefined ? chunk : Buffer.concat([this.#pending, chunk]))
+      case HEAD: {
+        const pending = this.#pending
+        if (pending === undefined) this.#readHeads(chunk, 0)
+        else this.#readHeads(Buffer.concat([pending, chunk]), pending.length)
         return
+      }
       case BODY:
         this.#readBody(chunk, 0)
         return
@@ -170,8 +173,11 @@ export class H1Connection {
     }
   }
 
-  /** #readHeads parses the requests in buf, one: a request in flight stops it (the rest is kept). */
-  #readHeads(input: Buffer): void {
+  /**
+   * #readHeads parses the next request in input, whose first `scanned` bytes are a head already searched (no end,
+   * no bare LF): a head sent a byte at a time is searched once, not once per byte.
+   */
+  #readHeads(input: Buffer, scanned: number): void {
     this.#pending = undefined
     const limits = this.host.h1Limits
     // RFC 9112 §2.2: empty lines before a request line are ignored.
@@ -179,13 +185,14 @@ export class H1Connection {
     while (input[skip] === 13 && input[skip + 1] === 10) skip += 2
     const buf = skip === 0 ? input : input.subarray(skip)
     if (buf.length === 0) return
-    const end = buf.indexOf(CRLFCRLF)
+    const from = Math.max(0, scanned - skip - 3)
+    const end = buf.indexOf(CRLFCRLF, from)
     if (end === -1) {
       if (buf.length > limits.maxHeaderSize) {
         this.#refuse("HPE_HEADER_OVERFLOW", "request head too large")
         return
       }
-      if (hasBareLF(buf)) {
+      if (hasBareLF(buf, from)) {
         this.#refuse("HPE_LF_EXPECTED", "bare LF in the request head")
         return
       }
@@ -268,7 +275,10 @@ export class H1Connection {
         if (this.#remaining === 0) this.#bodyDone = true
       }
       const body = this.#body
-      if (piece !== undefined && piece.length > 0 && body !== undefined && !body.push(piece)) this.#pause()
+      if (piece !== undefined && piece.length > 0 && body !== undefined) {
+        body.timer?.refresh()
+        if (!body.push(piece)) this.#pause()
+      }
     }
     if (this.#bodyDone) this.#bodyEnded(pos < buf.length ? buf.subarray(pos) : undefined)
   }
@@ -344,7 +354,7 @@ export class H1Connection {
       this.#next()
       return
     }
-    this.#readHeads(pending)
+    this.#readHeads(pending, 0)
     const state = this.#state as number
     if (state !== WAIT && state !== GONE && this.#paused) {
       // A partial head, or a body, is left to read (a body's reader pauses again when it is full).
@@ -539,8 +549,8 @@ function parseError(message: string, code: string): Error {
 }
 
 /** hasBareLF: an LF not preceded by CR in a head that is not complete yet (llhttp strict refuses it at once). */
-function hasBareLF(buf: Buffer): boolean {
-  let i = buf.indexOf(10)
+function hasBareLF(buf: Buffer, from: number): boolean {
+  let i = buf.indexOf(10, from)
   while (i !== -1) {
     if (i === 0 || buf[i - 1] !== 13) return true
     i = buf.indexOf(10, i + 1)

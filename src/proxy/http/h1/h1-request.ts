@@ -16,6 +16,8 @@ export interface BodyOwner {
 export class H1Body extends Readable {
   readonly owner: BodyOwner
   trailers: Record<string, string | string[]> | undefined = undefined
+  /** The exchange's body idle timer, refreshed by each piece the connection pushes (exchange.ts watchBody). */
+  timer: NodeJS.Timeout | undefined = undefined
 
   constructor(owner: BodyOwner) {
     super()

@@ -182,6 +182,17 @@ test("a chunked upload with a trailer reaches the backend whole, and the connect
   c.socket.destroy()
 })
 
+test("a body sent with Expect: 100-continue without waiting for the 100 reaches the backend whole", async () => {
+  const c = await connect()
+  const body = "x".repeat(200_000)
+  c.socket.write(
+    `POST /upload HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+  )
+  await c.until(/"received":200000/)
+  assert.deepEqual(statuses(c.text()), ["100", "200"])
+  c.socket.destroy()
+})
+
 test("a request head over max_header_size gets 431 and the connection closes", async () => {
   const c = await connect()
   c.socket.write(GET("/x", `X-Big: ${"a".repeat(5000)}\r\n`))
