@@ -246,10 +246,13 @@ export class H1Connection {
     this.host.onH1Request(req, res)
     if (this.#state === GONE) return
     if (rest !== undefined) {
-      if (this.#state === BODY) this.#readBody(rest, 0)
+      const state = this.#state as number
+      if (state === BODY) this.#readBody(rest, 0)
       else {
         this.#pending = rest
         this.#pause()
+        // HEAD: the engine answered at once (a 417, a 431) and the response is over: serve what follows.
+        if (state === HEAD) this.#next()
       }
     }
   }

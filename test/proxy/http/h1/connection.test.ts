@@ -136,6 +136,14 @@ test("pipelined requests from openssl s_client are answered in order, one connec
   assert.match(out, /Connection: close\r\n/i)
 })
 
+test("a request pipelined behind one the proxy answers itself (417) is served next", async () => {
+  const c = await connect()
+  c.socket.write(`${GET("/a", "Expect: teapot\r\n")}${GET("/echo?after=417")}`)
+  await c.until(/"url":"\/echo\?after=417"/)
+  assert.deepEqual(statuses(c.text()), ["417", "200"])
+  c.socket.destroy()
+})
+
 test("HTTP/1.0: without keep-alive the connection closes after the response; with it, it stays", async () => {
   const a = await connect()
   a.socket.write("GET /x HTTP/1.0\r\nHost: localhost\r\n\r\n")
