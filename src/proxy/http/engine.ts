@@ -131,7 +131,10 @@ export class HttpEngine implements ExchangeContext, H1Host {
         guard.session = session
       }
       this.#sessions.add(session)
-      session.on("close", () => this.#sessions.delete(session))
+      session.on("close", () => {
+        this.#sessions.delete(session)
+        setImmediate(releaseSession, session)
+      })
       session.on("error", () => {})
       // The guard's idle timer, not session.setTimeout: Node 24's closeSession calls session.setTimeout(0) after
       // marking the session destroyed, which then returns early, so the timer (and with it the session, its socket
@@ -417,6 +420,25 @@ function closeGracefully(session: Http2Session, waitMs: number): void {
     session.goaway(http2.constants.NGHTTP2_NO_ERROR, 2 ** 31 - 1)
     ping()
   }
+}
+
+/**
+ * releaseSession lets go of everything a closed session refers to: its TLS socket, its guard, its listeners (whose
+ * closures hold the guard and this engine). NODE INTERNAL (Node 24.21): a session that closes before the client
+ * acknowledged its SETTINGS stays alive for good: the native Http2Settings keeps the callback Node bound to the
+ * session (settingsCallback.bind(session), a global handle) and never releases it. A connection error nghttp2 finds
+ * (DATA on stream 0, a bad SETTINGS value, a frame too large) ends such sessions hundreds of times a minute under the
+ * fuzzers; each held its socket, buffers, this engine and with it the whole generation (test/proxy/http/
+ * h2-session-release.test.ts). The shell Node keeps is a few hundred bytes.
+ */
+function releaseSession(session: WithTlsSocket): void {
+  const guard = session[kGuard]
+  if (guard) guard.session = undefined
+  session[kTlsSocket] = undefined
+  session[kGuard] = undefined
+  session.removeAllListeners()
+  // A late 'error' must still find a listener (an unhandled one would be thrown).
+  session.on("error", ignore)
 }
 
 function onSocketClose(this: TLSSocket): void {
