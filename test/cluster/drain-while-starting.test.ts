@@ -57,31 +57,57 @@ async function openWriter(path: string, timeoutMs: number): Promise<number> {
   }
 }
 
+/** What a test gets from withHeldCluster. */
+interface HeldCluster {
+  tag: string
+  site: { certPath: string }
+  pc: ReturnType<typeof spawnPortcullis>
+  status: () => Promise<{ workers: { pid: number | null; ready: boolean }[] }>
+  /** The two workers serving when the test begins. */
+  first: number[]
+  primary: number
+  /** The certificate the FIFO now stands in for. */
+  pem: Buffer
+}
+
+/**
+ * withHeldCluster starts a two-worker cluster, waits for both workers, then puts a FIFO where the certificate was,
+ * so the next worker that starts blocks reading it; runs the test, then stops every tagged process and cleans up.
+ */
+async function withHeldCluster(label: string, run: (c: HeldCluster) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), "pc-drain-start-"))
+  const pki = await createPki()
+  const echo = await startEchoBackend("echo")
+  const tag = `${process.pid}-${label}-${Date.now()}`
+  try {
+    const site = await pki.issue({ names: ["localhost"] })
+    const yaml = clusterYaml({ ...site, upstream: "echo", upstreams: { echo: echo.port }, workers: 2, grace: "1s" })
+    const file = writeTemp(dir, "portcullis.yaml", yaml)
+    const pc = spawnPortcullis(["--config", file], { env: { PORTCULLIS_LOG_LEVEL: "info", PORTCULLIS_TEST_TAG: tag } })
+    const { admin } = await runningPorts(pc, 60_000)
+    const status = async () =>
+      (await (await fetch(`http://127.0.0.1:${admin}/status`)).json()) as {
+        workers: { pid: number | null; ready: boolean }[]
+      }
+    await waitUntilAsync(async () => (await status()).workers.every((w) => w.ready), "both workers ready", 30_000)
+    const first = (await status()).workers.map((w) => w.pid!)
+    const primary = pc.child.pid!
+    const pem = readFileSync(site.certPath)
+    rmSync(site.certPath)
+    execFileSync("mkfifo", [site.certPath])
+    await run({ tag, site, pc, status, first, primary, pem })
+  } finally {
+    for (const pid of tagged(tag)) if (isAlive(pid)) process.kill(pid, "SIGKILL")
+    await echo.close()
+    await pki.close()
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
 for (const trigger of ["restart", "replacement"] as const) {
   test(`SIGTERM while a worker starts (${trigger}): it never serves and no worker outlives the primary`, async () => {
-    const dir = mkdtempSync(join(tmpdir(), "pc-drain-start-"))
-    const pki = await createPki()
-    const echo = await startEchoBackend("echo")
-    const tag = `${process.pid}-${trigger}-${Date.now()}`
-    try {
-      const site = await pki.issue({ names: ["localhost"] })
-      const yaml = clusterYaml({ ...site, upstream: "echo", upstreams: { echo: echo.port }, workers: 2, grace: "1s" })
-      const file = writeTemp(dir, "portcullis.yaml", yaml)
-      const pc = spawnPortcullis(["--config", file], {
-        env: { PORTCULLIS_LOG_LEVEL: "info", PORTCULLIS_TEST_TAG: tag },
-      })
-      const { admin } = await runningPorts(pc, 60_000)
-      const status = async () =>
-        (await (await fetch(`http://127.0.0.1:${admin}/status`)).json()) as {
-          workers: { pid: number | null; ready: boolean }[]
-        }
-      await waitUntilAsync(async () => (await status()).workers.every((w) => w.ready), "both workers ready", 30_000)
-      const first = (await status()).workers.map((w) => w.pid!)
-      const primary = pc.child.pid!
+    await withHeldCluster(trigger, async ({ tag, site, pc, first, primary, pem }) => {
       // From now on a worker that starts blocks reading its certificate until the test writes it.
-      const pem = readFileSync(site.certPath)
-      rmSync(site.certPath)
-      execFileSync("mkfifo", [site.certPath])
       if (trigger === "restart") pc.child.kill("SIGUSR2")
       else process.kill(first[0]!, "SIGKILL")
       const fifo = await openWriter(site.certPath, 30_000)
@@ -103,37 +129,13 @@ for (const trigger of ["restart", "replacement"] as const) {
       assert.doesNotMatch(after, new RegExp(`"pid":${starting[0]},[^\\n]*"msg":"started"`), "it never served")
       assert.match(after, /worker stopped before it served|worker stopping/)
       if (trigger === "restart") assert.doesNotMatch(after, /"workers restarted"/)
-    } finally {
-      for (const pid of tagged(tag)) if (isAlive(pid)) process.kill(pid, "SIGKILL")
-      await echo.close()
-      await pki.close()
-      rmSync(dir, { recursive: true, force: true })
-    }
+    })
   })
 }
 
 test("a restart while a crashed worker's replacement starts supersedes it: its end is no crash, one worker per slot", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "pc-drain-start-"))
-  const pki = await createPki()
-  const echo = await startEchoBackend("echo")
-  const tag = `${process.pid}-supersede-${Date.now()}`
-  try {
-    const site = await pki.issue({ names: ["localhost"] })
-    const yaml = clusterYaml({ ...site, upstream: "echo", upstreams: { echo: echo.port }, workers: 2, grace: "1s" })
-    const file = writeTemp(dir, "portcullis.yaml", yaml)
-    const pc = spawnPortcullis(["--config", file], { env: { PORTCULLIS_LOG_LEVEL: "info", PORTCULLIS_TEST_TAG: tag } })
-    const { admin } = await runningPorts(pc, 60_000)
-    const status = async () =>
-      (await (await fetch(`http://127.0.0.1:${admin}/status`)).json()) as {
-        workers: { pid: number | null; ready: boolean }[]
-      }
-    await waitUntilAsync(async () => (await status()).workers.every((w) => w.ready), "both workers ready", 30_000)
-    const first = (await status()).workers.map((w) => w.pid!)
-    const primary = pc.child.pid!
+  await withHeldCluster("supersede", async ({ tag, site, pc, status, first, primary, pem }) => {
     // The replacement reads a FIFO the test holds open: it waits in that read until the test closes it (then EOF).
-    const pem = readFileSync(site.certPath)
-    rmSync(site.certPath)
-    execFileSync("mkfifo", [site.certPath])
     const held = openSync(site.certPath, constants.O_RDWR)
     process.kill(first[0]!, "SIGKILL")
     let replacement = 0
@@ -171,10 +173,5 @@ test("a restart while a crashed worker's replacement starts supersedes it: its e
     )
     assert.doesNotMatch(pc.output(), new RegExp(`"pid":${replacement},[^\\n]*replacing it`), "its end was no crash")
     assert.equal(await pc.stop("SIGTERM"), 0)
-  } finally {
-    for (const pid of tagged(tag)) if (isAlive(pid)) process.kill(pid, "SIGKILL")
-    await echo.close()
-    await pki.close()
-    rmSync(dir, { recursive: true, force: true })
-  }
+  })
 })
