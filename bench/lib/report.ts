@@ -75,45 +75,96 @@ export function summarise(runs: CellRun[], anchor: string): Summary[] {
   return out
 }
 
-/** RatioCheck: a figure of one row over another's on one workload, against a floor ("metrics on vs off"). */
+/**
+ * RatioCheck: a figure of one row over another's on one workload (or the row's own figure, `versus` null), against a
+ * bound: at least `bound` for work per CPU-second, at most for latency and memory (W6, W7: lower is better).
+ */
 export interface RatioCheck {
   type: "check"
   name: string
   workload: WorkloadId
   target: string
-  versus: string
-  floor: number
+  versus: string | null
+  bound: number
+  atMost: boolean
   /** null when either cell is missing or failed (the check is then "not run", never a pass) */
   ratio: number | null
   pass: boolean | null
 }
 
-/** CHECKS: the same-run ratios a change must keep (issue 13: metrics on within 5% of metrics off on W2). */
-const CHECKS: readonly Omit<RatioCheck, "type" | "ratio" | "pass">[] = [
-  { name: "metrics on vs off", workload: "W2", target: "portcullis", versus: "portcullis-metrics-off", floor: 0.95 },
+type CheckSpec = Omit<RatioCheck, "type" | "ratio" | "pass" | "atMost"> & { atMost?: boolean }
+
+/** mustReach: issue 10's "must reach" column for the defaults row against HAProxy with its log on. */
+const mustReach = (workload: WorkloadId, bound: number, atMost = false): CheckSpec => ({
+  name: "defaults vs HAProxy (issue 10 must reach)",
+  workload,
+  target: "portcullis",
+  versus: "haproxy",
+  bound,
+  atMost,
+})
+
+/** workersVsOne: issue 12, two workers do at least 0.9x the per CPU-second work of one process. */
+const workersVsOne = (workload: WorkloadId): CheckSpec => ({
+  name: "2 workers vs 1 process (issue 12)",
+  workload,
+  target: "portcullis-workers2",
+  versus: "portcullis",
+  bound: 0.9,
+})
+
+/** CHECKS: the same-run figures the issues set; a check runs when its rows ran. */
+const CHECKS: readonly CheckSpec[] = [
+  { name: "metrics on vs off", workload: "W2", target: "portcullis", versus: "portcullis-metrics-off", bound: 0.95 },
+  { name: "access log on vs off", workload: "W2", target: "portcullis", versus: "portcullis-log-off", bound: 0.9 },
+  mustReach("W1", 0.8),
+  mustReach("W2", 0.5),
+  mustReach("W3", 0.35),
+  mustReach("W4", 1.0),
+  mustReach("W5", 0.8),
+  mustReach("W7", 2.0, true),
+  {
+    name: "KiB per idle connection (issue 10 must reach)",
+    workload: "W6",
+    target: "portcullis",
+    versus: null,
+    bound: 44,
+    atMost: true,
+  },
+  workersVsOne("W1"),
+  workersVsOne("W2"),
+  workersVsOne("W3"),
+  workersVsOne("W4"),
 ]
 
-/** checkRatios evaluates every check whose rows ran: target's figure / versus's figure >= floor. */
+/** checkRatios evaluates every check whose rows ran: target's figure / versus's figure (or the figure) against its bound. */
 export function checkRatios(summaries: Summary[]): RatioCheck[] {
   const out: RatioCheck[] = []
   for (const c of CHECKS) {
     const a = summaries.find((s) => s.target === c.target && s.workload === c.workload)
-    const b = summaries.find((s) => s.target === c.versus && s.workload === c.workload)
-    if (!a && !b) continue
-    const ratio = a?.ok && b?.ok && b.figure > 0 ? a.figure / b.figure : null
-    out.push({ type: "check", ...c, ratio, pass: ratio === null ? null : ratio >= c.floor })
+    const b = c.versus === null ? undefined : summaries.find((s) => s.target === c.versus && s.workload === c.workload)
+    if (!a || (c.versus !== null && !b)) continue
+    const atMost = c.atMost ?? false
+    let ratio: number | null = null
+    if (c.versus === null) ratio = a.ok ? a.figure : null
+    else if (a.ok && b?.ok && b.figure > 0) ratio = a.figure / b.figure
+    const pass = ratio === null ? null : atMost ? ratio <= c.bound : ratio >= c.bound
+    out.push({ type: "check", ...c, atMost, ratio, pass })
   }
   return out
 }
 
-/** renderChecks prints one line per check: `metrics on vs off, W2 >= 0.95: 0.97 PASS`. */
+/** renderChecks prints one line per check: `metrics on vs off, W2 (portcullis / portcullis-metrics-off) >= 0.95: 0.970 PASS`. */
 export function renderChecks(checks: RatioCheck[]): string {
   const lines = checks.map((c) => {
-    const verdict = c.pass === null ? "NOT RUN (a cell is missing or failed)" : c.pass ? "PASS" : "FAIL"
+    const verdict = c.pass === null ? "NOT RUN (a cell failed)" : c.pass ? "PASS" : "FAIL"
     const ratio = c.ratio === null ? "" : `${c.ratio.toFixed(3)} `
-    return `- ${c.name}, ${c.workload} (${c.target} / ${c.versus}) >= ${c.floor}: ${ratio}${verdict}`
+    const rows = c.versus === null ? c.target : `${c.target} / ${c.versus}`
+    return `- ${c.name}, ${c.workload} (${rows}) ${c.atMost ? "<=" : ">="} ${c.bound}: ${ratio}${verdict}`
   })
-  return ["Checks (same-run ratios of the per proxy CPU-second figure):", ...lines].join("\n")
+  return ["Checks (same-run figures; ratios of the per proxy CPU-second figure, W6 KiB, W7 p99 ratio):", ...lines].join(
+    "\n",
+  )
 }
 
 const fmt = (n: number, digits = 0) =>
