@@ -26,7 +26,8 @@ interface LlParser {
   [key: number]: unknown
 }
 
-interface LlResult {
+/** What one parser made of one request: llhttp's reading and ours are compared field by field. */
+interface ParseResult {
   ok: boolean
   code?: string
   url?: string
@@ -37,10 +38,10 @@ interface LlResult {
 }
 
 /** llhttp reads one request (head and body) from wire. */
-function llhttp(wire: string): LlResult {
+function llhttp(wire: string): ParseResult {
   const p = new HTTPParser()
   p.initialize(HTTPParser.REQUEST, {}, 16 * 1024, 0)
-  const out: LlResult = { ok: false, body: "" }
+  const out: ParseResult = { ok: false, body: "" }
   let done = false
   p[HTTPParser.kOnHeadersComplete] = (
     _maj: number,
@@ -69,18 +70,8 @@ function llhttp(wire: string): LlResult {
   return out
 }
 
-interface OurResult {
-  ok: boolean
-  code?: string
-  url?: string
-  headers?: string[]
-  body?: string
-  keepAlive?: boolean
-  upgrade?: boolean
-}
-
 /** ours reads one request the way h1/connection.ts does: the head up to CRLFCRLF, then its body. */
-function ours(wire: string): OurResult {
+function ours(wire: string): ParseResult {
   const buf = Buffer.from(wire, "latin1")
   let start = 0
   while (buf[start] === 13 && buf[start + 1] === 10) start += 2
