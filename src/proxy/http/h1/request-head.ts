@@ -142,7 +142,14 @@ export function parseRequestHead(text: string): RequestHead {
         }
         break
       case 17:
-        if (sameName(name, "transfer-encoding")) codings = codings === undefined ? value : `${codings},${value}`
+        if (sameName(name, "transfer-encoding")) {
+          // llhttp takes no HTAB after the first coding ("chunked\t" is refused, "chunked " is not): a backend on
+          // llhttp would refuse what we framed as chunked, so refuse it here too (the field's OWS trimmed above
+          // would hide it from finalChunked).
+          const tab = text.indexOf("\t", vs)
+          if (tab !== -1 && tab < end) fail("invalid Transfer-Encoding", "HPE_INVALID_TRANSFER_ENCODING")
+          codings = codings === undefined ? value : `${codings},${value}`
+        }
         break
     }
   }
