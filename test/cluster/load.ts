@@ -1,6 +1,11 @@
 /** Steady load for the zero-downtime tests: wrk (HTTP/1.1 keep-alive), h2load (HTTP/2) and raw WebSockets over TLS. */
+import assert from "node:assert/strict"
 import { execFile } from "node:child_process"
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import http2 from "node:http2"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import type { TestContext } from "node:test"
 import tls from "node:tls"
 import { wsFrame, wsParse } from "../helpers/clients.ts"
 
@@ -12,6 +17,21 @@ export interface LoadResult {
   output: string
   /** h2client: GOAWAYs its sessions received */
   goaways?: number
+  /** A one-line account for the test's diagnostics (h2client's counts, h2load's unsent requests). */
+  detail?: string
+}
+
+/**
+ * assertNoFailures: every tool sent requests and none failed; Node's HTTP/2 client saw a GOAWAY on both its first
+ * sessions (the drain was met: each session it started on an old process got that process's GOAWAY).
+ */
+export function assertNoFailures(t: TestContext, results: LoadResult[]): void {
+  for (const r of results) {
+    t.diagnostic(`${r.tool}: ${r.requests} requests, ${r.failed} failed${r.detail ? ` (${r.detail})` : ""}`)
+    assert.ok(r.requests > 0, `${r.tool} sent requests:\n${r.output}`)
+    assert.equal(r.failed, 0, `${r.tool}: 0 failed requests:\n${r.output}`)
+    if (r.goaways !== undefined) assert.ok(r.goaways >= 2, `node http2: both first sessions drained:\n${r.output}`)
+  }
 }
 
 function run(cmd: string, args: string[], timeoutMs: number): Promise<string> {
@@ -42,27 +62,63 @@ export async function wrk(port: number, seconds: number, connections = 4): Promi
 
 /** h2load runs HTTP/2 load for `seconds` (`clients` connections, `streams` concurrent streams each). */
 export async function h2load(port: number, seconds: number, clients = 2, streams = 4): Promise<LoadResult> {
-  const out = await run(
-    "h2load",
-    ["-D", String(seconds), "-c", String(clients), "-m", String(streams), `https://127.0.0.1:${port}/`],
-    (seconds + 20) * 1000,
-  )
-  const m =
-    /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(
-      out,
+  const dir = mkdtempSync(join(tmpdir(), "pc-h2load-"))
+  const logFile = join(dir, "requests.tsv")
+  try {
+    const out = await run(
+      "h2load",
+      [
+        "-D",
+        String(seconds),
+        "-c",
+        String(clients),
+        "-m",
+        String(streams),
+        "--log-file",
+        logFile,
+        `https://127.0.0.1:${port}/`,
+      ],
+      (seconds + 20) * 1000,
     )
-  const status = /status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(out)
-  if (!m) return { tool: "h2load", requests: 0, failed: Number.NaN, output: out }
-  // h2load counts as failed (and errored) a request it could not even submit because the session had received a
-  // GOAWAY (Http2Session::submit_request: nghttp2_session_check_request_allowed == 0), one per such connection,
-  // printed as "Process Request Failure"; that client then stops. Nothing was sent, so nothing was lost: those are
-  // taken out. Every other failure (a reset or refused stream, a broken connection, a 4xx/5xx) counts.
-  const unsent = (out.match(/^Process Request Failure:/gm) ?? []).length
-  // h2load does not always count such a request as failed (in -D mode it may never have been started): never
-  // take out more than it counted.
-  const failed =
-    Math.max(0, Number(m[5]) - unsent) + Number(m[7]) + (status ? Number(status[3]) + Number(status[4]) : 0)
-  return { tool: "h2load", requests: Number(m[4]), failed, output: out }
+    const m = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed/.exec(out)
+    if (!m) return { tool: "h2load", requests: 0, failed: Number.NaN, output: out }
+    const { sentFailed, unsent } = h2loadFailures(existsSync(logFile) ? readFileSync(logFile, "latin1") : "")
+    // Failures h2load counted but did not log (a request it could not even submit: Client::process_request_failure)
+    // were never sent either; they are shown, not counted.
+    const unlogged = Math.max(0, Number(m[5]) - sentFailed - unsent)
+    const detail = `${unsent + unlogged} failed never sent (h2load's own GOAWAY race: ${unsent} logged, ${unlogged} not), ${sentFailed} failed after they were sent`
+    // A 4xx/5xx h2load counted after its log stopped (the end of -D) still counts.
+    const status = /status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(out)
+    const failed = Math.max(sentFailed, status ? Number(status[3]) + Number(status[4]) : 0)
+    return { tool: "h2load", requests: Number(m[4]), failed, output: `${out}\n${detail}`, detail }
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+/**
+ * h2loadFailures reads h2load's --log-file (start µs since the epoch, status, µs to the end; status -1 for a stream
+ * that did not complete) and splits the failed requests into those that were sent and those that never left h2load.
+ * h2load takes a request's start time when nghttp2 is about to send its HEADERS (before_frame_send_callback ->
+ * record_request_time): a failed request with start 0 was never sent. That is the client's race with a graceful
+ * GOAWAY: a response that ends in the same read as the GOAWAY, ahead of it, makes h2load submit its next request
+ * before nghttp2 has seen the GOAWAY, and nghttp2 then closes that stream unsent, REFUSED_STREAM, "so that the
+ * application can send the request again" (RFC 9113 §6.8: no new stream after a GOAWAY); h2load does not, and
+ * counts it failed. No server sees such a request, so none can answer it. Every failure with a start time counts,
+ * and so does every 4xx/5xx.
+ */
+export function h2loadFailures(log: string): { sentFailed: number; unsent: number } {
+  let sentFailed = 0
+  let unsent = 0
+  for (const line of log.split("\n")) {
+    if (line === "") continue
+    const [start, status] = line.split("\t")
+    const code = Number(status)
+    if (code >= 200 && code < 400) continue
+    if (start === "0") unsent++
+    else sentFailed++
+  }
+  return { sentFailed, unsent }
 }
 
 /**
@@ -163,13 +219,8 @@ export async function h2client(
       session.close()
     }),
   )
-  return {
-    tool: "node http2",
-    requests,
-    failed,
-    goaways,
-    output: `${requests} ok, ${failed} failed (${refused} of them refused by the server), ${unsent} never sent (the client's GOAWAY race) and sent again, over ${connections} connections, ${goaways} GOAWAYs; ${errors.slice(0, 5).join("; ")}`,
-  }
+  const detail = `${requests} ok, ${failed} failed (${refused} of them refused by the server), ${unsent} never sent (the client's GOAWAY race) and sent again, over ${connections} connections, ${goaways} GOAWAYs; ${errors.slice(0, 5).join("; ")}`
+  return { tool: "node http2", requests, failed, goaways, output: detail, detail }
 }
 
 /** OpenSocket is one WebSocket through the proxy: when it closed (ms since epoch) once it has. */

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict"
 import { after, before, test } from "node:test"
-import { h2client, h2load, type OpenSocket, openWebSocket, wrk } from "./load.ts"
+import { assertNoFailures, h2client, h2load, type OpenSocket, openWebSocket, wrk } from "./load.ts"
 import { type EchoCluster, type RunningCluster, startEchoCluster, waitWorkers } from "./workers-harness.ts"
 
 const GRACE_MS = 4_000
@@ -46,15 +46,7 @@ test("a rolling restart under HTTP/1.1, HTTP/2 and WebSocket load fails no reque
     assert.deepEqual(await Promise.all(open.slice(0, 5).map((s) => s.echo("still here"))), Array(5).fill("still here"))
   }
   const results = await loads
-  for (const r of results) {
-    t.diagnostic(
-      `${r.tool}: ${r.requests} requests, ${r.failed} failed${r.tool === "node http2" ? ` (${r.output})` : ""}`,
-    )
-    assert.ok(r.requests > 0, `${r.tool} sent requests:\n${r.output}`)
-    assert.equal(r.failed, 0, `${r.tool}: 0 failed requests:\n${r.output}`)
-    // The HTTP/2 drain was met: each session the client started on an old process got that process's GOAWAY.
-    if (r.goaways !== undefined) assert.ok(r.goaways >= 2, `node http2: both first sessions drained:\n${r.output}`)
-  }
+  assertNoFailures(t, results)
   const deadline = Date.now() + GRACE_MS + 15_000
   while (sockets.some((s) => s.closedAt() === undefined) && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 100))

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict"
 import type { TestContext } from "node:test"
 import { request } from "../helpers/clients.ts"
-import { h2client, h2load, type OpenSocket, openWebSocket, wrk } from "./load.ts"
+import { assertNoFailures, h2client, h2load, type OpenSocket, openWebSocket, wrk } from "./load.ts"
 import type { RunningCluster } from "./workers-harness.ts"
 
 /** connectLoop opens a new connection per request until stopped, with no retry: a refused connect is a failure. */
@@ -89,15 +89,7 @@ export async function takeoverUnderLoad(
   const loop = await connects.stop()
   t.diagnostic(`new-connection loop: ${loop.ok} ok, ${loop.failures.length} failed`)
   assert.deepEqual(loop.failures, [], "no connection refused or request failed")
-  for (const r of results) {
-    t.diagnostic(
-      `${r.tool}: ${r.requests} requests, ${r.failed} failed${r.tool === "node http2" ? ` (${r.output})` : ""}`,
-    )
-    assert.ok(r.requests > 0, `${r.tool} sent requests:\n${r.output}`)
-    assert.equal(r.failed, 0, `${r.tool}: 0 failed requests:\n${r.output}`)
-    // The HTTP/2 drain was met: each session the client started on an old process got that process's GOAWAY.
-    if (r.goaways !== undefined) assert.ok(r.goaways >= 2, `node http2: both first sessions drained:\n${r.output}`)
-  }
+  assertNoFailures(t, results)
   assert.equal(await exited, 0, "the old process drained and exited 0")
   for (const s of sockets) {
     const closed = s.closedAt()
