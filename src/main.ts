@@ -122,6 +122,20 @@ export function workerCount(config: Config): number {
  */
 async function run(file: string | undefined, format: "json" | "pretty"): Promise<number> {
   const log = format === "pretty" ? createLogger({ destination: new PrettyStream() }) : createLogger()
+  // A SIGTERM or SIGINT before the start is done (systemd stopping a unit that is still coming up, a Ctrl-C at once):
+  // Node's default would end this process on the spot, a primary without telling its workers or the fleet store.
+  // It is kept and acted on once the start is done, as a stop then would be; a second one ends the process now.
+  let signalWhileStarting: NodeJS.Signals | undefined
+  const onSignalWhileStarting = (signal: NodeJS.Signals) => {
+    if (signalWhileStarting) {
+      log.warn(`${signal} again while starting: exiting now`)
+      process.exit(1)
+    }
+    signalWhileStarting = signal
+    log.info(`${signal} while starting: stopping once the start is done`)
+  }
+  process.on("SIGTERM", onSignalWhileStarting)
+  process.on("SIGINT", onSignalWhileStarting)
   let demo: DemoBackend | undefined
   let config: Config
   let loaded: LoadedConfig | undefined
@@ -361,6 +375,9 @@ async function run(file: string | undefined, format: "json" | "pretty"): Promise
     }
     process.on("SIGTERM", () => stop("SIGTERM"))
     process.on("SIGINT", () => stop("SIGINT"))
+    process.off("SIGTERM", onSignalWhileStarting)
+    process.off("SIGINT", onSignalWhileStarting)
+    if (signalWhileStarting) stop(signalWhileStarting)
   })
 }
 

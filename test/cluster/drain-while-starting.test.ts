@@ -7,55 +7,17 @@
  */
 import assert from "node:assert/strict"
 import { execFileSync } from "node:child_process"
-import {
-  closeSync,
-  constants,
-  mkdtempSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-  writeSync,
-} from "node:fs"
+import { closeSync, constants, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { test } from "node:test"
 import { startEchoBackend } from "../helpers/backends.ts"
 import { createPki } from "../helpers/pki.ts"
 import { runningPorts, spawnPortcullis, writeTemp } from "../helpers/portcullis.ts"
+import { openWriter, tagged } from "./held-start.ts"
 import { isAlive } from "./takeover-harness.ts"
 import { clusterYaml } from "./workers-harness.ts"
 import { waitUntilAsync } from "./workers-wait.ts"
-
-/** tagged lists the processes whose environment carries this test's tag (the primary and every worker it forked). */
-function tagged(tag: string): number[] {
-  const out: number[] = []
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue
-    try {
-      if (readFileSync(`/proc/${entry}/environ`, "latin1").includes(`PORTCULLIS_TEST_TAG=${tag}\0`)) {
-        out.push(Number(entry))
-      }
-    } catch {
-      // gone meanwhile, or not ours to read
-    }
-  }
-  return out
-}
-
-/** openWriter opens the FIFO for writing once a reader has it open (ENXIO until then), within timeoutMs. */
-async function openWriter(path: string, timeoutMs: number): Promise<number> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    try {
-      return openSync(path, constants.O_WRONLY | constants.O_NONBLOCK)
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENXIO" || Date.now() > deadline) throw err
-    }
-    await new Promise((r) => setTimeout(r, 20))
-  }
-}
 
 /** What a test gets from withHeldCluster. */
 interface HeldCluster {
