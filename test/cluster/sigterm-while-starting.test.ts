@@ -44,8 +44,14 @@ for (const workers of [1, 2]) {
       const out = pc.output()
       // The stop comes after the start: logged as kept ("SIGTERM while starting") when the event loop had a turn
       // during the start, else the signal reaches JavaScript only after it, as an ordinary stop.
-      const running = out.indexOf("portcullis is running")
-      assert.ok(running >= 0 && running < out.indexOf("SIGTERM: stopping"), out)
+      // By the lines' own times: under load the two pipes (stdout, stderr) may reach the test out of order.
+      const at = (msg: RegExp) => {
+        const line = out.split("\n").find((l) => msg.test(l))
+        return line === undefined ? Number.NaN : (JSON.parse(line) as { time: number }).time
+      }
+      const running = at(/"msg":"portcullis is running"/)
+      const stopping = at(/"msg":"SIGTERM: stopping/)
+      assert.ok(running <= stopping, `started (${running}), then stopped (${stopping}):\n${out}`)
       if (workers > 1) assert.match(out, /worker stopping/)
     } finally {
       for (const pid of tagged(tag)) if (isAlive(pid)) process.kill(pid, "SIGKILL")
