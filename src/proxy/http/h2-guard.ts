@@ -91,7 +91,7 @@ export class H2Guard extends Duplex {
   readonly socket: TLSSocket
   session: Http2Session | undefined
   readonly #streams = new Map<number, StreamState>()
-  /** Streams the session has emitted, by id, for stream.close(code). */
+  /** Streams the session has emitted and the guard still tracks (in #streams), by id, for stream.close(code). */
   readonly #known = new Map<number, ServerHttp2Stream>()
   /** Stream errors found before the session emitted the stream ('stream' is emitted on the next tick). */
   readonly #pending = new Map<number, number>()
@@ -162,7 +162,12 @@ export class H2Guard extends Duplex {
     this.#idle.unref()
   }
 
-  /** adopt: the session emitted this stream; false (and the stream is reset) when the guard already found it in error. */
+  /**
+   * adopt: the session emitted this stream; false (and the stream is reset) when the guard already found it in error.
+   * It is known (for stream.close(code)) while the guard tracks it: #close forgets it, from the frames that end it
+   * (both END_STREAMs, or a RST_STREAM either way), which is before Node's 'close'. A 'close' listener per stream
+   * did the same at the cost of a listener (and node:http2's 'newListener' event) on every stream.
+   */
   adopt(stream: ServerHttp2Stream): boolean {
     const id = stream.id ?? 0
     const code = this.#pending.get(id)
@@ -171,25 +176,9 @@ export class H2Guard extends Duplex {
       stream.close(code)
       return false
     }
-    this.#known.set(id, stream)
-    stream.on("close", this.#onStreamClose)
+    // Already ended by its frames (the 'stream' event comes a tick after its HEADERS): nothing left to reset.
+    if (this.#streams.has(id)) this.#known.set(id, stream)
     return true
-  }
-
-  /**
-   * The one 'close' listener of this connection's adopted streams (`this` is the stream): made once per guard, so a
-   * stream costs neither a closure nor an entry in a WeakMap from stream to guard (whose ephemerons every scavenge
-   * walks; 1% of W3 in the profile).
-   */
-  readonly #onStreamClose = ((guard: H2Guard) =>
-    function onAdoptedClose(this: ServerHttp2Stream): void {
-      guard.forget(this)
-    })(this)
-
-  /** forget: an adopted stream closed; the session will not emit it again. */
-  forget(stream: ServerHttp2Stream): void {
-    const id = stream.id ?? 0
-    if (this.#known.get(id) === stream) this.#known.delete(id)
   }
 
   override _read(): void {
@@ -456,6 +445,7 @@ export class H2Guard extends Duplex {
 
   #close(id: number, how: number): void {
     this.#streams.delete(id)
+    this.#known.delete(id)
     this.#recentIds[this.#recentAt] = id
     this.#recentHow[this.#recentAt] = how
     this.#recentAt = (this.#recentAt + 1) % RECENT
