@@ -290,10 +290,19 @@ function portcullisTarget(
     launch(ctx) {
       const conf = join(ctx.dir, `portcullis-${engine}.yaml`)
       writeFileSync(conf, portcullisConfig(ctx, engine, log, h2c, metrics, workers))
-      return spawnLogged(process.execPath, [mainTs, "--config", conf], join(ctx.dir, `portcullis-${engine}.log`), {
-        core: spread ? BOTH_CORES : PROXY_CORE,
-        cwd: ctx.dir,
-      })
+      // PORTCULLIS_BENCH_CPU_PROF=DIR: each Portcullis process writes a V8 CPU profile there when it stops (SIGTERM
+      // after its last cell), warm-ups and every workload it ran included.
+      const profDir = process.env["PORTCULLIS_BENCH_CPU_PROF"]
+      const prof = profDir ? ["--cpu-prof", `--cpu-prof-dir=${join(profDir, base + (log ? "" : LOG_OFF))}`] : []
+      return spawnLogged(
+        process.execPath,
+        [...prof, mainTs, "--config", conf],
+        join(ctx.dir, `portcullis-${engine}.log`),
+        {
+          core: spread ? BOTH_CORES : PROXY_CORE,
+          cwd: ctx.dir,
+        },
+      )
     },
   }
 }

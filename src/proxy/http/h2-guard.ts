@@ -59,6 +59,8 @@ const MAX_WINDOW = 2 ** 31 - 1
 const PREFACE_LENGTH = 24
 /** Control frames held whole before they are passed on (their payload decides); longer ones go to nghttp2 as is. */
 const MAX_HELD = 64
+/** Corked batches up to this size are joined into one buffer; larger ones (bulk DATA) are written as they are. */
+const MAX_BATCH_COPY = 64 * 1024
 /** Streams remembered after they close, to tell a late frame on a closed stream from one on an unused id. */
 const RECENT = 64
 /** Stream errors this guard answers on one connection before it ends it (a flood of them is an attack). */
@@ -91,7 +93,7 @@ export class H2Guard extends Duplex {
   readonly socket: TLSSocket
   session: Http2Session | undefined
   readonly #streams = new Map<number, StreamState>()
-  /** Streams the session has emitted, by id, for stream.close(code). */
+  /** Streams the session has emitted and the guard still tracks (in #streams), by id, for stream.close(code). */
   readonly #known = new Map<number, ServerHttp2Stream>()
   /** Stream errors found before the session emitted the stream ('stream' is emitted on the next tick). */
   readonly #pending = new Map<number, number>()
@@ -162,7 +164,12 @@ export class H2Guard extends Duplex {
     this.#idle.unref()
   }
 
-  /** adopt: the session emitted this stream; false (and the stream is reset) when the guard already found it in error. */
+  /**
+   * adopt: the session emitted this stream; false (and the stream is reset) when the guard already found it in error.
+   * It is known (for stream.close(code)) while the guard tracks it: #close forgets it, from the frames that end it
+   * (both END_STREAMs, or a RST_STREAM either way), which is before Node's 'close'. A 'close' listener per stream
+   * did the same at the cost of a listener (and node:http2's 'newListener' event) on every stream.
+   */
   adopt(stream: ServerHttp2Stream): boolean {
     const id = stream.id ?? 0
     const code = this.#pending.get(id)
@@ -171,25 +178,9 @@ export class H2Guard extends Duplex {
       stream.close(code)
       return false
     }
-    this.#known.set(id, stream)
-    stream.on("close", this.#onStreamClose)
+    // Already ended by its frames (the 'stream' event comes a tick after its HEADERS): nothing left to reset.
+    if (this.#streams.has(id)) this.#known.set(id, stream)
     return true
-  }
-
-  /**
-   * The one 'close' listener of this connection's adopted streams (`this` is the stream): made once per guard, so a
-   * stream costs neither a closure nor an entry in a WeakMap from stream to guard (whose ephemerons every scavenge
-   * walks; 1% of W3 in the profile).
-   */
-  readonly #onStreamClose = ((guard: H2Guard) =>
-    function onAdoptedClose(this: ServerHttp2Stream): void {
-      guard.forget(this)
-    })(this)
-
-  /** forget: an adopted stream closed; the session will not emit it again. */
-  forget(stream: ServerHttp2Stream): void {
-    const id = stream.id ?? 0
-    if (this.#known.get(id) === stream) this.#known.delete(id)
   }
 
   override _read(): void {
@@ -200,23 +191,25 @@ export class H2Guard extends Duplex {
    * cork, write, uncork: the session's output as JSStreamSocket hands it over (cork, one write per buffer, uncork),
    * straight to the TLS socket. Not through this Duplex's Writable side: its buffering, the writev batch and the
    * per-chunk callbacks (each after a nextTick) did again what the TLS socket's own Writable does, for every batch of
-   * frames the session writes (2% of W3 in the profile). end() and destroy() stay the Duplex's (_final, _destroy).
+   * frames the session writes (2% of W3 in the profile). The buffers of one batch (about 25 under W3: frame headers,
+   * HEADERS blocks and DATA payloads, some 50 bytes each) are joined and written once at the last uncork, with one
+   * callback for all of them, instead of one Writable write and callback each on the TLS socket (#flushBatch).
+   * end() and destroy() stay the Duplex's (_final, _destroy).
    */
   override cork(): void {
     this.#corked++
-    this.socket.cork()
   }
 
   override uncork(): void {
     if (this.#corked === 0) return
     this.#corked--
-    this.socket.uncork()
-    if (this.#corked === 0) this.#flushInjected()
+    if (this.#corked > 0) return
+    this.#flushBatch()
+    this.#flushInjected()
   }
 
   override write(chunk: Buffer, encoding?: unknown, callback?: unknown): boolean {
     const done = (typeof encoding === "function" ? encoding : callback) as WriteCallback | undefined
-    this.#idle?.refresh()
     this.#outbound(chunk)
     const socket = this.socket
     if (socket.destroyed || this.destroyed) {
@@ -224,9 +217,57 @@ export class H2Guard extends Duplex {
       if (done) process.nextTick(done)
       return false
     }
+    if (this.#corked > 0) {
+      this.#batch.push(chunk)
+      this.#batchBytes += chunk.length
+      if (done) this.#batchDone.push(done)
+      return !socket.writableNeedDrain
+    }
+    this.#idle?.refresh()
     const ok = done ? socket.write(chunk, done) : socket.write(chunk)
-    if (this.#corked === 0) this.#flushInjected()
+    this.#flushInjected()
     return ok
+  }
+
+  /** The session's buffers written while corked, and their callbacks, for #flushBatch. */
+  readonly #batch: Buffer[] = []
+  #batchBytes = 0
+  #batchDone: WriteCallback[] = []
+
+  /**
+   * #flushBatch writes the corked batch: joined into one buffer (a copy of about a kilobyte), or, above
+   * MAX_BATCH_COPY (bulk DATA), as corked writes of their own. The callbacks run, in order, once the last byte is
+   * written, as each buffer's did once its own was (the TLS socket calls them in order and fails them all alike).
+   */
+  #flushBatch(): void {
+    const batch = this.#batch
+    const n = batch.length
+    if (n === 0) return
+    const callbacks = this.#batchDone
+    const done: WriteCallback | undefined =
+      callbacks.length === 0
+        ? undefined
+        : callbacks.length === 1
+          ? callbacks[0]
+          : (err) => {
+              for (let i = 0; i < callbacks.length; i++) callbacks[i]!(err)
+            }
+    if (callbacks.length > 0) this.#batchDone = []
+    const socket = this.socket
+    this.#idle?.refresh()
+    if (n === 1 || this.#batchBytes > MAX_BATCH_COPY) {
+      socket.cork()
+      for (let i = 0; i < n - 1; i++) socket.write(batch[i]!)
+      if (done) socket.write(batch[n - 1]!, done)
+      else socket.write(batch[n - 1]!)
+      socket.uncork()
+    } else {
+      const joined = Buffer.concat(batch, this.#batchBytes)
+      if (done) socket.write(joined, done)
+      else socket.write(joined)
+    }
+    batch.length = 0
+    this.#batchBytes = 0
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
@@ -456,6 +497,7 @@ export class H2Guard extends Duplex {
 
   #close(id: number, how: number): void {
     this.#streams.delete(id)
+    this.#known.delete(id)
     this.#recentIds[this.#recentAt] = id
     this.#recentHow[this.#recentAt] = how
     this.#recentAt = (this.#recentAt + 1) % RECENT
@@ -547,7 +589,8 @@ export class H2Guard extends Duplex {
 
   /** #flushInjected writes the guard's own frames once the session's output stands between two frames. */
   #flushInjected(): void {
-    if (this.#inject.length === 0 || this.#outSkip > 0 || this.#outHead !== undefined) return
+    // While corked, the session's frames wait in #batch: ours go after them, at the last uncork.
+    if (this.#inject.length === 0 || this.#corked > 0 || this.#outSkip > 0 || this.#outHead !== undefined) return
     if (this.socket.destroyed) return
     for (const frame of this.#inject.splice(0)) this.socket.write(frame)
     for (const done of this.#onInjected.splice(0)) done()

@@ -194,7 +194,14 @@ export class H2Response {
       if (callback) queueMicrotask(callback)
       return true
     }
-    return callback ? this.stream.write(chunk, callback) : this.stream.write(chunk)
+    const ok = callback ? this.stream.write(chunk, callback) : this.stream.write(chunk)
+    if (!ok && this.#onDrain !== undefined && !this.#drainHeard) {
+      // The stream's 'drain' is listened to from the first write it did not take at once (see on()).
+      this.#drainHeard = true
+      const onDrain = this.#onDrain
+      this.stream.on("drain", () => onDrain.call(this))
+    }
+    return ok
   }
 
   end(body?: string | Buffer, trailers?: Record<string, string | string[]>): void {
@@ -212,8 +219,20 @@ export class H2Response {
     if (!this.stream.destroyed) this.stream.destroy(err)
   }
 
-  /** on: 'drain' and 'close' of the stream, called with this response as `this` (the exchange's handlers read it). */
+  /** The 'drain' listener, put on the stream only once a write returned false (write()). */
+  #onDrain: ((this: H2Response) => void) | undefined
+  #drainHeard = false
+
+  /**
+   * on: 'drain' and 'close' of the stream, called with this response as `this` (the exchange's handlers read it).
+   * 'drain' follows only a write that returned false, so it is listened to from the first such write: a small
+   * response never needs it, and each listener added to a stream costs a 'newListener' event in node:http2.
+   */
   on(event: "drain" | "close", listener: (this: H2Response) => void): this {
+    if (event === "drain") {
+      this.#onDrain = listener
+      return this
+    }
     // A closure, not the response kept on the stream: a property added to Node's stream objects after construction
     // gives them a second shape, and every property read in node:http2's own code on streams turns polymorphic.
     this.stream.on(event, () => listener.call(this))

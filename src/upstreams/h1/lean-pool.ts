@@ -118,8 +118,12 @@ export class LeanPool implements BackendPool {
     }
     // A streamed body is read once: such a request is never sent again after a keep-alive race.
     request.idempotent = options.idempotent === true && !streamed
-    this.#queue.push(request)
-    this.#schedule()
+    // Nobody waits ahead of it (nearly always): straight to a connection, without the queue's push and shift.
+    if (this.#queue.length === 0 && this.#hasRoom()) this.#start(request)
+    else {
+      this.#queue.push(request)
+      this.#schedule()
+    }
     return true
   }
 
@@ -130,17 +134,26 @@ export class LeanPool implements BackendPool {
         this.#queue.shift() // aborted while waiting
         continue
       }
-      const idle = this.#idle.pop()
-      if (idle === undefined && this.#open >= this.options.connections) return
-      const request = this.#queue.shift()!
-      this.#busy++
-      if (idle !== undefined) {
-        idle.busy = true
-        idle.send(request)
-      } else {
-        this.#open++
-        new Connection(this, request)
-      }
+      if (!this.#hasRoom()) return
+      this.#start(this.#queue.shift()!)
+    }
+  }
+
+  /** #hasRoom: an idle connection, or room for one more. */
+  #hasRoom(): boolean {
+    return this.#idle.length > 0 || this.#open < this.options.connections
+  }
+
+  /** #start sends the request on the most recently used idle connection, or on a new one (#hasRoom said which). */
+  #start(request: LeanRequest): void {
+    const idle = this.#idle.pop()
+    this.#busy++
+    if (idle !== undefined) {
+      idle.busy = true
+      idle.send(request)
+    } else {
+      this.#open++
+      new Connection(this, request)
     }
   }
 
