@@ -175,13 +175,23 @@ for (const version of ["TLSv1.2", "TLSv1.3"] as const) {
       const errors: unknown[] = []
       const port = await startStoreServer(t, await load(ring, {}, (err) => errors.push(err)))
       const first = await visit(port, version)
-      ring.failKeys = true
+      // A ticket of the current key is opened with current() alone.
+      ring.failCurrent = true
       const failed = await visit(port, version, newest(first))
       assert.equal(failed.reused, false)
       assert.equal(failed.greeting, "hi\n")
-      assert.match(String(errors[0]), /keys\(\) failed/)
-      ring.failKeys = false
+      assert.match(String(errors[0]), /current\(\) failed/)
+      ring.failCurrent = false
       assert.equal((await visit(port, version, newest(first))).reused, true, "the ticket resumes again")
+      // A ticket of a previous key is looked for in keys().
+      ring.rotate()
+      ring.failKeys = true
+      const older = await visit(port, version, newest(first))
+      assert.equal(older.reused, false)
+      assert.equal(older.greeting, "hi\n")
+      assert.match(String(errors.at(-1)), /keys\(\) failed/)
+      ring.failKeys = false
+      assert.equal((await visit(port, version, newest(first))).reused, true, "the previous key's ticket resumes")
     })
 
     test("an exception inside the callback (sealing) gives a handshake without a ticket", async (t) => {
