@@ -53,6 +53,12 @@ type Peername = { _peername?: object }
 /** Served: how the sockets of one SecureContext are built and judged (its client_auth policy). */
 interface Served {
   options: tls.TLSSocketOptions
+  /**
+   * The context's ALPN list in wire form, set on each socket's handle (#wrap) rather than passed as ALPNProtocols:
+   * TLSSocket copies and validates a list it is given on every construction (convertALPNProtocols, ≈0.3% of a W5
+   * profile); the handle's setter copies the bytes into the TLSWrap itself, as the constructor's own call does.
+   */
+  alpn: Buffer | undefined
   auth: ClientAuthPolicy
   /** the OCSP staple of the context's one certificate (an ECDSA+RSA context has `pick` instead) */
   staple: Staple | undefined
@@ -84,8 +90,11 @@ export interface TlsListenerOptions {
   staples?: StapleLookup | undefined
 }
 
-/** The TLSWrap handle's staple setter (what tls.Server's 'OCSPRequest' callback calls, _tls_wrap.js requestOCSP). */
-type StaplingHandle = { setOCSPResponse(der: Buffer): void }
+/**
+ * The TLSWrap handle's setters used before the handshake: the staple (what tls.Server's 'OCSPRequest' callback calls,
+ * _tls_wrap.js requestOCSP) and the ALPN list (what TLSSocket's _init calls with options.ALPNProtocols).
+ */
+type ServerHandle = { setOCSPResponse(der: Buffer): void; setALPNProtocols(protocols: Buffer): void }
 
 /** StapleLookup gives the OCSP staple kept for a certificate, if any (the runtime's OcspStapler). */
 export type StapleLookup = (cert: LoadedCertificate) => Staple | undefined
@@ -259,6 +268,9 @@ export class TlsListener {
     }
     const served = known ?? this.#servedBy(secureContext)
     const socket = new tls.TLSSocket(raw, served.options)
+    const handle = (socket as unknown as { ssl: ServerHandle }).ssl
+    // Before the first read (next tick), as the constructor would have set it.
+    if (served.alpn !== undefined) handle.setALPNProtocols(served.alpn)
     // OCSP stapling on a TLSSocket made without tls.Server: the TLSWrap keeps one response, and OpenSSL's status
     // callback (set on every server context by Node's TLSWrap) sends it only to a client whose ClientHello asked
     // (status_request, RFC 6066 §8). The socket reads on the next tick, so this precedes the ClientHello. Node takes
@@ -269,7 +281,7 @@ export class TlsListener {
       const i = served.pick.pick(hello)
       der = i < 0 ? undefined : served.picked![i]?.der
     }
-    if (der !== undefined) (socket as unknown as { ssl: StaplingHandle }).ssl.setOCSPResponse(der)
+    if (der !== undefined) handle.setOCSPResponse(der)
     ;(raw as WithSource)[kTls] = socket
     ;(raw as WithSource)[kServed] = served
     // The peer address read at accept (#handshake) serves the TLS socket too: net.Socket keeps it in _peername and
@@ -289,7 +301,8 @@ export class TlsListener {
     if (!served && this.certs.isChallenge(secureContext)) {
       served = {
         auth: { mode: "none", forwardCert: false, forwardFormat: "x-client" },
-        options: { isServer: true, secureContext, ALPNProtocols: wireAlpn(["acme-tls/1"]) },
+        options: { isServer: true, secureContext },
+        alpn: wireAlpn(["acme-tls/1"]),
         staple: undefined,
         challenge: true,
       }
@@ -315,8 +328,8 @@ export class TlsListener {
           requestCert: auth.mode !== "none",
           // require: a client without a certificate fails in the handshake; a bad one is judged in #secured.
           rejectUnauthorized: auth.mode === "require",
-          ALPNProtocols: wireAlpn(this.certs.secureOptions.ALPNProtocols as string[] | undefined),
         },
+        alpn: wireAlpn(this.certs.secureOptions.ALPNProtocols as string[] | undefined),
       }
       this.#served.set(secureContext, served)
     }
@@ -459,8 +472,8 @@ function ignore(): void {}
 
 /**
  * wireAlpn turns an ALPN list into its wire form (RFC 7301 §3.1) once per context, as tls.Server does for the
- * sockets it makes: a TLSSocket given a list converts it on every construction (_tls_wrap.js convertALPNProtocols),
- * one given the wire form only copies it. Names are ASCII tokens (config schema), so one byte each.
+ * sockets it makes (a TLSSocket given a list converts it on every construction, one given the wire form copies and
+ * validates it). Names are ASCII tokens (config schema), so one byte each.
  */
 function wireAlpn(protocols: string[] | undefined): Buffer | undefined {
   if (protocols === undefined) return undefined
