@@ -48,20 +48,16 @@ function field(prefix: string, value: string | undefined): string {
 }
 
 /**
- * The connection's part of its access lines, made on its first line (a connection's fields never change). A WeakMap,
- * not a property on the info: a property added later gives infos a second shape and their readers turn polymorphic.
- */
-const linePart = new WeakMap<ConnectionInfo, { listener: string; text: string }>()
-
-/**
  * connectionPart is `"client":...,"listener":...` and the TLS fields of a connection's lines: the same for every
- * request on it, so it is escaped and joined once per connection (and listener), not once per request.
+ * request on it, so it is escaped and joined once per connection (and listener), not once per request, and kept in
+ * the info's own slot for it (ConnectionInfo.linePart: no WeakMap entry per connection).
  */
 function connectionPart(info: ConnectionInfo, listener: string): string {
-  const cached = linePart.get(info)
-  if (cached !== undefined && cached.listener === listener) return cached.text
+  const cached = info.linePart
+  if (cached !== undefined && info.lineListener === listener) return cached
   const text = `"client":${quote(info.clientAddress)},"listener":${quote(listener)}${field(',"sni":', info.servername)}${field(',"tls":', info.tlsVersion)}${field(',"cipher":', info.cipher)}${field(',"alpn":', info.alpn)}`
-  linePart.set(info, { listener, text })
+  info.linePart = text
+  info.lineListener = listener
   return text
 }
 

@@ -89,18 +89,17 @@ export function buildRequestHeaders(
   return out
 }
 
-/** The last Forwarded element made for a connection, and the host it was made for (a WeakMap: see access-log.ts). */
-const lastForwarded = new WeakMap<ConnectionInfo, { host: string | undefined; element: string }>()
-
 /**
  * forwardedElementFor is forwardedElement for this connection's client: the requests of one connection name the
- * same host, so the element is made once per connection (again when the host changes), not once per request.
+ * same host, so the element is made once per connection (again when the host changes), not once per request, and
+ * kept in the info's own slot for it (ConnectionInfo.forwardedElement: no WeakMap entry per connection).
  */
 function forwardedElementFor(info: ConnectionInfo, host: string | undefined): string {
-  const last = lastForwarded.get(info)
-  if (last !== undefined && last.host === host) return last.element
+  const last = info.forwardedElement
+  if (last !== undefined && info.forwardedHost === host) return last
   const element = forwardedElement(info.clientAddress, host, "https")
-  lastForwarded.set(info, { host, element })
+  info.forwardedElement = element
+  info.forwardedHost = host
   return element
 }
 
