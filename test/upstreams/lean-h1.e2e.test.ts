@@ -219,12 +219,29 @@ const SCRIPTS: Record<string, Script> = {
         `content-length: 2\r\nx-conn: ${req.conn}\r\n\r\nok`,
     ),
   "/hold": hold,
+  // The timers (the `timed` upstream: response and idle timeouts of 400 ms).
+  "/slow-head": (req, s) => {
+    setTimeout(() => s.write(ok(req, "late")), 900)
+  },
+  "/head-in-parts": (req, s) =>
+    trickle(s, ["HTTP/1.1 200 OK\r\n", `x-conn: ${req.conn}\r\n`, "content-length: 2\r\n", "\r\nok"]),
+  "/stall-mid-body": (_req, s) => s.write("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello"),
+  "/body-in-parts": (req, s) =>
+    trickle(s, [`HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-conn: ${req.conn}\r\n\r\n`, "h", "e", "l", "l", "o"]),
+}
+
+/** trickle writes the parts 200 ms apart: each gap is within the 400 ms timeouts, the whole is not. */
+function trickle(socket: net.Socket, parts: string[]): void {
+  const [first, ...rest] = parts
+  if (first === undefined || socket.destroyed) return
+  socket.write(first)
+  if (rest.length > 0) setTimeout(() => trickle(socket, rest), 200)
 }
 
 before(async () => {
   pki = await createPki()
   const hosts = ["solo.test", "pair.test", "refused.test", "timeout.test", "timeout-pair.test"]
-  const site = await pki.issue({ names: ["localhost", ...hosts, "limited.test", "capped.test"] })
+  const site = await pki.issue({ names: ["localhost", ...hosts, "limited.test", "capped.test", "timed.test"] })
   solo = await startScripted(SCRIPTS)
   bad = await startScripted(SCRIPTS)
   good = await startScripted()
@@ -245,6 +262,7 @@ listeners:
       - { hosts: [timeout-pair.test], upstream: timeout_pair }
       - { hosts: [limited.test], upstream: limited }
       - { hosts: [capped.test], upstream: capped }
+      - { hosts: [timed.test], upstream: timed }
       - { upstream: solo }
 upstreams:
   solo:
@@ -273,6 +291,11 @@ upstreams:
   capped:
     backends: ["127.0.0.1:${capped.port}"]
     keepalive: 1
+    passive: { enabled: false }
+  timed:
+    backends: ["127.0.0.1:${solo.port}"]
+    timeouts: { response: 400ms, idle: 400ms }
+    retries: 0
     passive: { enabled: false }
 access_log: { enabled: false }
 `)
@@ -492,5 +515,41 @@ describe("framing", () => {
       "b=2, c=3",
       "d=4; Expires=Wed, 21 Oct 2026 07:28:00 GMT",
     ])
+  })
+})
+
+describe("timeouts of the backend connection (response 400 ms, idle 400 ms)", () => {
+  test("a response head later than timeouts.response is a 504", async () => {
+    const started = Date.now()
+    const reply = await send("timed.test", "/slow-head")
+    assert.equal(reply.status, 504)
+    assert.ok(Date.now() - started < 850, "answered at the response timeout, before the late head")
+  })
+
+  test("a head that arrives in parts, each within the timeout, is read whole", async () => {
+    const reply = await send("timed.test", "/head-in-parts")
+    assert.equal(reply.status, 200)
+    assert.equal(reply.text, "ok")
+  })
+
+  test("a body silent for longer than timeouts.idle gives the client a broken response", async () => {
+    const started = Date.now()
+    await assert.rejects(send("timed.test", "/stall-mid-body"))
+    assert.ok(Date.now() - started < 3_000, "cut at the idle timeout")
+  })
+
+  test("a body that keeps coming, each piece within timeouts.idle, is whole though it takes longer", async () => {
+    const started = Date.now()
+    const reply = await send("timed.test", "/body-in-parts")
+    assert.equal(reply.status, 200)
+    assert.equal(reply.text, "hello")
+    assert.ok(Date.now() - started >= 800, "the body took longer than one timeout")
+  })
+
+  test("an idle pooled connection is closed after the keep-alive timeout (at most timeouts.idle)", async () => {
+    const reply = await send("timed.test", "/")
+    assert.equal(reply.status, 200)
+    const conn = Number(reply.headers["x-conn"])
+    await waitUntil(() => solo.closed.has(conn), "the proxy closed the idle connection", 3_000)
   })
 })

@@ -415,6 +415,8 @@ class LeanRequest implements Dispatcher.DispatchController {
     this.#onBodyData = (chunk: Buffer) => {
       if (chunk.length === 0) return
       written += chunk.length
+      // A body write is activity, as it was for the socket's own timeout: a long upload is not a silent backend.
+      this.connection?.touch()
       const ok = chunked
         ? socket.write(`${chunk.length.toString(16)}\r\n`, "latin1") &&
           socket.write(chunk) &&
@@ -553,34 +555,72 @@ class Connection {
     this.request = first
     first.connection = this
     // allowHalfOpen: a backend's FIN must not close the socket before bytes we hold (paused) are delivered. The
-    // connect timeout is the socket's own timer (timedOut), re-armed for each later phase.
+    // connect timeout is the connection's one timer (see #setTimeout), which runs every later phase too.
     const socket = o.dialer.tcp({
       allowHalfOpen: true,
       onread: { buffer: () => this.#nextReadBuffer(), callback: onRead },
     }) as WithConnection
     this.socket = socket
     socket[kConnection] = this
-    this.#timeoutMs = o.connectTimeout
-    socket.setTimeout(o.connectTimeout)
+    this.#setTimeout(o.connectTimeout)
     socket.on("connect", onConnect)
     socket.on("end", onEnd)
     socket.on("error", onError)
     socket.on("close", onClose)
-    socket.on("timeout", onTimeout)
   }
 
-  /** The socket's timeout now (ms; 0: none). */
+  /** The current phase's inactivity timeout (ms; 0: none). */
   #timeoutMs = 0
+  /** performance.now() past which the phase has timed out: the last activity plus #timeoutMs. */
+  #deadline = 0
+  /** The connection's one timer; it fires at #fireAt, never after #deadline (it may fire before: see onTimer). */
+  #timer: NodeJS.Timeout | undefined
+  #timerMs = 0
+  #fireAt = Number.POSITIVE_INFINITY
 
   /**
-   * #setTimeout sets the socket's timeout for the next phase, only when it differs from the current one: each read
-   * and write restarts the socket's timer anyway, and the phases change right after one (send writes the request;
-   * the head and the end of a response were just read), so an unchanged timeout is already running from that byte.
+   * #setTimeout starts the next phase's inactivity timeout (0: none), as socket.setTimeout would, without its cost:
+   * that makes a Timeout and a bound function per call, and a keep-alive request changes phase twice (idle to
+   * response, then back). Here a phase change only moves #deadline; the one timer is re-armed when it would fire
+   * too late for it (a shorter timeout), and a timer that fires early finds the deadline later and waits the rest.
+   * So under load a connection's timer fires about once per idle timeout, not once per request.
    */
   #setTimeout(ms: number): void {
-    if (ms === this.#timeoutMs) return
     this.#timeoutMs = ms
-    this.socket.setTimeout(ms)
+    if (ms === 0) return
+    const now = performance.now()
+    this.#deadline = now + ms
+    if (this.#fireAt > this.#deadline) this.#arm(now, ms)
+  }
+
+  /** touch: bytes moved (a read, a body write): the inactivity timeout runs again from now. */
+  touch(): void {
+    if (this.#timeoutMs !== 0) this.#deadline = performance.now() + this.#timeoutMs
+  }
+
+  #arm(now: number, ms: number): void {
+    const delay = Math.max(1, Math.ceil(ms))
+    if (this.#timer !== undefined && this.#timerMs === delay) this.#timer.refresh()
+    else {
+      if (this.#timer !== undefined) clearTimeout(this.#timer)
+      this.#timer = setTimeout(onTimer, delay, this)
+      this.#timer.unref()
+      this.#timerMs = delay
+    }
+    this.#fireAt = now + delay
+  }
+
+  /** timerFired: the timer ran out; the phase has timed out only if nothing moved since (else wait the rest). */
+  timerFired(): void {
+    this.#fireAt = Number.POSITIVE_INFINITY
+    if (this.#gone || this.#timeoutMs === 0) return
+    const now = performance.now()
+    const left = this.#deadline - now
+    if (left > 0) {
+      this.#arm(now, left)
+      return
+    }
+    this.timedOut()
   }
 
   connected(): void {
@@ -672,6 +712,7 @@ class Connection {
       return
     }
     this.#untouched = false
+    this.touch()
     if (chunk.length === READ_SIZE) this.#bulk = true
     if (request.paused) {
       this.#pending = this.#pending ? Buffer.concat([this.#pending, chunk]) : Buffer.from(chunk)
@@ -885,8 +926,16 @@ class Connection {
     this.#continueTimer = undefined
     if (this.#gone) return
     this.#gone = true
+    this.#stopTimer()
     this.socket.destroy()
     this.pool.lost(this)
+  }
+
+  #stopTimer(): void {
+    this.#timeoutMs = 0
+    if (this.#timer !== undefined) clearTimeout(this.#timer)
+    this.#timer = undefined
+    this.#fireAt = Number.POSITIVE_INFINITY
   }
 
   /** closed: the socket is gone; a request still on it (closed without an error event) failed. */
@@ -894,6 +943,7 @@ class Connection {
     live.get(this.pool)?.delete(this)
     const request = this.request
     this.request = undefined
+    this.#stopTimer()
     if (!this.#gone) {
       this.#gone = true
       this.pool.lost(this)
@@ -923,8 +973,8 @@ function onError(this: WithConnection, err: Error): void {
 function onClose(this: WithConnection): void {
   this[kConnection]!.closed()
 }
-function onTimeout(this: WithConnection): void {
-  this[kConnection]!.timedOut()
+function onTimer(connection: Connection): void {
+  connection.timerFired()
 }
 
 /** trailerLines renders a request's trailer fields for the last chunk (RFC 9112 §7.1.2); unsafe ones are dropped. */
