@@ -198,6 +198,57 @@ describe("AccessLog", () => {
     await log.close()
   })
 
+  test("an HTTP line carries pino's fields in order; client strings escaped; one longer than a batch is whole", async () => {
+    const batches: string[] = []
+    const log = new AccessLog({ sink: (text) => batches.push(text) })
+    const info = {
+      clientAddress: "192.0.2.1",
+      servername: "sni.test",
+      tlsVersion: "TLSv1.3",
+      cipher: "TLS_AES_128_GCM_SHA256",
+      alpn: "http/1.1",
+    } as Parameters<AccessLog["http"]>[0]
+    log.http(info, "web", "GET", "a.test", "/p?q=1", 200, 100, "up", "127.0.0.1:80", 1, 0.43, "")
+    log.http(
+      info,
+      "web",
+      "POST",
+      'h"\\x',
+      "/é€😀\u0001",
+      502,
+      0,
+      undefined,
+      undefined,
+      undefined,
+      undefined,
+      "e\n",
+      "t1",
+    )
+    const long = `/${"x".repeat(200_000)}`
+    for (let i = 0; i < 700; i++)
+      log.http(info, "web", "GET", "a.test", i === 350 ? long : `/${i}`, 200, i, "up", "b", 1, 1, "")
+    await log.close()
+    const lines = batches.join("").split("\n").filter(Boolean)
+    assert.equal(lines.length, 702)
+    const first = lines[0]!.replace(/"time":\d+,"pid":\d+/, '"time":T,"pid":P')
+    assert.equal(
+      first,
+      '{"level":30,"time":T,"pid":P,"type":"access","client":"192.0.2.1","listener":"web","sni":"sni.test","tls":"TLSv1.3","cipher":"TLS_AES_128_GCM_SHA256","alpn":"http/1.1","method":"GET","host":"a.test","path":"/p?q=1","status":200,"bytes":100,"upstream":"up","backend":"127.0.0.1:80","tries":1,"duration_ms":0.43}',
+    )
+    const second = JSON.parse(lines[1]!) as Record<string, unknown>
+    assert.equal(second["host"], 'h"\\x')
+    assert.equal(second["path"], "/é€😀\u0001")
+    assert.equal(second["error"], "e\n")
+    assert.equal(second["trace_id"], "t1")
+    assert.equal(second["upstream"], undefined)
+    const rest = lines.slice(2).map((l) => JSON.parse(l) as { path: string; bytes: number })
+    assert.deepEqual(
+      rest.map((r) => r.bytes),
+      Array.from({ length: 700 }, (_, i) => i),
+    )
+    assert.equal(rest[350]!.path, long)
+  })
+
   test("a path that cannot be opened throws PC_ACCESS_LOG_OPEN and the log stays where it was", () => {
     const log = new AccessLog()
     try {
