@@ -19,6 +19,7 @@
  * the old file, later ones to the new. Lines are kept in order across a reopen or a change of path on reload.
  */
 import { closeSync, fstatSync, openSync, write, writeSync } from "node:fs"
+import { putLatin1, putUtf8 } from "./bytes.ts"
 import type { ConnectionInfo } from "./connection-info.ts"
 import { PortcullisError } from "./errors.ts"
 
@@ -208,19 +209,19 @@ export class AccessLog {
     if (!this.#room(most)) return
     const buf = this.#batch!
     let o = this.#used
-    o += buf.write(this.#head, o, "latin1")
-    o += buf.write(String(Date.now()), o, "latin1")
-    o += buf.write(this.#pidPart, o, "latin1")
-    o += buf.write(connection, o)
+    o = putLatin1(buf, o, this.#head)
+    o = putLatin1(buf, o, String(Date.now()))
+    o = putLatin1(buf, o, this.#pidPart)
+    o = putUtf8(buf, o, connection)
     if (method !== undefined) o = putString(buf, putAscii(buf, o, ',"method":'), method)
     if (host !== undefined) o = putString(buf, putAscii(buf, o, ',"host":'), host)
     if (path !== undefined) o = putString(buf, putAscii(buf, o, ',"path":'), path)
     o = putAscii(buf, o, ',"status":')
-    o += buf.write(String(status), o, "latin1")
+    o = putLatin1(buf, o, String(status))
     o = putAscii(buf, o, ',"bytes":')
-    o += buf.write(String(bytes), o, "latin1")
-    if (upstreamField !== "") o += buf.write(upstreamField, o)
-    if (backendField !== "") o += buf.write(backendField, o)
+    o = putLatin1(buf, o, String(bytes))
+    if (upstreamField !== "") o = putUtf8(buf, o, upstreamField)
+    if (backendField !== "") o = putUtf8(buf, o, backendField)
     if (tries !== undefined) o = putAscii(buf, putAscii(buf, o, ',"tries":'), String(tries))
     if (durationMs !== undefined) o = putAscii(buf, putAscii(buf, o, ',"duration_ms":'), String(durationMs))
     if (traceId !== undefined) o = putString(buf, putAscii(buf, o, ',"trace_id":'), traceId)
@@ -250,7 +251,7 @@ export class AccessLog {
   /** line queues one complete line (ending in \n). */
   line(text: string): void {
     if (!this.#room(3 * text.length)) return
-    this.#used += this.#batch!.write(text, this.#used)
+    this.#used = putUtf8(this.#batch!, this.#used, text)
     this.#added()
   }
 
@@ -416,14 +417,14 @@ export class AccessLog {
 
 /** putAscii writes an ASCII constant at o; returns the offset after it. */
 function putAscii(buf: Buffer, o: number, s: string): number {
-  return o + buf.write(s, o, "latin1")
+  return putLatin1(buf, o, s)
 }
 
 /** putString writes s as a JSON string at o (as `quote` makes it, UTF-8); returns the offset after it. */
 function putString(buf: Buffer, o: number, s: string): number {
-  if (NEEDS_ESCAPE.test(s)) return o + buf.write(JSON.stringify(s), o)
+  if (NEEDS_ESCAPE.test(s)) return putUtf8(buf, o, JSON.stringify(s))
   buf[o++] = 0x22 // "
-  o += buf.write(s, o)
+  o = putUtf8(buf, o, s)
   buf[o++] = 0x22
   return o
 }

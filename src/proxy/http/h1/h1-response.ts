@@ -6,6 +6,7 @@
  * built as a string first (a string head was ≈1.4 KB of garbage per request: one piece per `+`, then a flat copy).
  */
 import { STATUS_CODES } from "node:http"
+import { putLatin1 } from "../../../core/bytes.ts"
 import type { H1Request } from "./h1-request.ts"
 
 /** ResponseOwner: the connection a response is written to. */
@@ -173,7 +174,7 @@ export class H1Response {
 
   /** #headInto writes the held head (#headLength bytes) into out at offset; returns the offset after it. */
   #headInto(out: Buffer, offset: number): number {
-    let o = offset + out.write(this.#status, offset, "latin1")
+    let o = putLatin1(out, offset, this.#status)
     const fields = this.#fields!
     this.#fields = undefined
     for (const name in fields) {
@@ -182,9 +183,9 @@ export class H1Response {
         for (let i = 0; i < value.length; i++) o = fieldInto(out, o, name, value[i]!)
       } else o = fieldInto(out, o, name, typeof value === "number" ? String(value) : value)
     }
-    if (this.#dateLine.length > 0) o += out.write(this.#dateLine, o, "latin1")
-    if (this.#connectionLine.length > 0) o += out.write(this.#connectionLine, o, "latin1")
-    if (this.#chunked) o += out.write(CHUNKED_LINE, o, "latin1")
+    if (this.#dateLine.length > 0) o = putLatin1(out, o, this.#dateLine)
+    if (this.#connectionLine.length > 0) o = putLatin1(out, o, this.#connectionLine)
+    if (this.#chunked) o = putLatin1(out, o, CHUNKED_LINE)
     out[o++] = 13
     out[o++] = 10
     return o
@@ -222,7 +223,7 @@ export class H1Response {
       // One buffer, one write: the head, the chunk-size line when chunked, the piece, and its CRLF when chunked.
       const out = Buffer.allocUnsafe(prefix + chunk.length + (framed ? 2 : 0))
       const o = headLength > 0 ? this.#headInto(out, 0) : 0
-      if (framed) out.write(size, o, "latin1")
+      if (framed) putLatin1(out, o, size)
       chunk.copy(out, prefix)
       if (framed) {
         out[prefix + chunk.length] = 13
@@ -233,7 +234,7 @@ export class H1Response {
     }
     const head = Buffer.allocUnsafe(prefix)
     const o = headLength > 0 ? this.#headInto(head, 0) : 0
-    if (framed) head.write(size, o, "latin1")
+    if (framed) putLatin1(head, o, size)
     this.owner.write(head)
     const ok = callback ? this.owner.write(chunk, callback) : this.owner.write(chunk)
     return framed ? this.owner.write("\r\n") : ok
@@ -268,7 +269,7 @@ export class H1Response {
     if (headLength > 0) {
       const out = Buffer.allocUnsafe(headLength + last.length)
       const o = this.#headInto(out, 0)
-      if (last.length > 0) out.write(last, o, "latin1")
+      if (last.length > 0) putLatin1(out, o, last)
       this.owner.write(out)
     } else if (last.length > 0) this.owner.write(last)
     this.#ended()
@@ -321,10 +322,10 @@ function measure(name: string, value: string): number {
 
 /** fieldInto writes `name: value` CRLF at o (checked by measure); returns the offset after it. */
 function fieldInto(out: Buffer, o: number, name: string, value: string): number {
-  o += out.write(name, o, "latin1")
+  o = putLatin1(out, o, name)
   out[o++] = 58 // :
   out[o++] = 32
-  o += out.write(value, o, "latin1")
+  o = putLatin1(out, o, value)
   out[o++] = 13
   out[o++] = 10
   return o
