@@ -20,6 +20,7 @@
 import type net from "node:net"
 import type { Readable } from "node:stream"
 import type { Dispatcher } from "undici"
+import { putLatin1 } from "../../core/bytes.ts"
 import type { Dialer } from "../dial.ts"
 import type { BackendPool } from "../pool.ts"
 import { ChunkedDecoder } from "./chunked.ts"
@@ -271,7 +272,7 @@ const TAIL_ROOM = 1024
 
 /** put writes s (latin1) into the scratch buffer at o; returns the offset after it. */
 function put(o: number, s: string): number {
-  return o + scratch.write(s, o, "latin1")
+  return putLatin1(scratch, o, s)
 }
 
 /**
