@@ -207,7 +207,11 @@ export class H1Response {
     this.owner.write("HTTP/1.1 100 Continue\r\n\r\n")
   }
 
-  /** write sends a piece of body; callback runs once the socket has taken the bytes (or they were dropped). */
+  /**
+   * write sends a piece of body; callback runs once the socket has taken the bytes (or they were dropped). A small
+   * piece is copied behind the head, so its callback (the backend client's release of its read buffer) runs at once:
+   * a queued microtask cost an AsyncResource and a bound function per response.
+   */
   write(chunk: Buffer, callback?: () => void): boolean {
     if (this.writableEnded || this.destroyed || this.#noBody || chunk.length === 0) {
       if (callback) queueMicrotask(callback)
@@ -229,8 +233,9 @@ export class H1Response {
         out[prefix + chunk.length] = 13
         out[prefix + chunk.length + 1] = 10
       }
-      if (callback) queueMicrotask(callback)
-      return this.owner.write(out)
+      const ok = this.owner.write(out)
+      callback?.()
+      return ok
     }
     const head = Buffer.allocUnsafe(prefix)
     const o = headLength > 0 ? this.#headInto(head, 0) : 0
