@@ -90,6 +90,8 @@ export interface RatioCheck {
   /** null when either cell is missing or failed (the check is then "not run", never a pass) */
   ratio: number | null
   pass: boolean | null
+  /** why there is no ratio: a cell failed, or the reference figure is 0 or less (W7: within the direct path's noise) */
+  why?: string
 }
 
 type CheckSpec = Omit<RatioCheck, "type" | "ratio" | "pass" | "atMost"> & { atMost?: boolean }
@@ -146,10 +148,14 @@ export function checkRatios(summaries: Summary[]): RatioCheck[] {
     if (!a || (c.versus !== null && !b)) continue
     const atMost = c.atMost ?? false
     let ratio: number | null = null
+    let why: string | undefined
     if (c.versus === null) ratio = a.ok ? a.figure : null
     else if (a.ok && b?.ok && b.figure > 0) ratio = a.figure / b.figure
+    else if (a.ok && b?.ok)
+      why = `${c.versus}'s figure is ${b.figure}: no ratio to it (W7: its added latency is within the noise of the direct path)`
+    if (ratio === null) why ??= "a cell failed"
     const pass = ratio === null ? null : atMost ? ratio <= c.bound : ratio >= c.bound
-    out.push({ type: "check", ...c, atMost, ratio, pass })
+    out.push({ type: "check", ...c, atMost, ratio, pass, ...(why && { why }) })
   }
   return out
 }
@@ -157,7 +163,7 @@ export function checkRatios(summaries: Summary[]): RatioCheck[] {
 /** renderChecks prints one line per check: `metrics on vs off, W2 (portcullis / portcullis-metrics-off) >= 0.95: 0.970 PASS`. */
 export function renderChecks(checks: RatioCheck[]): string {
   const lines = checks.map((c) => {
-    const verdict = c.pass === null ? "NOT RUN (a cell failed)" : c.pass ? "PASS" : "FAIL"
+    const verdict = c.pass === null ? `NOT RUN (${c.why ?? "a cell failed"})` : c.pass ? "PASS" : "FAIL"
     const ratio = c.ratio === null ? "" : `${c.ratio.toFixed(3)} `
     const rows = c.versus === null ? c.target : `${c.target} / ${c.versus}`
     return `- ${c.name}, ${c.workload} (${rows}) ${c.atMost ? "<=" : ">="} ${c.bound}: ${ratio}${verdict}`
