@@ -270,8 +270,9 @@ function portcullisTarget(
   const mainTs = join(root, "src", "main.ts")
   // W3c needs `protocol: h2c` upstreams; a baseline checkout from before them gets neither the route nor the cell.
   const h2c = engine === "http" && supportsH2c(root)
+  const name = log ? base : `${base}${LOG_OFF}`
   return {
-    name: log ? base : `${base}${LOG_OFF}`,
+    name,
     layer: engine === "http" ? "L7" : "L4",
     h2Upstream: h2c,
     ...(spread && { cores: BOTH_CORES }),
@@ -293,7 +294,7 @@ function portcullisTarget(
       // PORTCULLIS_BENCH_CPU_PROF=DIR: each Portcullis process writes a V8 CPU profile there when it stops (SIGTERM
       // after its last cell), warm-ups and every workload it ran included.
       const profDir = process.env["PORTCULLIS_BENCH_CPU_PROF"]
-      const prof = profDir ? ["--cpu-prof", `--cpu-prof-dir=${join(profDir, base + (log ? "" : LOG_OFF))}`] : []
+      const prof = profDir ? ["--cpu-prof", `--cpu-prof-dir=${join(profDir, name)}`] : []
       return spawnLogged(
         process.execPath,
         [...prof, mainTs, "--config", conf],

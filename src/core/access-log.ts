@@ -213,19 +213,19 @@ export class AccessLog {
     o = putLatin1(buf, o, String(Date.now()))
     o = putLatin1(buf, o, this.#pidPart)
     o = putUtf8(buf, o, connection)
-    if (method !== undefined) o = putString(buf, putAscii(buf, o, ',"method":'), method)
-    if (host !== undefined) o = putString(buf, putAscii(buf, o, ',"host":'), host)
-    if (path !== undefined) o = putString(buf, putAscii(buf, o, ',"path":'), path)
-    o = putAscii(buf, o, ',"status":')
+    if (method !== undefined) o = putString(buf, putLatin1(buf, o, ',"method":'), method)
+    if (host !== undefined) o = putString(buf, putLatin1(buf, o, ',"host":'), host)
+    if (path !== undefined) o = putString(buf, putLatin1(buf, o, ',"path":'), path)
+    o = putLatin1(buf, o, ',"status":')
     o = putLatin1(buf, o, String(status))
-    o = putAscii(buf, o, ',"bytes":')
+    o = putLatin1(buf, o, ',"bytes":')
     o = putLatin1(buf, o, String(bytes))
     if (upstreamField !== "") o = putUtf8(buf, o, upstreamField)
     if (backendField !== "") o = putUtf8(buf, o, backendField)
-    if (tries !== undefined) o = putAscii(buf, putAscii(buf, o, ',"tries":'), String(tries))
-    if (durationMs !== undefined) o = putAscii(buf, putAscii(buf, o, ',"duration_ms":'), String(durationMs))
-    if (traceId !== undefined) o = putString(buf, putAscii(buf, o, ',"trace_id":'), traceId)
-    if (error) o = putString(buf, putAscii(buf, o, ',"error":'), error)
+    if (tries !== undefined) o = putLatin1(buf, putLatin1(buf, o, ',"tries":'), String(tries))
+    if (durationMs !== undefined) o = putLatin1(buf, putLatin1(buf, o, ',"duration_ms":'), String(durationMs))
+    if (traceId !== undefined) o = putString(buf, putLatin1(buf, o, ',"trace_id":'), traceId)
+    if (error) o = putString(buf, putLatin1(buf, o, ',"error":'), error)
     buf[o++] = 0x7d // }
     buf[o++] = 0x0a
     this.#used = o
@@ -413,11 +413,6 @@ export class AccessLog {
     }
     this.#pump()
   }
-}
-
-/** putAscii writes an ASCII constant at o; returns the offset after it. */
-function putAscii(buf: Buffer, o: number, s: string): number {
-  return putLatin1(buf, o, s)
 }
 
 /** putString writes s as a JSON string at o (as `quote` makes it, UTF-8); returns the offset after it. */

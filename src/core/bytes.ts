@@ -19,3 +19,14 @@ export function putLatin1(buf: Buffer, o: number, s: string): number {
 export function putUtf8(buf: Buffer, o: number, s: string): number {
   return o + (buf as unknown as StringWriter).utf8Write(s, o)
 }
+
+/** putField writes a head's field line, `name: value` CRLF (latin1, checked by the caller), at o; returns the offset after it. */
+export function putField(buf: Buffer, o: number, name: string, value: string): number {
+  o = putLatin1(buf, o, name)
+  buf[o++] = 58 // :
+  buf[o++] = 32
+  o = putLatin1(buf, o, value)
+  buf[o++] = 13
+  buf[o++] = 10
+  return o
+}

@@ -20,7 +20,7 @@
 import type net from "node:net"
 import type { Readable } from "node:stream"
 import type { Dispatcher } from "undici"
-import { putLatin1 } from "../../core/bytes.ts"
+import { putField, putLatin1 } from "../../core/bytes.ts"
 import type { Dialer } from "../dial.ts"
 import type { BackendPool } from "../pool.ts"
 import { ChunkedDecoder } from "./chunked.ts"
@@ -304,12 +304,7 @@ function serializeHead(options: LeanDispatchOptions, reset: boolean, host: strin
     if (lower === "content-length") contentLength = value
     else if (lower === "host") sawHost = true
     if (o + name.length + value.length + 4 > limit) return undefined
-    o = put(o, name)
-    scratch[o++] = 58 // :
-    scratch[o++] = 32
-    o = put(o, value)
-    scratch[o++] = 13
-    scratch[o++] = 10
+    o = putField(scratch, o, name, value)
   }
   // RFC 9112 §3.2: an HTTP/1.1 request carries Host.
   if (!sawHost) o = put(put(put(o, "host: "), host), "\r\n")

@@ -6,7 +6,7 @@
  * built as a string first (a string head was ≈1.4 KB of garbage per request: one piece per `+`, then a flat copy).
  */
 import { STATUS_CODES } from "node:http"
-import { putLatin1 } from "../../../core/bytes.ts"
+import { putField, putLatin1 } from "../../../core/bytes.ts"
 import type { H1Request } from "./h1-request.ts"
 
 /** ResponseOwner: the connection a response is written to. */
@@ -180,8 +180,8 @@ export class H1Response {
     for (const name in fields) {
       const value = fields[name]!
       if (typeof value === "object") {
-        for (let i = 0; i < value.length; i++) o = fieldInto(out, o, name, value[i]!)
-      } else o = fieldInto(out, o, name, typeof value === "number" ? String(value) : value)
+        for (let i = 0; i < value.length; i++) o = putField(out, o, name, value[i]!)
+      } else o = putField(out, o, name, typeof value === "number" ? String(value) : value)
     }
     if (this.#dateLine.length > 0) o = putLatin1(out, o, this.#dateLine)
     if (this.#connectionLine.length > 0) o = putLatin1(out, o, this.#connectionLine)
@@ -314,26 +314,20 @@ export class H1Response {
   }
 }
 
-function line(name: string, value: string): string {
+/** checkValue refuses a value the response cannot carry (a CR, LF, NUL or other control), as ServerResponse does. */
+function checkValue(name: string, value: string): void {
   if (BAD_VALUE.test(value)) throw new InvalidHeaderError(`invalid character in header ${name}`)
+}
+
+function line(name: string, value: string): string {
+  checkValue(name, value)
   return `${name}: ${value}\r\n`
 }
 
-/** measure checks one field as `line` does and returns the bytes it takes in the head. */
+/** measure checks one field and returns the bytes it takes in the head (written later by putField). */
 function measure(name: string, value: string): number {
-  if (BAD_VALUE.test(value)) throw new InvalidHeaderError(`invalid character in header ${name}`)
+  checkValue(name, value)
   return name.length + value.length + 4
-}
-
-/** fieldInto writes `name: value` CRLF at o (checked by measure); returns the offset after it. */
-function fieldInto(out: Buffer, o: number, name: string, value: string): number {
-  o = putLatin1(out, o, name)
-  out[o++] = 58 // :
-  out[o++] = 32
-  o = putLatin1(out, o, value)
-  out[o++] = 13
-  out[o++] = 10
-  return o
 }
 
 function trailerLines(trailers: Record<string, string | string[]>): string {
