@@ -72,6 +72,9 @@ describe("parseResponseHead", () => {
       head("HTTP/1.1 200 OK", "Content-Length: 0x10"),
       head("HTTP/1.1 200 OK", "Transfer-Encoding: gzip, chunked"),
       head("HTTP/1.1 200 OK", "Transfer-Encoding: chunked, identity"),
+      // NBSP is not OWS (String.prototype.trim would take it): an unknown coding, not chunked.
+      head("HTTP/1.1 200 OK", "Transfer-Encoding: \xa0chunked"),
+      head("HTTP/1.1 200 OK", "Content-Length: 5, \xa05"),
       head("HTTP/1.1 200 OK", "X-A: 1", " folded"),
       head("HTTP/1.1 200 OK", "Bad Name: 1"),
       head("HTTP/1.1 200 OK", "X-A : 1"),
@@ -155,6 +158,24 @@ describe("ChunkedDecoder", () => {
   test("refuses malformed framing", () => {
     for (const wire of ["g\r\n", "5\nhello\r\n", "5\r\nhelloX\r\n", "-1\r\n", "1 1\r\n", `${"f".repeat(13)}\r\n`]) {
       assert.throws(() => decode([wire]), Error, JSON.stringify(wire))
+    }
+  })
+
+  test("a bare CR in a trailer line is refused, never trimmed away, in both modes", () => {
+    for (const trailer of ["X: \ry", "X:\r y", "X: y\r", "X: y\r\r"]) {
+      const wire = `1\r\na\r\n0\r\n${trailer}\r\n\r\n`
+      for (const strict of [false, true]) {
+        const d = new ChunkedDecoder(strict)
+        const buf = Buffer.from(wire, "latin1")
+        assert.throws(
+          () => {
+            let pos = 0
+            while (!d.done && pos < buf.length) pos = d.step(buf, pos)
+          },
+          Error,
+          `${JSON.stringify(wire)} strict ${strict}`,
+        )
+      }
     }
   })
 })

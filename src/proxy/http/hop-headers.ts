@@ -1,5 +1,7 @@
 /** @module hop-headers: which header fields are hop-by-hop and never forwarded (RFC 9110 §7.6.1). */
 
+import { trimOws } from "../../core/ows.ts"
+
 /** HOP_BY_HOP: the fixed set, plus any field the Connection header names (see connectionTokens). */
 export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   "connection",
@@ -21,7 +23,7 @@ export function connectionTokens(value: string | string[] | undefined): Set<stri
   const text = Array.isArray(value) ? value.join(",") : value
   let tokens: Set<string> | undefined
   for (const raw of text.split(",")) {
-    const token = raw.trim().toLowerCase()
+    const token = trimOws(raw).toLowerCase()
     if (token === "" || token === "close" || token === "keep-alive") continue
     tokens ??= new Set()
     tokens.add(token)

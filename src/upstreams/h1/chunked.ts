@@ -2,6 +2,8 @@
  * @module chunked: a strict decoder for a chunked body (RFC 9112 §7.1), fed the socket's bytes as they come: a
  * backend's response body, or (strict: true) a client's request body, parsed as llhttp does in strict mode.
  */
+
+import { trimOws } from "../../core/ows.ts"
 import { BackendProtocolError } from "./response-head.ts"
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
@@ -113,7 +115,7 @@ export class ChunkedDecoder {
       const colon = line.indexOf(":")
       const name = colon > 0 ? line.slice(0, colon) : ""
       if (!TOKEN.test(name)) throw this.#error("invalid trailer line", "HPE_INVALID_HEADER_TOKEN")
-      const value = line.slice(colon + 1).trim()
+      const value = trimOws(line.slice(colon + 1))
       if ((this.#strict ? /[^\t\x20-\x7e\x80-\xff]/ : /[\0\r\n]/).test(value))
         throw this.#error("invalid trailer value", "HPE_INVALID_HEADER_TOKEN")
       const lower = name.toLowerCase()

@@ -4,6 +4,8 @@
  * be made to mix two responses (response splitting, desync).
  */
 
+import { trimOws } from "../../core/ows.ts"
+
 /** Framing: how the body after the head ends. */
 export type Framing =
   | { kind: "none" }
@@ -238,7 +240,7 @@ function finish(
     framing = { kind: "none" }
   } else if (transferEncoding !== undefined) {
     // Only "chunked" alone: any other coding would have to be the backend closing, which we do not guess at.
-    if (transferEncoding.trim().toLowerCase() !== "chunked") {
+    if (trimOws(transferEncoding).toLowerCase() !== "chunked") {
       throw new BackendProtocolError("unsupported Transfer-Encoding", "HPE_INVALID_TRANSFER_ENCODING")
     }
     framing = { kind: "chunked" }
@@ -261,7 +263,7 @@ function finish(
 /** contentLengthOf: one Content-Length, or the same one repeated (RFC 9110 §8.6); anything else is refused. */
 function contentLengthOf(contentLength: string): number {
   if (DIGITS.test(contentLength)) return Number(contentLength)
-  const values = contentLength.split(",").map((v) => v.trim())
+  const values = contentLength.split(",").map(trimOws)
   if (!values.every((v) => DIGITS.test(v) && v === values[0])) {
     throw new BackendProtocolError("invalid or conflicting Content-Length", "HPE_INVALID_CONTENT_LENGTH")
   }
@@ -270,7 +272,7 @@ function contentLengthOf(contentLength: string): number {
 
 function hasToken(list: string, token: string): boolean {
   if (!list.includes(token)) return false
-  for (const part of list.split(",")) if (part.trim() === token) return true
+  for (const part of list.split(",")) if (trimOws(part) === token) return true
   return false
 }
 

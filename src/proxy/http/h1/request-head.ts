@@ -6,6 +6,7 @@
  */
 import { METHODS } from "node:http"
 import { ClientError } from "../../../core/errors.ts"
+import { trimOws } from "../../../core/ows.ts"
 
 /** RequestParseError: the client's bytes are not a request we can frame; code as llhttp's (HPE_*), mapped by failure.ts. */
 export class RequestParseError extends ClientError {}
@@ -23,7 +24,11 @@ VALUE_CHAR[9] = 1
 for (let c = 0x20; c < 0x7f; c++) VALUE_CHAR[c] = 1
 for (let c = 0x80; c < 0x100; c++) VALUE_CHAR[c] = 1
 const DIGITS = /^\d{1,15}$/
-const ABSOLUTE = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//
+/** llhttp's absolute form: a scheme of letters only (RFC 3986 would also take digits, "+", "-" and "."), then "://". */
+const ABSOLUTE = /^[A-Za-z]+:\/\//
+/** Characters llhttp refuses in a target's authority (before its first "/" or "?"), besides "@@". */
+const NOT_IN_AUTHORITY = new Uint8Array(128)
+for (const c of '"#<>\\^`{|}') NOT_IN_AUTHORITY[c.charCodeAt(0)] = 1
 
 /** RequestHead: what one request head says. `raw` is [name, value, ...] as sent (Node's rawHeaders). */
 export interface RequestHead {
@@ -53,6 +58,21 @@ function fail(message: string, code: string): never {
  * parseRequestHead parses text (latin1: the request line and field lines, CRLF-separated, without the empty line that
  * ends the head; leading empty lines skipped, as RFC 9112 §2.2 allows). Throws RequestParseError with llhttp's code.
  */
+/**
+ * The authority of an absolute-form or CONNECT target, from `from` up to its first "/" or "?", holds none of the
+ * characters llhttp refuses there and no "@@": a backend on node:http would refuse what we let through, and two
+ * readings of one request are where smuggling starts.
+ */
+function checkAuthority(url: string, from: number): void {
+  for (let i = from; i < url.length; i++) {
+    const c = url.charCodeAt(i)
+    if (c === 47 || c === 63) return
+    if (NOT_IN_AUTHORITY[c] === 1 || (c === 64 && url.charCodeAt(i + 1) === 64)) {
+      fail("invalid character in the target's authority", "HPE_INVALID_URL")
+    }
+  }
+}
+
 export function parseRequestHead(text: string): RequestHead {
   let pos = 0
   // RFC 9112 §2.2: a server SHOULD ignore at least one empty line (CRLF) received prior to the request-line.
@@ -78,8 +98,10 @@ export function parseRequestHead(text: string): RequestHead {
   const url = text.slice(targetStart, i)
   // RFC 9112 §3.2: origin form (/...), asterisk form (*), absolute form (scheme://...); authority form only for
   // CONNECT. llhttp refuses any other start; authority.ts then narrows what may reach a backend.
-  if (url.charCodeAt(0) !== 47 && url !== "*" && method !== "CONNECT" && !ABSOLUTE.test(url)) {
-    fail("invalid request target", "HPE_INVALID_URL")
+  if (url.charCodeAt(0) !== 47 && url !== "*") {
+    if (method === "CONNECT") checkAuthority(url, 0)
+    else if (ABSOLUTE.test(url)) checkAuthority(url, url.indexOf(":") + 3)
+    else fail("invalid request target", "HPE_INVALID_URL")
   }
   // "HTTP/1.0" or "HTTP/1.1", then the line ends.
   if (eol - i !== 9 || !text.startsWith(" HTTP/1.", i)) fail("invalid HTTP version", "HPE_INVALID_VERSION")
@@ -165,7 +187,7 @@ export function parseRequestHead(text: string): RequestHead {
   let upgradeToken = false
   if (connection !== undefined) {
     for (const part of connection.split(",")) {
-      const token = part.trim().toLowerCase()
+      const token = trimOws(part).toLowerCase()
       if (token === "close") keepAlive = false
       else if (token === "keep-alive" && minor === 0) keepAlive = true
       else if (token === "upgrade") upgradeToken = true
@@ -199,10 +221,10 @@ function sameName(name: string, lower: string): boolean {
 function finalChunked(codings: string): boolean {
   const parts = codings.split(",")
   for (let i = 0; i < parts.length; i++) {
-    const coding = parts[i]!.trim().toLowerCase()
+    const coding = trimOws(parts[i]!).toLowerCase()
     // A coding is a token, maybe with parameters; chunked takes none.
     const semi = coding.indexOf(";")
-    const name = semi === -1 ? coding : coding.slice(0, semi).trimEnd()
+    const name = semi === -1 ? coding : trimOws(coding.slice(0, semi))
     if (name.length === 0) return false
     for (let j = 0; j < name.length; j++) if (TCHAR[name.charCodeAt(j)] !== 1) return false
     if (name === "chunked") {
@@ -213,6 +235,6 @@ function finalChunked(codings: string): boolean {
 }
 
 function hasToken(list: string, token: string): boolean {
-  for (const part of list.split(",")) if (part.trim().toLowerCase() === token) return true
+  for (const part of list.split(",")) if (trimOws(part).toLowerCase() === token) return true
   return false
 }
