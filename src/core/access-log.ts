@@ -5,8 +5,11 @@
  * 16 fields, a redaction pass over it, JSON.stringify, and a synchronous write(2) per line. Here an HTTP line's
  * fields are written one by one into the batch buffer (strings escaped by `quote`, numbers as numbers): no line
  * string is made, which as a template was ≈1.2 KB of garbage per request (a piece per field, then a flat copy of
- * the batch). The batch is written with fs.write (libuv's thread pool: the event loop never waits on the disk or on
- * a slow stdout reader) when it reaches BATCH_BYTES, or FLUSH_MS after its first line, or at exit. The fields are the
+ * the batch). The batch is written when it reaches BATCH_BYTES, or FLUSH_MS after its first line, or at exit: to a
+ * file with fs.write (libuv's thread pool: the event loop never waits on the disk); to a stdout that is a pipe or a
+ * socket (a service manager's, journald's) through process.stdout, a libuv stream on a non-blocking fd, which writes
+ * on the event loop's own thread and waits for a slow reader in epoll. Through the pool, every 4 KiB piece cost a
+ * thread hop, an eventfd wake-up and a futex, about 3 µs of CPU per line at 30,000 lines/s. The fields are the
  * ones pino wrote ("level", "time", "pid", "type":"access", ...), so readers of the log see no change. An access
  * line never carries a header, so there is nothing to redact; what a client controls (path, host, method, SNI) is
  * escaped, so it can neither end a line nor add a field.
@@ -105,6 +108,8 @@ export class AccessLog {
   #fd = STDOUT
   /** The current fd is a pipe: writes are cut at PIPE_BUF on line ends. */
   #pipe = false
+  /** stdout is a pipe or socket: its chunks go through process.stdout (see the module's comment). */
+  #stdoutStream: NodeJS.WriteStream | undefined = undefined
   readonly #chunks: Chunk[] = []
   #writing = false
   /** The head chunk is in an fs.write now (not merely waiting to retry after EAGAIN). */
@@ -124,6 +129,13 @@ export class AccessLog {
     this.#onError = options.onError ?? (() => {})
     if (!this.#sink) {
       this.#pipe = isPipe(STDOUT)
+      if (this.#pipe) {
+        this.#stdoutStream = process.stdout
+        // A write's error comes to its callback; without a listener the stream's 'error' (EPIPE: the reader is
+        // gone) would be an uncaught exception.
+        if (!process.stdout.listeners("error").includes(ignoreStdoutError))
+          process.stdout.on("error", ignoreStdoutError)
+      }
       process.on("exit", this.#onExit)
       process.on("beforeExit", this.#onBeforeExit)
     }
@@ -301,11 +313,7 @@ export class AccessLog {
     for (let i = start; i < this.#chunks.length; i++) {
       const c = this.#chunks[i]!
       if (c.buf === CLOSE) continue
-      try {
-        while (c.offset < c.buf.length) c.offset += writeSync(c.fd, c.buf, c.offset)
-      } catch {
-        // At exit there is no one to tell.
-      }
+      writeAllSync(c)
     }
     this.#chunks.length = start
     this.#queued = start === 1 ? this.#chunks[0]!.buf.length - this.#chunks[0]!.offset : 0
@@ -328,6 +336,7 @@ export class AccessLog {
     this.#fd = STDOUT
     process.off("exit", this.#onExit)
     process.off("beforeExit", this.#onBeforeExit)
+    this.#stdoutStream?.off("error", ignoreStdoutError)
   }
 
   /** #seal moves the pending lines into chunks for the current fd (or to the sink). */
@@ -380,6 +389,16 @@ export class AccessLog {
     }
     this.#writing = true
     this.#inFlight = true
+    const stream = this.#stdoutStream
+    if (stream !== undefined && chunk.fd === STDOUT) {
+      // One write call per chunk, never corked: the stream then makes one write(2) of it (atomic up to PIPE_BUF),
+      // and the next chunk waits for this one's callback, so a slow reader never gets a joined writev.
+      const length = chunk.buf.length - chunk.offset
+      stream.write(chunk.offset === 0 ? chunk.buf : chunk.buf.subarray(chunk.offset), (err) =>
+        this.#written(chunk, (err as NodeJS.ErrnoException | null | undefined) ?? null, err ? 0 : length),
+      )
+      return
+    }
     write(chunk.fd, chunk.buf, chunk.offset, chunk.buf.length - chunk.offset, null, (err, written) =>
       this.#written(chunk, err, written),
     )
@@ -422,6 +441,28 @@ function putString(buf: Buffer, o: number, s: string): number {
   o = putUtf8(buf, o, s)
   buf[o++] = 0x22
   return o
+}
+
+/** writeAllSync writes the rest of c at exit; a full non-blocking pipe (EAGAIN) is waited on, up to a bound. */
+function writeAllSync(c: Chunk): void {
+  let waits = 0
+  while (c.offset < c.buf.length) {
+    try {
+      c.offset += writeSync(c.fd, c.buf, c.offset)
+    } catch (err) {
+      // At exit there is no one to tell; a reader that takes nothing for EXIT_WAIT_MS loses the rest.
+      if ((err as NodeJS.ErrnoException).code !== "EAGAIN" || ++waits > EXIT_WAIT_MS) return
+      Atomics.wait(EXIT_SLEEP, 0, 0, 1)
+    }
+  }
+}
+
+/** For writeAllSync's 1 ms sleeps. */
+const EXIT_SLEEP = new Int32Array(new SharedArrayBuffer(4))
+const EXIT_WAIT_MS = 2000
+
+function ignoreStdoutError(): void {
+  // Reported through the failed write's callback (#written).
 }
 
 /** A marker chunk: close this fd here (after the chunks before it are written). */

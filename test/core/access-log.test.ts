@@ -106,6 +106,21 @@ describe("access log", () => {
     assert.doesNotMatch(pc.output(), /"type":"access"/)
   })
 
+  test("stdout's reader goes away (EPIPE): requests are still answered and the process stays up", async () => {
+    const { pc, port } = await start(configFile("epipe.yaml", "{ enabled: true }"))
+    try {
+      assert.equal(await h2load(port, 200, "/before-epipe"), 200)
+      // The read end of stdout closes: every later write to it fails with EPIPE (Node ignores SIGPIPE).
+      pc.child.stdout!.destroy()
+      assert.equal(await h2load(port, 2000, "/after-epipe"), 2000)
+      await new Promise((resolve) => setTimeout(resolve, 300)) // past a flush (100 ms) of the lines that fail
+      assert.equal(await h2load(port, 200, "/still-up"), 200)
+      assert.equal(pc.child.exitCode, null, "still running")
+    } finally {
+      await pc.stop()
+    }
+  })
+
   test("logrotate: rename the file, SIGUSR1: later lines go to a new file at the path, earlier ones stay", async () => {
     const path = join(pki.dir, "access-rotate.log")
     const { pc, port } = await start(configFile("rotate.yaml", `{ path: ${path} }`))
