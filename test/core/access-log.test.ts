@@ -264,6 +264,23 @@ describe("AccessLog", () => {
     assert.equal(rest[350]!.path, long)
   })
 
+  test("batch buffers that serve again never overwrite lines not yet written: 40 batches, every line whole, in order", async () => {
+    const path = join(pki.dir, "access-reuse.log")
+    const log = new AccessLog()
+    log.use(path)
+    const pad = "y".repeat(300)
+    const n = 8_000 // ≈ 2.6 MB: 40 batches of 64 KiB, written while later ones fill
+    for (let i = 0; i < n; i++) {
+      log.line(`{"n":${i},"pad":"${pad}"}\n`)
+      if (i % 500 === 0) await new Promise((resolve) => setImmediate(resolve)) // let writes finish and buffers return
+    }
+    await log.close()
+    const lines = readFileSync(path, "utf8").split("\n").filter(Boolean)
+    assert.equal(lines.length, n)
+    lines.forEach((l, i) => assert.deepEqual(JSON.parse(l), { n: i, pad }, `line ${i}`))
+    assert.equal(log.dropped, 0)
+  })
+
   test("a path that cannot be opened throws PC_ACCESS_LOG_OPEN and the log stays where it was", () => {
     const log = new AccessLog()
     try {
