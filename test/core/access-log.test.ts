@@ -277,7 +277,7 @@ describe("AccessLog", () => {
     await log.close()
     const lines = readFileSync(path, "utf8").split("\n").filter(Boolean)
     assert.equal(lines.length, n)
-    lines.forEach((l, i) => assert.deepEqual(JSON.parse(l), { n: i, pad }, `line ${i}`))
+    for (const [i, l] of lines.entries()) assert.deepEqual(JSON.parse(l), { n: i, pad }, `line ${i}`)
     assert.equal(log.dropped, 0)
   })
 
