@@ -116,7 +116,7 @@ export class AccessLog {
   #stdoutStream: NodeJS.WriteStream | undefined = undefined
   readonly #chunks: Chunk[] = []
   #writing = false
-  /** The head chunk is in an fs.write now (not merely waiting to retry after EAGAIN). */
+  /** The head chunk is in a write now (fs.write, or process.stdout's), not merely waiting to retry after EAGAIN. */
   #inFlight = false
   #timer: NodeJS.Timeout | undefined
   #closed = false

@@ -307,7 +307,7 @@ function serializeHead(options: LeanDispatchOptions, reset: boolean, host: strin
     o = putField(scratch, o, name, value)
   }
   // RFC 9112 §3.2: an HTTP/1.1 request carries Host.
-  if (!sawHost) o = put(put(put(o, "host: "), host), "\r\n")
+  if (!sawHost) o = putField(scratch, o, "host", host)
   let chunked = false
   const expectContinue = streamed && options.expectContinue === true
   if (streamed) {
@@ -322,7 +322,7 @@ function serializeHead(options: LeanDispatchOptions, reset: boolean, host: strin
       // The client's own Content-Length must describe what we send; anything else is the slow path's to refuse.
       if (contentLength !== String(length)) return undefined
     } else if (body || PAYLOAD_METHODS.has(options.method)) {
-      o = put(put(put(o, "content-length: "), String(length)), "\r\n")
+      o = putField(scratch, o, "content-length", String(length))
     }
   }
   o = put(o, reset ? "connection: close\r\n\r\n" : "\r\n")

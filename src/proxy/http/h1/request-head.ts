@@ -55,10 +55,6 @@ function fail(message: string, code: string): never {
 }
 
 /**
- * parseRequestHead parses text (latin1: the request line and field lines, CRLF-separated, without the empty line that
- * ends the head; leading empty lines skipped, as RFC 9112 §2.2 allows). Throws RequestParseError with llhttp's code.
- */
-/**
  * The authority of an absolute-form or CONNECT target, from `from` up to its first "/" or "?", holds none of the
  * characters llhttp refuses there and no "@@": a backend on node:http would refuse what we let through, and two
  * readings of one request are where smuggling starts.
@@ -73,6 +69,10 @@ function checkAuthority(url: string, from: number): void {
   }
 }
 
+/**
+ * parseRequestHead parses text (latin1: the request line and field lines, CRLF-separated, without the empty line that
+ * ends the head; leading empty lines skipped, as RFC 9112 §2.2 allows). Throws RequestParseError with llhttp's code.
+ */
 export function parseRequestHead(text: string): RequestHead {
   let pos = 0
   // RFC 9112 §2.2: a server SHOULD ignore at least one empty line (CRLF) received prior to the request-line.
