@@ -322,6 +322,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotWaiter {
           idempotent: IDEMPOTENT_METHODS.has(method),
           // The lean HTTP/1.1 client asks the backend the same and relays its 100 (or its early final answer).
           expectContinue: this.expectsContinue,
+          batched: !("stream" in this.res),
         } as LeanDispatchOptions,
         this,
         this.info,

@@ -4,7 +4,9 @@
  * client pipelines behind it waits unparsed, with reading paused. An idle keep-alive connection holds this object,
  * its socket and one timer: no parser, no buffer.
  */
+
 import type { TLSSocket } from "node:tls"
+import { hold, release } from "../../../core/write-batch.ts"
 import { ChunkedDecoder } from "../../../upstreams/h1/chunked.ts"
 import { H1Body, H1Request } from "./h1-request.ts"
 import { H1Response } from "./h1-response.ts"
@@ -58,6 +60,8 @@ const T_IDLE = 3
 
 /** How long a closing connection reads what its client still sends (see #linger). */
 const LINGER_MS = 5_000
+/** HOLD_LIMIT: writes up to this size wait for the end of the round (core/write-batch.ts); bulk ones do not. */
+const HOLD_LIMIT = 16 * 1024
 const CRLFCRLF = Buffer.from("\r\n\r\n")
 const EMPTY = Buffer.alloc(0)
 
@@ -113,11 +117,16 @@ export class H1Connection {
       if (callback) queueMicrotask(callback)
       return true
     }
+    // A small piece (a head, a short body) leaves with this round's other writes (core/write-batch.ts); a bulk
+    // piece goes at once unless the socket is held already.
+    if (data.length <= HOLD_LIMIT) hold(socket)
     if (typeof data === "string") return socket.write(data, "latin1", callback)
     return callback ? socket.write(data, callback) : socket.write(data)
   }
 
   destroy(): void {
+    // What this round wrote goes first, as it did before writes were held.
+    release(this.socket)
     this.socket.destroy()
   }
 
