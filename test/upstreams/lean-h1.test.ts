@@ -59,6 +59,14 @@ describe("parseResponseHead", () => {
       false,
     )
     assert.equal(parseResponseHead(head("HTTP/1.0 200 OK", "Content-Length: 0"), "GET").keepAlive, false)
+    // The name and the token in any case, in a list, with OWS: both parsers (RFC 9110 §7.6.1 tokens are
+    // case-insensitive; a backend's "Connection: Close" must not leave the connection in the pool).
+    for (const parse of [parseResponseHead, parseStrict]) {
+      for (const line of ["Connection: Close", "CONNECTION:  keep-alive, CLOSE ", "connection: x,cLoSe"]) {
+        assert.equal(parse(head("HTTP/1.1 200 OK", "Content-Length: 0", line), "GET").keepAlive, false, line)
+      }
+      assert.equal(parse(head("HTTP/1.1 200 OK", "Content-Length: 0", "Connection: closed"), "GET").keepAlive, true)
+    }
     const h = parseResponseHead(head("HTTP/1.1 200 OK", "Content-Length: 0", "Keep-Alive: timeout=5, max=100"), "GET")
     assert.equal(h.keepAliveTimeoutMs, 5000)
   })
