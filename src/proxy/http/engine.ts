@@ -1,4 +1,5 @@
 /** @module engine: the http engine: HTTP/1.1 and HTTP/2 (by ALPN) on decrypted sockets, routed to upstreams. */
+
 import http2, { type Http2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from "node:http2"
 import type { TLSSocket } from "node:tls"
 import type { ListenerConfig } from "../../config/schema.ts"
@@ -6,6 +7,7 @@ import type { AccessLog } from "../../core/access-log.ts"
 import { type ConnectionInfo, infoOf } from "../../core/connection-info.ts"
 import { classify, classifyCode } from "../../core/failure.ts"
 import type { Logger } from "../../core/log.ts"
+import { release } from "../../core/write-batch.ts"
 import type { ClientGate } from "../../listeners/limits/client-gate.ts"
 import { normalizeHost, type Router } from "../../routing/router.ts"
 import type { RouteMeter } from "../../state/instruments.ts"
@@ -213,6 +215,8 @@ export class HttpEngine implements ExchangeContext, H1Host {
    */
   onH1Error(err: Error & { code: string }, socket: TLSSocket, responseStarted: boolean): void {
     if (responseStarted || !socket.writable) {
+      // What of the response this round wrote is still held (core/write-batch.ts): it leaves before the close.
+      release(socket)
       socket.destroy()
       return
     }

@@ -573,5 +573,8 @@ function hasBareLF(buf: Buffer, from: number): boolean {
 /** closeIfIdle closes an HTTP/1.1 connection that has no request in flight (a shutdown's closeIdleConnections). */
 export function closeIfIdle(socket: TLSSocket): void {
   const connection = (socket as WithConnection)[kConnection]
-  if (connection?.idle === true) socket.destroy()
+  if (connection?.idle !== true) return
+  // A response that ended in this round may still be held (core/write-batch.ts): it leaves before the close.
+  release(socket)
+  socket.destroy()
 }
