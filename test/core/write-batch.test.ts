@@ -1,11 +1,14 @@
 import assert from "node:assert/strict"
 import { once } from "node:events"
 import net from "node:net"
-import { test } from "node:test"
+import { type TestContext, test } from "node:test"
 import { hold, release } from "../../src/core/write-batch.ts"
 
-/** pairs opens n loopback connections; each server side collects what it reads until the client side ends. */
-async function pairs(n: number): Promise<{ clients: net.Socket[]; received: Promise<string>[]; close: () => void }> {
+/**
+ * pairs opens n loopback connections; each server side collects what it reads until the client side ends. All are
+ * closed when the test ends, passed or not.
+ */
+async function pairs(t: TestContext, n: number): Promise<{ clients: net.Socket[]; received: Promise<string>[] }> {
   const received: Promise<string>[] = []
   const accepted: ((s: net.Socket) => void)[] = []
   const server = net.createServer((s) => accepted.shift()!(s))
@@ -32,15 +35,15 @@ async function pairs(n: number): Promise<{ clients: net.Socket[]; received: Prom
     await once(c, "connect")
     clients.push(c)
   }
-  return { clients, received, close: () => server.close() }
+  t.after(() => {
+    for (const c of clients) c.destroy()
+    server.close()
+  })
+  return { clients, received }
 }
 
 test("held writes stay corked until the end of the round, then every socket's bytes leave in order", async (t) => {
-  const { clients, received, close } = await pairs(3)
-  t.after(() => {
-    for (const c of clients) c.destroy()
-    close()
-  })
+  const { clients, received } = await pairs(t, 3)
   clients.forEach((c, i) => {
     hold(c)
     c.write(`a${i}`)
@@ -59,15 +62,10 @@ test("held writes stay corked until the end of the round, then every socket's by
     c.end()
   }
   assert.deepEqual(await Promise.all(received), ["a0b0", "a1b1", "a2b2"])
-  close()
 })
 
 test("end() of a held socket sends what it holds first; release() before destroy() keeps the bytes", async (t) => {
-  const { clients, received, close } = await pairs(2)
-  t.after(() => {
-    for (const c of clients) c.destroy()
-    close()
-  })
+  const { clients, received } = await pairs(t, 2)
   const [ended, destroyed] = clients as [net.Socket, net.Socket]
   hold(ended)
   ended.write("head ")
@@ -78,15 +76,10 @@ test("end() of a held socket sends what it holds first; release() before destroy
   assert.equal(destroyed.writableCorked, 0)
   destroyed.destroy()
   assert.deepEqual(await Promise.all(received), ["head last", "written before the destroy"])
-  close()
 })
 
 test("a socket held while the round's flush runs waits for the next round, and a socket corked by its owner stays so", async (t) => {
-  const { clients, received, close } = await pairs(3)
-  t.after(() => {
-    for (const c of clients) c.destroy()
-    close()
-  })
+  const { clients, received } = await pairs(t, 3)
   const [first, late, owned] = clients as [net.Socket, net.Socket, net.Socket]
   owned.cork()
   hold(owned) // corked by its owner: not held, the owner's uncork decides
@@ -107,5 +100,4 @@ test("a socket held while the round's flush runs waits for the next round, and a
   owned.uncork()
   for (const c of clients) c.end()
   assert.deepEqual(await Promise.all(received), ["first", "late", "owner's"])
-  close()
 })
