@@ -5,7 +5,7 @@
  * full handshake and one GET per connection, timed from connect() to the last response byte).
  */
 import { spawn } from "node:child_process"
-import { readFileSync } from "node:fs"
+import { readFileSync, rmSync } from "node:fs"
 import net from "node:net"
 import { setTimeout as sleep } from "node:timers/promises"
 import tls from "node:tls"
@@ -64,6 +64,8 @@ export async function runPacedRequests(o: {
     ...(o.url.startsWith("https:") ? [`--tls13-ciphers=${EXPECTED_CIPHER}`, "--groups=X25519"] : []),
     o.url,
   ]
+  // h2load appends to its log file: a cell run twice (a workload listed twice in --only) would read both runs.
+  rmSync(o.logFile, { force: true })
   const child = spawn("h2load", args, { stdio: ["ignore", "pipe", "pipe"] })
   let out = ""
   child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d))
