@@ -2,6 +2,7 @@ import assert from "node:assert/strict"
 import { once } from "node:events"
 import net from "node:net"
 import { type TestContext, test } from "node:test"
+import { setImmediate as nextRound } from "node:timers/promises"
 import { hold, release } from "../../src/core/write-batch.ts"
 
 /**
@@ -55,7 +56,7 @@ test("held writes stay corked until the end of the round, then every socket's by
     assert.equal(c.writableCorked, 1)
     assert.equal(c.writableLength, 4)
   }
-  await new Promise((resolve) => setImmediate(resolve))
+  await nextRound()
   for (const c of clients) {
     assert.equal(c.writableCorked, 0)
     assert.equal(c.writableLength, 0)
@@ -91,9 +92,9 @@ test("a socket held while the round's flush runs waits for the next round, and a
     late.write("late")
     assert.equal(late.writableLength, 4)
   })
-  await new Promise((resolve) => setImmediate(resolve))
-  await new Promise((resolve) => setImmediate(resolve))
-  await new Promise((resolve) => setImmediate(resolve))
+  await nextRound()
+  await nextRound()
+  await nextRound()
   assert.equal(late.writableCorked, 0)
   assert.equal(owned.writableCorked, 1)
   assert.equal(owned.writableLength, 7)

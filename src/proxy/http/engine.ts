@@ -1,5 +1,4 @@
 /** @module engine: the http engine: HTTP/1.1 and HTTP/2 (by ALPN) on decrypted sockets, routed to upstreams. */
-
 import http2, { type Http2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from "node:http2"
 import type { TLSSocket } from "node:tls"
 import type { ListenerConfig } from "../../config/schema.ts"

@@ -17,7 +17,6 @@
  * connection as we wrote: the keep-alive race of RFC 9112 §9.3.1) is sent again once on a new connection when it
  * is idempotent, as browsers and Go's http.Transport do; other failures go to the exchange, which may retry elsewhere.
  */
-
 import type net from "node:net"
 import type { Readable } from "node:stream"
 import type { Dispatcher } from "undici"

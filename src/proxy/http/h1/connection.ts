@@ -4,7 +4,6 @@
  * client pipelines behind it waits unparsed, with reading paused. An idle keep-alive connection holds this object,
  * its socket and one timer: no parser, no buffer.
  */
-
 import type { TLSSocket } from "node:tls"
 import { hold, release } from "../../../core/write-batch.ts"
 import { ChunkedDecoder } from "../../../upstreams/h1/chunked.ts"
@@ -573,8 +572,6 @@ function hasBareLF(buf: Buffer, from: number): boolean {
 /** closeIfIdle closes an HTTP/1.1 connection that has no request in flight (a shutdown's closeIdleConnections). */
 export function closeIfIdle(socket: TLSSocket): void {
   const connection = (socket as WithConnection)[kConnection]
-  if (connection?.idle !== true) return
-  // A response that ended in this round may still be held (core/write-batch.ts): it leaves before the close.
-  release(socket)
-  socket.destroy()
+  // destroy() first writes what this round held (core/write-batch.ts): a response that just ended.
+  if (connection?.idle === true) connection.destroy()
 }
