@@ -49,8 +49,8 @@ after(async () => {
   await pki?.close()
 })
 
-/** exchange sends one keep-alive GET and returns everything read until the server closed the connection. */
-async function exchange(): Promise<string> {
+/** get sends one keep-alive GET; text() is what was read so far, closed settles when the server closed. */
+async function get(): Promise<{ socket: tls.TLSSocket; text: () => string; closed: Promise<unknown> }> {
   const port = (server.address() as { port: number }).port
   const socket = await tlsConnect({ port, host: "127.0.0.1", servername: "localhost", ca: pki.ca.cert })
   let text = ""
@@ -61,10 +61,7 @@ async function exchange(): Promise<string> {
   socket.on("error", () => {})
   const closed = once(socket, "close")
   socket.write("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-  const timer = setTimeout(() => socket.destroy(), 5_000)
-  await closed
-  clearTimeout(timer)
-  return text
+  return { socket, text: () => text, closed }
 }
 
 test("closeIfIdle in the round a response ended: the client reads the whole response, then the close", async () => {
@@ -74,7 +71,11 @@ test("closeIfIdle in the round a response ended: the client reads the whole resp
     idle = socket.writableCorked > 0
     closeIfIdle(socket)
   }
-  const text = await exchange()
+  const client = await get()
+  const timer = setTimeout(() => client.socket.destroy(), 5_000)
+  await client.closed
+  clearTimeout(timer)
+  const text = client.text()
   assert.equal(idle, true, "the response was still held when the drain came (the race this test is about)")
   assert.match(text, /^HTTP\/1\.1 200 OK\r\n/)
   assert.ok(text.endsWith("\r\n\r\nhello"), `the whole response arrived: ${JSON.stringify(text)}`)
@@ -82,16 +83,9 @@ test("closeIfIdle in the round a response ended: the client reads the whole resp
 
 test("control: without the drain the same keep-alive response leaves the connection open", async () => {
   afterAnswer = () => {}
-  const port = (server.address() as { port: number }).port
-  const socket = await tlsConnect({ port, host: "127.0.0.1", servername: "localhost", ca: pki.ca.cert })
-  let text = ""
-  socket.setEncoding("latin1")
-  socket.on("data", (d: string) => {
-    text += d
-  })
-  socket.write("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-  for (let i = 0; i < 100 && !text.endsWith("hello"); i++) await new Promise((r) => setTimeout(r, 20))
-  assert.ok(text.endsWith("hello"))
-  assert.equal(socket.destroyed, false, "a keep-alive connection without a drain stays open")
-  socket.destroy()
+  const client = await get()
+  for (let i = 0; i < 100 && !client.text().endsWith("hello"); i++) await new Promise((r) => setTimeout(r, 20))
+  assert.ok(client.text().endsWith("hello"))
+  assert.equal(client.socket.destroyed, false, "a keep-alive connection without a drain stays open")
+  client.socket.destroy()
 })
