@@ -65,18 +65,23 @@ async function get(): Promise<{ socket: tls.TLSSocket; text: () => string; close
 }
 
 test("closeIfIdle in the round a response ended: the client reads the whole response, then the close", async () => {
-  let idle: boolean | undefined
+  let held: boolean | undefined
   afterAnswer = (socket) => {
     // The response is written but held to the end of the round, and the connection is idle: a drain closes it now.
-    idle = socket.writableCorked > 0
+    held = socket.writableCorked > 0
     closeIfIdle(socket)
   }
   const client = await get()
-  const timer = setTimeout(() => client.socket.destroy(), 5_000)
+  let gaveUp = false
+  const timer = setTimeout(() => {
+    gaveUp = true
+    client.socket.destroy()
+  }, 5_000)
   await client.closed
   clearTimeout(timer)
   const text = client.text()
-  assert.equal(idle, true, "the response was still held when the drain came (the race this test is about)")
+  assert.equal(held, true, "the response was still held when the drain came (the race this test is about)")
+  assert.equal(gaveUp, false, "the server closed the connection (closeIfIdle found it idle), not the client's timer")
   assert.match(text, /^HTTP\/1\.1 200 OK\r\n/)
   assert.ok(text.endsWith("\r\n\r\nhello"), `the whole response arrived: ${JSON.stringify(text)}`)
 })
@@ -86,6 +91,8 @@ test("control: without the drain the same keep-alive response leaves the connect
   const client = await get()
   for (let i = 0; i < 100 && !client.text().endsWith("hello"); i++) await new Promise((r) => setTimeout(r, 20))
   assert.ok(client.text().endsWith("hello"))
+  // A close would follow the response at once; give it time to arrive before calling the connection open.
+  await new Promise((r) => setTimeout(r, 200))
   assert.equal(client.socket.destroyed, false, "a keep-alive connection without a drain stays open")
   client.socket.destroy()
 })
