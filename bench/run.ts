@@ -172,8 +172,8 @@ let backend: Backend | undefined
 /**
  * alone runs one cell with every other target stopped (SIGSTOP on its whole process tree, SIGCONT after): the targets
  * stay up across passes, and their idle timers, health probes and GC threads otherwise wake up on the cores the
- * measured one runs on (docs/benchmarks.md, "Topology": with six targets up, Portcullis's W3 per CPU-second rose 52%
- * once the others were stopped, HAProxy's 10%).
+ * measured one runs on (docs/benchmarks.md, "Topology", has the runs before and after; the effect is not yet told
+ * apart from the machine's drift).
  */
 async function alone<T>(name: string, cell: () => Promise<T>): Promise<T> {
   const others = [...running.entries()].filter(([n]) => n !== name).flatMap(([, t]) => processTree(t.process.pid))
