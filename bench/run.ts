@@ -21,6 +21,7 @@ import {
   openFilesLimit,
   processTree,
   rssBytes,
+  signalAll,
 } from "./lib/proc.ts"
 import {
   type CellRun,
@@ -185,22 +186,7 @@ async function alone<T>(name: string, cell: () => Promise<T>): Promise<T> {
   }
 }
 
-function signalAll(pids: number[], signal: NodeJS.Signals): void {
-  for (const pid of pids) {
-    try {
-      process.kill(pid, signal)
-    } catch {
-      // gone already: its cell reports that
-    }
-  }
-}
-
 async function cleanup(): Promise<void> {
-  // A cell interrupted mid-way leaves the others stopped: a stopped process would not see its SIGTERM.
-  signalAll(
-    [...running.values()].flatMap((t) => processTree(t.process.pid)),
-    "SIGCONT",
-  )
   await Promise.allSettled([...running.values()].map((t) => t.close()))
   running.clear()
   await backend?.close()

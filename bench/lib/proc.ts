@@ -34,26 +34,32 @@ export function spawnLogged(
   return { child, pid: child.pid, logFile, exited }
 }
 
-/** stopProcess sends SIGTERM to the child (and its descendants), then SIGKILL after the deadline. */
-export async function stopProcess(s: Spawned, deadlineMs = 5000): Promise<void> {
-  const pids = processTree(s.pid)
-  for (const pid of pids.reverse()) {
+/** signalAll sends `signal` to each pid in turn; a pid already gone is skipped. */
+export function signalAll(pids: readonly number[], signal: NodeJS.Signals): void {
+  for (const pid of pids) {
     try {
-      process.kill(pid, "SIGTERM")
+      process.kill(pid, signal)
     } catch {
       // already gone
     }
   }
+}
+
+/**
+ * stopProcess sends SIGTERM to the child (and its descendants), then SIGKILL after the deadline. SIGCONT follows the
+ * SIGTERM: a process the bench stopped for another target's cell (run.ts alone) would not act on it otherwise.
+ */
+export async function stopProcess(s: Spawned, deadlineMs = 5000): Promise<void> {
+  const pids = processTree(s.pid).reverse()
+  signalAll(pids, "SIGTERM")
+  signalAll(pids, "SIGCONT")
   const done = await Promise.race([s.exited.then(() => true), sleep(deadlineMs).then(() => false)])
-  for (const pid of processTree(s.pid).concat(pids)) {
-    if (!done || isAlive(pid)) {
-      try {
-        process.kill(pid, "SIGKILL")
-      } catch {
-        // already gone
-      }
-    }
-  }
+  signalAll(
+    processTree(s.pid)
+      .concat(pids)
+      .filter((pid) => !done || isAlive(pid)),
+    "SIGKILL",
+  )
 }
 
 function isAlive(pid: number): boolean {
