@@ -1,5 +1,7 @@
 #!/usr/bin/env node
 /** @module main: the CLI: `portcullis [--config FILE]` · `check --config FILE` · `certs [--config FILE]` · `reload`. */
+// First: V8's settings must be in force before the other modules allocate (v8-flags.ts says which and why).
+import "./core/v8-flags.ts"
 import { readFileSync } from "node:fs"
 import { availableParallelism } from "node:os"
 import { join } from "node:path"

@@ -5,6 +5,7 @@ import type { ListenerConfig } from "../../config/schema.ts"
 import type { AccessLog } from "../../core/access-log.ts"
 import { type ConnectionInfo, infoOf } from "../../core/connection-info.ts"
 import { classify, classifyCode } from "../../core/failure.ts"
+import { adoptSessionTables } from "../../core/h2-session-tables.ts"
 import type { Logger } from "../../core/log.ts"
 import { release } from "../../core/write-batch.ts"
 import type { ClientGate } from "../../listeners/limits/client-gate.ts"
@@ -125,6 +126,7 @@ export class HttpEngine implements ExchangeContext, H1Host {
       this.#onStream(stream, headers, raw),
     )
     this.#h2.on("session", (session: Http2Session) => {
+      adoptSessionTables(session)
       ;(session as WithTlsSocket)[kTlsSocket] = this.#accepting
       const guard = this.#acceptingGuard
       if (guard) {

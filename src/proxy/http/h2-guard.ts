@@ -36,6 +36,7 @@
 import type { Http2Session, ServerHttp2Stream } from "node:http2"
 import { Duplex } from "node:stream"
 import type { TLSSocket } from "node:tls"
+import { IdTable } from "../../core/id-table.ts"
 
 const DATA = 0x0
 const HEADERS = 0x1
@@ -92,11 +93,12 @@ interface StreamState {
 export class H2Guard extends Duplex {
   readonly socket: TLSSocket
   session: Http2Session | undefined
-  readonly #streams = new Map<number, StreamState>()
+  // IdTables, not Maps: a long-lived Map whose entries churn keeps dead streams alive across GCs (id-table.ts).
+  readonly #streams = new IdTable<StreamState>()
   /** Streams the session has emitted and the guard still tracks (in #streams), by id, for stream.close(code). */
-  readonly #known = new Map<number, ServerHttp2Stream>()
+  readonly #known = new IdTable<ServerHttp2Stream>()
   /** Stream errors found before the session emitted the stream ('stream' is emitted on the next tick). */
-  readonly #pending = new Map<number, number>()
+  readonly #pending = new IdTable<number>()
   readonly #recentIds = new Int32Array(RECENT)
   readonly #recentHow = new Uint8Array(RECENT)
   #recentAt = 0
@@ -447,7 +449,9 @@ export class H2Guard extends Duplex {
           // RFC 9113 §6.9.2: a new initial window size shifts every open stream's window by the difference.
           const delta = value - this.#initialWindow
           this.#initialWindow = value
-          for (const state of this.#streams.values()) state.window += delta
+          this.#streams.forEach((state) => {
+            state.window += delta
+          })
         }
         return PASS
       }

@@ -15,6 +15,7 @@
 import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2"
 import type { Duplex, Readable } from "node:stream"
 import type { Dispatcher } from "undici"
+import { adoptSessionTables } from "../../core/h2-session-tables.ts"
 import type { BackendPool } from "../pool.ts"
 
 const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_NO_ERROR, NGHTTP2_FLAG_END_STREAM } = http2.constants
@@ -149,6 +150,7 @@ export class H2Pool implements BackendPool {
         maxHeaderListPairs: 1_000,
         peerMaxConcurrentStreams: 100,
       })
+      adoptSessionTables(session)
       const entry: Session = { session, active: 0, draining: false }
       this.#sessions.push(entry)
       session.on("error", () => {}) // each stream reports its own failure
