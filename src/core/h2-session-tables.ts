@@ -44,11 +44,6 @@ class PendingStreams<T> {
     return true
   }
 
-  clear(): void {
-    this.#items.fill(undefined)
-    this.#size = 0
-  }
-
   /** forEach walks a copy: fn may delete (a closing session cancels its pending streams). */
   forEach(fn: (item: T, same: T, set: this) => void): void {
     if (this.#size === 0) return

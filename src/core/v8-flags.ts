@@ -19,6 +19,4 @@
  */
 import { setFlagsFromString } from "node:v8"
 
-export const V8_FLAGS: readonly string[] = ["--no-allocation-site-pretenuring"]
-
-for (const flag of V8_FLAGS) setFlagsFromString(flag)
+setFlagsFromString("--no-allocation-site-pretenuring")

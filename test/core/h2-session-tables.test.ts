@@ -6,6 +6,7 @@ import type { AddressInfo } from "node:net"
 import { type TestContext, test } from "node:test"
 import { adoptSessionTables } from "../../src/core/h2-session-tables.ts"
 import { IdTable } from "../../src/core/id-table.ts"
+import { curl } from "../helpers/clients.ts"
 
 /** tablesOf returns node:http2's per-session stream tables (the internal adoptSessionTables relies on). */
 function tablesOf(session: Http2Session): { streams: unknown; pendingStreams: unknown } {
@@ -133,9 +134,9 @@ test("real clients over adopted sessions: nghttp with 100 concurrent streams and
   // One URL a call: curl 7.88 fails the second of two URLs on one prior-knowledge connection to node:http2,
   // adopted or not (seen with a stock server too).
   for (const path of ["/a", "/b"]) {
-    const curl = await run("curl", ["-sS", "--http2-prior-knowledge", `http://127.0.0.1:${port}${path}`])
-    assert.equal(curl.code, 0, curl.stderr)
-    assert.equal(curl.stdout, `path ${path}\n`)
+    const reply = await curl(["--http2-prior-knowledge", `http://127.0.0.1:${port}${path}`])
+    assert.equal(reply.code, 0, reply.stderr)
+    assert.equal(reply.stdout, `path ${path}\n`)
   }
   assert.deepEqual(adopted, [true, true, true])
 })
