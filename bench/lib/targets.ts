@@ -295,9 +295,12 @@ function portcullisTarget(
       // after its last cell), warm-ups and every workload it ran included.
       const profDir = process.env["PORTCULLIS_BENCH_CPU_PROF"]
       const prof = profDir ? ["--cpu-prof", `--cpu-prof-dir=${join(profDir, name)}`] : []
+      // PORTCULLIS_BENCH_NODE_FLAGS="--trace-gc-nvp ...": extra node flags for every Portcullis process (diagnosis
+      // only; their output lands in the target's log file, between its access log lines).
+      const extra = (process.env["PORTCULLIS_BENCH_NODE_FLAGS"] ?? "").split(" ").filter(Boolean)
       return spawnLogged(
         process.execPath,
-        [...prof, mainTs, "--config", conf],
+        [...prof, ...extra, mainTs, "--config", conf],
         join(ctx.dir, `portcullis-${engine}.log`),
         {
           core: spread ? BOTH_CORES : PROXY_CORE,
