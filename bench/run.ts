@@ -229,9 +229,9 @@ const pct = (x: number) => Math.round(x * 1000) / 10
 
 function stealNote(r: CellRun): string {
   const steal = (r.extra?.["steal_pct"] as number[] | undefined) ?? []
-  const take = r.extra?.["take"] as number | undefined
-  return steal.some((x) => x >= 1) || (take ?? 1) > 1
-    ? ` (steal ${steal.map((x) => `${x}%`).join("/")}${(take ?? 1) > 1 ? `, take ${take}` : ""})`
+  const take = (r.extra?.["take"] as number | undefined) ?? 1
+  return steal.some((x) => x >= 1) || take > 1
+    ? ` (steal ${steal.map((x) => `${x}%`).join("/")}${take > 1 ? `, take ${take}` : ""})`
     : ""
 }
 

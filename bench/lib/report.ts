@@ -106,28 +106,15 @@ const mustReach = (workload: WorkloadId, bound: number, atMost = false): CheckSp
   atMost,
 })
 
-/** workersVsOne: issue 12, two workers do at least 0.9x the per CPU-second work of one process. */
-const workersVsOne = (workload: WorkloadId): CheckSpec => ({
-  name: "2 workers vs 1 process (issue 12)",
-  workload,
-  target: "portcullis-workers2",
-  versus: "portcullis",
-  bound: 0.9,
-})
-
-/**
- * workersVsSameCores: the coordination cost alone. Two workers share both cores with the load tool and the backend,
- * which costs a process per CPU-second whatever it does (docs/benchmarks.md, "Per CPU-second figures depend on how
- * busy the proxy is"); portcullis-2cores is one process on those same cores, so this ratio leaves out the topology.
- * Informational beside issue 12's check against the one-core row, which stays as the issue set it.
- */
-const workersVsSameCores = (workload: WorkloadId): CheckSpec => ({
-  name: "2 workers vs 1 process on the same cores (coordination cost)",
-  workload,
-  target: "portcullis-workers2",
-  versus: "portcullis-2cores",
-  bound: 0.9,
-})
+/** workersVs: two workers do at least 0.9x the per CPU-second work of `versus` on W1-W4. */
+const workersVs = (name: string, versus: string): CheckSpec[] =>
+  (["W1", "W2", "W3", "W4"] as const).map((workload) => ({
+    name,
+    workload,
+    target: "portcullis-workers2",
+    versus,
+    bound: 0.9,
+  }))
 
 /** CHECKS: the same-run figures the issues set; a check runs when its rows ran. */
 const CHECKS: readonly CheckSpec[] = [
@@ -147,14 +134,12 @@ const CHECKS: readonly CheckSpec[] = [
     bound: 44,
     atMost: true,
   },
-  workersVsOne("W1"),
-  workersVsOne("W2"),
-  workersVsOne("W3"),
-  workersVsOne("W4"),
-  workersVsSameCores("W1"),
-  workersVsSameCores("W2"),
-  workersVsSameCores("W3"),
-  workersVsSameCores("W4"),
+  // issue 12: two workers against one process
+  ...workersVs("2 workers vs 1 process (issue 12)", "portcullis"),
+  // The coordination cost alone, for information: two workers share both cores with the load tool and the backend,
+  // which costs any process per CPU-second (docs/benchmarks.md, "Per CPU-second figures depend on how busy the
+  // proxy is"); portcullis-2cores is one process on those same cores, so this ratio leaves the topology out.
+  ...workersVs("2 workers vs 1 process on the same cores (coordination cost)", "portcullis-2cores"),
 ]
 
 /** checkRatios evaluates every check whose rows ran: target's figure / versus's figure (or the figure) against its bound. */
