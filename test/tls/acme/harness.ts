@@ -245,8 +245,10 @@ export async function startPebble(t: TestContext | After, options: PebbleOptions
   const pebble = run(
     "pebble",
     ["-config", config, "-dnsserver", `127.0.0.1:${dnsPort}`],
-    // Real validation, no random sleeps, no random nonce rejections, and no authorization reuse (a renewal is
-    // validated again, so a failing challenge fails it).
+    // Real validation, no random sleeps, no random nonce rejections, and PEBBLE_AUTHZREUSE=0
+    // (a renewal is validated again, so a failing challenge fails it). Pebble still reuses a valid authorization
+    // about 1 time in 100 at 0 (it makes a new one only when rand.Intn(100) > the percentage):
+    // a test that needs a renewal to fail must allow for one that did not (dns-01.test.ts).
     { PEBBLE_VA_NOSLEEP: "1", PEBBLE_VA_ALWAYS_VALID: "0", PEBBLE_WFE_NONCEREJECT: "0", PEBBLE_AUTHZREUSE: "0" },
     dir,
   )
